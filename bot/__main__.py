@@ -1,0 +1,69 @@
+"""Command line: `kf2v-bot run | demo | sandbox | check | backup` (also `python -m bot`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from bot.settings import SettingsError, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kf2v-bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="connect to Discord, serve the slash commands and run the job worker")
+    sub.add_parser("check", help="validate the configuration and, with credentials, that both services answer")
+
+    sandbox = sub.add_parser("sandbox", help="serve a local DashScope-compatible emulator")
+    from bot.sandbox.cli import add_sandbox_arguments
+
+    add_sandbox_arguments(sandbox)
+
+    demo = sub.add_parser("demo", help="the whole pipeline offline: emulated Discord and DashScope")
+    demo.add_argument("--time-scale", type=float, default=None, help="provider time compression factor")
+    demo.add_argument("--output", default="demo-output", help="folder for the report and the mp4s")
+
+    backup = sub.add_parser("backup", help="online, consistent copy of the database")
+    backup.add_argument("path", help="where to write the copy")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "sandbox":
+            from bot.sandbox.cli import run_sandbox
+
+            return run_sandbox(args)
+        if args.command == "demo":
+            from bot.sandbox.demo import run_demo
+
+            return asyncio.run(run_demo(time_scale=args.time_scale, output=args.output))
+        settings = load_settings()
+        if args.command == "run":
+            settings.require_run_credentials()
+            from bot.app import run_bot
+
+            return asyncio.run(run_bot(settings))
+        if args.command == "check":
+            from bot.ops import run_check
+
+            return asyncio.run(run_check(settings))
+        if args.command == "backup":
+            from bot.ops import run_backup
+
+            return asyncio.run(run_backup(settings, args.path))
+    except SettingsError as exc:
+        print(f"kf2v-bot: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
