@@ -1,0 +1,176 @@
+"""One exception family for everything the provider (or the way to it) can answer.
+
+The split follows what the caller must do, not where the error came from:
+
+* `ThrottledError`, `ProviderUnavailableError` — temporary (`retryable = True`): back off, keep the job queued.
+* `InvalidRequestError`, `ContentRejectedError` — the user's input: say what is wrong, never retry.
+* `AccountProblemError` — key, billing or permission: alert the owner, pause submissions.
+* `SubmissionOutcomeUnknownError` — a create was sent but its answer was lost: the task may exist. Reconcile
+  with `list_tasks`, never resubmit blindly (that could pay twice).
+
+`str()` of every error is `"<Class> http=<s> code=<c> request_id=<r>: <message>"` and goes through `redact`, so
+it is safe to log: no API key, no base64 payload, no signed query string.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+# A data URI's payload, a long bare base64 run, a URL's query string, an "sk-..." key: what must never be logged.
+_DATA_URI = re.compile(r"data:([\w/+.-]*);base64,([A-Za-z0-9+/=]*)")
+_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{120,}={0,2}")
+_SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{6,}")
+_MAX_MESSAGE = 300
+
+
+def describe_data_uri(mime: str, payload_chars: int) -> str:
+    """`data:image/png;base64,<183 KB>`: enough to recognise the image, nothing of its content."""
+    kib = max(1, round(payload_chars * 3 / 4 / 1024))
+    return f"data:{mime};base64,<{kib} KB>"
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Strip what must not reach a log line: the given secrets, data URIs, base64 runs, query strings, keys."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<secret>")
+    text = _DATA_URI.sub(lambda m: describe_data_uri(m.group(1), len(m.group(2))), text)
+    text = _QUERY.sub(r"\1?<redacted>", text)
+    text = _BASE64_RUN.sub("<base64>", text)
+    text = _SK_KEY.sub("sk-<redacted>", text)
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 1] + "…"
+    return text
+
+
+class DashScopeError(Exception):
+    """Base of the family. Unknown provider codes without an HTTP status land here (not retryable)."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: str = "",
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.http_status = http_status
+        self.code = code or ""
+        self.message = redact(message or "")
+        self.request_id = request_id
+        # Seconds the server asked us to wait (Retry-After), when it said so.
+        self.retry_after = retry_after
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        http = self.http_status if self.http_status is not None else "-"
+        return (
+            f"{type(self).__name__} http={http} code={self.code or '-'} "
+            f"request_id={self.request_id or '-'}: {self.message}"
+        )
+
+    def __repr__(self) -> str:
+        return f"<{self}>"
+
+
+class ThrottledError(DashScopeError):
+    """429 Throttling*: a submission or in-flight limit of the account (ours, or someone else's use of it)."""
+
+    retryable = True
+
+
+class ProviderUnavailableError(DashScopeError):
+    """5xx, a timeout or lost connection on a call that is safe to repeat, or an answer we could not parse."""
+
+    retryable = True
+
+
+class InvalidRequestError(DashScopeError):
+    """400 InvalidParameter / InvalidURL / InvalidImageFormat / InvalidFile.* / BadRequest.* and other 4xx."""
+
+
+class ContentRejectedError(DashScopeError):
+    """DataInspectionFailed / IPInfringementSuspect: the content check refused the input (or the output)."""
+
+
+class AccountProblemError(DashScopeError):
+    """Key, permission or billing: 401 InvalidApiKey, 403 AccessDenied*, Arrearage, overdue bills, free tier."""
+
+
+class SubmissionOutcomeUnknownError(DashScopeError):
+    """A create was sent but its answer was lost (timeout, reset, malformed answer): the task may exist.
+
+    Retrying is safe only after `list_tasks` shows no task was created for this submission.
+    """
+
+    retryable = False
+
+
+class VideoUnavailableError(DashScopeError):
+    """The result video's URL answered 403/404/410 (expired or wrong signature): downloading again won't help."""
+
+
+class VideoTooLargeError(DashScopeError):
+    """The result video is larger than the caller allowed; nothing was kept on disk."""
+
+
+_ACCOUNT_CODES = frozenset(
+    {
+        "InvalidApiKey",
+        "Arrearage",
+        "Model.AccessDenied",
+        "PrepaidBillOverdue",
+        "PostpaidBillOverdue",
+        "CommodityNotPurchased",
+    }
+)
+_CONTENT_CODES = frozenset({"DataInspectionFailed", "IPInfringementSuspect"})
+_UNAVAILABLE_CODES = frozenset({"SystemError", "ModelServiceFailed", "ModelServingError", "ModelUnavailable"})
+_INVALID_CODES = frozenset({"InvalidParameter", "InvalidURL", "InvalidImageFormat"})
+
+
+def _is_account(code: str, message: str) -> bool:
+    return (
+        code in _ACCOUNT_CODES
+        or code.startswith(("AccessDenied", "AllocationQuota."))
+        # Sent as a 429 whose code may look like throttling; it is the free tier running out, not a burst.
+        or "free allocated quota exceeded" in message.lower()
+    )
+
+
+def classify(
+    http_status: int | None,
+    code: str | None,
+    message: str | None,
+    request_id: str | None,
+    *,
+    retry_after: float | None = None,
+) -> DashScopeError:
+    """Map a provider answer (or a FAILED task's output.code, with http_status None) to the family."""
+    code = (code or "").strip()
+    message = message or ""
+    text = message or code or (f"HTTP {http_status}" if http_status else "provider error")
+
+    def make(cls: type[DashScopeError]) -> DashScopeError:
+        return cls(text, http_status=http_status, code=code, request_id=request_id, retry_after=retry_after)
+
+    if _is_account(code, message) or http_status in (401, 403):
+        return make(AccountProblemError)
+    if code in _CONTENT_CODES or code.startswith(("DataInspectionFailed", "IPInfringementSuspect")):
+        return make(ContentRejectedError)
+    if code.startswith("Throttling") or http_status == 429:
+        return make(ThrottledError)
+    if code in _UNAVAILABLE_CODES or code.startswith("InternalError") or (http_status or 0) >= 500:
+        return make(ProviderUnavailableError)
+    if (
+        code in _INVALID_CODES
+        or code.startswith(("InvalidParameter", "InvalidFile", "BadRequest"))
+        or (http_status is not None and 400 <= http_status < 500)
+    ):
+        return make(InvalidRequestError)
+    return make(DashScopeError)
