@@ -1,16 +1,106 @@
-"""`kf2v-bot sandbox`: placeholder until the DashScope emulator lands."""
+"""`kf2v-bot sandbox`: serve the local DashScope emulator until SIGINT/SIGTERM.
+
+By default any non-empty API key is accepted and a task finishes within a few seconds; flags pick the
+provider's realistic timings, a fixed key, and fault injection. PyAV is loaded only when a video is first
+rendered, so the server is up well under two seconds after launch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
 import sys
+from typing import Any
+
+from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
+
+
+def _rate(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError("must be a share between 0 and 1")
+    return number
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return number
+
+
+def _non_negative(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return number
 
 
 def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default 8765)")
+    parser.add_argument("--api-key", default=None, help="accept only this API key (default: any non-empty key)")
+    parser.add_argument(
+        "--realistic", action="store_true", help="provider timings: up to 150 s queued, 240-360 s running"
+    )
+    parser.add_argument(
+        "--time-scale", type=_positive, default=None, help="divide provider durations by this (e.g. 60)"
+    )
+    parser.add_argument("--fail-word", default=None, help="a prompt containing it ends FAILED (DataInspectionFailed)")
+    parser.add_argument("--error-rate", type=_rate, default=0.0, help="share of API calls answered 500/503")
+    parser.add_argument("--throttle-rate", type=_rate, default=0.0, help="share of API calls answered 429 Throttling")
+    parser.add_argument("--latency", type=_non_negative, default=0.0, help="seconds added to every API call")
+    parser.add_argument("--drop-rate", type=_rate, default=0.0, help="share of API calls whose connection is dropped")
+    parser.add_argument("--malformed-rate", type=_rate, default=0.0, help="share of API calls answered broken JSON")
+    parser.add_argument("--seed", type=int, default=None, help="seed for durations and faults (reproducible runs)")
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    values: dict[str, Any] = {
+        "api_key": args.api_key,
+        "seed": args.seed,
+        "faults": FaultConfig(
+            error_rate=args.error_rate,
+            throttle_rate=args.throttle_rate,
+            latency_s=args.latency,
+            drop_rate=args.drop_rate,
+            malformed_rate=args.malformed_rate,
+        ),
+    }
+    if args.time_scale is not None:
+        values["time_scale"] = args.time_scale
+    if args.fail_word is not None:
+        values["fail_word"] = args.fail_word
+    return EmulatorConfig.realistic(**values) if args.realistic else EmulatorConfig(**values)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    emulator = DashScopeEmulator(config_from_args(args))
+    try:
+        base_url = await emulator.start(args.host, args.port)
+    except OSError as exc:
+        print(f"kf2v-bot sandbox: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"DashScope sandbox listening on {base_url}")
+    print(f"Point the bot at it: DASHSCOPE_BASE_URL={base_url} (any DASHSCOPE_API_KEY will do)"
+          if args.api_key is None else
+          f"Point the bot at it: DASHSCOPE_BASE_URL={base_url} with the API key given by --api-key")  # fmt: skip
+    print(f"Statistics: {base_url.removesuffix('/api/v1')}/_sandbox/stats", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await emulator.stop()
+    return 0
 
 
 def run_sandbox(args: argparse.Namespace) -> int:
-    print("kf2v-bot sandbox: the DashScope emulator is not built yet.", file=sys.stderr)
-    return 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(_serve(args))
