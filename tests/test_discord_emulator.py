@@ -73,6 +73,14 @@ class PanelView(discord.ui.View):
         self.probe.presses.append((interaction.user.id, button.custom_id or ""))
         await interaction.response.send_message(f"pong for {interaction.user.id}", ephemeral=True)
 
+    @discord.ui.select(
+        custom_id="emu:size",
+        options=[discord.SelectOption(label="Small", value="s"), discord.SelectOption(label="Large", value="l")],
+    )
+    async def size(self, interaction: discord.Interaction, select: discord.ui.Select[PanelView]) -> None:
+        await interaction.response.defer()  # a component deferral: type 6, "deferred update"
+        await interaction.edit_original_response(content=f"size {select.values[0]}")
+
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"emu:job:(?P<job>[0-9]+)"):
     """A DynamicItem like the bot's `kf2v:cancel:<job_id>` buttons."""
@@ -282,12 +290,17 @@ async def test_buttons_reach_the_bot(emu: DiscordEmulator, monkeypatch: pytest.M
         record = await emu.run_command(guild_id, channel_id, USER_ID, "tools", subcommand="panel")
         await record.wait_response()
         panel = record.original_message
-        assert panel is not None and panel.custom_ids() == ["emu:ping", "emu:job:42"]
+        assert panel is not None and panel.custom_ids() == ["emu:ping", "emu:job:42", "emu:size"]
 
         press = await emu.press_button(panel.id, "emu:ping", OTHER_USER_ID)
         await press.wait_response()
         assert press.ephemeral_text == f"pong for {OTHER_USER_ID}"
         assert bot.probe.presses == [(OTHER_USER_ID, "emu:ping")]
+
+        pick = await emu.select(panel.id, "emu:size", ["l"], USER_ID)
+        assert (await pick.wait_response()).type == 6
+        await emu.wait_for(lambda: panel.content == "size l")
+        assert pick.original_message is panel
 
         cancel = await emu.press_button(panel.id, "emu:job:42", USER_ID)
         response = await cancel.wait_response()
@@ -570,3 +583,63 @@ async def test_many_interactions_with_attachments(emu: DiscordEmulator, monkeypa
         assert all(r.latency_ms is not None and r.latency_ms < 3000 for r in records)
         assert len(bot.probe.echoed) == 30 and bot.probe.errors == []
         assert elapsed < 10
+
+
+async def test_raw_gateway_protocol(emu: DiscordEmulator) -> None:
+    guild_id, _ = world(emu)
+    decompressor = zlib.decompressobj()
+
+    async def receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+        message = await ws.receive(timeout=5)
+        if message.type == aiohttp.WSMsgType.BINARY:
+            data = bytes(message.data)
+            assert data.endswith(b"\x00\x00\xff\xff")  # zlib-stream: every frame ends with Z_SYNC_FLUSH
+            return cast(dict[str, Any], json.loads(decompressor.decompress(data)))
+        assert message.type == aiohttp.WSMsgType.TEXT, message
+        return cast(dict[str, Any], json.loads(message.data))
+
+    identify = {"op": 2, "d": {"token": emu.bot_token, "intents": 1, "properties": {}}}
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{emu.gateway_url}?v=10&encoding=json&compress=zlib-stream") as ws:
+            hello = await receive(ws)
+            assert hello["op"] == 10 and hello["d"]["heartbeat_interval"] == 41250
+            await ws.send_json({"op": 1, "d": None})
+            assert (await receive(ws))["op"] == 11
+            await ws.send_json(identify)
+            ready = await receive(ws)
+            assert (ready["t"], ready["s"]) == ("READY", 1)
+            assert ready["d"]["resume_gateway_url"] == emu.gateway_url
+            assert ready["d"]["guilds"] == [{"id": str(guild_id), "unavailable": True}]
+            created = await receive(ws)
+            assert (created["t"], created["s"], created["d"]["id"]) == ("GUILD_CREATE", 2, str(guild_id))
+            session_id = ready["d"]["session_id"]
+            await emu.wait_ready()
+            fault = asyncio.create_task(emu.disconnect_gateway(resume=False))
+            assert (await receive(ws)) == {"op": 9, "s": None, "t": None, "d": False}
+            await ws.close()
+            await fault
+        # zstd-stream is not spoken: plain text frames, which discord.py reads as they are
+        async with http.ws_connect(f"{emu.gateway_url}?v=10&encoding=json&compress=zstd-stream") as ws:
+            assert (await receive(ws))["op"] == 10
+            await ws.send_json({"op": 6, "d": {"token": emu.bot_token, "session_id": session_id, "seq": 2}})
+            assert (await receive(ws))["op"] == 9  # that session was invalidated
+        async with http.ws_connect(emu.gateway_url) as ws:
+            await receive(ws)
+            await ws.send_json({"op": 2, "d": {"token": emu.bot_token, "intents": 1 | 1 << 15, "properties": {}}})
+            closed = await ws.receive(timeout=5)
+            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4014  # privileged intent
+        async with http.ws_connect(f"{emu.gateway_url}?encoding=etf") as ws:
+            closed = await ws.receive(timeout=5)
+            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4002
+
+
+async def test_raw_gateway_rejects_a_wrong_token() -> None:
+    async with (
+        DiscordEmulator(bot_token="right") as emu,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(emu.gateway_url) as ws,
+    ):
+        await ws.receive(timeout=5)
+        await ws.send_json({"op": 2, "d": {"token": "wrong", "intents": 1, "properties": {}}})
+        closed = await ws.receive(timeout=5)
+        assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4004

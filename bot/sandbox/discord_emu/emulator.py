@@ -15,6 +15,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -59,6 +60,13 @@ DEFAULT_OWNER_ID = 1_300_000_000_000_000_100
 DEFAULT_TOKEN = "emulator.bot.token"  # noqa: S105 - not a secret: any token works unless one is configured
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _USER_MENTION = re.compile(r"<@!?(\d+)>")
+
+
+@dataclass
+class _Waiter:
+    predicate: Callable[[], Any]
+    future: asyncio.Future[Any]
+    poll: bool
 
 
 class EmulatorError(RuntimeError):
@@ -176,7 +184,7 @@ class InteractionRecord:
 
     async def wait_response(self, timeout: float = 5.0) -> ResponseRecord:  # noqa: ASYNC109
         """The first callback (defer, message, update, modal)."""
-        return await self._emulator.wait_for(lambda: self.responses[0] if self.responses else None, timeout)
+        return await self._emulator.wait_for(lambda: self.responses[0] if self.responses else None, timeout, poll=False)
 
     async def wait_followup(self, timeout: float = 5.0, *, count: int = 1) -> MessageRecord:  # noqa: ASYNC109
         """The `count`-th message sent through the webhook (followup) route; after a deferral the first one
@@ -184,6 +192,7 @@ class InteractionRecord:
         return await self._emulator.wait_for(
             lambda: self._emulator._messages[self.followup_ids[count - 1]] if len(self.followup_ids) >= count else None,
             timeout,
+            poll=False,
         )
 
     async def wait_done(self, timeout: float = 5.0) -> MessageRecord:  # noqa: ASYNC109
@@ -193,7 +202,7 @@ class InteractionRecord:
             message = self.original_message
             return message if message is not None and not message.loading else None
 
-        return await self._emulator.wait_for(done, timeout)
+        return await self._emulator.wait_for(done, timeout, poll=False)
 
 
 class DiscordEmulator:
@@ -222,6 +231,7 @@ class DiscordEmulator:
         allowed_privileged_intents: int = 0,
         gateway_compression: bool = True,
         rate_limit: tuple[int, float] = (1000, 1.0),
+        cdn_concurrency: int = 8,
     ) -> None:
         self.application_id = application_id
         self.bot_user_id = bot_user_id if bot_user_id is not None else application_id
@@ -235,6 +245,7 @@ class DiscordEmulator:
         self.allowed_privileged_intents = allowed_privileged_intents
         self.gateway_compression = gateway_compression
         self.rate_limit = rate_limit
+        self.cdn_concurrency = cdn_concurrency
         self._configured_token = bot_token
         self.tokens_seen: set[str] = set()
 
@@ -253,7 +264,8 @@ class DiscordEmulator:
         self.requests: list[RequestRecord] = []
         self.events: list[EventRecord] = []
         self._secret = secrets.token_bytes(16)
-        self._changed = asyncio.Event()
+        self._waiters: list[_Waiter] = []
+        self._ticker: asyncio.Task[None] | None = None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._host = "127.0.0.1"
@@ -288,6 +300,11 @@ class DiscordEmulator:
 
     async def stop(self) -> None:
         """Close every gateway connection and the server."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
         await self.gateway.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -356,33 +373,62 @@ class DiscordEmulator:
     # ------------------------------------------------------------------ recording and waiting
 
     def notify(self) -> None:
-        changed = self._changed
-        self._changed = asyncio.Event()
-        changed.set()
+        """Re-check the waiting predicates (called on every recorded change); settle those that hold."""
+        if not self._waiters:
+            return
+        pending: list[_Waiter] = []
+        for waiter in self._waiters:
+            if waiter.future.done():
+                continue
+            try:
+                result = waiter.predicate()
+            except Exception as error:  # the test's predicate failed: report it to the waiting test
+                waiter.future.set_exception(error)
+                continue
+            if result:
+                waiter.future.set_result(result)
+            else:
+                pending.append(waiter)
+        self._waiters = pending
 
     def record(self, kind: str, data: Json) -> None:
         self.events.append(EventRecord(kind, data))
         self.notify()
 
-    async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 5.0) -> T:  # noqa: ASYNC109
-        """Return the first truthy value of `predicate()`, re-checked after every recorded change (and every
-        10 ms, for predicates that look at the bot's side, which the emulator cannot see change)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            changed = self._changed
-            result = predicate()
-            if result:
-                return result
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"condition not met within {timeout} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(remaining, 0.01))
+    async def wait_for(
+        self,
+        predicate: Callable[[], T | None],
+        timeout: float = 5.0,  # noqa: ASYNC109
+        *,
+        poll: bool = True,
+    ) -> T:
+        """Return the first truthy value of `predicate()`. It is re-checked on every recorded change; with
+        `poll` also every 10 ms, for predicates about the bot's side, whose changes the emulator cannot see."""
+        result = predicate()
+        if result:
+            return result
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(predicate, future, poll)
+        self._waiters.append(waiter)
+        if poll and (self._ticker is None or self._ticker.done()):
+            self._ticker = asyncio.create_task(self._tick())
+        try:
+            value: T = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"condition not met within {timeout} s") from None
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return value
+
+    async def _tick(self) -> None:
+        while any(w.poll for w in self._waiters):
+            await asyncio.sleep(0.01)
+            self.notify()
 
     async def wait_ready(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until a bot identified on the gateway and was sent READY and its GUILD_CREATEs."""
-        await self.wait_for(self.gateway.has_live_session, timeout)
+        await self.wait_for(self.gateway.has_live_session, timeout, poll=False)
 
     def events_of(self, kind: str) -> list[EventRecord]:
         return [event for event in self.events if event.kind == kind]

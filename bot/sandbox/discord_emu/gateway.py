@@ -168,7 +168,7 @@ class Gateway:
                 conn.close(4000, "Emulated disconnect")
             else:
                 session.dead = True
-                conn.send_json({"op": 9, "d": False})
+                conn.send_json({"op": 9, "s": None, "t": None, "d": False})
         self.emulator.record("gateway.fault", {"resume": resume, "sessions": len(live)})
         await asyncio.wait_for(asyncio.gather(*waits), timeout=10)
 
