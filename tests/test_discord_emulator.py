@@ -145,9 +145,9 @@ def build_commands(bot: EmuBot) -> None:
         view.add_item(JobButton(42))
         await interaction.response.send_message("panel", view=view)
 
-    @tools.command(name="hold", description="Defer and keep the interaction for later")
-    async def hold(interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True)
+    @tools.command(name="hold", description="Answer and keep the interaction for later")
+    async def hold(interaction: discord.Interaction, ephemeral: bool = False) -> None:
+        await interaction.response.send_message("holding", ephemeral=ephemeral)
         probe.held.append(interaction)
 
     @tools.command(name="slow", description="Answer too late")
@@ -347,9 +347,21 @@ async def test_expired_interaction_token(emu: DiscordEmulator, monkeypatch: pyte
         with pytest.raises(discord.HTTPException) as caught:
             await interaction.edit_original_response(content="too late")
         assert caught.value.code == 50027
+        # the bot token still works: post in the channel, edit the response as a fetched message
         channel = cast(discord.TextChannel, interaction.channel)
         sent = await channel.send("the bot token still works")
         assert emu.messages(channel_id)[-1].id == sent.id
+        assert record.original_message_id is not None
+        response = await channel.fetch_message(record.original_message_id)
+        await response.edit(content="edited with the bot token")
+        assert record.last_text == "edited with the bot token"
+        # an ephemeral response is invisible to the bot token
+        hidden = await emu.run_command(guild_id, channel_id, USER_ID, "tools", {"ephemeral": True}, subcommand="hold")
+        await hidden.wait_response()
+        assert hidden.ephemeral_text == "holding" and hidden.original_message_id is not None
+        with pytest.raises(discord.NotFound) as missing:
+            await channel.fetch_message(hidden.original_message_id)
+        assert missing.value.code == 10008
 
 
 async def test_token_lifetime_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -377,6 +389,18 @@ async def test_injected_429_is_retried(emu: DiscordEmulator, monkeypatch: pytest
         emu.inject_rest_errors(429, 1, route_contains="/messages", is_global=True, retry_after=0.05)
         await channel.send("after a global 429")
         assert emu.count_requests("POST", "/messages", status=429) == 3
+
+
+async def test_rate_limit_headers_pace_discord_py(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with DiscordEmulator(rate_limit=(2, 0.15)) as emu:
+        _, channel_id = world(emu)
+        async with running_bot(emu, monkeypatch, None) as bot:
+            channel = cast(discord.TextChannel, bot.get_channel(channel_id))
+            started = time.monotonic()
+            await asyncio.gather(*(channel.send(f"m{i}") for i in range(5)))
+            assert time.monotonic() - started >= 0.25  # three windows of 0.15 s for five messages
+            assert emu.count_requests(status=429) == 0  # discord.py paced itself from the headers
+            assert len(emu.messages(channel_id)) == 5
 
 
 async def test_gateway_disconnect_and_resume(emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch) -> None:

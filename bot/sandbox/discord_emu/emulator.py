@@ -206,13 +206,21 @@ class InteractionRecord:
 
 
 class DiscordEmulator:
-    """A local Discord (REST + gateway) for the real discord.py. See the package docstring for an overview.
+    """A local Discord (REST + gateway + attachment CDN) for the real discord.py; see the package docstring.
 
-    Parameters are the application identity (`application_id`, `bot_user_id` — the same by default, as for
-    modern applications — `owner_id`, or a team made of `owner_id` + `team_member_ids`), the interaction token
-    lifetime (`interaction_token_ttl`, Discord: 15 min) and the initial-response deadline
-    (`interaction_response_deadline`, Discord: 3 s, None to disable). `bot_token` set means any other token
-    is refused (401 / gateway close 4004); unset, any non-empty token is accepted and recorded.
+    Identity: `application_id`; `bot_user_id` (defaults to the application id, as for modern applications);
+    `owner_id`, or a team (`owner_id` + `team_member_ids`) as `GET /oauth2/applications/@me` reports it.
+    `bot_token`: when set, any other token gets 401 (REST) / close 4004 (gateway); unset, any non-empty token
+    is accepted and recorded in `tokens_seen`. `bot_name`: the bot user's name.
+
+    Discord's rules: `interaction_token_ttl` (15 min) after which followups and edits through the token get
+    401 / 50027; `interaction_response_deadline` (3 s, None to disable) after which the first callback gets
+    404 / 10062; `attachment_url_ttl` for signed CDN URLs (whole seconds); `heartbeat_interval_ms` sent in
+    HELLO; `allowed_privileged_intents` (an IDENTIFY asking for others is closed with 4014);
+    `gateway_compression` (zlib-stream when the client asks for it); `rate_limit` = (requests, seconds) per
+    route bucket and major parameter, reported in X-RateLimit-* headers and enforced with real 429s
+    (generous by default; (5, 5.0) is Discord's message bucket). `cdn_concurrency`: attachment bodies
+    streamed at once (the rest queue; much faster than hundreds at once on one event loop).
     """
 
     def __init__(
@@ -1481,17 +1489,27 @@ class DiscordEmulator:
             payload["message_reference"] = message.message_reference
         if message.interaction_id is not None:
             record = self._interactions_by_id.get(message.interaction_id)
-            if record is not None and message.type != 19:
+            if record is not None:
                 user = self.user_payload(self.users[record.user_id])
-                payload["interaction_metadata"] = {
+                metadata: Json = {
                     "id": str(record.id),
                     "type": record.type,
                     "user": user,
                     "authorizing_integration_owners": {"0": str(record.guild_id)},
-                    "name": record.name,
-                    "command_type": 1,
                 }
-                payload["interaction"] = {"id": str(record.id), "type": record.type, "name": record.name, "user": user}
+                if record.type == InteractionType.APPLICATION_COMMAND:
+                    metadata |= {"name": record.name, "command_type": 1}
+                    payload["interaction"] = {
+                        "id": str(record.id),
+                        "type": record.type,
+                        "name": record.name,
+                        "user": user,
+                    }
+                elif record.source_message_id is not None:
+                    metadata["interacted_message_id"] = str(record.source_message_id)
+                if record.original_message_id is not None and record.original_message_id != message.id:
+                    metadata["original_response_message_id"] = str(record.original_message_id)
+                payload["interaction_metadata"] = metadata
         if message.thread_id is not None:
             thread = self.channels.get(message.thread_id)
             if thread is not None and not thread.deleted:

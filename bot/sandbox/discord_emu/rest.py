@@ -993,9 +993,7 @@ class RestApi:
         expected = self.emulator.sign_cdn(path, expires, issued)
         if request.query.get("hm") != expected or time.time() >= expires:
             return gone
-        response = web.StreamResponse(
-            headers={"Content-Type": attachment.content_type or "application/octet-stream"}
-        )
+        response = web.StreamResponse(headers={"Content-Type": attachment.content_type or "application/octet-stream"})
         response.content_length = attachment.size
         async with self._cdn_slots:
             await response.prepare(request)
