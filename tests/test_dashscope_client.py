@@ -153,6 +153,7 @@ async def test_lifecycle_pending_running_succeeded_then_download(
     stats = emulator.stats()
     assert stats["calls"]["create"] == 1 and stats["calls"]["video"] == 1
     assert stats["tasks"][0]["status"] == "SUCCEEDED"
+    assert stats["tasks"][0]["key"] == client.account_id  # client logs and emulator stats name the same account
 
 
 async def test_time_scale_compresses_realistic_durations(catalog: Catalog, session: aiohttp.ClientSession) -> None:

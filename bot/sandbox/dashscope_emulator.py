@@ -423,7 +423,9 @@ class DashScopeEmulator:
         await site.start()
         self._runner = runner
         bound = runner.addresses[0][1]
-        shown = f"[{host}]" if ":" in host else host
+        # A wildcard address is not something to connect to: show loopback instead.
+        wildcard = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}  # noqa: S104 - a lookup, not a bind
+        shown = wildcard.get(host, f"[{host}]" if ":" in host else host)
         self._base_url = f"http://{shown}:{bound}{API_PREFIX}"
         return self._base_url
 
@@ -614,8 +616,10 @@ class DashScopeEmulator:
     async def _create(self, request: web.Request, account: str) -> web.Response:
         if request.headers.get("X-DashScope-Async", "").strip().lower() != "enable":
             raise _ApiError(403, "AccessDenied", "current user api does not support synchronous calls")
+        raw = await request.read()
         try:
-            body = json.loads(await request.read())
+            # Two 10 MB images make a 27 MB body: parse big ones off the event loop.
+            body = await asyncio.to_thread(json.loads, raw) if len(raw) > 1_000_000 else json.loads(raw)
         except ValueError:
             raise _ApiError(400, "InvalidParameter", "The request body is not valid JSON.") from None
         if not isinstance(body, dict):
