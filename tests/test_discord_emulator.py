@@ -59,6 +59,7 @@ class Probe:
         self.presses: list[tuple[int, str]] = []
         self.held: list[discord.Interaction] = []
         self.filesize_limits: list[int] = []
+        self.seen: list[tuple[str, str | None, bool, bool]] = []
 
 
 class PanelView(discord.ui.View):
@@ -129,6 +130,9 @@ def build_commands(bot: EmuBot) -> None:
         data = await image.read()
         probe.echoed.append((image.filename, data, image.width or 0))
         probe.filesize_limits.append(interaction.filesize_limit)
+        guild_locale = interaction.guild_locale.value if interaction.guild_locale else None
+        perms, app_perms = interaction.permissions, interaction.app_permissions
+        probe.seen.append((interaction.locale.value, guild_locale, perms.manage_guild, app_perms.attach_files))
         await interaction.followup.send(f"{text}: {len(data)} bytes")
         original = await interaction.original_response()
         thread = await original.create_thread(name=f"echo {text}")
@@ -254,6 +258,7 @@ async def test_echo_command_with_png_attachment(emu: DiscordEmulator, monkeypatc
             "echo",
             {"text": "hello"},
             attachments={"image": ("cat.png", PNG, "image/png")},
+            locale="ja",
         )
         response = await record.wait_response(timeout=3)
         assert response.type == 5  # deferred
@@ -263,6 +268,7 @@ async def test_echo_command_with_png_attachment(emu: DiscordEmulator, monkeypatc
         assert bot.probe.errors == []
         assert bot.probe.echoed == [("cat.png", PNG, 4)]
         assert bot.probe.filesize_limits == [50 * MIB]
+        assert bot.probe.seen == [("ja", "de", False, True)]
 
         original = record.original_message
         assert original is not None and not original.loading
@@ -542,6 +548,10 @@ async def test_run_command_refuses_what_discord_would(emu: DiscordEmulator, monk
             await emu.run_command(guild_id, channel_id, USER_ID, "tools", subcommand="panel")
         allowed = await emu.run_command(guild_id, channel_id, OTHER_USER_ID, "tools", subcommand="panel")
         await allowed.wait_response()
+        emu.set_member_permissions(guild_id, USER_ID, manage_guild=True)
+        promoted = await emu.run_command(guild_id, channel_id, USER_ID, "tools", subcommand="panel")
+        assert int(promoted.payload["member"]["permissions"]) & (1 << 5)
+        await promoted.wait_response()
 
 
 async def test_raw_http_shapes(emu: DiscordEmulator) -> None:
