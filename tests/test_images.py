@@ -12,7 +12,7 @@ from PIL import Image
 
 from bot.errors import InvalidImage
 from bot.i18n import EN, MESSAGES, ZH, t
-from bot.jobs.images import CheckedImage, ImageLimits, check_image, sniff_format
+from bot.jobs.images import CheckedImage, ImageLimits, check_image, size_refusal, sniff_format
 from bot.settings import Settings
 from tests import corpus
 from tests.corpus import BAD_INPUT_KEYS, BAD_INPUTS, DEFAULT_LIMITS, GOOD_INPUTS, MIB
@@ -101,6 +101,13 @@ def test_bad_input_is_refused_with_its_key(name: str) -> None:
 )
 def test_refusals_say_what_to_change(make: Callable[[], bytes], params: dict[str, object]) -> None:
     assert refusal(make()).params == params
+
+
+def test_size_refusal_matches_the_check() -> None:
+    # Callers refuse from the attachment's announced size before downloading it: same key, same numbers.
+    data = bytes(10 * MIB + 1)
+    expected = refusal(data)
+    assert repr(size_refusal(len(data), DEFAULT_LIMITS.max_bytes)) == repr(expected)
 
 
 def test_format_is_sniffed_from_the_bytes() -> None:

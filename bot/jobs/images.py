@@ -54,9 +54,9 @@ _ORIENTATION_TAG: Final = 0x0112
 _SWAPS_SIDES: Final = frozenset({5, 6, 7, 8})
 
 # What Pillow raises on damaged data (C decoders raise OSError; plugins raise the rest). Pillow also
-# *warns* about some damage (malformed MPO index, corrupt EXIF); where warnings are escalated to errors
-# (-W error, as in the tests) those arrive as exceptions and mean the same thing.
-_DECODE_ERRORS: Final = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, Warning)
+# *warns* about some damage (UserWarning: malformed MPO index, corrupt EXIF); where warnings are escalated
+# to errors (-W error, as in the tests) those arrive as exceptions and mean the same thing.
+_DECODE_ERRORS: Final = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, UserWarning)
 
 _GREY_MODES: Final = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"})
 _RGB_MODES: Final = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA"})
@@ -310,6 +310,11 @@ def _png_is_plain(data: bytes) -> bool:
 # --- the check ---------------------------------------------------------------------------------------------
 
 
+def size_refusal(size: int, limit: int) -> InvalidImage:
+    """The too-large refusal, also used by callers that know the size before downloading."""
+    return InvalidImage("image.too_large", size_mb=_mb_up(size), limit_mb=_mb_down(limit))
+
+
 def _mb_up(n: int) -> float:
     return math.ceil(n / MIB * 10) / 10  # rounded up, so 10.01 MB never reads as the 10 MB limit
 
@@ -351,7 +356,7 @@ def check_image(data: bytes, limits: ImageLimits) -> CheckedImage:
     if not data:
         raise InvalidImage("image.empty")
     if len(data) > limits.max_bytes:
-        raise InvalidImage("image.too_large", size_mb=_mb_up(len(data)), limit_mb=_mb_down(limits.max_bytes))
+        raise size_refusal(len(data), limits.max_bytes)
 
     fmt = sniff_format(data)
     if fmt is None:
@@ -518,7 +523,7 @@ def _reencode(
             break
         pixels = pixels.resize(new_size, Image.Resampling.LANCZOS)
         attempts = [_jpeg_at(q, extra) for q in JPEG_QUALITIES[:3]]
-    raise InvalidImage("image.too_large", size_mb=_mb_up(len(out)), limit_mb=_mb_down(target))
+    raise size_refusal(len(out), target)
 
 
 def _jpeg_at(quality: int, extra: dict[str, object]) -> Callable[[Image.Image], bytes]:
