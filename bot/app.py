@@ -1,12 +1,269 @@
-"""Builds everything once: settings -> database -> services -> VideoBot. (Wiring lands with the engine.)"""
+"""Builds everything once: settings -> database -> services -> VideoBot.
+
+One aiohttp session, one database connection, one worker; passed down explicitly, no globals.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 import sys
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from bot.settings import Settings
+import aiohttp
+
+from bot.background import BackgroundTasks
+from bot.catalog import Catalog
+from bot.dashscope.client import DashScopeClient
+from bot.jobs.images import ImageLimits
+from bot.jobs.media import MediaStore
+from bot.jobs.quota import BudgetService, Defaults
+from bot.jobs.scheduler import AccountLimits, Scheduler
+from bot.jobs.service import JobService, UserRateLimiter
+from bot.jobs.store import JobStore, utcnow
+from bot.jobs.worker import Worker, WorkerConfig
+from bot.notify import Notifier
+from bot.settings import Settings, load_catalog_for
+
+if TYPE_CHECKING:
+    from bot.client import VideoBot
+    from bot.discord_notifier import DiscordNotifier
+    from bot.health import HealthServer
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL_S = 3600.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    region: str
+    http: aiohttp.ClientSession
+    store: JobStore
+    media: MediaStore
+    budget: BudgetService
+    scheduler: Scheduler
+    worker: Worker
+    jobs: JobService
+    notifier: Notifier
+    health: HealthServer | None = None
+    background: BackgroundTasks = field(default_factory=BackgroundTasks)
+    bot: VideoBot | None = None
+
+    def effect_model(self) -> str:
+        """The default model for /kf2v-effect: the first one in this region that has templates."""
+        for spec in self.catalog.models_in(self.region):
+            if spec.templates:
+                return spec.key
+        return self.catalog.default_model
+
+    async def start(self, bot: VideoBot | None = None) -> None:
+        self.bot = bot
+        bind = getattr(self.notifier, "bind", None)
+        if bot is not None and bind is not None:
+            bind(bot)
+        await self.jobs.load_pause_state()
+        await self.worker.start()
+        self.background.spawn(self._housekeeping(), "housekeeping")
+        if self.settings.http_port:
+            await self._start_health()
+
+    async def _start_health(self) -> None:
+        from bot.health import HealthServer, Metrics
+
+        metrics = Metrics(store=self.store, scheduler=self.scheduler, worker=self.worker)
+        self.worker.on_event = metrics.observe_job
+
+        async def database_ok() -> bool:
+            return await self.store.ping()
+
+        def gateway_ok() -> bool:
+            return self.bot is None or (self.bot.is_ready() and not self.bot.is_closed())
+
+        def worker_ok() -> bool:
+            return self.worker.alive
+
+        self.health = HealthServer(
+            metrics,
+            {"database": database_ok, "gateway": gateway_ok, "worker": worker_ok},
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+        )
+        url = await self.health.start()
+        log.info("health and metrics on %s", url)
+
+    async def _housekeeping(self) -> None:
+        """Remove stored videos and frames past the retention period."""
+        while True:
+            try:
+                await self.sweep_media()
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+
+    async def sweep_media(self) -> int:
+        cutoff = utcnow() - timedelta(days=self.settings.video_retention_days)
+        removed = 0
+        for job in await self.store.jobs_with_media_before(cutoff):
+            if job.video_path:
+                self.media.video_path(job.id).unlink(missing_ok=True)
+                await self.store.update(job.id, video_path=None)
+                removed += 1
+        keep = await self.store.frames_in_use(cutoff)
+        removed += await asyncio.to_thread(self.media.sweep_frames, keep, cutoff)
+        return removed
+
+    async def stop(self) -> None:
+        """Stop taking jobs; in-flight ones stay resumable from their rows."""
+        await self.worker.stop()
+        await self.background.close(2.0)
+        close = getattr(self.notifier, "close", None)
+        if close is not None:
+            await close()
+        if self.health is not None:
+            await self.health.stop()
+        await self.http.close()
+        await self.store.close()
+
+
+async def build_services(settings: Settings, notifier: Notifier | None = None) -> Services:
+    """Everything the bot needs, built in dependency order. `notifier` defaults to the Discord one."""
+    catalog = load_catalog_for(settings)
+    region = settings.region(catalog)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.data_dir.chmod(0o700)
+    store = await JobStore.open(settings.database_path)
+    media = MediaStore(settings.data_dir / "media")
+    http = aiohttp.ClientSession()
+    clients = {}
+    for key in settings.api_keys():
+        client = DashScopeClient(
+            http, base_url=settings.dashscope_base_url, api_key=key, timeout=settings.request_timeout
+        )
+        clients[client.account_id] = client
+    if not clients:  # `check`/tests without a key still build; nothing can be submitted
+        log.warning("no DashScope API key configured: jobs will wait in the queue")
+    limits = {
+        spec.key: (
+            min(settings.max_concurrent_tasks, catalog.limits(spec.key, region).max_in_flight),
+            min(settings.submit_rps, catalog.limits(spec.key, region).submit_rps),
+        )
+        for spec in catalog.models_in(region)
+    }
+    scheduler = Scheduler(AccountLimits(list(clients) or ["none"], limits))
+    if not clients:
+        scheduler.limits.pause("none", "no API key configured")
+    budget = BudgetService(
+        store,
+        catalog,
+        Defaults(
+            daily_budget=settings.default_daily_budget_milli,
+            monthly_budget=settings.default_monthly_budget_milli,
+            member_daily_videos=settings.default_member_daily_videos,
+            user_queue_limit=settings.default_user_queue_limit,
+        ),
+        settings.tz,
+    )
+    if notifier is None:
+        from bot.discord_notifier import DiscordNotifier
+
+        notifier = DiscordNotifier(catalog, media)
+    worker = Worker(
+        store=store,
+        media=media,
+        clients=clients,
+        catalog=catalog,
+        region=region,
+        scheduler=scheduler,
+        budget=budget,
+        notifier=notifier,
+        config=WorkerConfig(poll_min_interval=settings.poll_min_interval, poll_max_interval=settings.poll_max_interval),
+    )
+    jobs = JobService(
+        store=store,
+        media=media,
+        budget=budget,
+        worker=worker,
+        catalog=catalog,
+        region=region,
+        image_limits=ImageLimits.from_settings(settings),
+        rate_limiter=UserRateLimiter(settings.user_commands_per_minute),
+    )
+    return Services(
+        settings=settings,
+        catalog=catalog,
+        region=region,
+        http=http,
+        store=store,
+        media=media,
+        budget=budget,
+        scheduler=scheduler,
+        worker=worker,
+        jobs=jobs,
+        notifier=notifier,
+    )
+
+
+def point_discord_at(settings: Settings) -> None:
+    """discord.py keeps its endpoints in class attributes; tests and the demo aim them at an emulator."""
+    import discord.gateway
+    import discord.http
+    import yarl
+
+    discord.http.Route.BASE = settings.discord_api_base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway)
+
+
+def register_secrets(settings: Settings) -> None:
+    from bot.logs import register_secret
+
+    for secret in [settings.discord_token, *settings.api_keys()]:
+        if secret is not None and secret.get_secret_value():
+            register_secret(secret.get_secret_value())
 
 
 async def run_bot(settings: Settings) -> int:
-    print("kf2v-bot run: the bot is not wired up yet.", file=sys.stderr)
-    return 1
+    """`kf2v-bot run`: until SIGINT/SIGTERM; then stop taking jobs and leave the rest resumable."""
+    import discord
+
+    from bot.client import VideoBot
+    from bot.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
+    register_secrets(settings)
+    point_discord_at(settings)
+    services = await build_services(settings)
+    bot = VideoBot(services)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    assert settings.discord_token is not None
+    try:
+        async with bot:
+            runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if runner in done:
+                runner.result()  # raise what ended it
+            log.info("shutting down: no new jobs; in-flight jobs resume on the next start")
+    except discord.LoginFailure:
+        print(
+            "kf2v-bot: Discord rejected DISCORD_TOKEN: check the token in .env (Bot -> Reset Token).", file=sys.stderr
+        )
+        return 2
+    except discord.PrivilegedIntentsRequired:
+        print("kf2v-bot: Discord refused the gateway intents.", file=sys.stderr)
+        return 2
+    finally:
+        if not bot.is_closed():
+            await bot.close()
+    return 0
+
+
+__all__ = ["DiscordNotifier", "Services", "build_services", "run_bot"]

@@ -1,0 +1,272 @@
+"""The Discord side of `Notifier`: status embeds, thread posts, the video upload (or link), owner alerts.
+
+Everything here uses the bot token (channel and message endpoints), never the interaction token, so a job
+that waited an hour still lands. Status edits are coalesced to at most one every `edit_interval` seconds
+per job (latest state wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.catalog import Catalog, format_cny
+from bot.i18n import t
+from bot.jobs.media import MediaStore
+from bot.jobs.models import Job, JobState
+from bot.notify import DeliveryError, Progress, Video
+
+if TYPE_CHECKING:
+    from bot.client import VideoBot
+
+log = logging.getLogger(__name__)
+
+NO_PINGS = discord.AllowedMentions.none()
+STATE_COLOURS = {
+    JobState.QUEUED: 0x95A5A6,
+    JobState.SUBMITTING: 0x3498DB,
+    JobState.PENDING: 0x3498DB,
+    JobState.RUNNING: 0xF1C40F,
+    JobState.SUCCEEDED: 0x2ECC71,
+    JobState.DELIVERED: 0x2ECC71,
+    JobState.FAILED: 0xE74C3C,
+    JobState.CANCELED: 0x7F8C8D,
+}
+MARKER = "kf2v-job-{job_id}"  # in the delivery's embed footer: lets a redelivery find an earlier post
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def thread_name(prompt: str, job_id: int, fallback: str) -> str:
+    base = " ".join(prompt.split()) or fallback
+    return clip(f"#{job_id} {base}", 100)
+
+
+def status_embed(
+    job: Job, progress: Progress, catalog: Catalog, locale: str | None, paused: bool = False
+) -> discord.Embed:
+    """The public status message: prompt, model, tier, cost, position/ETA or elapsed time, state."""
+    state_text = t(locale, f"state.{job.state.value}")
+    embed = discord.Embed(
+        title=clip(t(locale, "status.title", job_id=job.id, state=state_text), 256),
+        description=clip(job.prompt or t(locale, "status.effect", template=job.template or ""), 4000),
+        colour=STATE_COLOURS[job.state],
+    )
+    cost = job.cost_settled if job.charge_state.value == "settled" else job.cost_reserved
+    cost_key = "status.cost_settled" if job.charge_state.value == "settled" else "status.cost_estimated"
+    if job.charge_state.value == "released":
+        cost_key, cost = "status.cost_none", 0
+    embed.add_field(name=t(locale, "status.model"), value=f"{job.model} · {job.resolution}", inline=True)
+    embed.add_field(name=t(locale, "status.cost"), value=t(locale, cost_key, cost=format_cny(cost)), inline=True)
+    embed.add_field(name=t(locale, "status.requester"), value=f"<@{job.user_id}>", inline=True)
+    if job.state is JobState.QUEUED:
+        if paused:
+            embed.add_field(name=t(locale, "status.queue"), value=t(locale, "status.paused"), inline=False)
+        elif progress.position is not None:
+            value = t(locale, "status.position", position=progress.position)
+            if progress.eta_s is not None:
+                value += " · " + t(locale, "status.eta", ts=int(time.time() + progress.eta_s))
+            embed.add_field(name=t(locale, "status.queue"), value=value, inline=False)
+    elif job.state in (JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING):
+        value = t(locale, f"state.{job.state.value}")
+        if progress.elapsed_s is not None:
+            value = t(locale, "status.elapsed", seconds=int(progress.elapsed_s))
+        if progress.eta_s is not None:
+            value += " · " + t(locale, "status.eta", ts=int(time.time() + progress.eta_s))
+        embed.add_field(name=t(locale, "status.progress"), value=value, inline=False)
+    elif job.state in (JobState.FAILED, JobState.CANCELED) and job.error_key:
+        embed.add_field(name=t(locale, "status.outcome"), value=t(locale, job.error_key), inline=False)
+    if job.seed is not None:
+        embed.set_footer(text=t(locale, "status.seed", seed=job.seed))
+    return embed
+
+
+class DiscordNotifier:
+    def __init__(self, catalog: Catalog, media: MediaStore, *, edit_interval: float = 3.0) -> None:
+        self.catalog = catalog
+        self.media = media
+        self.edit_interval = edit_interval
+        self._bot: VideoBot | None = None
+        self._last_edit: dict[int, float] = {}
+        self._pending_edit: dict[int, tuple[Job, Progress]] = {}
+        self._flushers: dict[int, asyncio.Task[None]] = {}
+        self.paused: bool = False
+
+    def bind(self, bot: VideoBot) -> None:
+        self._bot = bot
+
+    @property
+    def bot(self) -> VideoBot:
+        if self._bot is None:
+            raise RuntimeError("notifier used before the bot was bound")
+        return self._bot
+
+    def locale_for(self, job: Job) -> str:
+        """Thread messages follow the guild's language; fall back to the requester's."""
+        guild = self.bot.get_guild(job.guild_id)
+        if guild is not None and guild.preferred_locale is not None:
+            return str(guild.preferred_locale.value)
+        return job.locale
+
+    async def _channel(self, channel_id: int) -> discord.abc.Messageable:
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            channel = await self.bot.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise DeliveryError(f"channel {channel_id} cannot hold messages", permanent=True)
+        return channel
+
+    async def _target(self, job: Job) -> discord.abc.Messageable:
+        """The job's thread, else its channel."""
+        if job.thread_id:
+            try:
+                return await self._channel(job.thread_id)
+            except discord.NotFound:
+                log.info("thread of job %s is gone; using the channel", job.id)
+        return await self._channel(job.channel_id)
+
+    # --- status --------------------------------------------------------------------------------------
+    async def job_updated(self, job: Job, progress: Progress) -> None:
+        if not job.status_message_id:
+            return
+        self._pending_edit[job.id] = (job, progress)
+        wait = self._last_edit.get(job.id, 0.0) + self.edit_interval - time.monotonic()
+        if wait <= 0 or job.is_final:
+            await self._flush(job.id)
+        elif job.id not in self._flushers or self._flushers[job.id].done():
+            self._flushers[job.id] = asyncio.create_task(self._flush_later(job.id, wait))
+
+    async def _flush_later(self, job_id: int, wait: float) -> None:
+        await asyncio.sleep(wait)
+        await self._flush(job_id)
+
+    async def _flush(self, job_id: int) -> None:
+        pending = self._pending_edit.pop(job_id, None)
+        if pending is None:
+            return
+        job, progress = pending
+        self._last_edit[job_id] = time.monotonic()
+        await self.edit_status(job, progress)
+
+    async def edit_status(self, job: Job, progress: Progress) -> None:
+        if not job.status_message_id:
+            return
+        from bot.views import job_buttons
+
+        try:
+            channel = await self._channel(job.channel_id)
+            message = channel.get_partial_message(job.status_message_id)  # type: ignore[attr-defined]
+            await message.edit(
+                embed=status_embed(job, progress, self.catalog, self.locale_for(job), self.paused),
+                view=job_buttons(job, self.locale_for(job)),
+                allowed_mentions=NO_PINGS,
+            )
+        except discord.HTTPException as exc:
+            log.info("status edit of job %s failed: %s", job.id, exc.status)
+        except DeliveryError:
+            pass
+        if job.is_final:
+            self._last_edit.pop(job.id, None)
+
+    # --- results -------------------------------------------------------------------------------------
+    async def deliver(self, job: Job, video: Video, *, redelivery: bool) -> None:
+        locale = self.locale_for(job)
+        try:
+            target = await self._target(job)
+            if redelivery and await self._already_posted(target, job):
+                log.info("job %s was already delivered before a restart", job.id)
+                return
+            await self._post_video(target, job, video, locale)
+        except DeliveryError:
+            raise
+        except discord.NotFound as exc:
+            raise DeliveryError(f"channel gone ({exc.code})", permanent=True) from exc
+        except discord.Forbidden as exc:
+            raise DeliveryError(f"missing permission ({exc.code})", permanent=True) from exc
+        except discord.HTTPException as exc:
+            raise DeliveryError(f"discord error {exc.status}/{exc.code}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise DeliveryError(f"network: {type(exc).__name__}") from exc
+
+    async def _already_posted(self, target: discord.abc.Messageable, job: Job) -> bool:
+        marker = MARKER.format(job_id=job.id)
+        async for message in target.history(limit=50):
+            if message.author.id == self.bot.user.id if self.bot.user else False:
+                for embed in message.embeds:
+                    if embed.footer and embed.footer.text and marker in embed.footer.text:
+                        return True
+        return False
+
+    def _result_embed(self, job: Job, locale: str) -> discord.Embed:
+        embed = discord.Embed(colour=STATE_COLOURS[JobState.DELIVERED])
+        if job.actual_prompt and job.actual_prompt != job.prompt:
+            embed.add_field(name=t(locale, "result.actual_prompt"), value=clip(job.actual_prompt, 1024), inline=False)
+        if job.seed is not None:
+            embed.add_field(name=t(locale, "result.seed"), value=str(job.seed), inline=True)
+        embed.add_field(name=t(locale, "result.cost"), value=f"¥{format_cny(job.cost_settled)}", inline=True)
+        embed.set_footer(text=MARKER.format(job_id=job.id))
+        return embed
+
+    async def _post_video(self, target: discord.abc.Messageable, job: Job, video: Video, locale: str) -> None:
+        guild = self.bot.get_guild(job.guild_id)
+        limit = guild.filesize_limit if guild is not None else 10 * 1024 * 1024
+        mention = discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False, roles=False)
+        embed = self._result_embed(job, locale)
+        if video.size <= limit:
+            try:
+                await target.send(
+                    t(locale, "result.ready", user=f"<@{job.user_id}>", job_id=job.id),
+                    embed=embed,
+                    file=discord.File(Path(video.path), filename=f"kf2v-{job.id}.mp4"),
+                    allowed_mentions=mention,
+                )
+                return
+            except discord.HTTPException as exc:
+                if exc.status != 413 and exc.code != 40005:
+                    raise
+                log.info("job %s: upload refused as too large; posting the link", job.id)
+        if not video.url:
+            raise DeliveryError("video larger than the upload limit and no link to share", permanent=True)
+        expires = int(video.url_expires_at.timestamp()) if video.url_expires_at else int(time.time() + 86400)
+        await target.send(
+            t(locale, "result.link", user=f"<@{job.user_id}>", job_id=job.id, url=video.url, expires_ts=expires,
+              size_mb=f"{video.size / 1048576:.1f}"),
+            embed=embed,
+            allowed_mentions=mention,
+        )  # fmt: skip
+
+    async def job_failed(self, job: Job) -> None:
+        locale = self.locale_for(job)
+        key = job.error_key or "job.failed.provider"
+        text = t(locale, "result.failed", user=f"<@{job.user_id}>", job_id=job.id, reason=t(locale, key))
+        if job.charge_state.value == "released":
+            text += "\n" + t(locale, "result.not_charged")
+        mention = discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False, roles=False)
+        try:
+            target = await self._target(job)
+            await target.send(text, allowed_mentions=mention)
+        except (discord.HTTPException, DeliveryError) as exc:
+            log.warning("could not tell the thread of job %s about its failure: %s", job.id, exc)
+        await self.edit_status(job, Progress())
+
+    async def owner_alert(self, key: str, **params: Any) -> None:
+        text = t(None, key, **params)
+        log.error("owner alert: %s", text)
+        for user_id in self.bot.services.settings.owner_ids:
+            try:
+                user = await self.bot.fetch_user(user_id)
+                await user.send(text, allowed_mentions=NO_PINGS)
+            except discord.HTTPException as exc:
+                log.warning("could not DM owner %s: %s", user_id, exc.status)
+
+    async def close(self) -> None:
+        for task in self._flushers.values():
+            task.cancel()
+        await asyncio.gather(*self._flushers.values(), return_exceptions=True)

@@ -1,0 +1,177 @@
+"""Jobs and their state machine: the one place that says which state may follow which."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"  # accepted, budget reserved, waiting for a provider slot
+    SUBMITTING = "submitting"  # written before the POST: a crash here is reconciled, never resubmitted blindly
+    PENDING = "pending"  # the provider has the task (task_id saved) and has not started it
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # the provider produced (and billed) the video; not yet posted
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+    @property
+    def holds_provider_slot(self) -> bool:
+        return self in SLOT_STATES
+
+
+FINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.CANCELED})
+SLOT_STATES = frozenset({JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING})
+WAITING_STATES = frozenset({JobState.QUEUED, *SLOT_STATES})
+
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.SUBMITTING, JobState.CANCELED, JobState.FAILED}),
+    # back to QUEUED: throttled, provider trouble before a task existed, or a lost create that reconciliation
+    # proved never reached the provider.
+    JobState.SUBMITTING: frozenset({JobState.PENDING, JobState.QUEUED, JobState.FAILED}),
+    JobState.PENDING: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED}),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED}),
+    # FAILED from SUCCEEDED: the video was made (and billed) but can never be delivered.
+    JobState.SUCCEEDED: frozenset({JobState.DELIVERED, JobState.FAILED}),
+    JobState.DELIVERED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug: code tried to move a job along an edge the state machine does not have."""
+
+
+def check_transition(job_id: int, current: JobState, new: JobState) -> None:
+    if new not in TRANSITIONS[current]:
+        raise IllegalTransition(f"job {job_id}: {current} -> {new} is not a legal transition")
+
+
+class ChargeState(StrEnum):
+    RESERVED = "reserved"
+    SETTLED = "settled"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """What a member asked for, with the input frames already checked and stored (by content hash)."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    locale: str
+    model: str
+    resolution: str
+    prompt: str
+    negative_prompt: str | None
+    seed: int | None
+    prompt_extend: bool
+    template: str | None
+    first_frame: str  # media reference (sha256 + extension)
+    last_frame: str | None
+    parent_job_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    locale: str
+    model: str
+    resolution: str
+    prompt: str
+    negative_prompt: str | None
+    seed: int | None
+    prompt_extend: bool
+    template: str | None
+    first_frame: str
+    last_frame: str | None
+    parent_job_id: int | None
+    state: JobState
+    queue_seq: int  # FIFO order key; kept when a throttled job goes back to the queue
+    account: str | None
+    task_id: str | None
+    request_id: str | None
+    attempts: int
+    delivery_attempts: int
+    error_code: str | None
+    error_key: str | None  # message key for the user (bot.i18n)
+    error_detail: str | None
+    cost_reserved: int  # milli-CNY
+    cost_settled: int
+    charge_state: ChargeState
+    period_day: str  # budget day (YYYY-MM-DD in the configured zone) the reservation counts against
+    period_month: str
+    actual_prompt: str | None
+    video_path: str | None
+    video_url_expires_at: datetime | None
+    status_message_id: int | None
+    thread_id: int | None
+    cancel_requested: bool
+    created_at: datetime
+    submitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    delivered_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def is_final(self) -> bool:
+        return self.state.is_final
+
+    @property
+    def is_effect(self) -> bool:
+        return self.template is not None
+
+
+@dataclass(frozen=True, slots=True)
+class GuildPolicy:
+    """A guild's money and member limits; None means "the default from settings"."""
+
+    guild_id: int
+    daily_budget: int | None = None  # milli-CNY
+    monthly_budget: int | None = None
+    member_daily_videos: int | None = None
+    user_queue_limit: int | None = None
+    allowed_channels: tuple[int, ...] = ()  # empty = every channel
+    paused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GuildUsage:
+    """Money counted against a guild's day and month, split into settled (spent) and reserved."""
+
+    spent_day: int
+    reserved_day: int
+    spent_month: int
+    reserved_month: int
+    member_videos_today: int
+    member_active_jobs: int
+
+    @property
+    def used_day(self) -> int:
+        return self.spent_day + self.reserved_day
+
+    @property
+    def used_month(self) -> int:
+        return self.spent_month + self.reserved_month
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: int
+    job_id: int
+    guild_id: int
+    kind: str  # reserve | settle | release
+    amount: int
+    at: datetime

@@ -1,0 +1,181 @@
+"""Budgets: what a guild may spend, what a job costs, and the admission decision.
+
+Money is integer milli-CNY. A job reserves its estimated cost when accepted; on success the actual cost
+(billed seconds x the tier's price) is settled; failures, cancellations and content rejections release
+the reservation (the provider bills only successful seconds). The decision runs inside the store's
+transaction, so simultaneous requests can never over-commit a budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from bot.catalog import VIDEO_SECONDS, Catalog, format_cny
+from bot.errors import QueueFull, QuotaExceeded
+from bot.jobs.models import GuildPolicy, GuildUsage, Job, JobRequest
+from bot.jobs.store import JobStore, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    daily_budget: int
+    monthly_budget: int
+    member_daily_videos: int
+    user_queue_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Periods:
+    day: str
+    month: str
+    day_resets_at: datetime
+    month_resets_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EffectivePolicy:
+    daily_budget: int
+    monthly_budget: int
+    member_daily_videos: int
+    user_queue_limit: int
+    allowed_channels: tuple[int, ...]
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetReport:
+    """Everything /kf2v-quota shows."""
+
+    guild_id: int
+    policy: EffectivePolicy
+    usage: GuildUsage
+    periods: Periods
+    top_users: list[tuple[int, int, int]]
+
+    @property
+    def left_day(self) -> int:
+        return max(0, self.policy.daily_budget - self.usage.used_day)
+
+    @property
+    def left_month(self) -> int:
+        return max(0, self.policy.monthly_budget - self.usage.used_month)
+
+
+class BudgetService:
+    def __init__(self, store: JobStore, catalog: Catalog, defaults: Defaults, tz: ZoneInfo) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._defaults = defaults
+        self._tz = tz
+
+    # --- prices and periods --------------------------------------------------------------------------
+    def estimate(self, model: str, resolution: str) -> int:
+        return self._catalog.model(model).cost_milli(resolution, VIDEO_SECONDS)
+
+    def actual_cost(self, job: Job, billed_seconds: float | None) -> int:
+        """The provider bills successful seconds; without `usage` we charge the fixed 5 s."""
+        seconds = billed_seconds if billed_seconds is not None and billed_seconds > 0 else VIDEO_SECONDS
+        return self._catalog.model(job.model).cost_milli(job.resolution, seconds)
+
+    def periods(self, now: datetime | None = None) -> Periods:
+        local = (now or utcnow()).astimezone(self._tz)
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        next_day = (day_start + timedelta(days=1, hours=2)).replace(hour=0)  # DST-safe
+        month_start = day_start.replace(day=1)
+        next_month = (month_start + timedelta(days=32)).replace(day=1)
+        return Periods(
+            day=day_start.strftime("%Y-%m-%d"),
+            month=month_start.strftime("%Y-%m"),
+            day_resets_at=next_day,
+            month_resets_at=next_month,
+        )
+
+    def effective(self, policy: GuildPolicy) -> EffectivePolicy:
+        d = self._defaults
+        return EffectivePolicy(
+            daily_budget=d.daily_budget if policy.daily_budget is None else policy.daily_budget,
+            monthly_budget=d.monthly_budget if policy.monthly_budget is None else policy.monthly_budget,
+            member_daily_videos=(
+                d.member_daily_videos if policy.member_daily_videos is None else policy.member_daily_videos
+            ),
+            user_queue_limit=d.user_queue_limit if policy.user_queue_limit is None else policy.user_queue_limit,
+            allowed_channels=policy.allowed_channels,
+            paused=policy.paused,
+        )
+
+    # --- admission -----------------------------------------------------------------------------------
+    async def admit(self, request: JobRequest, now: datetime | None = None) -> Job:
+        """Reserve the job's cost and create it, or raise a refusal that says what is left and when."""
+        cost = self.estimate(request.model, request.resolution)
+        periods = self.periods(now)
+
+        def decide(usage: GuildUsage, policy: GuildPolicy) -> None:
+            limits = self.effective(policy)
+            if usage.member_active_jobs >= limits.user_queue_limit:
+                raise QueueFull(count=usage.member_active_jobs, limit=limits.user_queue_limit)
+            if usage.member_videos_today >= limits.member_daily_videos:
+                raise QuotaExceeded(
+                    "quota.member_daily",
+                    limit=limits.member_daily_videos,
+                    resets_ts=int(periods.day_resets_at.timestamp()),
+                )
+            if usage.used_day + cost > limits.daily_budget:
+                raise QuotaExceeded(
+                    "quota.daily",
+                    cost=format_cny(cost),
+                    left=format_cny(max(0, limits.daily_budget - usage.used_day)),
+                    budget=format_cny(limits.daily_budget),
+                    resets_ts=int(periods.day_resets_at.timestamp()),
+                )
+            if usage.used_month + cost > limits.monthly_budget:
+                raise QuotaExceeded(
+                    "quota.monthly",
+                    cost=format_cny(cost),
+                    left=format_cny(max(0, limits.monthly_budget - usage.used_month)),
+                    budget=format_cny(limits.monthly_budget),
+                    resets_ts=int(periods.month_resets_at.timestamp()),
+                )
+
+        return await self._store.create_job(
+            request, cost=cost, period_day=periods.day, period_month=periods.month, admit=decide, now=now
+        )
+
+    # --- reports and settings ------------------------------------------------------------------------
+    async def report(self, guild_id: int, user_id: int = 0, now: datetime | None = None) -> BudgetReport:
+        periods = self.periods(now)
+        policy = await self._store.get_policy(guild_id)
+        usage = await self._store.guild_usage(guild_id, user_id, periods.day, periods.month)
+        top = await self._store.top_spenders(guild_id, periods.month)
+        return BudgetReport(guild_id, self.effective(policy), usage, periods, top)
+
+    async def policy(self, guild_id: int) -> EffectivePolicy:
+        return self.effective(await self._store.get_policy(guild_id))
+
+    async def set_budgets(self, guild_id: int, *, daily: int | None, monthly: int | None) -> EffectivePolicy:
+        """Owners only (checked by the caller). None keeps the current value."""
+        policy = await self._store.get_policy(guild_id)
+        if daily is not None:
+            policy = replace(policy, daily_budget=daily)
+        if monthly is not None:
+            policy = replace(policy, monthly_budget=monthly)
+        return self.effective(await self._store.save_policy(policy))
+
+    async def set_member_limits(
+        self,
+        guild_id: int,
+        *,
+        member_daily_videos: int | None = None,
+        user_queue_limit: int | None = None,
+        allowed_channels: tuple[int, ...] | None = None,
+    ) -> EffectivePolicy:
+        """Guild managers: limits on members inside the budget the owners set (never the budget itself)."""
+        policy = await self._store.get_policy(guild_id)
+        if member_daily_videos is not None:
+            policy = replace(policy, member_daily_videos=member_daily_videos)
+        if user_queue_limit is not None:
+            policy = replace(policy, user_queue_limit=user_queue_limit)
+        if allowed_channels is not None:
+            policy = replace(policy, allowed_channels=allowed_channels)
+        return self.effective(await self._store.save_policy(policy))

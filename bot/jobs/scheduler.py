@@ -1,0 +1,342 @@
+"""Who goes next, and whether the account may take it now.
+
+`FairQueue` takes turns across guilds, then across users inside a guild, first-in-first-out per user.
+`AccountLimits` keeps each DashScope account within its limits per model: tasks in flight, submissions in
+any one-second window, at most one submission whose answer is outstanding (so a lost answer can be
+matched unambiguously), plus cool-downs after a 429 and a pause after an account problem.
+`Scheduler` combines both; it is pure bookkeeping (no I/O), driven by the worker with a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from statistics import fmean, pstdev
+
+# Keep a little room under the provider's one-second window: our clock and theirs do not tick together.
+RATE_WINDOW_S = 1.1
+COOLDOWN_BASE_S = 2.0
+COOLDOWN_MAX_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    job_id: int
+    guild_id: int
+    user_id: int
+    model: str
+    resolution: str
+    queue_seq: int
+
+
+class FairQueue:
+    """Round robin over guilds, then users; FIFO (by queue_seq) per user."""
+
+    def __init__(self) -> None:
+        # guild -> (user -> that user's jobs in queue_seq order); dict order is the turn order.
+        self._guilds: OrderedDict[int, OrderedDict[int, deque[QueuedJob]]] = OrderedDict()
+        self._by_id: dict[int, QueuedJob] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._by_id
+
+    def push(self, job: QueuedJob, *, front: bool = False) -> None:
+        """Add a job; `front` gives its guild and user the next turn (a throttled job goes back first)."""
+        if job.job_id in self._by_id:
+            return
+        users = self._guilds.get(job.guild_id)
+        if users is None:
+            users = self._guilds[job.guild_id] = OrderedDict()
+        jobs = users.get(job.user_id)
+        if jobs is None:
+            jobs = users[job.user_id] = deque()
+        if not jobs or jobs[-1].queue_seq < job.queue_seq:
+            jobs.append(job)
+        else:  # keep per-user FIFO by the original order, whatever order jobs come back in
+            index = next(i for i, other in enumerate(jobs) if other.queue_seq > job.queue_seq)
+            jobs.insert(index, job)
+        if front:
+            users.move_to_end(job.user_id, last=False)
+            self._guilds.move_to_end(job.guild_id, last=False)
+        self._by_id[job.job_id] = job
+
+    def remove(self, job_id: int) -> QueuedJob | None:
+        job = self._by_id.pop(job_id, None)
+        if job is None:
+            return None
+        users = self._guilds[job.guild_id]
+        jobs = users[job.user_id]
+        jobs.remove(job)
+        if not jobs:
+            del users[job.user_id]
+            if not users:
+                del self._guilds[job.guild_id]
+        return job
+
+    def pop_next(self, eligible_models: set[str] | None = None) -> QueuedJob | None:
+        """The next job by turn whose model can be submitted now; its guild and user go to the back."""
+        for guild_id, users in self._guilds.items():
+            for user_id, jobs in users.items():
+                head = jobs[0]
+                if eligible_models is not None and head.model not in eligible_models:
+                    continue
+                jobs.popleft()
+                del self._by_id[head.job_id]
+                if jobs:
+                    users.move_to_end(user_id)
+                else:
+                    del users[user_id]
+                if users:
+                    self._guilds.move_to_end(guild_id)
+                else:
+                    del self._guilds[guild_id]
+                return head
+        return None
+
+    def order(self) -> Iterator[QueuedJob]:
+        """The order in which jobs would be taken if every model had room (for positions and ETAs)."""
+        rings = [(list(users.values()), [0] * len(users)) for users in self._guilds.values()]
+        guild_turn = deque(range(len(rings)))
+        user_turn = [deque(range(len(jobs))) for jobs, _ in rings]
+        while guild_turn:
+            g = guild_turn.popleft()
+            jobs_per_user, taken = rings[g]
+            u = user_turn[g].popleft()
+            yield jobs_per_user[u][taken[u]]
+            taken[u] += 1
+            if taken[u] < len(jobs_per_user[u]):
+                user_turn[g].append(u)
+            if user_turn[g]:
+                guild_turn.append(g)
+
+    def positions(self) -> dict[int, int]:
+        return {job.job_id: i + 1 for i, job in enumerate(self.order())}
+
+    def guild_depths(self) -> dict[int, int]:
+        return {g: sum(len(j) for j in users.values()) for g, users in self._guilds.items()}
+
+
+@dataclass
+class _Lane:
+    """One account and model."""
+
+    max_in_flight: int
+    submit_rps: float
+    in_flight: set[int] = field(default_factory=set)
+    recent_submits: deque[float] = field(default_factory=deque)
+    cooldown_until: float = 0.0
+    cooldown_level: int = 0
+
+
+@dataclass
+class _Account:
+    name: str
+    paused_reason: str | None = None
+    submitting: int | None = None  # the one job whose create answer is outstanding
+    lanes: dict[str, _Lane] = field(default_factory=dict)
+
+
+class AccountLimits:
+    """The provider limits per account and model, enforced on our side so we never hit them."""
+
+    def __init__(self, accounts: Iterable[str], limits: dict[str, tuple[int, float]]) -> None:
+        """`limits`: model -> (max tasks in flight, submissions per second)."""
+        self._limits = limits
+        self._accounts = {name: _Account(name) for name in accounts}
+        if not self._accounts:
+            raise ValueError("at least one provider account is needed")
+
+    @property
+    def accounts(self) -> list[str]:
+        return list(self._accounts)
+
+    def _lane(self, account: str, model: str) -> _Lane:
+        acc = self._accounts[account]
+        lane = acc.lanes.get(model)
+        if lane is None:
+            max_in_flight, rps = self._limits[model]
+            lane = acc.lanes[model] = _Lane(max_in_flight, rps)
+        return lane
+
+    def _prune(self, lane: _Lane, now: float) -> None:
+        while lane.recent_submits and now - lane.recent_submits[0] >= RATE_WINDOW_S:
+            lane.recent_submits.popleft()
+
+    def ready_at(self, account: str, model: str, now: float) -> float | None:
+        """When this lane could take a submission: `now` if it can now, None if only a slot freeing helps."""
+        acc = self._accounts[account]
+        if acc.paused_reason is not None or acc.submitting is not None:
+            return None
+        lane = self._lane(account, model)
+        if len(lane.in_flight) >= lane.max_in_flight:
+            return None
+        self._prune(lane, now)
+        at = max(now, lane.cooldown_until)
+        burst = max(1, math.floor(lane.submit_rps))
+        if len(lane.recent_submits) >= burst:
+            at = max(at, lane.recent_submits[-burst] + RATE_WINDOW_S)
+        return at
+
+    def choose(self, model: str, now: float) -> str | None:
+        """The account that can submit `model` now with the fewest tasks in flight."""
+        best: tuple[int, str] | None = None
+        for name in self._accounts:
+            at = self.ready_at(name, model, now)
+            if at is not None and at <= now:
+                load = len(self._lane(name, model).in_flight)
+                if best is None or load < best[0]:
+                    best = (load, name)
+        return best[1] if best else None
+
+    def next_ready(self, models: Iterable[str], now: float) -> float | None:
+        times = [
+            at for model in models for name in self._accounts if (at := self.ready_at(name, model, now)) is not None
+        ]
+        return min(times) if times else None
+
+    # --- events --------------------------------------------------------------------------------------
+    def begin_submit(self, account: str, model: str, job_id: int, now: float) -> None:
+        acc = self._accounts[account]
+        lane = self._lane(account, model)
+        acc.submitting = job_id
+        lane.in_flight.add(job_id)
+        lane.recent_submits.append(now)
+
+    def end_submit(self, account: str, job_id: int) -> None:
+        acc = self._accounts.get(account)
+        if acc is not None and acc.submitting == job_id:
+            acc.submitting = None
+
+    def occupy(self, account: str, model: str, job_id: int) -> None:
+        """A task already at the provider (found at start-up) holds a slot."""
+        if account not in self._accounts:
+            self._accounts[account] = _Account(account)
+        self._lane(account, model).in_flight.add(job_id)
+
+    def remember_submit(self, account: str, model: str, at: float) -> None:
+        """A submission made before a restart still counts in the rate window."""
+        if account in self._accounts:
+            lane = self._lane(account, model)
+            lane.recent_submits.append(at)
+            lane.recent_submits = deque(sorted(lane.recent_submits))
+
+    def release(self, account: str, model: str, job_id: int) -> None:
+        if account in self._accounts:
+            self._lane(account, model).in_flight.discard(job_id)
+            self.end_submit(account, job_id)
+
+    def throttled(self, account: str, model: str, now: float) -> float:
+        """A 429: cool this lane down, longer each time in a row. Returns the cool-down in seconds."""
+        lane = self._lane(account, model)
+        delay: float = min(COOLDOWN_MAX_S, COOLDOWN_BASE_S * 2.0**lane.cooldown_level)
+        lane.cooldown_level += 1
+        lane.cooldown_until = now + delay
+        return delay
+
+    def succeeded(self, account: str, model: str) -> None:
+        self._lane(account, model).cooldown_level = 0
+
+    def pause(self, account: str, reason: str) -> None:
+        self._accounts[account].paused_reason = reason
+
+    def resume(self, account: str) -> None:
+        self._accounts[account].paused_reason = None
+
+    def paused(self) -> dict[str, str]:
+        return {n: a.paused_reason for n, a in self._accounts.items() if a.paused_reason is not None}
+
+    def in_flight(self) -> dict[tuple[str, str], int]:
+        return {(n, m): len(lane.in_flight) for n, a in self._accounts.items() for m, lane in a.lanes.items()}
+
+    def capacity(self, model: str) -> int:
+        return (
+            sum(self._lane(n, model).max_in_flight for n, a in self._accounts.items() if a.paused_reason is None) or 1
+        )
+
+
+@dataclass
+class DurationModel:
+    """What a tier takes at the provider, learned from recent jobs (seconds)."""
+
+    queued: list[float] = field(default_factory=list)
+    running: list[float] = field(default_factory=list)
+    prior_queued: float = 60.0
+    prior_running: float = 300.0
+    keep: int = 50
+
+    def observe(self, queued: float, running: float) -> None:
+        self.queued = [*self.queued, max(0.0, queued)][-self.keep :]
+        self.running = [*self.running, max(0.0, running)][-self.keep :]
+
+    @property
+    def mean_queued(self) -> float:
+        return fmean(self.queued) if self.queued else self.prior_queued
+
+    @property
+    def mean_running(self) -> float:
+        return fmean(self.running) if self.running else self.prior_running
+
+    def running_bounds(self) -> tuple[float, float]:
+        """A range the running time very likely falls in (min/max seen, widened by the spread)."""
+        if len(self.running) < 3:
+            mean = self.mean_running
+            return (0.5 * mean, 1.5 * mean)
+        spread = pstdev(self.running)
+        return (max(0.0, min(self.running) - spread / 2), max(self.running) + spread / 2)
+
+    def queued_bounds(self) -> tuple[float, float]:
+        if len(self.queued) < 3:
+            mean = self.mean_queued
+            return (0.0, 2.5 * mean)
+        spread = pstdev(self.queued)
+        return (max(0.0, min(self.queued) - spread / 2), max(self.queued) + spread / 2)
+
+
+class Scheduler:
+    """The fair queue plus the account limits: hands the worker (job, account) pairs when allowed."""
+
+    def __init__(self, limits: AccountLimits) -> None:
+        self.queue = FairQueue()
+        self.limits = limits
+        self.paused_reason: str | None = None  # owners paused all submissions
+        self.durations: dict[tuple[str, str], DurationModel] = {}
+
+    def durations_for(self, model: str, resolution: str) -> DurationModel:
+        key = (model, resolution)
+        model_stats = self.durations.get(key)
+        if model_stats is None:
+            model_stats = self.durations[key] = DurationModel()
+        return model_stats
+
+    def next_dispatch(self, now: float) -> tuple[QueuedJob, str] | None:
+        if self.paused_reason is not None or not len(self.queue):
+            return None
+        models = {job.model for job in self.queue._by_id.values()}
+        eligible = {m for m in models if self.limits.choose(m, now) is not None}
+        if not eligible:
+            return None
+        job = self.queue.pop_next(eligible)
+        if job is None:
+            return None
+        account = self.limits.choose(job.model, now)
+        assert account is not None
+        return job, account
+
+    def wake_at(self, now: float) -> float | None:
+        """When a currently blocked queue could move without any other event (rate window, cool-down)."""
+        if self.paused_reason is not None or not len(self.queue):
+            return None
+        models = {job.model for job in self.queue._by_id.values()}
+        return self.limits.next_ready(models, now)
+
+    def eta(self, position: int, model: str, resolution: str) -> float:
+        """Seconds until a queued job at `position` is expected to be done (a rough, honest estimate)."""
+        stats = self.durations_for(model, resolution)
+        per_task = stats.mean_queued + stats.mean_running
+        rounds = math.ceil(position / self.limits.capacity(model))
+        return float(rounds * per_task)

@@ -1,0 +1,291 @@
+"""JobService: the one entry point the cogs call. Validates, stores, admits, enqueues, cancels.
+
+No discord import: callers pass plain values (ids, locale, bytes) and get `Job`s or `BotError`s back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.catalog import Catalog
+from bot.errors import InvalidInput, JobNotFound, NotAllowed, RateLimited
+from bot.jobs.images import CheckedImage, ImageLimits, check_image
+from bot.jobs.media import MediaStore
+from bot.jobs.models import Job, JobRequest, JobState
+from bot.jobs.quota import BudgetService
+from bot.jobs.store import JobStore, StaleState
+from bot.jobs.worker import Worker
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPT = 800
+MAX_NEGATIVE_PROMPT = 500
+MAX_SEED = 2_147_483_647
+PAUSE_KEY = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A member's request as the cog read it."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    locale: str
+    first_image: bytes
+    last_image: bytes | None
+    prompt: str
+    negative_prompt: str | None = None
+    model: str | None = None
+    resolution: str | None = None
+    prompt_extend: bool = True
+    seed: int | None = None
+    template: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    user_id: int
+    is_manager: bool = False  # Manage Server in the job's guild
+    is_owner: bool = False  # one of the bot's owners
+
+
+def visible_text(text: str | None) -> str:
+    """The text without whitespace and invisible format characters (zero-width spaces, joiners, BOM)."""
+    if not text:
+        return ""
+    return "".join(ch for ch in text if not ch.isspace() and unicodedata.category(ch) != "Cf")
+
+
+class UserRateLimiter:
+    """At most `per_minute` commands per user in any 60 s: one member cannot flood the queue."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per_minute = per_minute
+        self._clock = clock
+        self._hits: dict[int, deque[float]] = {}
+
+    def hit(self, user_id: int) -> None:
+        now = self._clock()
+        hits = self._hits.setdefault(user_id, deque())
+        while hits and now - hits[0] >= 60:
+            hits.popleft()
+        if len(hits) >= self._per_minute:
+            raise RateLimited(retry_ts=int(time.time() + 60 - (now - hits[0])) + 1)
+        hits.append(now)
+
+
+class JobService:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        media: MediaStore,
+        budget: BudgetService,
+        worker: Worker,
+        catalog: Catalog,
+        region: str,
+        image_limits: ImageLimits,
+        rate_limiter: UserRateLimiter,
+    ) -> None:
+        self.store = store
+        self.media = media
+        self.budget = budget
+        self.worker = worker
+        self.catalog = catalog
+        self.region = region
+        self.image_limits = image_limits
+        self.rate_limiter = rate_limiter
+
+    # --- new jobs ------------------------------------------------------------------------------------
+    def check_text(self, draft: Draft) -> tuple[str, str]:
+        """Model/resolution/prompt/seed/template rules, before any image work. Returns (model, resolution)."""
+        model_key = draft.model or self.catalog.default_model
+        if model_key not in self.catalog.models or self.region not in self.catalog.model(model_key).provider_names:
+            raise InvalidInput("input.unknown_model", model=model_key)
+        spec = self.catalog.model(model_key)
+        resolution = draft.resolution or spec.default_resolution
+        if resolution not in spec.resolutions:
+            raise InvalidInput(
+                "input.resolution", model=model_key, resolution=resolution, allowed=", ".join(spec.resolutions)
+            )
+        if draft.template is not None:
+            if not spec.templates:
+                with_templates = [m.key for m in self.catalog.models_in(self.region) if m.templates]
+                raise InvalidInput("input.template_model", model=model_key, models=", ".join(with_templates))
+            if draft.template not in spec.templates:
+                raise InvalidInput("input.template_unknown", template=draft.template, allowed=", ".join(spec.templates))
+        else:
+            if not visible_text(draft.prompt):
+                raise InvalidInput("input.prompt_blank")
+            if len(draft.prompt) > MAX_PROMPT:
+                raise InvalidInput("input.prompt_long", length=len(draft.prompt), limit=MAX_PROMPT)
+        if draft.negative_prompt is not None and len(draft.negative_prompt) > MAX_NEGATIVE_PROMPT:
+            raise InvalidInput("input.negative_long", length=len(draft.negative_prompt), limit=MAX_NEGATIVE_PROMPT)
+        if draft.seed is not None and not 0 <= draft.seed <= MAX_SEED:
+            raise InvalidInput("input.seed", limit=MAX_SEED)
+        return model_key, resolution
+
+    async def check_channel(self, guild_id: int, channel_id: int) -> None:
+        policy = await self.budget.policy(guild_id)
+        if policy.allowed_channels and channel_id not in policy.allowed_channels:
+            raise NotAllowed("quota.channel_not_allowed", channels=" ".join(f"<#{c}>" for c in policy.allowed_channels))
+
+    async def precheck(self, draft: Draft) -> None:
+        """Everything that needs no image bytes: run before downloading attachments."""
+        self.rate_limiter.hit(draft.user_id)
+        self.check_text(draft)
+        await self.check_channel(draft.guild_id, draft.channel_id)
+
+    async def submit(self, draft: Draft) -> Job:
+        await self.precheck(draft)
+        return await self.submit_checked(draft)
+
+    async def submit_checked(self, draft: Draft) -> Job:
+        """Check the images, store them, reserve the budget and queue the job (after `precheck`)."""
+        model, resolution = self.check_text(draft)
+        first = await asyncio.to_thread(check_image, draft.first_image, self.image_limits)
+        last = await asyncio.to_thread(check_image, draft.last_image, self.image_limits) if draft.last_image else None
+        return await self._admit(draft, model, resolution, first, last)
+
+    async def _admit(
+        self, draft: Draft, model: str, resolution: str, first: CheckedImage, last: CheckedImage | None
+    ) -> Job:
+        written: list[str] = []
+        first_ref, new = await asyncio.to_thread(self.media.put_frame, first.data, first.mime)
+        written += [first_ref] if new else []
+        last_ref = None
+        if last is not None:
+            last_ref, new = await asyncio.to_thread(self.media.put_frame, last.data, last.mime)
+            written += [last_ref] if new else []
+        request = JobRequest(
+            guild_id=draft.guild_id,
+            channel_id=draft.channel_id,
+            user_id=draft.user_id,
+            locale=draft.locale,
+            model=model,
+            resolution=resolution,
+            prompt=draft.prompt if draft.template is None else (draft.prompt or ""),
+            negative_prompt=draft.negative_prompt,
+            seed=draft.seed,
+            prompt_extend=draft.prompt_extend,
+            template=draft.template,
+            first_frame=first_ref,
+            last_frame=last_ref,
+        )
+        try:
+            job = await self.budget.admit(request)
+        except BaseException:
+            for ref in written:  # a refused request leaves nothing behind
+                self.media.remove_frame(ref)
+            raise
+        log.info(
+            "job %s accepted: guild %s user %s %s %s", job.id, job.guild_id, job.user_id, job.model, job.resolution,
+            extra={"job_id": job.id, "guild_id": job.guild_id, "user_id": job.user_id},
+        )  # fmt: skip
+        self.worker.enqueue(job)
+        return job
+
+    async def regenerate(self, job_id: int, actor: Actor, locale: str) -> Job:
+        """Same frames and prompt, a new seed, through the budget like any new job."""
+        self.rate_limiter.hit(actor.user_id)
+        job = await self._job_for(job_id, actor)
+        request = JobRequest(
+            guild_id=job.guild_id,
+            channel_id=job.channel_id,
+            user_id=actor.user_id,
+            locale=locale,
+            model=job.model,
+            resolution=job.resolution,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            seed=random.randint(0, MAX_SEED),  # noqa: S311 - a seed, not a secret
+            prompt_extend=job.prompt_extend,
+            template=job.template,
+            first_frame=job.first_frame,
+            last_frame=job.last_frame,
+            parent_job_id=job.id,
+        )
+        if not self.media.frame_path(job.first_frame).exists():
+            raise InvalidInput("input.frames_gone")
+        new_job = await self.budget.admit(request)
+        self.worker.enqueue(new_job)
+        return new_job
+
+    # --- existing jobs -------------------------------------------------------------------------------
+    async def get(self, job_id: int) -> Job:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id=job_id)
+        return job
+
+    async def _job_for(self, job_id: int, actor: Actor) -> Job:
+        job = await self.get(job_id)
+        if not (actor.is_owner or actor.user_id == job.user_id or actor.is_manager):
+            raise NotAllowed("job.not_yours")
+        return job
+
+    async def attach_conversation(self, job_id: int, *, status_message_id: int | None, thread_id: int | None) -> Job:
+        return await self.store.update(job_id, status_message_id=status_message_id, thread_id=thread_id)
+
+    async def cancel(self, job_id: int, actor: Actor) -> Job:
+        """Cancel while queued (at once) or pending at the provider (asks the provider); running is too late."""
+        job = await self._job_for(job_id, actor)
+        if job.is_final:
+            raise InvalidInput("job.already_final", state=job.state.value)
+        if job.state is JobState.QUEUED:
+            self.worker.dequeue(job.id)
+            try:
+                job = await self.store.transition(
+                    job.id, JobState.CANCELED, expect=JobState.QUEUED, release=True, error_key="job.canceled"
+                )
+            except StaleState as exc:  # picked for submission at this very moment
+                job = exc.job
+            else:
+                await self.worker.notifier.job_failed(job)
+                return job
+        if job.state is JobState.SUBMITTING:
+            return await self.store.update(job.id, cancel_requested=True)  # cancelled once it has a task id
+        if job.state is JobState.PENDING:
+            job = await self.store.update(job.id, cancel_requested=True)
+            if await self.worker.cancel_at_provider(job):
+                return job  # the poller sees CANCELED, releases the budget and tells the thread
+        raise InvalidInput("job.too_late")
+
+    async def jobs_for(self, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
+        return await self.store.jobs_for_user(guild_id, user_id, limit)
+
+    async def queue_view(self) -> list[Job]:
+        return await self.store.jobs_in_states(
+            [JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED]
+        )
+
+    # --- owners --------------------------------------------------------------------------------------
+    async def pause(self, reason: str) -> None:
+        await self.store.set_meta(PAUSE_KEY, reason or "paused")
+        self.worker.scheduler.paused_reason = reason or "paused"
+
+    async def resume(self) -> None:
+        await self.store.set_meta(PAUSE_KEY, "")
+        self.worker.scheduler.paused_reason = None
+        for account in list(self.worker.scheduler.limits.paused()):
+            self.worker.resume_account(account)
+        self.worker.wake()
+
+    async def load_pause_state(self) -> None:
+        reason = await self.store.get_meta(PAUSE_KEY)
+        self.worker.scheduler.paused_reason = reason or None
+
+    @property
+    def paused(self) -> bool:
+        return self.worker.scheduler.paused_reason is not None
+
+
+__all__ = ["Actor", "Draft", "JobService", "UserRateLimiter", "visible_text"]

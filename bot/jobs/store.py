@@ -1,0 +1,610 @@
+"""The job repository: every SQL statement of the application lives here.
+
+The database is the source of truth. Each state change is one transaction that also writes the job's
+event row and, where money moves, its ledger row, so a process killed at any line finds a consistent
+picture. The interface is deliberately narrow (jobs, money, policies, meta) so a PostgreSQL
+implementation can follow with the same tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.jobs.models import (
+    ChargeState,
+    GuildPolicy,
+    GuildUsage,
+    Job,
+    JobRequest,
+    JobState,
+    LedgerEntry,
+    check_transition,
+)
+
+# Columns callers may set alongside a transition or on their own; anything else is a bug.
+UPDATABLE_FIELDS = frozenset(
+    {
+        "account",
+        "task_id",
+        "request_id",
+        "attempts",
+        "delivery_attempts",
+        "error_code",
+        "error_key",
+        "error_detail",
+        "actual_prompt",
+        "video_path",
+        "video_url_expires_at",
+        "status_message_id",
+        "thread_id",
+        "cancel_requested",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "delivered_at",
+    }
+)
+
+_STATE_TIMESTAMPS = {
+    JobState.SUBMITTING: "submitted_at",
+    JobState.RUNNING: "started_at",
+    JobState.SUCCEEDED: "finished_at",
+    JobState.FAILED: "finished_at",
+    JobState.CANCELED: "finished_at",
+    JobState.DELIVERED: "delivered_at",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat(timespec="microseconds") if value is not None else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _required_dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _job(row: aiosqlite.Row) -> Job:
+    return Job(
+        id=row["id"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        user_id=row["user_id"],
+        locale=row["locale"],
+        model=row["model"],
+        resolution=row["resolution"],
+        prompt=row["prompt"],
+        negative_prompt=row["negative_prompt"],
+        seed=row["seed"],
+        prompt_extend=bool(row["prompt_extend"]),
+        template=row["template"],
+        first_frame=row["first_frame"],
+        last_frame=row["last_frame"],
+        parent_job_id=row["parent_job_id"],
+        state=JobState(row["state"]),
+        queue_seq=row["queue_seq"],
+        account=row["account"],
+        task_id=row["task_id"],
+        request_id=row["request_id"],
+        attempts=row["attempts"],
+        delivery_attempts=row["delivery_attempts"],
+        error_code=row["error_code"],
+        error_key=row["error_key"],
+        error_detail=row["error_detail"],
+        cost_reserved=row["cost_reserved"],
+        cost_settled=row["cost_settled"],
+        charge_state=ChargeState(row["charge_state"]),
+        period_day=row["period_day"],
+        period_month=row["period_month"],
+        actual_prompt=row["actual_prompt"],
+        video_path=row["video_path"],
+        video_url_expires_at=_dt(row["video_url_expires_at"]),
+        status_message_id=row["status_message_id"],
+        thread_id=row["thread_id"],
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=_required_dt(row["created_at"]),
+        submitted_at=_dt(row["submitted_at"]),
+        started_at=_dt(row["started_at"]),
+        finished_at=_dt(row["finished_at"]),
+        delivered_at=_dt(row["delivered_at"]),
+        updated_at=_required_dt(row["updated_at"]),
+    )
+
+
+def _db_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class StoreError(RuntimeError):
+    """The database is not in the shape this code expects (a bug or a damaged file)."""
+
+
+class JobStore:
+    """aiosqlite implementation. One connection; writes are serialised by a lock."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._write_lock = asyncio.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    @classmethod
+    async def open(cls, path: Path) -> JobStore:
+        await asyncio.to_thread(_prepare_file, path)
+        db = await aiosqlite.connect(path, isolation_level=None)  # autocommit; we BEGIN explicitly
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        files = sorted(
+            (f for f in resources.files("bot.jobs.migrations").iterdir() if f.name.endswith(".sql")),
+            key=lambda f: f.name,
+        )
+        async with self._write_lock:
+            row = await _one(self._db, "PRAGMA user_version")
+            current = int(row[0]) if row else 0
+            pending = [(int(f.name.split("_", 1)[0]), f.read_text(encoding="utf-8")) for f in files]
+            pending = [(v, sql) for v, sql in pending if v > current]
+            if not pending:
+                return
+            # One transaction for all pending migrations: a crash leaves the old schema intact.
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for version, sql in pending:
+                    for statement in _split_sql(sql):
+                        await self._db.execute(statement)
+                    await self._db.execute(f"PRAGMA user_version = {version:d}")
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def schema_version(self) -> int:
+        row = await _one(self._db, "PRAGMA user_version")
+        return int(row[0]) if row else 0
+
+    async def backup_to(self, target: Path) -> None:
+        """Online, consistent copy through SQLite's backup API."""
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        dest = await aiosqlite.connect(target)
+        try:
+            async with self._write_lock:
+                await self._db.backup(dest)
+        finally:
+            await dest.close()
+        await asyncio.to_thread(os.chmod, target, 0o600)
+
+    # --- jobs ----------------------------------------------------------------------------------------
+    async def create_job(
+        self,
+        request: JobRequest,
+        *,
+        cost: int,
+        period_day: str,
+        period_month: str,
+        admit: Callable[[GuildUsage, GuildPolicy], None],
+        now: datetime | None = None,
+    ) -> Job:
+        """Reserve the cost and insert the job in one transaction.
+
+        `admit` sees the guild's usage as of inside the transaction and raises to refuse; because the
+        transaction holds the write lock, concurrent requests are admitted one after the other and a
+        budget can never be over-committed.
+        """
+        now = now or utcnow()
+        async with self._transaction() as db:
+            policy = await self._policy(db, request.guild_id)
+            usage = await self._usage(db, request.guild_id, request.user_id, period_day, period_month)
+            admit(usage, policy)
+            row = await _one(db, "SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs")
+            queue_seq = int(row[0]) if row else 1
+            cursor = await db.execute(
+                """INSERT INTO jobs (guild_id, channel_id, user_id, locale, model, resolution, prompt,
+                       negative_prompt, seed, prompt_extend, template, first_frame, last_frame, parent_job_id,
+                       state, queue_seq, cost_reserved, charge_state, period_day, period_month,
+                       created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    request.guild_id,
+                    request.channel_id,
+                    request.user_id,
+                    request.locale,
+                    request.model,
+                    request.resolution,
+                    request.prompt,
+                    request.negative_prompt,
+                    request.seed,
+                    int(request.prompt_extend),
+                    request.template,
+                    request.first_frame,
+                    request.last_frame,
+                    request.parent_job_id,
+                    JobState.QUEUED.value,
+                    queue_seq,
+                    cost,
+                    ChargeState.RESERVED.value,
+                    period_day,
+                    period_month,
+                    _iso(now),
+                    _iso(now),
+                ),
+            )
+            job_id = cursor.lastrowid
+            if job_id is None:
+                raise StoreError("insert returned no row id")
+            await self._event(db, job_id, JobState.QUEUED, now)
+            await self._ledger(db, job_id, request.guild_id, "reserve", cost, now)
+            job = await self._get(db, job_id)
+        assert job is not None
+        return job
+
+    async def get(self, job_id: int) -> Job | None:
+        return await self._get(self._db, job_id)
+
+    async def transition(
+        self,
+        job_id: int,
+        new_state: JobState,
+        *,
+        expect: JobState | Iterable[JobState] | None = None,
+        settle: int | None = None,
+        release: bool = False,
+        now: datetime | None = None,
+        detail: str | None = None,
+        **fields: Any,
+    ) -> Job:
+        """Move a job to `new_state` (and set `fields`) atomically.
+
+        `expect` guards against races (raises `StaleState` when the job moved meanwhile); `settle`
+        charges the actual cost and `release` frees the reservation, both written to the ledger in the
+        same transaction.
+        """
+        now = now or utcnow()
+        bad = set(fields) - UPDATABLE_FIELDS
+        if bad:
+            raise StoreError(f"not updatable: {sorted(bad)}")
+        async with self._transaction() as db:
+            job = await self._get(db, job_id)
+            if job is None:
+                raise StoreError(f"job {job_id} does not exist")
+            if expect is not None:
+                allowed = {expect} if isinstance(expect, JobState) else set(expect)
+                if job.state not in allowed:
+                    raise StaleState(job)
+            check_transition(job_id, job.state, new_state)
+            values: dict[str, Any] = {k: _db_value(v) for k, v in fields.items()}
+            stamp = _STATE_TIMESTAMPS.get(new_state)
+            if stamp and stamp not in values:
+                values[stamp] = _iso(now)
+            if settle is not None or release:
+                if job.charge_state is not ChargeState.RESERVED:
+                    raise StoreError(f"job {job_id} was already {job.charge_state}; money moves once")
+                if settle is not None:
+                    values["charge_state"] = ChargeState.SETTLED.value
+                    values["cost_settled"] = settle
+                    await self._ledger(db, job_id, job.guild_id, "settle", settle, now)
+                else:
+                    values["charge_state"] = ChargeState.RELEASED.value
+                    await self._ledger(db, job_id, job.guild_id, "release", job.cost_reserved, now)
+            values["state"] = new_state.value
+            values["updated_at"] = _iso(now)
+            await self._update(db, job_id, values)
+            await self._event(db, job_id, new_state, now, detail)
+            updated = await self._get(db, job_id)
+        assert updated is not None
+        return updated
+
+    async def update(self, job_id: int, **fields: Any) -> Job:
+        """Set non-state fields (status message, thread, delivery attempts, ...)."""
+        bad = set(fields) - UPDATABLE_FIELDS
+        if bad:
+            raise StoreError(f"not updatable: {sorted(bad)}")
+        async with self._transaction() as db:
+            values = {k: _db_value(v) for k, v in fields.items()}
+            values["updated_at"] = _iso(utcnow())
+            await self._update(db, job_id, values)
+            job = await self._get(db, job_id)
+        if job is None:
+            raise StoreError(f"job {job_id} does not exist")
+        return job
+
+    async def requeue_front(self, job_id: int, *, expect: JobState, detail: str, **fields: Any) -> Job:
+        """SUBMITTING -> QUEUED keeping the job's original place (its queue_seq is unchanged)."""
+        return await self.transition(job_id, JobState.QUEUED, expect=expect, detail=detail, **fields)
+
+    async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
+        wanted = [s.value for s in states]
+        marks = ",".join("?" * len(wanted))
+        rows = await self._db.execute_fetchall(
+            f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY queue_seq",  # noqa: S608 - placeholders only
+            wanted,
+        )
+        return [_job(r) for r in rows]
+
+    async def jobs_for_user(self, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
+        rows = await self._db.execute_fetchall(
+            "SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
+            (guild_id, user_id, limit),
+        )
+        return [_job(r) for r in rows]
+
+    async def all_jobs(self) -> list[Job]:
+        rows = await self._db.execute_fetchall("SELECT * FROM jobs ORDER BY id")
+        return [_job(r) for r in rows]
+
+    async def task_id_known(self, task_id: str) -> bool:
+        rows = await self._db.execute_fetchall("SELECT 1 FROM jobs WHERE task_id = ?", (task_id,))
+        return bool(rows)
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        rows = await self._db.execute_fetchall("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {JobState(r[0]): int(r[1]) for r in rows}
+
+    async def recent_durations(self, model: str, resolution: str, limit: int = 50) -> list[tuple[float, float]]:
+        """(queued-at-provider seconds, running seconds) of the latest finished jobs of this tier."""
+        rows = await self._db.execute_fetchall(
+            """SELECT submitted_at, started_at, finished_at FROM jobs
+               WHERE model = ? AND resolution = ? AND state IN ('succeeded', 'delivered')
+                 AND submitted_at IS NOT NULL AND started_at IS NOT NULL AND finished_at IS NOT NULL
+               ORDER BY id DESC LIMIT ?""",
+            (model, resolution, limit),
+        )
+        out = []
+        for row in rows:
+            submitted, started, finished = (_required_dt(v) for v in row)
+            out.append(((started - submitted).total_seconds(), (finished - started).total_seconds()))
+        return out
+
+    async def recent_submissions(self, since: datetime) -> list[tuple[str, str, datetime]]:
+        """(account, model, submitted_at) of submissions since `since`: the rate limiter's memory."""
+        rows = await self._db.execute_fetchall(
+            """SELECT account, model, submitted_at FROM jobs
+               WHERE submitted_at IS NOT NULL AND submitted_at >= ? AND account IS NOT NULL""",
+            (_iso(since),),
+        )
+        return [(r[0], r[1], _required_dt(r[2])) for r in rows]
+
+    async def jobs_with_media_before(self, before: datetime) -> list[Job]:
+        """Final jobs finished before `before` that still reference a stored video."""
+        rows = await self._db.execute_fetchall(
+            """SELECT * FROM jobs WHERE state IN ('delivered', 'failed', 'canceled')
+               AND finished_at IS NOT NULL AND finished_at < ? AND video_path IS NOT NULL""",
+            (_iso(before),),
+        )
+        return [_job(r) for r in rows]
+
+    async def frames_in_use(self, finished_after: datetime) -> set[str]:
+        """Frames referenced by unfinished jobs or by jobs finished after the cut-off (regenerate needs them)."""
+        rows = await self._db.execute_fetchall(
+            """SELECT first_frame, last_frame FROM jobs
+               WHERE state NOT IN ('delivered', 'failed', 'canceled') OR finished_at IS NULL OR finished_at >= ?""",
+            (_iso(finished_after),),
+        )
+        refs: set[str] = set()
+        for first, last in rows:
+            refs.add(first)
+            if last:
+                refs.add(last)
+        return refs
+
+    # --- money ---------------------------------------------------------------------------------------
+    async def guild_usage(self, guild_id: int, user_id: int, period_day: str, period_month: str) -> GuildUsage:
+        return await self._usage(self._db, guild_id, user_id, period_day, period_month)
+
+    async def ledger(self, guild_id: int | None = None) -> list[LedgerEntry]:
+        if guild_id is None:
+            rows = await self._db.execute_fetchall("SELECT * FROM ledger ORDER BY id")
+        else:
+            rows = await self._db.execute_fetchall("SELECT * FROM ledger WHERE guild_id = ? ORDER BY id", (guild_id,))
+        return [
+            LedgerEntry(r["id"], r["job_id"], r["guild_id"], r["kind"], r["amount"], _required_dt(r["at"]))
+            for r in rows
+        ]
+
+    async def top_spenders(self, guild_id: int, period_month: str, limit: int = 5) -> list[tuple[int, int, int]]:
+        """(user_id, videos, milli-CNY counted) this month, biggest first."""
+        rows = await self._db.execute_fetchall(
+            """SELECT user_id, COUNT(*),
+                      SUM(CASE charge_state WHEN 'settled' THEN cost_settled
+                                            WHEN 'reserved' THEN cost_reserved ELSE 0 END) AS used
+               FROM jobs WHERE guild_id = ? AND period_month = ? AND charge_state != 'released'
+               GROUP BY user_id ORDER BY used DESC LIMIT ?""",
+            (guild_id, period_month, limit),
+        )
+        return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+
+    async def spend_by_guild(self) -> dict[int, int]:
+        rows = await self._db.execute_fetchall(
+            "SELECT guild_id, SUM(cost_settled) FROM jobs WHERE charge_state = 'settled' GROUP BY guild_id"
+        )
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    # --- guild policies ------------------------------------------------------------------------------
+    async def get_policy(self, guild_id: int) -> GuildPolicy:
+        return await self._policy(self._db, guild_id)
+
+    async def save_policy(self, policy: GuildPolicy) -> GuildPolicy:
+        async with self._transaction() as db:
+            await db.execute(
+                """INSERT INTO guild_policies (guild_id, daily_budget, monthly_budget, member_daily_videos,
+                       user_queue_limit, allowed_channels, paused)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (guild_id) DO UPDATE SET
+                       daily_budget = excluded.daily_budget, monthly_budget = excluded.monthly_budget,
+                       member_daily_videos = excluded.member_daily_videos,
+                       user_queue_limit = excluded.user_queue_limit,
+                       allowed_channels = excluded.allowed_channels, paused = excluded.paused""",
+                (
+                    policy.guild_id,
+                    policy.daily_budget,
+                    policy.monthly_budget,
+                    policy.member_daily_videos,
+                    policy.user_queue_limit,
+                    json.dumps(list(policy.allowed_channels)),
+                    int(policy.paused),
+                ),
+            )
+        return policy
+
+    # --- meta ----------------------------------------------------------------------------------------
+    async def get_meta(self, key: str) -> str | None:
+        row = await _one(self._db, "SELECT value FROM meta WHERE key = ?", (key,))
+        return str(row[0]) if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    async def ping(self) -> bool:
+        row = await _one(self._db, "SELECT 1")
+        return row is not None
+
+    # --- internals -----------------------------------------------------------------------------------
+    @staticmethod
+    async def _get(db: aiosqlite.Connection, job_id: int) -> Job | None:
+        row = await _one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(row) if row else None
+
+    @staticmethod
+    async def _update(db: aiosqlite.Connection, job_id: int, values: dict[str, Any]) -> None:
+        # Column names come from UPDATABLE_FIELDS or this module, never from users.
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        await db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))  # noqa: S608
+
+    @staticmethod
+    async def _event(
+        db: aiosqlite.Connection, job_id: int, state: JobState, now: datetime, detail: str | None = None
+    ) -> None:
+        await db.execute(
+            "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, ?, ?, ?)",
+            (job_id, state.value, _iso(now), detail),
+        )
+
+    @staticmethod
+    async def _ledger(
+        db: aiosqlite.Connection, job_id: int, guild_id: int, kind: str, amount: int, now: datetime
+    ) -> None:
+        await db.execute(
+            "INSERT INTO ledger (job_id, guild_id, kind, amount, at) VALUES (?, ?, ?, ?, ?)",
+            (job_id, guild_id, kind, amount, _iso(now)),
+        )
+
+    @staticmethod
+    async def _policy(db: aiosqlite.Connection, guild_id: int) -> GuildPolicy:
+        row = await _one(db, "SELECT * FROM guild_policies WHERE guild_id = ?", (guild_id,))
+        if row is None:
+            return GuildPolicy(guild_id=guild_id)
+        return GuildPolicy(
+            guild_id=guild_id,
+            daily_budget=row["daily_budget"],
+            monthly_budget=row["monthly_budget"],
+            member_daily_videos=row["member_daily_videos"],
+            user_queue_limit=row["user_queue_limit"],
+            allowed_channels=tuple(int(c) for c in json.loads(row["allowed_channels"])),
+            paused=bool(row["paused"]),
+        )
+
+    @staticmethod
+    async def _usage(
+        db: aiosqlite.Connection, guild_id: int, user_id: int, period_day: str, period_month: str
+    ) -> GuildUsage:
+        money = """SELECT
+                COALESCE(SUM(CASE WHEN charge_state = 'settled' THEN cost_settled ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN charge_state = 'reserved' THEN cost_reserved ELSE 0 END), 0)
+            FROM jobs WHERE guild_id = ? AND {column} = ?"""
+        day = await _one(db, money.format(column="period_day"), (guild_id, period_day))
+        month = await _one(db, money.format(column="period_month"), (guild_id, period_month))
+        member = await _one(
+            db,
+            """SELECT
+                       COALESCE(SUM(CASE WHEN period_day = ? AND charge_state != 'released' THEN 1 ELSE 0 END), 0),
+                       COALESCE(SUM(CASE WHEN state NOT IN ('delivered', 'failed', 'canceled', 'succeeded')
+                                         THEN 1 ELSE 0 END), 0)
+                   FROM jobs WHERE guild_id = ? AND user_id = ?""",
+            (period_day, guild_id, user_id),
+        )
+        assert day is not None and month is not None and member is not None
+        return GuildUsage(
+            spent_day=int(day[0]),
+            reserved_day=int(day[1]),
+            spent_month=int(month[0]),
+            reserved_month=int(month[1]),
+            member_videos_today=int(member[0]),
+            member_active_jobs=int(member[1]),
+        )
+
+
+class StaleState(Exception):
+    """The job is no longer in the state the caller expected (someone else moved it)."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id} is {job.state}")
+        self.job = job
+
+
+async def _one(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+    """First row of a query, executed and fetched in one step so no other coroutine's statement can
+    interleave between the two on the shared connection."""
+    rows = list(await db.execute_fetchall(sql, params))
+    return rows[0] if rows else None
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the folder and an empty database file readable by the owner only (prompts are private)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+def _split_sql(script: str) -> Sequence[str]:
+    """Split a migration file into statements (the files hold no triggers or string semicolons)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+__all__ = ["JobStore", "StaleState", "StoreError", "sqlite3", "utcnow"]

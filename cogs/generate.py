@@ -1,0 +1,138 @@
+"""/kf2v and /kf2v-effect: parse options, defer at once, read attachments, hand over to JobService."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.catalog import DEFAULT_CATALOG
+from bot.conversation import open_conversation
+from bot.i18n_discord import _
+from bot.jobs.images import size_refusal
+from bot.jobs.service import Draft
+
+if TYPE_CHECKING:
+    from bot.client import VideoBot
+
+MODEL_CHOICES = [app_commands.Choice(name=key, value=key) for key in DEFAULT_CATALOG["models"]]
+RESOLUTION_CHOICES = [app_commands.Choice(name=r, value=r) for r in ("480P", "720P", "1080P")]
+TEMPLATE_CHOICES = [
+    app_commands.Choice(name=name, value=name)
+    for name in sorted({t for m in DEFAULT_CATALOG["models"].values() for t in m.get("templates", [])})
+]
+
+
+async def read_attachment(attachment: discord.Attachment, max_bytes: int) -> bytes:
+    """Bytes of an attachment, refusing before download when Discord already says it is too big."""
+    if attachment.size > max_bytes:
+        raise size_refusal(attachment.size, max_bytes)
+    data = await attachment.read()
+    if len(data) > max_bytes:  # the claimed size was wrong
+        raise size_refusal(len(data), max_bytes)
+    return data
+
+
+class GenerateCog(commands.Cog):
+    def __init__(self, bot: VideoBot) -> None:
+        self.bot = bot
+        self.services = bot.services
+
+    @app_commands.command(name="kf2v", description=_("Make a 5-second video from a first and a last frame", "cmd.kf2v"))
+    @app_commands.guild_only()
+    @app_commands.describe(
+        first_frame=_("The first frame (JPEG, PNG, BMP or WEBP)", "opt.first_frame"),
+        last_frame=_("The last frame (JPEG, PNG, BMP or WEBP)", "opt.last_frame"),
+        prompt=_("What happens between the two frames (up to 800 characters)", "opt.prompt"),
+        negative_prompt=_("What to avoid (up to 500 characters)", "opt.negative_prompt"),
+        model=_("Model (default wan2.2-kf2v-flash)", "opt.model"),
+        resolution=_("Resolution tier (default 720P)", "opt.resolution"),
+        prompt_extend=_("Let the model enrich the prompt (default on)", "opt.prompt_extend"),
+        seed=_("Random seed for repeatable results", "opt.seed"),
+    )
+    @app_commands.choices(model=MODEL_CHOICES, resolution=RESOLUTION_CHOICES)
+    async def kf2v(
+        self,
+        interaction: discord.Interaction[VideoBot],
+        first_frame: discord.Attachment,
+        last_frame: discord.Attachment,
+        # Lengths and the seed range are checked in code, not by Discord, so the user gets our message
+        # (with the count) and every client, including bots and old apps, meets the same rule.
+        prompt: str,
+        negative_prompt: str | None = None,
+        model: str | None = None,
+        resolution: str | None = None,
+        prompt_extend: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # before any I/O: the 3 s rule
+        assert interaction.guild_id is not None and interaction.channel_id is not None
+        draft = Draft(
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            locale=str(interaction.locale),
+            first_image=b"",
+            last_image=b"",
+            prompt=prompt,
+            negative_prompt=negative_prompt or None,
+            model=model,
+            resolution=resolution,
+            prompt_extend=prompt_extend,
+            seed=seed,
+        )
+        jobs = self.services.jobs
+        await jobs.precheck(draft)  # cheap checks before downloading anything
+        cap = self.services.settings.image_max_bytes
+        first = await read_attachment(first_frame, cap)
+        last = await read_attachment(last_frame, cap)
+        job = await jobs.submit_checked(_with_images(draft, first, last))
+        await open_conversation(interaction, job)
+
+    @app_commands.command(
+        name="kf2v-effect", description=_("Animate one picture with an effect template", "cmd.kf2v_effect")
+    )
+    @app_commands.guild_only()
+    @app_commands.describe(
+        image=_("The picture to animate (JPEG, PNG, BMP or WEBP)", "opt.image"),
+        template=_("The effect", "opt.template"),
+        model=_("Model (effects need wanx2.1-kf2v-plus)", "opt.effect_model"),
+    )
+    @app_commands.choices(template=TEMPLATE_CHOICES, model=MODEL_CHOICES)
+    async def kf2v_effect(
+        self,
+        interaction: discord.Interaction[VideoBot],
+        image: discord.Attachment,
+        template: str,
+        model: str | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        assert interaction.guild_id is not None and interaction.channel_id is not None
+        draft = Draft(
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            locale=str(interaction.locale),
+            first_image=b"",
+            last_image=None,
+            prompt="",
+            model=model or self.services.effect_model(),
+            template=template,
+        )
+        jobs = self.services.jobs
+        await jobs.precheck(draft)
+        data = await read_attachment(image, self.services.settings.image_max_bytes)
+        job = await jobs.submit_checked(_with_images(draft, data, None))
+        await open_conversation(interaction, job)
+
+
+def _with_images(draft: Draft, first: bytes, last: bytes | None) -> Draft:
+    from dataclasses import replace
+
+    return replace(draft, first_image=first, last_image=last)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(GenerateCog(bot))  # type: ignore[arg-type]

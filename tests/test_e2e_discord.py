@@ -1,0 +1,249 @@
+"""End to end: real discord.py against the Discord emulator, the DashScope emulator, a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.jobs.models import JobState
+from tests import corpus
+from tests.e2e import ALICE, BOB, MANAGER, OWNER, World, close_world, make_world
+from tests.harness import wait_until
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    w = await make_world(tmp_path)
+    yield w
+    await close_world(w)
+
+
+async def delivered(world: World, job_id: int, within: float = 30) -> None:
+    async def done() -> bool:
+        return (await world.job(job_id)).state is JobState.DELIVERED
+
+    await wait_until(done, within=within)
+
+
+async def test_happy_path_from_command_to_mp4_in_the_thread(world: World) -> None:
+    record = await world.kf2v()
+    assert record.latency_ms is not None and record.latency_ms < 3000
+    text = await world.reply(record)
+    assert "queued" in text
+    job = await world.latest_job()
+    await delivered(world, job.id)
+    job = await world.job(job.id)
+    assert job.thread_id is not None and job.status_message_id is not None
+    status = world.discord.message(job.status_message_id)
+    assert status is not None and status.channel_id == world.channel
+    assert world.discord.thread_for(job.status_message_id) is not None
+    videos = world.videos()
+    assert len(videos) == 1
+    message, attachment = videos[0]
+    assert message.channel_id == job.thread_id
+    assert attachment.data[4:8] == b"ftyp"
+    assert f"<@{ALICE}>" in message.content
+    assert message.allowed_mentions is not None and message.allowed_mentions.get("parse") in ([], None)
+
+    async def status_done() -> bool:
+        msg = world.discord.message(job.status_message_id or 0)
+        return msg is not None and any("Done" in (e.get("title") or "") for e in msg.embeds)
+
+    await wait_until(status_done, within=10)
+    assert world.dashscope.stats()["submissions_accepted"] == 1
+
+
+@pytest.mark.parametrize("case", sorted(corpus.BAD_INPUTS))
+async def test_bad_images_get_their_message_and_leave_nothing(world: World, case: str) -> None:
+    data = corpus.BAD_INPUTS[case]()
+    record = await world.kf2v(first=data)
+    text = await world.reply(record)
+    key = corpus.BAD_INPUT_KEYS[case]
+    from bot.i18n import MESSAGES
+
+    expected_start = MESSAGES["en"][key].split("{")[0].strip()
+    assert expected_start[:20] in text, (case, text)
+    assert world.dashscope.stats()["calls"].get("create", 0) == 0
+    assert await world.svc.store.all_jobs() == []
+    assert not any((world.tmp / "data" / "media" / "frames").rglob("*.*"))
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"prompt": "x" * 801}, "801 characters"),
+        ({"prompt": "   \u200b\u200b  "}, "prompt is empty"),
+        ({"seed": 2147483648}, "seed must be"),
+        ({"resolution": "1080P", "model": "wanx2.1-kf2v-plus"}, "can't make 1080P"),
+        ({"negative_prompt": "n" * 501}, "negative prompt has 501"),
+    ],
+)
+async def test_bad_text_options_are_refused_before_anything_is_sent(
+    world: World, options: dict[str, Any], fragment: str
+) -> None:
+    prompt = str(options.pop("prompt", "a cat"))
+    record = await world.kf2v(prompt=prompt, **options)
+    text = await world.reply(record)
+    assert fragment in text
+    assert world.dashscope.stats()["calls"].get("create", 0) == 0
+    assert await world.svc.store.all_jobs() == []
+
+
+async def test_effect_template_with_flash_model_is_refused(world: World) -> None:
+    record = await world.discord.run_command(
+        world.guild, world.channel, ALICE, "kf2v-effect", {"template": "hanfu-1", "model": "wan2.2-kf2v-flash"},
+        attachments={"image": ("a.png", corpus.good_png(), "image/png")},
+    )  # fmt: skip
+    text = await world.reply(record)
+    assert "no effect templates" in text
+
+
+async def test_over_budget_says_what_is_left_and_when(world: World) -> None:
+    await world.svc.budget.set_budgets(world.guild, daily=1500, monthly=None)
+    first = await world.kf2v(resolution="720P")
+    await world.reply(first)
+    second = await world.kf2v(resolution="720P")
+    text = await world.reply(second)
+    assert "¥0.50 of ¥1.50 left" in text and "<t:" in text
+    assert len(await world.svc.store.all_jobs()) == 1
+
+
+async def test_content_check_failure_is_explained_and_free(world: World) -> None:
+    record = await world.kf2v(prompt="a cat FAIL_CONTENT")
+    await world.reply(record)
+    job = await world.latest_job()
+
+    async def failed() -> bool:
+        return (await world.job(job.id)).state is JobState.FAILED
+
+    await wait_until(failed, within=20)
+    job = await world.job(job.id)
+    assert job.thread_id is not None
+
+    def explained() -> bool:
+        return any("content check" in m.content and "Nothing was charged" in m.content
+                   for m in world.discord.messages(job.thread_id or 0))  # fmt: skip
+
+    await wait_until(explained, within=10)
+
+
+async def test_video_lands_after_the_interaction_token_expired(world: World) -> None:
+    world.dashscope.update(pending_s=(1.0, 1.0))
+    record = await world.kf2v()
+    await world.reply(record)
+    world.discord.expire_interaction_token(record)
+    job = await world.latest_job()
+    await delivered(world, job.id)
+    assert len(world.videos()) == 1
+
+
+async def test_too_large_for_the_guild_becomes_a_link(world: World) -> None:
+    world.dashscope.update(video_min_bytes=11 * 1024 * 1024)
+    record = await world.kf2v()
+    await world.reply(record)
+    job = await world.latest_job()
+    await delivered(world, job.id, within=40)
+    job = await world.job(job.id)
+    posts = world.discord.messages(job.thread_id or 0)
+    link = [m for m in posts if "larger than this server allows" in m.content]
+    assert len(link) == 1 and "<t:" in link[0].content and "http://127.0.0.1" in link[0].content
+    assert world.videos() == []
+    assert job.video_path is not None and os.path.getsize(job.video_path) >= 11 * 1024 * 1024
+
+
+async def test_without_thread_permission_everything_goes_to_the_channel(world: World) -> None:
+    world.discord.set_channel_permissions(world.channel, bot_can_create_threads=False)
+    record = await world.kf2v()
+    await world.reply(record)
+    job = await world.latest_job()
+    await delivered(world, job.id)
+    job = await world.job(job.id)
+    assert job.thread_id is None
+    videos = world.videos()
+    assert len(videos) == 1 and videos[0][0].channel_id == world.channel
+
+
+async def test_restart_mid_job_delivers_once(world: World) -> None:
+    world.dashscope.update(pending_s=(1.5, 1.5))
+    record = await world.kf2v()
+    await world.reply(record)
+    job = await world.latest_job()
+
+    async def at_provider() -> bool:
+        return (await world.job(job.id)).state in (JobState.PENDING, JobState.RUNNING)
+
+    await wait_until(at_provider, within=10)
+    await world.stop_bot()
+    await world.start_bot()
+    await delivered(world, job.id)
+    assert len(world.videos()) == 1
+    assert world.dashscope.stats()["submissions_accepted"] == 1
+
+
+async def test_guild_manager_is_refused_owner_commands(world: World) -> None:
+    record = await world.discord.run_command(
+        world.guild, world.channel, MANAGER, "kf2v-admin", {"daily": "1000"}, subcommand="budget",
+        ignore_default_permissions=True,
+    )  # fmt: skip
+    text = await world.reply(record)
+    assert "Only the bot's owners" in text
+    policy = await world.svc.budget.policy(world.guild)
+    assert policy.daily_budget == world.svc.settings.default_daily_budget_milli
+    owner = await world.discord.run_command(
+        world.guild, world.channel, OWNER, "kf2v-admin", {"daily": "25"}, subcommand="budget"
+    )
+    await world.reply(owner)
+    assert (await world.svc.budget.policy(world.guild)).daily_budget == 25_000
+
+
+async def test_manager_cannot_raise_budget_but_sets_member_limits(world: World) -> None:
+    record = await world.discord.run_command(
+        world.guild, world.channel, MANAGER, "kf2v-quota", {"member_daily_videos": 2}
+    )
+    text_embed = await world.reply(record)
+    assert text_embed is not None
+    assert (await world.svc.budget.policy(world.guild)).member_daily_videos == 2
+    member = await world.discord.run_command(world.guild, world.channel, BOB, "kf2v-quota", {"user_queue_limit": 9})
+    assert "Manage Server" in await world.reply(member)
+
+
+async def test_cancel_and_regenerate_buttons_after_a_restart(world: World) -> None:
+    await world.svc.jobs.pause("hold")
+    record = await world.kf2v()
+    await world.reply(record)
+    job = await world.latest_job()
+    await world.stop_bot()
+    await world.start_bot()
+    job = await world.job(job.id)
+    assert job.status_message_id is not None
+    # Someone else presses the Cancel button: refused.
+    intruder = await world.discord.press_button(job.status_message_id, f"kf2v:cancel:{job.id}", BOB)
+    assert "someone else" in await world.reply(intruder)
+    cancel = await world.discord.press_button(job.status_message_id, f"kf2v:cancel:{job.id}", ALICE)
+    assert "cancelled" in await world.reply(cancel)
+    job = await world.job(job.id)
+    assert job.state is JobState.CANCELED and job.charge_state.value == "released"
+    await world.svc.jobs.resume()
+
+    async def has_regen() -> bool:
+        msg = world.discord.message(job.status_message_id or 0)
+        return msg is not None and "kf2v:regen:" in str(msg.components)
+
+    await wait_until(has_regen, within=10)
+    regen = await world.discord.press_button(job.status_message_id or 0, f"kf2v:regen:{job.id}", ALICE)
+    assert "queued" in await world.reply(regen)
+    new_job = await world.latest_job()
+    assert new_job.parent_job_id == job.id and new_job.prompt == job.prompt
+    await delivered(world, new_job.id)
+
+
+async def test_chinese_locale(world: World) -> None:
+    record = await world.kf2v(prompt="x" * 801, locale="zh-CN")
+    text = await world.reply(record)
+    assert "提示词有 801 个字符" in text
+    synced = world.discord.syncs[-1] if world.discord.syncs else None
+    assert synced is not None and "用首帧和尾帧生成 5 秒视频" in str(synced)

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from bot.jobs.scheduler import AccountLimits, FairQueue, QueuedJob, Scheduler
+
+FLASH = "wan2.2-kf2v-flash"
+
+
+def q(job_id: int, guild: int, user: int, seq: int | None = None, model: str = FLASH) -> QueuedJob:
+    return QueuedJob(job_id, guild, user, model, "720P", seq if seq is not None else job_id)
+
+
+def drain(queue: FairQueue) -> list[int]:
+    out = []
+    while (job := queue.pop_next()) is not None:
+        out.append(job.job_id)
+    return out
+
+
+def test_turns_across_guilds_then_users_fifo_per_user() -> None:
+    queue = FairQueue()
+    # guild 1: user 10 has jobs 1,2,3; user 11 has job 4. guild 2: user 20 has job 5, 6.
+    for job in [q(1, 1, 10), q(2, 1, 10), q(3, 1, 10), q(4, 1, 11), q(5, 2, 20), q(6, 2, 20)]:
+        queue.push(job)
+    order = drain(queue)
+    assert order == [1, 5, 4, 6, 2, 3]
+
+
+def test_big_backlog_delays_a_newcomer_by_at_most_one_turn() -> None:
+    queue = FairQueue()
+    for i in range(50):
+        queue.push(q(i + 1, 1, 10))
+    assert queue.pop_next() is not None  # guild 1 already had a turn
+    queue.push(q(100, 2, 20))
+    assert queue.positions()[100] <= 2
+    assert [queue.pop_next(), queue.pop_next()][1] == q(100, 2, 20) or queue.positions().get(100) is None
+
+
+def test_positions_match_the_order_jobs_are_taken() -> None:
+    queue = FairQueue()
+    jobs = [q(i, g, u) for i, (g, u) in enumerate([(1, 1), (1, 1), (1, 2), (2, 3), (3, 4), (3, 4), (2, 5)], 1)]
+    for job in jobs:
+        queue.push(job)
+    predicted = sorted(queue.positions(), key=lambda job_id: queue.positions()[job_id])
+    assert drain(queue) == predicted
+
+
+def test_requeued_job_goes_back_to_the_front_in_original_order() -> None:
+    queue = FairQueue()
+    for job in [q(1, 1, 10), q(2, 1, 10), q(3, 2, 20)]:
+        queue.push(job)
+    first = queue.pop_next()
+    assert first is not None and first.job_id == 1
+    queue.push(first, front=True)  # throttled: returns to the front of its user's queue and gets the turn
+    assert drain(queue) == [1, 3, 2]
+
+
+def test_pop_skips_models_without_room_but_keeps_user_fifo() -> None:
+    queue = FairQueue()
+    queue.push(q(1, 1, 10, model="plus"))
+    queue.push(q(2, 1, 10, model=FLASH))  # same user, behind a plus job: must not jump it
+    queue.push(q(3, 2, 20, model=FLASH))
+    job = queue.pop_next({FLASH})
+    assert job is not None and job.job_id == 3
+    assert queue.pop_next({FLASH}) is None
+
+
+def test_account_limits_in_flight_rate_and_one_outstanding_create() -> None:
+    limits = AccountLimits(["a"], {FLASH: (2, 2.0)})
+    now = 100.0
+    assert limits.choose(FLASH, now) == "a"
+    limits.begin_submit("a", FLASH, 1, now)
+    assert limits.choose(FLASH, now) is None  # one create answer outstanding per account
+    limits.end_submit("a", 1)
+    limits.begin_submit("a", FLASH, 2, now)
+    limits.end_submit("a", 2)
+    assert limits.choose(FLASH, now) is None  # two in flight
+    limits.release("a", FLASH, 1)
+    assert limits.choose(FLASH, now) is None  # two submissions in this second
+    ready = limits.ready_at("a", FLASH, now)
+    assert ready is not None and ready > now + 1.0
+    assert limits.choose(FLASH, ready) == "a"
+
+
+def test_throttle_cooldown_grows_and_resets() -> None:
+    limits = AccountLimits(["a"], {FLASH: (2, 2.0)})
+    first = limits.throttled("a", FLASH, 0.0)
+    second = limits.throttled("a", FLASH, 0.0)
+    assert second == 2 * first
+    assert limits.choose(FLASH, 1.0) is None
+    limits.succeeded("a", FLASH)
+    assert limits.throttled("a", FLASH, 0.0) == first
+
+
+def test_scheduler_spreads_over_accounts_and_respects_pause() -> None:
+    scheduler = Scheduler(AccountLimits(["a", "b"], {FLASH: (2, 2.0)}))
+    for i in range(5):
+        scheduler.queue.push(q(i + 1, 1, 10 + i))
+    picked = []
+    now = 0.0
+    while (got := scheduler.next_dispatch(now)) is not None:
+        job, account = got
+        scheduler.limits.begin_submit(account, job.model, job.job_id, now)
+        scheduler.limits.end_submit(account, job.job_id)
+        picked.append(account)
+        now += 0.01
+    # Two slots per account: the least loaded account takes each job, so they alternate.
+    assert picked == ["a", "b", "a", "b"]
+    assert len(scheduler.queue) == 1  # the fifth waits for a slot
+    scheduler.limits.release("a", FLASH, 1)
+    scheduler.paused_reason = "owner"
+    assert scheduler.next_dispatch(10.0) is None

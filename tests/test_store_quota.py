@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.catalog import load_catalog
+from bot.errors import QueueFull, QuotaExceeded
+from bot.jobs.models import IllegalTransition, JobRequest, JobState
+from bot.jobs.quota import BudgetService, Defaults
+from bot.jobs.store import JobStore, StaleState
+
+ZONE = __import__("zoneinfo").ZoneInfo
+
+
+def request(guild: int = 1, user: int = 10, model: str = "wan2.2-kf2v-flash", resolution: str = "720P") -> JobRequest:
+    return JobRequest(
+        guild_id=guild, channel_id=5, user_id=user, locale="en-US", model=model, resolution=resolution,
+        prompt="hello'); DROP TABLE jobs; -- @everyone", negative_prompt=None, seed=7, prompt_extend=True,
+        template=None, first_frame="ab/ab.png", last_frame="cd/cd.png",
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
+    s = await JobStore.open(tmp_path / "data" / "kf2v.sqlite3")
+    yield s
+    await s.close()
+
+
+def budget(store: JobStore, daily: int = 10_000, monthly: int = 100_000, videos: int = 1000, queue: int = 1000,
+           tz: str = "UTC") -> BudgetService:  # fmt: skip
+    return BudgetService(store, load_catalog(), Defaults(daily, monthly, videos, queue), ZONE(tz))
+
+
+async def test_database_is_private_and_migrated(tmp_path: Path, store: JobStore) -> None:
+    path = tmp_path / "data" / "kf2v.sqlite3"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert await store.schema_version() == 1
+    again = await JobStore.open(path)  # reopening applies nothing twice
+    assert await again.schema_version() == 1
+    await again.close()
+
+
+async def test_hundred_simultaneous_reservations_accept_exactly_what_fits(store: JobStore) -> None:
+    # 720P flash costs 1 CNY; a 10 CNY daily budget takes exactly ten.
+    service = budget(store, daily=10_000)
+    results = await asyncio.gather(*(service.admit(request(user=i)) for i in range(100)), return_exceptions=True)
+    accepted = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, QuotaExceeded)]
+    assert len(accepted) == 10 and len(refused) == 90
+    report = await service.report(1)
+    assert report.usage.reserved_day == 10_000 and report.left_day == 0
+    assert refused[0].key == "quota.daily" and refused[0].params["left"] == "0.00"
+
+
+async def test_settle_release_and_ledger_balance(store: JobStore) -> None:
+    service = budget(store)
+    a, b, c = [await service.admit(request(user=i)) for i in range(3)]
+    for job in (a, b):
+        await store.transition(job.id, JobState.SUBMITTING, account="acct")
+        await store.transition(job.id, JobState.PENDING, task_id=f"t{job.id}")
+    await store.transition(a.id, JobState.SUCCEEDED, settle=service.actual_cost(a, 5))
+    await store.transition(b.id, JobState.FAILED, release=True, error_key="job.failed.content")
+    await store.transition(c.id, JobState.CANCELED, release=True)
+    with pytest.raises(Exception, match="money moves once"):
+        await store.transition(a.id, JobState.DELIVERED, settle=1000)
+    ledger = await store.ledger()
+    assert [(e.job_id, e.kind) for e in ledger] == [
+        (a.id, "reserve"), (b.id, "reserve"), (c.id, "reserve"), (a.id, "settle"), (b.id, "release"),
+        (c.id, "release"),
+    ]  # fmt: skip
+    report = await service.report(1)
+    assert report.usage.spent_day == 1000 and report.usage.reserved_day == 0
+
+
+async def test_illegal_and_stale_transitions_raise(store: JobStore) -> None:
+    job = await budget(store).admit(request())
+    with pytest.raises(IllegalTransition):
+        await store.transition(job.id, JobState.DELIVERED)
+    with pytest.raises(StaleState):
+        await store.transition(job.id, JobState.CANCELED, expect=JobState.PENDING)
+
+
+async def test_member_limits_and_queue_limit(store: JobStore) -> None:
+    service = budget(store, videos=2, queue=5)
+    await service.admit(request(user=1))
+    await service.admit(request(user=1))
+    with pytest.raises(QuotaExceeded) as info:
+        await service.admit(request(user=1))
+    assert info.value.key == "quota.member_daily"
+    queue_limited = budget(store, queue=2)
+    await queue_limited.admit(request(user=2))
+    await queue_limited.admit(request(user=2))
+    with pytest.raises(QueueFull):
+        await queue_limited.admit(request(user=2))
+
+
+async def test_periods_follow_the_configured_zone(store: JobStore) -> None:
+    moment = datetime(2026, 1, 31, 17, 30, tzinfo=UTC)  # already Feb 1st in Shanghai
+    shanghai = budget(store, tz="Asia/Shanghai").periods(moment)
+    assert (shanghai.day, shanghai.month) == ("2026-02-01", "2026-02")
+    assert shanghai.day_resets_at.isoformat() == "2026-02-02T00:00:00+08:00"
+    utc = budget(store).periods(moment)
+    assert (utc.day, utc.month) == ("2026-01-31", "2026-01")
+    assert utc.month_resets_at.isoformat() == "2026-02-01T00:00:00+00:00"
+
+
+async def test_prompts_are_stored_verbatim(store: JobStore) -> None:
+    job = await budget(store).admit(request())
+    again = await store.get(job.id)
+    assert again is not None and again.prompt == "hello'); DROP TABLE jobs; -- @everyone"
+
+
+async def test_manager_limits_never_touch_budgets(store: JobStore) -> None:
+    service = budget(store)
+    await service.set_budgets(1, daily=5000, monthly=None)
+    policy = await service.set_member_limits(1, member_daily_videos=3, allowed_channels=(42,))
+    assert policy.daily_budget == 5000 and policy.member_daily_videos == 3 and policy.allowed_channels == (42,)

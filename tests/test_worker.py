@@ -1,0 +1,227 @@
+"""The engine against the DashScope emulator over loopback, with a real SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import Services
+from bot.errors import InvalidInput
+from bot.jobs.models import JobState
+from bot.jobs.service import Actor
+from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from tests.harness import all_final, draft, jobs_by_id, start_engine, wait_until
+
+FAST = {"pending_s": (0.05, 0.2), "running_s": (0.2, 0.5)}
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[DashScopeEmulator]:
+    emu = DashScopeEmulator(EmulatorConfig(seed=7, **FAST))  # type: ignore[arg-type]
+    await emu.start()
+    yield emu
+    await emu.stop()
+
+
+async def settle(services: Services, ids: list[int], within: float = 60) -> None:
+    await wait_until(lambda: all_final(services, ids), within=within)
+
+
+async def ledger_balances(services: Services) -> None:
+    jobs = await services.store.all_jobs()
+    ledger = await services.store.ledger()
+    settled = sum(e.amount for e in ledger if e.kind == "settle")
+    reserved = sum(e.amount for e in ledger if e.kind == "reserve")
+    released = sum(e.amount for e in ledger if e.kind == "release")
+    settled_jobs = [j for j in jobs if j.charge_state.value == "settled"]
+    assert settled == sum(j.cost_settled for j in jobs if j.state is JobState.DELIVERED)
+    assert reserved - released - sum(j.cost_reserved for j in settled_jobs) == 0  # nothing left reserved
+    for job in jobs:
+        kinds = sorted(e.kind for e in ledger if e.job_id == job.id)
+        assert kinds in (["release", "reserve"], ["reserve", "settle"]), (job.id, kinds)
+
+
+async def test_backlog_within_limits_both_slots_busy_and_ledger_balances(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    services, recorder = await start_engine(tmp_path, emulator.base_url)
+    try:
+        ids = [(await services.jobs.submit(draft(guild=g, user=g * 10 + u))).id for g in (1, 2, 3) for u in range(4)]
+        await settle(services, ids)
+        jobs = await jobs_by_id(services, ids)
+        assert {j.state for j in jobs} == {JobState.DELIVERED}
+        stats = emulator.stats()
+        assert stats["violations"] == []
+        assert stats["submissions_accepted"] == len(ids)
+        peak = max(v for per_model in stats["max_in_flight"].values() for v in per_model.values())
+        assert peak == 2  # both slots used, never three
+        assert sorted(job_id for job_id, _ in recorder.delivered) == sorted(ids)
+        for _, video in recorder.delivered:
+            assert video.path.read_bytes()[4:8] == b"ftyp"
+        await ledger_balances(services)
+    finally:
+        await services.stop()
+
+
+async def test_fair_order_across_guilds_and_users(tmp_path: Path, emulator: DashScopeEmulator) -> None:
+    services, _ = await start_engine(tmp_path, emulator.base_url)
+    try:
+        await services.jobs.pause("test")
+        busy = [(await services.jobs.submit(draft(guild=1, user=11))).id for _ in range(6)]
+        other_user = (await services.jobs.submit(draft(guild=1, user=12))).id
+        small = (await services.jobs.submit(draft(guild=2, user=21))).id
+        await services.jobs.resume()
+        ids = [*busy, other_user, small]
+        await settle(services, ids)
+        jobs = sorted(await jobs_by_id(services, ids), key=lambda j: (j.submitted_at, j.id))
+        order = [j.id for j in jobs]
+        assert order[:3] == [busy[0], small, other_user]  # guild 1, guild 2, guild 1's other member
+        assert order[3:] == busy[1:]  # then user 11 first-in-first-out
+    finally:
+        await services.stop()
+
+
+async def test_throttle_burst_delays_but_neither_fails_nor_charges(tmp_path: Path, emulator: DashScopeEmulator) -> None:
+    emulator.update(throttle_rate=0.5)
+    services, _ = await start_engine(tmp_path, emulator.base_url)
+    try:
+        ids = [(await services.jobs.submit(draft(user=u))).id for u in range(6)]
+        await wait_until(lambda: services.worker.counters["throttled"] >= 2, within=30)
+        emulator.update(throttle_rate=0.0)
+        await settle(services, ids)
+        jobs = await jobs_by_id(services, ids)
+        assert all(j.state is JobState.DELIVERED for j in jobs)
+        assert emulator.stats()["submissions_accepted"] == len(ids)
+        assert sum(j.cost_settled for j in jobs) == len(ids) * 500
+        await ledger_balances(services)
+    finally:
+        await services.stop()
+
+
+async def test_someone_else_on_the_account_causes_429_that_is_absorbed(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    from tests.harness import API_KEY
+
+    emulator.occupy_slots(API_KEY, "wan2.2-kf2v-flash", 2)
+    services, _ = await start_engine(tmp_path, emulator.base_url)
+    try:
+        job = await services.jobs.submit(draft())
+        await wait_until(lambda: services.worker.counters["throttled"] >= 1, within=20)
+        emulator.occupy_slots(API_KEY, "wan2.2-kf2v-flash", 0)
+        await settle(services, [job.id], within=60)
+        done = await services.store.get(job.id)
+        assert done is not None and done.state is JobState.DELIVERED and done.attempts >= 2
+    finally:
+        await services.stop()
+
+
+async def test_content_check_failure_is_explained_and_released(tmp_path: Path, emulator: DashScopeEmulator) -> None:
+    services, recorder = await start_engine(tmp_path, emulator.base_url)
+    try:
+        late = await services.jobs.submit(draft(prompt="a cat FAIL_CONTENT"))
+        early = await services.jobs.submit(draft(prompt="a cat REJECT_CONTENT"))
+        await settle(services, [late.id, early.id])
+        for job in await jobs_by_id(services, [late.id, early.id]):
+            assert job.state is JobState.FAILED
+            assert job.error_key == "job.failed.content"
+            assert job.charge_state.value == "released"
+        assert sorted(recorder.failed) == sorted([(late.id, "job.failed.content"), (early.id, "job.failed.content")])
+        await ledger_balances(services)
+    finally:
+        await services.stop()
+
+
+async def test_lost_create_answers_are_reconciled_never_resubmitted(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    emulator.update(drop_rate=1.0, routes=frozenset({"create"}))
+    services, _ = await start_engine(tmp_path, emulator.base_url)
+    try:
+        ids = [(await services.jobs.submit(draft(user=u))).id for u in range(3)]
+        await wait_until(lambda: emulator.stats()["submissions_accepted"] >= 1, within=20)
+        emulator.update(drop_rate=0.0)
+        await settle(services, ids)
+        assert {j.state for j in await jobs_by_id(services, ids)} == {JobState.DELIVERED}
+        assert emulator.stats()["submissions_accepted"] == len(ids)  # exactly one task per job
+        await ledger_balances(services)
+    finally:
+        await services.stop()
+
+
+async def test_provider_errors_are_retried_within_bounds(tmp_path: Path, emulator: DashScopeEmulator) -> None:
+    emulator.update(error_rate=0.3, malformed_rate=0.1, routes=frozenset({"get", "video"}))
+    services, _ = await start_engine(tmp_path, emulator.base_url)
+    try:
+        ids = [(await services.jobs.submit(draft(user=u))).id for u in range(4)]
+        await settle(services, ids, within=90)
+        assert {j.state for j in await jobs_by_id(services, ids)} == {JobState.DELIVERED}
+        assert emulator.stats()["submissions_accepted"] == len(ids)
+    finally:
+        await services.stop()
+
+
+async def test_delivery_failure_is_retried_without_a_new_generation(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    services, recorder = await start_engine(tmp_path, emulator.base_url)
+    recorder.fail_deliveries = 2
+    try:
+        job = await services.jobs.submit(draft())
+        await settle(services, [job.id])
+        done = await services.store.get(job.id)
+        assert done is not None and done.state is JobState.DELIVERED and done.delivery_attempts == 2
+        assert [job_id for job_id, _ in recorder.delivered] == [job.id]
+        assert emulator.stats()["submissions_accepted"] == 1
+    finally:
+        await services.stop()
+
+
+async def test_bad_key_pauses_the_account_and_keeps_jobs_queued(tmp_path: Path) -> None:
+    emu = DashScopeEmulator(EmulatorConfig(api_key="sk-the-right-one", **FAST))  # type: ignore[arg-type]
+    await emu.start()
+    services, recorder = await start_engine(tmp_path, emu.base_url)
+    try:
+        job = await services.jobs.submit(draft())
+        await wait_until(lambda: bool(recorder.alerts), within=20)
+        assert recorder.alerts[0][0] == "alert.account_problem"
+        again = await services.store.get(job.id)
+        assert again is not None and again.state is JobState.QUEUED and again.charge_state.value == "reserved"
+        assert "sk-the-right-one" not in repr(recorder.alerts)
+    finally:
+        await services.stop()
+        await emu.stop()
+
+
+async def test_cancel_while_queued_and_while_pending(tmp_path: Path, emulator: DashScopeEmulator) -> None:
+    emulator.update(pending_s=(3.0, 3.0))
+    services, recorder = await start_engine(tmp_path, emulator.base_url)
+    try:
+        await services.jobs.pause("hold")
+        queued = await services.jobs.submit(draft(user=1))
+        with pytest.raises(Exception) as info:
+            await services.jobs.cancel(queued.id, Actor(user_id=999))
+        assert getattr(info.value, "key", "") == "job.not_yours"
+        cancelled = await services.jobs.cancel(queued.id, Actor(user_id=1))
+        assert cancelled.state is JobState.CANCELED and cancelled.charge_state.value == "released"
+        pending = await services.jobs.submit(draft(user=2))
+        await services.jobs.resume()
+        await wait_until(lambda: _state_is(services, pending.id, JobState.PENDING), within=20)
+        await services.jobs.cancel(pending.id, Actor(user_id=2))
+        await settle(services, [pending.id])
+        done = await services.store.get(pending.id)
+        assert done is not None and done.state is JobState.CANCELED and done.charge_state.value == "released"
+        assert emulator.stats()["cancels"] == 1
+        with pytest.raises(InvalidInput):
+            await services.jobs.cancel(pending.id, Actor(user_id=2))
+        await ledger_balances(services)
+        assert {job_id for job_id, _ in recorder.failed} == {queued.id, pending.id}
+    finally:
+        await services.stop()
+
+
+async def _state_is(services: Services, job_id: int, state: JobState) -> bool:
+    job = await services.store.get(job_id)
+    return job is not None and job.state is state
