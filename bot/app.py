@@ -209,6 +209,13 @@ async def build_services(settings: Settings, notifier: Notifier | None = None) -
     )
 
 
+class _NoVoiceNoise(logging.Filter):
+    """discord.py warns at start-up that voice libraries are missing; this bot never uses voice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
 def point_discord_at(settings: Settings) -> None:
     """discord.py keeps its endpoints in class attributes; tests and the demo aim them at an emulator."""
     import discord.gateway
@@ -235,6 +242,7 @@ async def run_bot(settings: Settings) -> int:
     from bot.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
+    logging.getLogger("discord.client").addFilter(_NoVoiceNoise())
     register_secrets(settings)
     point_discord_at(settings)
     services = await build_services(settings)
@@ -260,6 +268,14 @@ async def run_bot(settings: Settings) -> int:
     except discord.PrivilegedIntentsRequired:
         print("kf2v-bot: Discord refused the gateway intents.", file=sys.stderr)
         return 2
+    except (aiohttp.ClientError, OSError, discord.GatewayNotFound) as exc:
+        log.error("cannot reach Discord", exc_info=exc)  # the operator's stack trace, in the log
+        print(
+            f"kf2v-bot: cannot reach Discord at {settings.discord_api_base} ({type(exc).__name__}); "
+            "check the network and KF2V_DISCORD_API_BASE, then start again.",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         if not bot.is_closed():
             await bot.close()

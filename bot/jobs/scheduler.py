@@ -38,6 +38,8 @@ class FairQueue:
         # guild -> (user -> that user's jobs in queue_seq order); dict order is the turn order.
         self._guilds: OrderedDict[int, OrderedDict[int, deque[QueuedJob]]] = OrderedDict()
         self._by_id: dict[int, QueuedJob] = {}
+        self._models: dict[str, int] = {}
+        self.version = 0  # bumped on every change: watchers recompute positions only when it moved
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -64,11 +66,27 @@ class FairQueue:
             users.move_to_end(job.user_id, last=False)
             self._guilds.move_to_end(job.guild_id, last=False)
         self._by_id[job.job_id] = job
+        self._models[job.model] = self._models.get(job.model, 0) + 1
+        self.version += 1
+
+    def _forget(self, job: QueuedJob) -> None:
+        del self._by_id[job.job_id]
+        left = self._models[job.model] - 1
+        if left:
+            self._models[job.model] = left
+        else:
+            del self._models[job.model]
+        self.version += 1
+
+    def models(self) -> set[str]:
+        """Models with at least one queued job."""
+        return set(self._models)
 
     def remove(self, job_id: int) -> QueuedJob | None:
-        job = self._by_id.pop(job_id, None)
+        job = self._by_id.get(job_id)
         if job is None:
             return None
+        self._forget(job)
         users = self._guilds[job.guild_id]
         jobs = users[job.user_id]
         jobs.remove(job)
@@ -86,7 +104,7 @@ class FairQueue:
                 if eligible_models is not None and head.model not in eligible_models:
                     continue
                 jobs.popleft()
-                del self._by_id[head.job_id]
+                self._forget(head)
                 if jobs:
                     users.move_to_end(user_id)
                 else:
@@ -316,8 +334,7 @@ class Scheduler:
     def next_dispatch(self, now: float) -> tuple[QueuedJob, str] | None:
         if self.paused_reason is not None or not len(self.queue):
             return None
-        models = {job.model for job in self.queue._by_id.values()}
-        eligible = {m for m in models if self.limits.choose(m, now) is not None}
+        eligible = {m for m in self.queue.models() if self.limits.choose(m, now) is not None}
         if not eligible:
             return None
         job = self.queue.pop_next(eligible)
@@ -331,8 +348,7 @@ class Scheduler:
         """When a currently blocked queue could move without any other event (rate window, cool-down)."""
         if self.paused_reason is not None or not len(self.queue):
             return None
-        models = {job.model for job in self.queue._by_id.values()}
-        return self.limits.next_ready(models, now)
+        return self.limits.next_ready(self.queue.models(), now)
 
     def eta(self, position: int, model: str, resolution: str) -> float:
         """Seconds until a queued job at `position` is expected to be done (a rough, honest estimate)."""

@@ -58,6 +58,8 @@ class WorkerConfig:
     reconcile_grace_s: float = 15.0  # how long a lost create may take to show up in the task list
     max_video_bytes: int = 512 * 1024 * 1024
     polls_per_second_per_account: float = 10.0  # provider allows 20 queries/s per account; keep half
+    queue_refresh_s: float = 5.0  # how often queued jobs hear about their new position
+    queue_watch_depth: int = 100  # beyond this position a status message says only "queued"
 
 
 def describe_failure(code: str | None) -> str:
@@ -129,6 +131,7 @@ class Worker:
     async def start(self) -> None:
         await self.recover()
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="kf2v-dispatcher")
+        self._tasks.spawn(self._watch_queue(), "queue-watch")
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking jobs; whatever is in flight stays resumable from its row."""
@@ -225,6 +228,28 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
+
+    async def _watch_queue(self) -> None:
+        """Tell waiting jobs when their place in the queue moves (the notifier coalesces the edits)."""
+        seen_version = -1
+        last_positions: dict[int, int] = {}
+        while not self._stopping:
+            await asyncio.sleep(self.config.queue_refresh_s)
+            queue = self.scheduler.queue
+            if queue.version == seen_version:
+                continue
+            seen_version = queue.version
+            positions = queue.positions()
+            moved = [
+                job_id
+                for job_id, position in positions.items()
+                if position <= self.config.queue_watch_depth and last_positions.get(job_id) != position
+            ]
+            last_positions = positions
+            for job_id in moved:
+                job = await self.store.get(job_id)
+                if job is not None and job.state is JobState.QUEUED:
+                    await self._safe_update(job)
 
     def _free_slot(self, job: Job | QueuedJob, account: str | None) -> None:
         if account is not None:
@@ -473,7 +498,7 @@ class Worker:
             if job.state is JobState.PENDING:
                 job = await self.store.transition(job.id, JobState.RUNNING, expect=JobState.PENDING)
                 self._emit("running", job)
-                await self._safe_update(job)
+            await self._safe_update(job)  # elapsed time and ETA; the notifier limits the edit rate
             return False
         if status is TaskStatus.SUCCEEDED:
             await self._succeeded(job, result, polled_at)
