@@ -247,3 +247,32 @@ async def test_chinese_locale(world: World) -> None:
     assert "提示词有 801 个字符" in text
     synced = world.discord.syncs[-1] if world.discord.syncs else None
     assert synced is not None and "用首帧和尾帧生成 5 秒视频" in str(synced)
+
+
+async def test_jobs_quota_and_admin_views(world: World) -> None:
+    first = await world.kf2v()
+    await world.reply(first)
+    job = await world.latest_job()
+    await delivered(world, job.id)
+    jobs = await world.discord.run_command(world.guild, world.channel, ALICE, "kf2v-jobs")
+    listing = await world.reply(jobs)
+    assert f"#{job.id}" in listing and "Done" in listing and "¥1.00" in listing
+    quota = await world.discord.run_command(world.guild, world.channel, BOB, "kf2v-quota")
+    shown = await world.reply(quota)
+    assert "spent ¥1.00, reserved ¥0.00 of ¥1000.00" in shown
+    queue = await world.discord.run_command(world.guild, world.channel, OWNER, "kf2v-admin", subcommand="queue")
+    assert "unfinished jobs" in await world.reply(queue)
+    pause = await world.discord.run_command(world.guild, world.channel, OWNER, "kf2v-admin", subcommand="pause")
+    assert "paused" in await world.reply(pause)
+    held = await world.kf2v(user=BOB)
+    assert "paused" in await world.reply(held)
+    resume = await world.discord.run_command(world.guild, world.channel, OWNER, "kf2v-admin", subcommand="resume")
+    assert "resumed" in await world.reply(resume)
+    await delivered(world, (await world.latest_job()).id)
+
+
+async def test_command_tree_is_synced_once_across_restarts(world: World) -> None:
+    assert world.discord.sync_count == 1
+    await world.stop_bot()
+    await world.start_bot()
+    assert world.discord.sync_count == 1

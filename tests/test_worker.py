@@ -12,6 +12,7 @@ from bot.errors import InvalidInput
 from bot.jobs.models import JobState
 from bot.jobs.service import Actor
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from tests import corpus
 from tests.harness import all_final, draft, jobs_by_id, start_engine, wait_until
 
 FAST = {"pending_s": (0.05, 0.2), "running_s": (0.2, 0.5)}
@@ -225,3 +226,27 @@ async def test_cancel_while_queued_and_while_pending(tmp_path: Path, emulator: D
 async def _state_is(services: Services, job_id: int, state: JobState) -> bool:
     job = await services.store.get(job_id)
     return job is not None and job.state is state
+
+
+async def test_retention_removes_old_videos_and_frames_but_keeps_live_ones(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    services, _ = await start_engine(tmp_path, emulator.base_url, KF2V_VIDEO_RETENTION_DAYS=0)
+    try:
+        done = await services.jobs.submit(draft(user=1))
+        await settle(services, [done.id])
+        await services.jobs.pause("hold")
+        waiting = await services.jobs.submit(draft(user=2, last_image=corpus.good_png(320, 240, (0, 200, 0))))
+        finished = await services.store.get(done.id)
+        assert finished is not None and finished.video_path is not None
+        video = Path(finished.video_path)
+        assert video.exists()
+        removed = await services.sweep_media()
+        assert removed >= 2 and not video.exists()
+        after = await services.store.get(done.id)
+        assert after is not None and after.video_path is None
+        assert services.media.frame_path(waiting.first_frame).exists()  # still needed by a queued job
+        assert services.media.frame_path(waiting.last_frame or "").exists()
+        assert not services.media.frame_path(finished.last_frame or "").exists()
+    finally:
+        await services.stop()
