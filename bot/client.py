@@ -88,7 +88,7 @@ class KF2VTree(app_commands.CommandTree["VideoBot"]):
 
 
 class VideoBot(commands.Bot):
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, guild_ready_timeout: float = 2.0) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # guild cache: locale, boost tier (upload limit), channels; nothing privileged
         super().__init__(
@@ -97,6 +97,7 @@ class VideoBot(commands.Bot):
             help_command=None,
             tree_cls=KF2VTree,
             allowed_mentions=discord.AllowedMentions.none(),  # prompts are user text: never ping @everyone
+            guild_ready_timeout=guild_ready_timeout,
         )
         self.services = services
         self._app_owner_ids: set[int] | None = None
@@ -116,17 +117,20 @@ class VideoBot(commands.Bot):
         await super().close()
 
     # --- owners --------------------------------------------------------------------------------------
-    async def is_bot_owner(self, user_id: int) -> bool:
+    async def owner_user_ids(self) -> set[int]:
         """KF2V_OWNER_IDS, plus the application's owner or its team (always)."""
-        if user_id in self.services.settings.owner_ids:
-            return True
         if self._app_owner_ids is None:
             info = await self.application_info()
             ids = {info.owner.id}
             if info.team is not None:
                 ids |= {m.id for m in info.team.members}
             self._app_owner_ids = ids
-        return user_id in self._app_owner_ids
+        return self._app_owner_ids | set(self.services.settings.owner_ids)
+
+    async def is_bot_owner(self, user_id: int) -> bool:
+        if user_id in self.services.settings.owner_ids:
+            return True
+        return user_id in await self.owner_user_ids()
 
     async def require_owner(self, user_id: int) -> None:
         if not await self.is_bot_owner(user_id):

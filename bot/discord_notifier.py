@@ -245,7 +245,10 @@ class DiscordNotifier:
     async def job_failed(self, job: Job) -> None:
         locale = self.locale_for(job)
         key = job.error_key or "job.failed.provider"
-        text = t(locale, "result.failed", user=f"<@{job.user_id}>", job_id=job.id, reason=t(locale, key))
+        if job.state is JobState.CANCELED:
+            text = t(locale, "result.cancelled", user=f"<@{job.user_id}>", job_id=job.id)
+        else:
+            text = t(locale, "result.failed", user=f"<@{job.user_id}>", job_id=job.id, reason=t(locale, key))
         if job.charge_state.value == "released":
             text += "\n" + t(locale, "result.not_charged")
         mention = discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False, roles=False)
@@ -259,7 +262,7 @@ class DiscordNotifier:
     async def owner_alert(self, key: str, **params: Any) -> None:
         text = t(None, key, **params)
         log.error("owner alert: %s", text)
-        for user_id in self.bot.services.settings.owner_ids:
+        for user_id in sorted(await self.bot.owner_user_ids()):
             try:
                 user = await self.bot.fetch_user(user_id)
                 await user.send(text, allowed_mentions=NO_PINGS)

@@ -53,7 +53,7 @@ class World:
         point_discord_at(settings)
         self.services = await build_services(settings)
         self.services.notifier.edit_interval = 0.2  # type: ignore[attr-defined]
-        self.bot = VideoBot(self.services)
+        self.bot = VideoBot(self.services, guild_ready_timeout=0.05)
         self.bot.services.worker.config = __import__("dataclasses").replace(
             self.bot.services.worker.config, delivery_backoff_s=0.05, reconcile_grace_s=1.0
         )
