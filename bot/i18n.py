@@ -79,6 +79,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "status.paused": "New submissions are paused by the bot's owners; your job keeps its place.",
         "status.seed": "Seed {seed}",
         "submit.accepted": "Video #{job_id} is queued. Follow it in {where}.",
+        "submit.cannot_post": "I can't post videos in this channel (I need Send Messages, Embed Links and "
+        "Attach Files here). Ask a server manager, or use another channel.",
         "result.ready": "{user} your video #{job_id} is ready.",
         "result.link": "{user} your video #{job_id} ({size_mb} MB) is larger than this server allows for "
         "uploads. Download it here: {url} (the link expires <t:{expires_ts}:R>).",
@@ -229,6 +231,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "status.paused": "机器人所有者暂停了新的提交;你的任务会保留位置。",
         "status.seed": "种子 {seed}",
         "submit.accepted": "视频 #{job_id} 已加入队列。请在 {where} 查看进度。",
+        "submit.cannot_post": "我无法在此频道发布视频(需要“发送消息”“嵌入链接”和“附加文件”权限)。"
+        "请联系服务器管理员,或换一个频道。",
         "result.ready": "{user} 你的视频 #{job_id} 已完成。",
         "result.link": "{user} 你的视频 #{job_id}({size_mb} MB)超过了本服务器的上传限制。"
         "请在此下载:{url}(链接 <t:{expires_ts}:R> 过期)。",

@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from bot.catalog import DEFAULT_CATALOG
 from bot.conversation import open_conversation
+from bot.errors import NotAllowed
 from bot.i18n_discord import _
 from bot.jobs.images import size_refusal
 from bot.jobs.service import Draft
@@ -23,6 +24,15 @@ TEMPLATE_CHOICES = [
     app_commands.Choice(name=name, value=name)
     for name in sorted({t for m in DEFAULT_CATALOG["models"].values() for t in m.get("templates", [])})
 ]
+
+
+def require_post_permissions(interaction: discord.Interaction[VideoBot]) -> None:
+    """Refuse before spending money when the result could not be posted here."""
+    perms = interaction.app_permissions
+    in_thread = isinstance(interaction.channel, discord.Thread)
+    can_send = perms.send_messages_in_threads if in_thread else perms.send_messages
+    if not (can_send and perms.attach_files and perms.embed_links):
+        raise NotAllowed("submit.cannot_post")
 
 
 async def read_attachment(attachment: discord.Attachment, max_bytes: int) -> bytes:
@@ -84,6 +94,7 @@ class GenerateCog(commands.Cog):
             seed=seed,
         )
         jobs = self.services.jobs
+        require_post_permissions(interaction)
         await jobs.precheck(draft)  # cheap checks before downloading anything
         cap = self.services.settings.image_max_bytes
         first = await read_attachment(first_frame, cap)
@@ -122,6 +133,7 @@ class GenerateCog(commands.Cog):
             template=template,
         )
         jobs = self.services.jobs
+        require_post_permissions(interaction)
         await jobs.precheck(draft)
         data = await read_attachment(image, self.services.settings.image_max_bytes)
         job = await jobs.submit_checked(_with_images(draft, data, None))

@@ -276,3 +276,11 @@ async def test_command_tree_is_synced_once_across_restarts(world: World) -> None
     await world.stop_bot()
     await world.start_bot()
     assert world.discord.sync_count == 1
+
+
+async def test_channel_where_the_bot_cannot_post_is_refused_before_anything_is_spent(world: World) -> None:
+    world.discord.set_channel_permissions(world.channel, bot_can_attach=False)
+    record = await world.kf2v()
+    assert "can't post videos in this channel" in await world.reply(record)
+    assert await world.svc.store.all_jobs() == []
+    assert world.dashscope.stats()["calls"].get("create", 0) == 0
