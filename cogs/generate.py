@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -78,14 +79,8 @@ class GenerateCog(commands.Cog):
         seed: int | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # before any I/O: the 3 s rule
-        assert interaction.guild_id is not None and interaction.channel_id is not None
-        draft = Draft(
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            user_id=interaction.user.id,
-            locale=str(interaction.locale),
-            first_image=b"",
-            last_image=b"",
+        draft = self._draft(
+            interaction,
             prompt=prompt,
             negative_prompt=negative_prompt or None,
             model=model,
@@ -93,14 +88,7 @@ class GenerateCog(commands.Cog):
             prompt_extend=prompt_extend,
             seed=seed,
         )
-        jobs = self.services.jobs
-        require_post_permissions(interaction)
-        await jobs.precheck(draft)  # cheap checks before downloading anything
-        cap = self.services.settings.image_max_bytes
-        first = await read_attachment(first_frame, cap)
-        last = await read_attachment(last_frame, cap)
-        job = await jobs.submit_checked(_with_images(draft, first, last))
-        await open_conversation(interaction, job)
+        await self._submit(interaction, draft, first_frame, last_frame)
 
     @app_commands.command(
         name="kf2v-effect", description=_("Animate one picture with an effect template", "cmd.kf2v_effect")
@@ -120,30 +108,37 @@ class GenerateCog(commands.Cog):
         model: str | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        draft = self._draft(interaction, prompt="", model=model or self.services.effect_model(), template=template)
+        await self._submit(interaction, draft, image, None)
+
+    def _draft(self, interaction: discord.Interaction[VideoBot], **options: Any) -> Draft:
         assert interaction.guild_id is not None and interaction.channel_id is not None
-        draft = Draft(
+        return Draft(
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
             user_id=interaction.user.id,
             locale=str(interaction.locale),
             first_image=b"",
             last_image=None,
-            prompt="",
-            model=model or self.services.effect_model(),
-            template=template,
+            **options,
         )
-        jobs = self.services.jobs
+
+    async def _submit(
+        self,
+        interaction: discord.Interaction[VideoBot],
+        draft: Draft,
+        first_frame: discord.Attachment,
+        last_frame: discord.Attachment | None,
+    ) -> None:
+        """Cheap checks first, then download, then hand over; refusals reach the tree's error handler."""
         require_post_permissions(interaction)
+        jobs = self.services.jobs
         await jobs.precheck(draft)
-        data = await read_attachment(image, self.services.settings.image_max_bytes)
-        job = await jobs.submit_checked(_with_images(draft, data, None))
+        cap = self.services.settings.image_max_bytes
+        first = await read_attachment(first_frame, cap)
+        last = await read_attachment(last_frame, cap) if last_frame is not None else None
+        job = await jobs.submit_checked(replace(draft, first_image=first, last_image=last))
         await open_conversation(interaction, job)
-
-
-def _with_images(draft: Draft, first: bytes, last: bytes | None) -> Draft:
-    from dataclasses import replace
-
-    return replace(draft, first_image=first, last_image=last)
 
 
 async def setup(bot: commands.Bot) -> None:

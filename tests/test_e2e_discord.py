@@ -284,3 +284,15 @@ async def test_channel_where_the_bot_cannot_post_is_refused_before_anything_is_s
     assert "can't post videos in this channel" in await world.reply(record)
     assert await world.svc.store.all_jobs() == []
     assert world.dashscope.stats()["calls"].get("create", 0) == 0
+
+
+async def test_effect_template_makes_a_video_with_the_plus_model(world: World) -> None:
+    record = await world.discord.run_command(
+        world.guild, world.channel, ALICE, "kf2v-effect", {"template": "hanfu-1"},
+        attachments={"image": ("a.png", corpus.good_png(), "image/png")},
+    )  # fmt: skip
+    assert "queued" in await world.reply(record)
+    job = await world.latest_job()
+    assert job.model == "wanx2.1-kf2v-plus" and job.template == "hanfu-1" and job.last_frame is None
+    await delivered(world, job.id)
+    assert (await world.job(job.id)).cost_settled == 3500
