@@ -225,6 +225,15 @@ class AccountLimits:
         lane.in_flight.add(job_id)
         lane.recent_submits.append(now)
 
+    def mark_sent(self, account: str, model: str, now: float) -> None:
+        """The outstanding create leaves only now (after a database write and building a body of megabytes):
+        count it in the rate window from this moment, since the provider counts arrivals. It is the lane's
+        newest entry: an account begins no other submission while one is outstanding."""
+        if account in self._accounts:
+            lane = self._lane(account, model)
+            if lane.recent_submits:
+                lane.recent_submits[-1] = max(lane.recent_submits[-1], now)
+
     def end_submit(self, account: str, job_id: int) -> None:
         acc = self._accounts.get(account)
         if acc is not None and acc.submitting == job_id:

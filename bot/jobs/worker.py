@@ -281,6 +281,7 @@ class Worker:
             await self._fail(job, "job.failed.invalid", code="LocalValidation", release=True, account=account)
             return
         self.counters["submissions"] += 1
+        self.scheduler.limits.mark_sent(account, job.model, self.clock())  # the rate window counts from here
         try:
             created = await client.create_task(request)
         except ThrottledError as exc:
