@@ -24,8 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     add_sandbox_arguments(sandbox)
 
     demo = sub.add_parser("demo", help="the whole pipeline offline: emulated Discord and DashScope")
-    demo.add_argument("--time-scale", type=float, default=None, help="provider time compression factor")
+    demo.add_argument(
+        "--time-scale", type=float, default=None, help="provider time compression factor (default 60: 1 s = 1 min)"
+    )
     demo.add_argument("--output", default="demo-output", help="folder for the report and the mp4s")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the emulated provider's timings")
+    demo.add_argument("-v", "--verbose", action="store_true", help="show the bot's INFO log lines too")
 
     backup = sub.add_parser("backup", help="online, consistent copy of the database")
     backup.add_argument("path", help="where to write the copy")
@@ -42,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from bot.sandbox.demo import run_demo
 
-            return asyncio.run(run_demo(time_scale=args.time_scale, output=args.output))
+            return asyncio.run(
+                run_demo(time_scale=args.time_scale, output=args.output, verbose=args.verbose, seed=args.seed)
+            )
         settings = load_settings()
         if args.command == "run":
             settings.require_run_credentials()
