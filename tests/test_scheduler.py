@@ -109,3 +109,15 @@ def test_scheduler_spreads_over_accounts_and_respects_pause() -> None:
     scheduler.limits.release("a", FLASH, 1)
     scheduler.paused_reason = "owner"
     assert scheduler.next_dispatch(10.0) is None
+
+
+def test_a_submission_counts_in_the_rate_window_from_when_it_is_sent() -> None:
+    limits = AccountLimits(["a"], {FLASH: (5, 2.0)})
+    limits.begin_submit("a", FLASH, 1, 0.0)
+    limits.mark_sent("a", FLASH, 0.4)  # building the request took 0.4 s: the provider sees it at 0.4
+    limits.end_submit("a", 1)
+    limits.begin_submit("a", FLASH, 2, 0.5)
+    limits.mark_sent("a", FLASH, 0.5)
+    limits.end_submit("a", 2)
+    ready = limits.ready_at("a", FLASH, 0.6)
+    assert ready is not None and ready >= 0.4 + 1.0  # measured from the send, not from the pick at 0.0
