@@ -183,7 +183,17 @@ class DiscordNotifier:
             if redelivery and await self._already_posted(target, job):
                 log.info("job %s was already delivered before a restart", job.id)
                 return
-            await self._post_video(target, job, video, locale)
+            try:
+                await self._post_video(target, job, video, locale)
+            except discord.Forbidden:
+                # The thread refuses the bot now (permission taken away mid-job): post in the channel.
+                channel = await self._parent_of_thread(job, target)
+                if channel is None:
+                    raise
+                log.info("job %s: no permission in its thread; posting in the channel", job.id)
+                if redelivery and await self._already_posted(channel, job):
+                    return
+                await self._post_video(channel, job, video, locale)
         except DeliveryError:
             raise
         except discord.NotFound as exc:
@@ -194,6 +204,12 @@ class DiscordNotifier:
             raise DeliveryError(f"discord error {exc.status}/{exc.code}") from exc
         except (OSError, TimeoutError) as exc:
             raise DeliveryError(f"network: {type(exc).__name__}") from exc
+
+    async def _parent_of_thread(self, job: Job, target: discord.abc.Messageable) -> discord.abc.Messageable | None:
+        """The job's channel when `target` is the thread opened for it (None otherwise)."""
+        if not job.thread_id or job.thread_id == job.channel_id or getattr(target, "id", None) != job.thread_id:
+            return None
+        return await self._channel(job.channel_id)
 
     async def _already_posted(self, target: discord.abc.Messageable, job: Job) -> bool:
         marker = MARKER.format(job_id=job.id)
@@ -254,7 +270,13 @@ class DiscordNotifier:
         mention = discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False, roles=False)
         try:
             target = await self._target(job)
-            await target.send(text, allowed_mentions=mention)
+            try:
+                await target.send(text, allowed_mentions=mention)
+            except discord.Forbidden:
+                channel = await self._parent_of_thread(job, target)
+                if channel is None:
+                    raise
+                await channel.send(text, allowed_mentions=mention)
         except (discord.HTTPException, DeliveryError) as exc:
             log.warning("could not tell the thread of job %s about its failure: %s", job.id, exc)
         await self.edit_status(job, Progress())

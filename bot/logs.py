@@ -63,6 +63,11 @@ _AUTH_HEADER: Final = re.compile(r"(?P<scheme>\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}
 _DASHSCOPE_KEY: Final = re.compile(r"\bsk-[A-Za-z0-9]{16,}")
 _DISCORD_TOKEN: Final = re.compile(r"\b[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,}")
 _DATA_URI: Final = re.compile(r"(?P<head>data:[\w.+-]+/[\w.+-]+;base64,)[A-Za-z0-9+/=]+")
+# Interaction tokens in webhook/callback paths (discord.py logs those URLs at DEBUG): 15 minutes of posting
+# as the bot in that channel.
+_INTERACTION_TOKEN: Final = re.compile(r"(?P<head>/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.-]{20,}")
+# ... and in gateway payloads discord.py logs at DEBUG ({'token': '...'}).
+_TOKEN_FIELD: Final = re.compile(r"(?P<head>['\"]token['\"]\s*:\s*['\"])[^'\"]{8,}")
 
 
 def _mask_query(match: re.Match[str]) -> str:
@@ -84,6 +89,10 @@ def redact(text: str) -> str:
         text = _DATA_URI.sub(lambda m: f"{m['head']}<{len(m[0]) - len(m['head'])} chars>", text)
     text = _AUTH_HEADER.sub(rf"\g<scheme>{REDACTED}", text)
     text = _DASHSCOPE_KEY.sub(REDACTED, text)
+    if "/webhooks/" in text or "/interactions/" in text:
+        text = _INTERACTION_TOKEN.sub(rf"\g<head>{REDACTED}", text)
+    if "token" in text:
+        text = _TOKEN_FIELD.sub(rf"\g<head>{REDACTED}", text)
     return _DISCORD_TOKEN.sub(REDACTED, text)
 
 

@@ -212,7 +212,7 @@ class DashScopeClient:
                         http_status=200,
                         code="VideoTooLarge",
                     )
-                handle = await asyncio.to_thread(open, tmp, "xb")
+                handle = await asyncio.to_thread(open, tmp, "xb", opener=_private_opener)
                 async for chunk in resp.content.iter_chunked(_DOWNLOAD_CHUNK):
                     total += len(chunk)
                     if total > max_bytes:
@@ -359,6 +359,11 @@ def _video_status_error(status: int, body: str, shown: str) -> DashScopeError:
     if status in (429,) or status >= 500:
         return ProviderUnavailableError(message, http_status=status, code=code)
     return VideoUnavailableError(message, http_status=status, code=code)
+
+
+def _private_opener(path: str, flags: int) -> int:
+    """Videos are the members' content: owner-only like the database and the frames."""
+    return os.open(path, flags, 0o600)
 
 
 def _close_and_sync(handle: BinaryIO) -> None:
