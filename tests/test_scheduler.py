@@ -121,3 +121,47 @@ def test_a_submission_counts_in_the_rate_window_from_when_it_is_sent() -> None:
     limits.end_submit("a", 2)
     ready = limits.ready_at("a", FLASH, 0.6)
     assert ready is not None and ready >= 0.4 + 1.0  # measured from the send, not from the pick at 0.0
+
+
+def test_pop_with_a_blocked_model_matches_a_plain_scan_through_any_history() -> None:
+    """pop_next skips guilds by a per-guild count of their users' next-job models: it must pick exactly what a
+    plain scan of every user in turn order would, through pushes (to the front, out of order), removals and
+    pops with and without a model filter."""
+    import random
+
+    rng = random.Random(7)
+    queue = FairQueue()
+    models = (FLASH, "plus", "other")
+    live: list[int] = []
+    for step in range(4000):
+        roll = rng.random()
+        if roll < 0.45 or not live:
+            seq = rng.randrange(10_000) * 10_000 + step  # unique, in no particular order
+            job = q(step, rng.randrange(6), rng.randrange(4), seq, rng.choice(models))
+            queue.push(job, front=rng.random() < 0.15)
+            live.append(job.job_id)
+        elif roll < 0.6:
+            removed = queue.remove(live.pop(rng.randrange(len(live))))
+            assert removed is not None
+        else:
+            eligible = set(rng.sample(models, rng.randrange(1, 3))) if rng.random() < 0.8 else None
+            expected = next(
+                (
+                    jobs[0]
+                    for users in queue._guilds.values()
+                    for jobs in users.values()
+                    if eligible is None or jobs[0].model in eligible
+                ),
+                None,
+            )
+            got = queue.pop_next(eligible)
+            assert got == expected
+            if got is not None:
+                live.remove(got.job_id)
+        recount: dict[int, dict[str, int]] = {}
+        for guild, users in queue._guilds.items():
+            for jobs in users.values():
+                counts = recount.setdefault(guild, {})
+                counts[jobs[0].model] = counts.get(jobs[0].model, 0) + 1
+        assert queue._heads == recount
+    assert len(queue) == len(live)

@@ -14,6 +14,7 @@ from bot.errors import QueueFull, QuotaExceeded
 from bot.jobs.models import IllegalTransition, JobRequest, JobState
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.store import JobStore, StaleState
+from bot.ops import latest_migration
 
 ZONE = __import__("zoneinfo").ZoneInfo
 
@@ -42,9 +43,9 @@ async def test_database_is_private_and_migrated(tmp_path: Path, store: JobStore)
     path = tmp_path / "data" / "kf2v.sqlite3"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
-    assert await store.schema_version() == 1
+    assert await store.schema_version() == latest_migration()
     again = await JobStore.open(path)  # reopening applies nothing twice
-    assert await again.schema_version() == 1
+    assert await again.schema_version() == latest_migration()
     await again.close()
 
 

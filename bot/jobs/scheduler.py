@@ -13,7 +13,7 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from statistics import fmean, pstdev
+from statistics import fmean
 
 # Keep a little room under the provider's one-second window: our clock and theirs do not tick together.
 RATE_WINDOW_S = 1.1
@@ -39,7 +39,12 @@ class FairQueue:
         self._guilds: OrderedDict[int, OrderedDict[int, deque[QueuedJob]]] = OrderedDict()
         self._by_id: dict[int, QueuedJob] = {}
         self._models: dict[str, int] = {}
+        # guild -> model -> how many of its users have a job of that model next: `pop_next` passes over a
+        # guild whose users all wait for a blocked model without looking at each user (10,000 queued jobs
+        # in 1,000 guilds: ~0.3 ms instead of ~3 ms when one model's lane is full).
+        self._heads: dict[int, dict[str, int]] = {}
         self.version = 0  # bumped on every change: watchers recompute positions only when it moved
+        self._positions: tuple[int, dict[int, int]] = (-1, {})  # (version, positions) of the last computation
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -57,11 +62,14 @@ class FairQueue:
         jobs = users.get(job.user_id)
         if jobs is None:
             jobs = users[job.user_id] = deque()
+        head = jobs[0] if jobs else None
         if not jobs or jobs[-1].queue_seq < job.queue_seq:
             jobs.append(job)
         else:  # keep per-user FIFO by the original order, whatever order jobs come back in
             index = next(i for i, other in enumerate(jobs) if other.queue_seq > job.queue_seq)
             jobs.insert(index, job)
+        if jobs[0] is not head:
+            self._head_changed(job.guild_id, head, jobs[0])
         if front:
             users.move_to_end(job.user_id, last=False)
             self._guilds.move_to_end(job.guild_id, last=False)
@@ -78,6 +86,19 @@ class FairQueue:
             del self._models[job.model]
         self.version += 1
 
+    def _head_changed(self, guild_id: int, old: QueuedJob | None, new: QueuedJob | None) -> None:
+        counts = self._heads.setdefault(guild_id, {})
+        if old is not None:
+            left = counts[old.model] - 1
+            if left:
+                counts[old.model] = left
+            else:
+                del counts[old.model]
+        if new is not None:
+            counts[new.model] = counts.get(new.model, 0) + 1
+        if not counts:
+            del self._heads[guild_id]
+
     def models(self) -> set[str]:
         """Models with at least one queued job."""
         return set(self._models)
@@ -89,7 +110,10 @@ class FairQueue:
         self._forget(job)
         users = self._guilds[job.guild_id]
         jobs = users[job.user_id]
+        head = jobs[0]
         jobs.remove(job)
+        if head is job:
+            self._head_changed(job.guild_id, job, jobs[0] if jobs else None)
         if not jobs:
             del users[job.user_id]
             if not users:
@@ -99,11 +123,14 @@ class FairQueue:
     def pop_next(self, eligible_models: set[str] | None = None) -> QueuedJob | None:
         """The next job by turn whose model can be submitted now; its guild and user go to the back."""
         for guild_id, users in self._guilds.items():
+            if eligible_models is not None and self._heads[guild_id].keys().isdisjoint(eligible_models):
+                continue
             for user_id, jobs in users.items():
                 head = jobs[0]
                 if eligible_models is not None and head.model not in eligible_models:
                     continue
                 jobs.popleft()
+                self._head_changed(guild_id, head, jobs[0] if jobs else None)
                 self._forget(head)
                 if jobs:
                     users.move_to_end(user_id)
@@ -133,7 +160,13 @@ class FairQueue:
                 guild_turn.append(g)
 
     def positions(self) -> dict[int, int]:
-        return {job.job_id: i + 1 for i, job in enumerate(self.order())}
+        """Every queued job's place (1 = next). O(n), so kept until the queue changes: a status refresh
+        asks once per job, and with 10,000 queued each computation takes about 20 ms. Do not modify it."""
+        version, cached = self._positions
+        if version != self.version:
+            cached = {job.job_id: i + 1 for i, job in enumerate(self.order())}
+            self._positions = (self.version, cached)
+        return cached
 
     def guild_depths(self) -> dict[int, int]:
         return {g: sum(len(j) for j in users.values()) for g, users in self._guilds.items()}
@@ -309,19 +342,31 @@ class DurationModel:
         return fmean(self.running) if self.running else self.prior_running
 
     def running_bounds(self) -> tuple[float, float]:
-        """A range the running time very likely falls in (min/max seen, widened by the spread)."""
+        """A range the running time very likely falls in (see `_bounds`); from the prior until 3 are seen."""
         if len(self.running) < 3:
             mean = self.mean_running
             return (0.5 * mean, 1.5 * mean)
-        spread = pstdev(self.running)
-        return (max(0.0, min(self.running) - spread / 2), max(self.running) + spread / 2)
+        return _bounds(self.running)
 
     def queued_bounds(self) -> tuple[float, float]:
         if len(self.queued) < 3:
             mean = self.mean_queued
             return (0.0, 2.5 * mean)
-        spread = pstdev(self.queued)
-        return (max(0.0, min(self.queued) - spread / 2), max(self.queued) + spread / 2)
+        return _bounds(self.queued)
+
+
+def _bounds(samples: list[float]) -> tuple[float, float]:
+    """The smallest and largest sample, each pushed out by the mean gap between neighbouring samples.
+
+    For n draws from a range with hard ends (the provider's run times are about 300 s +- 20 %) the extremes
+    sit on average (max - min) / (n - 1) inside the true ends, so this is where the ends are expected: the
+    window tightens as samples accumulate (a pad of half the standard deviation, as before, stayed about 17 s
+    wide on each side however much was seen, and every second of it costs polls on every job). A value
+    outside still gets found: early, at the first poll of the window; late, by the gentle back-off.
+    """
+    low, high = min(samples), max(samples)
+    pad = (high - low) / (len(samples) - 1)
+    return (max(0.0, low - pad), high + pad)
 
 
 class Scheduler:

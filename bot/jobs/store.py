@@ -234,17 +234,19 @@ class JobStore:
         """
         now = now or utcnow()
         async with self._transaction() as db:
-            policy = await self._policy(db, request.guild_id)
-            usage = await self._usage(db, request.guild_id, request.user_id, period_day, period_month)
+            policy, usage = await self._policy_and_usage(
+                db, request.guild_id, request.user_id, period_day, period_month
+            )
             admit(usage, policy)
-            row = await _one(db, "SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs")
-            queue_seq = int(row[0]) if row else 1
-            cursor = await db.execute(
+            # The next queue_seq is computed inside the INSERT (indexed since 0002): one trip, not two.
+            inserted = await db.execute_fetchall(
                 """INSERT INTO jobs (guild_id, channel_id, user_id, locale, model, resolution, prompt,
                        negative_prompt, seed, prompt_extend, template, first_frame, last_frame, parent_job_id,
                        state, queue_seq, cost_reserved, charge_state, period_day, period_month,
                        created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                           (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?)
+                   RETURNING *""",
                 (
                     request.guild_id,
                     request.channel_id,
@@ -261,7 +263,6 @@ class JobStore:
                     request.last_frame,
                     request.parent_job_id,
                     JobState.QUEUED.value,
-                    queue_seq,
                     cost,
                     ChargeState.RESERVED.value,
                     period_day,
@@ -270,13 +271,12 @@ class JobStore:
                     _iso(now),
                 ),
             )
-            job_id = cursor.lastrowid
-            if job_id is None:
-                raise StoreError("insert returned no row id")
-            await self._event(db, job_id, JobState.QUEUED, now)
-            await self._ledger(db, job_id, request.guild_id, "reserve", cost, now)
-            job = await self._get(db, job_id)
-        assert job is not None
+            rows = list(inserted)
+            if not rows:
+                raise StoreError("insert returned no row")
+            job = _job(rows[0])  # the row as inserted: the event and ledger rows below do not change it
+            await self._event(db, job.id, JobState.QUEUED, now)
+            await self._ledger(db, job.id, request.guild_id, "reserve", cost, now)
         return job
 
     async def get(self, job_id: int) -> Job | None:
@@ -536,46 +536,68 @@ class JobStore:
     @staticmethod
     async def _policy(db: aiosqlite.Connection, guild_id: int) -> GuildPolicy:
         row = await _one(db, "SELECT * FROM guild_policies WHERE guild_id = ?", (guild_id,))
-        if row is None:
-            return GuildPolicy(guild_id=guild_id)
-        return GuildPolicy(
-            guild_id=guild_id,
-            daily_budget=row["daily_budget"],
-            monthly_budget=row["monthly_budget"],
-            member_daily_videos=row["member_daily_videos"],
-            user_queue_limit=row["user_queue_limit"],
-            allowed_channels=tuple(int(c) for c in json.loads(row["allowed_channels"])),
-            paused=bool(row["paused"]),
-        )
+        return _policy_from(guild_id, row)
 
     @staticmethod
     async def _usage(
         db: aiosqlite.Connection, guild_id: int, user_id: int, period_day: str, period_month: str
     ) -> GuildUsage:
-        money = """SELECT
-                COALESCE(SUM(CASE WHEN charge_state = 'settled' THEN cost_settled ELSE 0 END), 0),
-                COALESCE(SUM(CASE WHEN charge_state = 'reserved' THEN cost_reserved ELSE 0 END), 0)
-            FROM jobs WHERE guild_id = ? AND {column} = ?"""
-        day = await _one(db, money.format(column="period_day"), (guild_id, period_day))
-        month = await _one(db, money.format(column="period_month"), (guild_id, period_month))
-        member = await _one(
-            db,
-            """SELECT
-                       COALESCE(SUM(CASE WHEN period_day = ? AND charge_state != 'released' THEN 1 ELSE 0 END), 0),
-                       COALESCE(SUM(CASE WHEN state NOT IN ('delivered', 'failed', 'canceled', 'succeeded')
-                                         THEN 1 ELSE 0 END), 0)
-                   FROM jobs WHERE guild_id = ? AND user_id = ?""",
-            (period_day, guild_id, user_id),
+        _, usage = await JobStore._policy_and_usage(db, guild_id, user_id, period_day, period_month)
+        return usage
+
+    @staticmethod
+    async def _policy_and_usage(
+        db: aiosqlite.Connection, guild_id: int, user_id: int, period_day: str, period_month: str
+    ) -> tuple[GuildPolicy, GuildUsage]:
+        """The guild's policy and usage in one statement: one trip to the database thread instead of four
+        (admission runs this inside its transaction, under the write lock)."""
+        params = (guild_id, period_day, guild_id, period_month, period_day, guild_id, user_id, guild_id)
+        row = await _one(db, _POLICY_AND_USAGE_SQL, params)
+        assert row is not None
+        usage = GuildUsage(
+            spent_day=int(row["spent_day"]),
+            reserved_day=int(row["reserved_day"]),
+            spent_month=int(row["spent_month"]),
+            reserved_month=int(row["reserved_month"]),
+            member_videos_today=int(row["member_today"]),
+            member_active_jobs=int(row["member_active"]),
         )
-        assert day is not None and month is not None and member is not None
-        return GuildUsage(
-            spent_day=int(day[0]),
-            reserved_day=int(day[1]),
-            spent_month=int(month[0]),
-            reserved_month=int(month[1]),
-            member_videos_today=int(member[0]),
-            member_active_jobs=int(member[1]),
-        )
+        return _policy_from(guild_id, row if row["policy_guild"] is not None else None), usage
+
+
+def _policy_from(guild_id: int, row: aiosqlite.Row | None) -> GuildPolicy:
+    """A guild_policies row (or the same columns of a join); None: the defaults apply."""
+    if row is None:
+        return GuildPolicy(guild_id=guild_id)
+    return GuildPolicy(
+        guild_id=guild_id,
+        daily_budget=row["daily_budget"],
+        monthly_budget=row["monthly_budget"],
+        member_daily_videos=row["member_daily_videos"],
+        user_queue_limit=row["user_queue_limit"],
+        allowed_channels=tuple(int(c) for c in json.loads(row["allowed_channels"])),
+        paused=bool(row["paused"]),
+    )
+
+
+# A guild's spend today and this month, a member's videos today and unfinished jobs (three aggregates, each
+# over its own index: jobs_guild_day, jobs_guild_month, jobs_user) and the guild's policy row if any.
+_POLICY_AND_USAGE_SQL = """SELECT d.spent AS spent_day, d.reserved AS reserved_day,
+        m.spent AS spent_month, m.reserved AS reserved_month, u.today AS member_today, u.active AS member_active,
+        p.guild_id AS policy_guild, p.daily_budget, p.monthly_budget, p.member_daily_videos, p.user_queue_limit,
+        p.allowed_channels, p.paused
+    FROM
+    (SELECT COALESCE(SUM(CASE WHEN charge_state = 'settled' THEN cost_settled ELSE 0 END), 0) AS spent,
+            COALESCE(SUM(CASE WHEN charge_state = 'reserved' THEN cost_reserved ELSE 0 END), 0) AS reserved
+     FROM jobs WHERE guild_id = ? AND period_day = ?) AS d,
+    (SELECT COALESCE(SUM(CASE WHEN charge_state = 'settled' THEN cost_settled ELSE 0 END), 0) AS spent,
+            COALESCE(SUM(CASE WHEN charge_state = 'reserved' THEN cost_reserved ELSE 0 END), 0) AS reserved
+     FROM jobs WHERE guild_id = ? AND period_month = ?) AS m,
+    (SELECT COALESCE(SUM(CASE WHEN period_day = ? AND charge_state != 'released' THEN 1 ELSE 0 END), 0) AS today,
+            COALESCE(SUM(CASE WHEN state NOT IN ('delivered', 'failed', 'canceled', 'succeeded')
+                              THEN 1 ELSE 0 END), 0) AS active
+     FROM jobs WHERE guild_id = ? AND user_id = ?) AS u
+    LEFT JOIN guild_policies AS p ON p.guild_id = ?"""
 
 
 class StaleState(Exception):

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -51,7 +52,9 @@ RECONCILE_CLOCK_SKEW_S = 120  # our clock vs the provider's, when matching a los
 class WorkerConfig:
     poll_min_interval: float = 1.0
     poll_max_interval: float = 30.0
-    detection_target_s: float = 2.5  # the gap we aim for while a task is likely finishing
+    # Mean delay we aim for in noticing a finished task: polls are 2x this apart while it may be finishing
+    # (the official SDK polls every 5 s, i.e. 2.5 s late on average and 4.75 s at the 95th percentile).
+    detection_target_s: float = 2.25
     max_submit_attempts: int = 5  # provider 5xx before a task existed
     max_delivery_attempts: int = 8
     delivery_backoff_s: float = 2.0
@@ -119,6 +122,7 @@ class Worker:
         self._poll_gates = {name: _RateGate(config.polls_per_second_per_account, clock) for name in self.clients}
         self._started_mono: dict[int, float] = {}  # job -> monotonic time the provider was seen RUNNING
         self._last_pending_poll: dict[int, float] = {}
+        self._start_lo: dict[int, float] = {}  # job -> earliest monotonic time the provider can have started it
         self.counters: dict[str, int] = {"submissions": 0, "throttled": 0, "polls": 0, "provider_errors": 0}
         self.errors_by_code: dict[str, int] = {}
         self.on_event: Callable[[str, Job], None] | None = None  # metrics hook
@@ -317,7 +321,7 @@ class Worker:
                 await self._requeue(job, account, f"provider error {exc.code}")
         else:
             self.scheduler.limits.succeeded(account, job.model)
-            await self._accepted(job, account, created.task_id, created.request_id)
+            await self._accepted(job, account, created.task_id, created.request_id, fresh=True)
 
     def _build_request(self, job: Job) -> CreateTaskRequest:
         def uri(ref: str) -> str:
@@ -337,7 +341,10 @@ class Worker:
             template=job.template,
         )
 
-    async def _accepted(self, job: Job, account: str, task_id: str, request_id: str | None) -> None:
+    async def _accepted(
+        self, job: Job, account: str, task_id: str, request_id: str | None, *, fresh: bool = False
+    ) -> None:
+        """`fresh`: the create's own answer (PENDING) just came, so the first poll can wait for the planner."""
         job = await self.store.transition(
             job.id, JobState.PENDING, expect=JobState.SUBMITTING, task_id=task_id, request_id=request_id
         )
@@ -348,7 +355,7 @@ class Worker:
         await self._safe_update(job)
         if job.cancel_requested and await self.cancel_at_provider(job):
             pass  # the poll below sees CANCELED and releases the budget
-        self._tasks.spawn(self._poll(job), f"poll-{job.id}")
+        self._tasks.spawn(self._poll(job, fresh=fresh and not job.cancel_requested), f"poll-{job.id}")
 
     async def _requeue(self, job: Job, account: str, why: str) -> None:
         try:
@@ -420,37 +427,60 @@ class Worker:
 
     # --- polling -------------------------------------------------------------------------------------
     def _next_poll_delay(self, job: Job, previous_poll: float) -> float:
+        """Seconds until this job's next poll. Only the finish matters; the start only narrows where it can be.
+
+        * Waiting in the provider's queue: every sqrt(2 x gap x mean queued time), which balances polls
+          spent while it waits against the start uncertainty they leave (that widens the finish window),
+          and never more than the shortest run time (nothing can finish sooner after starting).
+        * Running, started no earlier than `start_lo`: the finish lies in [start_lo + r_lo, started + r_hi]
+          (the tier's learned run-time bounds). Sleep until one gap into that window, then poll every gap
+          (2 x detection_target_s), so a finish is noticed detection_target_s late on average.
+        * Later than ever seen: back off gently.
+        Gaps are counted from the previous poll's start (handling its answer does not stretch the cadence)
+        and stay within [poll_min_interval, poll_max_interval].
+        """
         cfg = self.config
         lo_gap, hi_gap = cfg.poll_min_interval, cfg.poll_max_interval
-        stats = self.scheduler.durations_for(job.model, job.resolution)
         now = self.clock()
+
+        def after_previous(seconds: float) -> float:
+            return max(0.0, previous_poll + max(lo_gap, min(hi_gap, seconds)) - now)
+
+        stats = self.scheduler.durations_for(job.model, job.resolution)
+        r_lo, r_hi = stats.running_bounds()
+        gap = max(lo_gap, 2 * cfg.detection_target_s)
         started = self._started_mono.get(job.id)
         if started is None:
-            # Waiting in the provider's queue: only the start matters, and it is fuzzed by our gap anyway.
-            _, q_hi = stats.queued_bounds()
-            r_lo, r_hi = stats.running_bounds()
-            gap = max(lo_gap, min(hi_gap, (r_hi - r_lo) / 6 or hi_gap, max(q_hi / 4, lo_gap)))
-            return gap
-        # Running: started somewhere in (previous pending poll, first running poll]; finishes in a window.
-        fuzz = started - self._last_pending_poll.get(job.id, started)
-        r_lo, r_hi = stats.running_bounds()
-        window_start = started - fuzz + r_lo
+            return after_previous(min(math.sqrt(2 * gap * stats.mean_queued), r_lo))
+        window_start = self._start_lo.get(job.id, started) + r_lo
         window_end = started + r_hi
-        target = max(lo_gap, 2 * cfg.detection_target_s)
-        if now < window_start - target:
-            return max(lo_gap, min(hi_gap, window_start - now))
+        if now < window_start:
+            return after_previous(window_start + gap - previous_poll)
         if now <= window_end:
-            return min(hi_gap, target)
+            return after_previous(gap)
         overdue = now - window_end  # later than ever seen: back off gently
-        return max(lo_gap, min(hi_gap, target + overdue / 4))
+        return after_previous(gap + overdue / 4)
 
-    async def _poll(self, job: Job) -> None:
+    def _start_lower_bound(self, job: Job, result: TaskResult, polled_at: float) -> float:
+        """The earliest monotonic time the provider can have started a task first seen RUNNING at `polled_at`.
+
+        After our submit and its last PENDING poll; and when the answer carries the provider's submit and start
+        times (their difference is the time it waited, free of clock skew), after our submit plus that wait.
+        """
+        submitted = None if job.submitted_at is None else polled_at - (utcnow() - job.submitted_at).total_seconds()
+        bounds = [t for t in (self._last_pending_poll.get(job.id), submitted) if t is not None]
+        waited = result.queued_seconds
+        if waited is not None and submitted is not None:
+            bounds.append(submitted + waited)
+        return min(polled_at, max(bounds)) if bounds else polled_at
+
+    async def _poll(self, job: Job, *, fresh: bool = False) -> None:
         assert job.task_id is not None and job.account is not None
         client = self.clients[job.account]
         gate = self._poll_gates[job.account]
         last = self.clock()
         errors = 0
-        first = True
+        first = not fresh  # a resumed or reconciled task is asked about at once
         while not self._stopping:
             delay = 0.0 if first else self._next_poll_delay(job, last)
             first = False
@@ -496,6 +526,7 @@ class Worker:
         if status is TaskStatus.RUNNING:
             if job.id not in self._started_mono:
                 self._started_mono[job.id] = polled_at
+                self._start_lo[job.id] = self._start_lower_bound(job, result, polled_at)
             if job.state is JobState.PENDING:
                 job = await self.store.transition(job.id, JobState.RUNNING, expect=JobState.PENDING)
                 self._emit("running", job)
@@ -519,6 +550,7 @@ class Worker:
         return True
 
     async def _succeeded(self, job: Job, result: TaskResult, polled_at: float) -> None:
+        self._free_slot(job, job.account)  # the provider's slot is free now: the next job goes while we settle
         cost = self.budget.actual_cost(job, result.billed_seconds)
         now = utcnow()
         expires = now + TASK_LIFETIME
@@ -526,12 +558,13 @@ class Worker:
             job.id, JobState.SUCCEEDED, settle=cost, actual_prompt=result.actual_prompt,
             video_url_expires_at=expires, started_at=job.started_at or now,
         )  # fmt: skip
-        started = self._started_mono.get(job.id, polled_at)
-        if job.submitted_at is not None:
-            queued_s = max(
-                0.0, (polled_at - started) * 0 + ((job.started_at or now) - job.submitted_at).total_seconds()
-            )
-            self.scheduler.durations_for(job.model, job.resolution).observe(queued_s, polled_at - started)
+        stats = self.scheduler.durations_for(job.model, job.resolution)
+        if result.queued_seconds is not None and result.running_seconds is not None:
+            stats.observe(result.queued_seconds, result.running_seconds)  # the provider's own times: exact
+        elif job.submitted_at is not None:  # our poll times: off by up to a poll gap at each end
+            started = self._started_mono.get(job.id, polled_at)
+            queued_s = max(0.0, ((job.started_at or now) - job.submitted_at).total_seconds())
+            stats.observe(queued_s, polled_at - started)
         self._finish(job)
         self._emit("succeeded", job)
         await self._deliver(job, result.video_url, redelivery=False)
@@ -539,6 +572,7 @@ class Worker:
     def _finish(self, job: Job) -> None:
         self._started_mono.pop(job.id, None)
         self._last_pending_poll.pop(job.id, None)
+        self._start_lo.pop(job.id, None)
         self._free_slot(job, job.account)
 
     # --- delivery ------------------------------------------------------------------------------------
