@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 
@@ -132,6 +132,10 @@ class Job:
     @property
     def is_effect(self) -> bool:
         return self.template is not None
+
+    def as_request(self) -> JobRequest:
+        """What was asked for, to ask again (Regenerate)."""
+        return JobRequest(**{f.name: getattr(self, f.name) for f in fields(JobRequest)})
 
 
 @dataclass(frozen=True, slots=True)

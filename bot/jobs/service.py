@@ -12,7 +12,7 @@ import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.catalog import Catalog
 from bot.errors import InvalidInput, JobNotFound, NotAllowed, RateLimited
@@ -197,20 +197,11 @@ class JobService:
         """Same frames and prompt, a new seed, through the budget like any new job."""
         self.rate_limiter.hit(actor.user_id)
         job = await self._job_for(job_id, actor)
-        request = JobRequest(
-            guild_id=job.guild_id,
-            channel_id=job.channel_id,
+        request = replace(
+            job.as_request(),
             user_id=actor.user_id,
             locale=locale,
-            model=job.model,
-            resolution=job.resolution,
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
             seed=random.randint(0, MAX_SEED),  # noqa: S311 - a seed, not a secret
-            prompt_extend=job.prompt_extend,
-            template=job.template,
-            first_frame=job.first_frame,
-            last_frame=job.last_frame,
             parent_job_id=job.id,
         )
         if not self.media.frame_path(job.first_frame).exists():
