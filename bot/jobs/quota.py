@@ -121,22 +121,19 @@ class BudgetService:
                     limit=limits.member_daily_videos,
                     resets_ts=int(periods.day_resets_at.timestamp()),
                 )
-            if usage.used_day + cost > limits.daily_budget:
-                raise QuotaExceeded(
-                    "quota.daily",
-                    cost=format_cny(cost),
-                    left=format_cny(max(0, limits.daily_budget - usage.used_day)),
-                    budget=format_cny(limits.daily_budget),
-                    resets_ts=int(periods.day_resets_at.timestamp()),
-                )
-            if usage.used_month + cost > limits.monthly_budget:
-                raise QuotaExceeded(
-                    "quota.monthly",
-                    cost=format_cny(cost),
-                    left=format_cny(max(0, limits.monthly_budget - usage.used_month)),
-                    budget=format_cny(limits.monthly_budget),
-                    resets_ts=int(periods.month_resets_at.timestamp()),
-                )
+            budgets = (
+                ("quota.daily", usage.used_day, limits.daily_budget, periods.day_resets_at),
+                ("quota.monthly", usage.used_month, limits.monthly_budget, periods.month_resets_at),
+            )
+            for key, used, budget, resets_at in budgets:
+                if used + cost > budget:
+                    raise QuotaExceeded(
+                        key,
+                        cost=format_cny(cost),
+                        left=format_cny(max(0, budget - used)),
+                        budget=format_cny(budget),
+                        resets_ts=int(resets_at.timestamp()),
+                    )
 
         return await self._store.create_job(
             request, cost=cost, period_day=periods.day, period_month=periods.month, admit=decide, now=now

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import fields
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -82,51 +82,29 @@ def _required_dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+# Columns are named as Job's fields; these need converting from SQLite's types.
+_JOB_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "prompt_extend": bool,
+    "cancel_requested": bool,
+    "state": JobState,
+    "charge_state": ChargeState,
+    "video_url_expires_at": _dt,
+    "submitted_at": _dt,
+    "started_at": _dt,
+    "finished_at": _dt,
+    "delivered_at": _dt,
+    "created_at": _required_dt,
+    "updated_at": _required_dt,
+}
+_JOB_FIELDS = tuple(f.name for f in fields(Job))
+
+
 def _job(row: aiosqlite.Row) -> Job:
-    return Job(
-        id=row["id"],
-        guild_id=row["guild_id"],
-        channel_id=row["channel_id"],
-        user_id=row["user_id"],
-        locale=row["locale"],
-        model=row["model"],
-        resolution=row["resolution"],
-        prompt=row["prompt"],
-        negative_prompt=row["negative_prompt"],
-        seed=row["seed"],
-        prompt_extend=bool(row["prompt_extend"]),
-        template=row["template"],
-        first_frame=row["first_frame"],
-        last_frame=row["last_frame"],
-        parent_job_id=row["parent_job_id"],
-        state=JobState(row["state"]),
-        queue_seq=row["queue_seq"],
-        account=row["account"],
-        task_id=row["task_id"],
-        request_id=row["request_id"],
-        attempts=row["attempts"],
-        delivery_attempts=row["delivery_attempts"],
-        error_code=row["error_code"],
-        error_key=row["error_key"],
-        error_detail=row["error_detail"],
-        cost_reserved=row["cost_reserved"],
-        cost_settled=row["cost_settled"],
-        charge_state=ChargeState(row["charge_state"]),
-        period_day=row["period_day"],
-        period_month=row["period_month"],
-        actual_prompt=row["actual_prompt"],
-        video_path=row["video_path"],
-        video_url_expires_at=_dt(row["video_url_expires_at"]),
-        status_message_id=row["status_message_id"],
-        thread_id=row["thread_id"],
-        cancel_requested=bool(row["cancel_requested"]),
-        created_at=_required_dt(row["created_at"]),
-        submitted_at=_dt(row["submitted_at"]),
-        started_at=_dt(row["started_at"]),
-        finished_at=_dt(row["finished_at"]),
-        delivered_at=_dt(row["delivered_at"]),
-        updated_at=_required_dt(row["updated_at"]),
-    )
+    return Job(**{name: _JOB_CONVERTERS.get(name, _same)(row[name]) for name in _JOB_FIELDS})
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _db_value(value: Any) -> Any:
@@ -629,4 +607,4 @@ def _split_sql(script: str) -> Sequence[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-__all__ = ["JobStore", "StaleState", "StoreError", "sqlite3", "utcnow"]
+__all__ = ["JobStore", "StaleState", "StoreError", "utcnow"]
