@@ -12,9 +12,9 @@ from discord import app_commands
 from bot.i18n import EN, MESSAGES, ZH, language
 
 
-def _(english: str, key: str) -> app_commands.locale_str:
-    """A translatable command string; `key` names its entry in bot.i18n."""
-    return app_commands.locale_str(english, key=key)
+def _(key: str) -> app_commands.locale_str:
+    """A command or option description: English from the catalog (Discord's default), translated per locale."""
+    return app_commands.locale_str(MESSAGES[EN][key], key=key)
 
 
 class CatalogTranslator(app_commands.Translator):

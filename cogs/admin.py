@@ -44,9 +44,7 @@ def parse_guild_id(value: str) -> int:
 
 @app_commands.guild_only()
 @app_commands.default_permissions(administrator=True)
-class AdminGroup(
-    app_commands.Group, name="kf2v-admin", description=_("Bot owners: budgets, pause, queue", "cmd.kf2v_admin")
-):
+class AdminGroup(app_commands.Group, name="kf2v-admin", description=_("cmd.kf2v_admin")):
     def __init__(self, bot: VideoBot) -> None:
         super().__init__()
         self.bot = bot
@@ -56,13 +54,11 @@ class AdminGroup(
         await self.bot.require_owner(interaction.user.id)  # raises a CheckFailure → the tree's error handler
         return True
 
-    @app_commands.command(
-        name="budget", description=_("Set a server's daily and monthly budget (CNY)", "cmd.admin_budget")
-    )
+    @app_commands.command(name="budget", description=_("cmd.admin_budget"))
     @app_commands.describe(
-        guild_id=_("Server id (default: this server)", "opt.guild_id"),
-        daily=_("Daily budget in CNY", "opt.daily"),
-        monthly=_("Monthly budget in CNY", "opt.monthly"),
+        guild_id=_("opt.guild_id"),
+        daily=_("opt.daily"),
+        monthly=_("opt.monthly"),
     )
     async def budget(
         self,
@@ -85,8 +81,8 @@ class AdminGroup(
             embed=report_embed(report, locale, t(locale, "admin.budget_set", guild=target)), ephemeral=True
         )
 
-    @app_commands.command(name="show", description=_("Show any server's budget and usage", "cmd.admin_show"))
-    @app_commands.describe(guild_id=_("Server id (default: this server)", "opt.guild_id"))
+    @app_commands.command(name="show", description=_("cmd.admin_show"))
+    @app_commands.describe(guild_id=_("opt.guild_id"))
     async def show(self, interaction: discord.Interaction[VideoBot], guild_id: str | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         target = parse_guild_id(guild_id) if guild_id else interaction.guild_id
@@ -97,19 +93,19 @@ class AdminGroup(
             embed=report_embed(report, locale, t(locale, "admin.show_title", guild=target)), ephemeral=True
         )
 
-    @app_commands.command(name="pause", description=_("Pause all submissions (jobs stay queued)", "cmd.admin_pause"))
+    @app_commands.command(name="pause", description=_("cmd.admin_pause"))
     async def pause(self, interaction: discord.Interaction[VideoBot], reason: str | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.services.jobs.pause(reason or "paused by an owner")
         await interaction.followup.send(t(str(interaction.locale), "admin.paused"), ephemeral=True)
 
-    @app_commands.command(name="resume", description=_("Resume submissions", "cmd.admin_resume"))
+    @app_commands.command(name="resume", description=_("cmd.admin_resume"))
     async def resume(self, interaction: discord.Interaction[VideoBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         await self.services.jobs.resume()
         await interaction.followup.send(t(str(interaction.locale), "admin.resumed"), ephemeral=True)
 
-    @app_commands.command(name="queue", description=_("Every unfinished job, all servers", "cmd.admin_queue"))
+    @app_commands.command(name="queue", description=_("cmd.admin_queue"))
     async def queue(self, interaction: discord.Interaction[VideoBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         locale = str(interaction.locale)
@@ -126,7 +122,7 @@ class AdminGroup(
             allowed_mentions=NO_PINGS,
         )
 
-    @app_commands.command(name="cancel", description=_("Cancel any job", "cmd.admin_cancel"))
+    @app_commands.command(name="cancel", description=_("cmd.admin_cancel"))
     async def cancel(self, interaction: discord.Interaction[VideoBot], job_id: int) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         job = await self.services.jobs.cancel(job_id, Actor(interaction.user.id, is_owner=True))

@@ -51,17 +51,17 @@ class GenerateCog(commands.Cog):
         self.bot = bot
         self.services = bot.services
 
-    @app_commands.command(name="kf2v", description=_("Make a 5-second video from a first and a last frame", "cmd.kf2v"))
+    @app_commands.command(name="kf2v", description=_("cmd.kf2v"))
     @app_commands.guild_only()
     @app_commands.describe(
-        first_frame=_("The first frame (JPEG, PNG, BMP or WEBP)", "opt.first_frame"),
-        last_frame=_("The last frame (JPEG, PNG, BMP or WEBP)", "opt.last_frame"),
-        prompt=_("What happens between the two frames (up to 800 characters)", "opt.prompt"),
-        negative_prompt=_("What to avoid (up to 500 characters)", "opt.negative_prompt"),
-        model=_("Model (default wan2.2-kf2v-flash)", "opt.model"),
-        resolution=_("Resolution tier (default 720P)", "opt.resolution"),
-        prompt_extend=_("Let the model enrich the prompt (default on)", "opt.prompt_extend"),
-        seed=_("Random seed for repeatable results", "opt.seed"),
+        first_frame=_("opt.first_frame"),
+        last_frame=_("opt.last_frame"),
+        prompt=_("opt.prompt"),
+        negative_prompt=_("opt.negative_prompt"),
+        model=_("opt.model"),
+        resolution=_("opt.resolution"),
+        prompt_extend=_("opt.prompt_extend"),
+        seed=_("opt.seed"),
     )
     @app_commands.choices(model=MODEL_CHOICES, resolution=RESOLUTION_CHOICES)
     async def kf2v(
@@ -90,14 +90,12 @@ class GenerateCog(commands.Cog):
         )
         await self._submit(interaction, draft, first_frame, last_frame)
 
-    @app_commands.command(
-        name="kf2v-effect", description=_("Animate one picture with an effect template", "cmd.kf2v_effect")
-    )
+    @app_commands.command(name="kf2v-effect", description=_("cmd.kf2v_effect"))
     @app_commands.guild_only()
     @app_commands.describe(
-        image=_("The picture to animate (JPEG, PNG, BMP or WEBP)", "opt.image"),
-        template=_("The effect", "opt.template"),
-        model=_("Model (effects need wanx2.1-kf2v-plus)", "opt.effect_model"),
+        image=_("opt.image"),
+        template=_("opt.template"),
+        model=_("opt.effect_model"),
     )
     @app_commands.choices(template=TEMPLATE_CHOICES, model=MODEL_CHOICES)
     async def kf2v_effect(

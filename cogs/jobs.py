@@ -37,7 +37,7 @@ class JobsCog(commands.Cog):
     def __init__(self, bot: VideoBot) -> None:
         self.services = bot.services
 
-    @app_commands.command(name="kf2v-jobs", description=_("Your recent videos and where they stand", "cmd.kf2v_jobs"))
+    @app_commands.command(name="kf2v-jobs", description=_("cmd.kf2v_jobs"))
     @app_commands.guild_only()
     async def kf2v_jobs(self, interaction: discord.Interaction[VideoBot]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
