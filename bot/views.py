@@ -22,15 +22,18 @@ if TYPE_CHECKING:
 CANCELLABLE = frozenset({JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING})
 
 
+def is_manager(interaction: discord.Interaction[Any]) -> bool:
+    """Manage Server (or Administrator) in the guild the interaction came from, checked at run time."""
+    member = interaction.user
+    return isinstance(member, discord.Member) and (
+        member.guild_permissions.manage_guild or member.guild_permissions.administrator
+    )
+
+
 async def actor_for(interaction: discord.Interaction[Any], guild_id: int) -> Actor:
     bot: VideoBot = interaction.client
-    member = interaction.user
-    is_manager = (
-        isinstance(member, discord.Member)
-        and interaction.guild_id == guild_id
-        and (member.guild_permissions.manage_guild or member.guild_permissions.administrator)
-    )
-    return Actor(user_id=member.id, is_manager=is_manager, is_owner=await bot.is_bot_owner(member.id))
+    managing = interaction.guild_id == guild_id and is_manager(interaction)  # a manager of *that* job's guild
+    return Actor(user_id=interaction.user.id, is_manager=managing, is_owner=await bot.is_bot_owner(interaction.user.id))
 
 
 class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kf2v:cancel:(?P<job_id>[0-9]{1,18})"):

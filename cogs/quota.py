@@ -18,6 +18,7 @@ from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
 from bot.i18n_discord import _
 from bot.jobs.quota import BudgetReport
+from bot.views import is_manager
 
 if TYPE_CHECKING:
     from bot.client import VideoBot
@@ -64,27 +65,18 @@ def report_embed(report: BudgetReport, locale: str, title: str) -> discord.Embed
     return embed
 
 
-def is_manager(interaction: discord.Interaction[VideoBot]) -> bool:
-    member = interaction.user
-    return isinstance(member, discord.Member) and (
-        member.guild_permissions.manage_guild or member.guild_permissions.administrator
-    )
-
-
 class QuotaCog(commands.Cog):
     def __init__(self, bot: VideoBot) -> None:
         self.services = bot.services
 
-    @app_commands.command(
-        name="kf2v-quota", description=_("This server's video budget, usage and member limits", "cmd.kf2v_quota")
-    )
+    @app_commands.command(name="kf2v-quota", description=_("cmd.kf2v_quota"))
     @app_commands.guild_only()
     @app_commands.describe(
-        member_daily_videos=_("Managers: videos one member may request per day", "opt.member_daily_videos"),
-        user_queue_limit=_("Managers: jobs one member may have waiting at once", "opt.user_queue_limit"),
-        allow_channel=_("Managers: allow requests in this channel (none listed = everywhere)", "opt.allow_channel"),
-        disallow_channel=_("Managers: stop allowing requests in this channel", "opt.disallow_channel"),
-        allow_everywhere=_("Managers: clear the channel list (requests anywhere)", "opt.allow_everywhere"),
+        member_daily_videos=_("opt.member_daily_videos"),
+        user_queue_limit=_("opt.user_queue_limit"),
+        allow_channel=_("opt.allow_channel"),
+        disallow_channel=_("opt.disallow_channel"),
+        allow_everywhere=_("opt.allow_everywhere"),
     )
     async def kf2v_quota(
         self,
