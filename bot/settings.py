@@ -59,6 +59,8 @@ class Settings(BaseSettings):
 
     # --- people --------------------------------------------------------------------------------------
     owner_ids: Annotated[list[int], NoDecode] = Field(default_factory=list, alias="KF2V_OWNER_IDS")
+    # Guilds the bot serves; empty = every guild it is in. Elsewhere every command is refused, nothing spent.
+    allowed_guilds: Annotated[list[int], NoDecode] = Field(default_factory=list, alias="KF2V_ALLOWED_GUILDS")
 
     # --- provider traffic ----------------------------------------------------------------------------
     max_concurrent_tasks: int = Field(default=2, ge=1, le=100, alias="KF2V_MAX_CONCURRENT_TASKS")
@@ -66,6 +68,11 @@ class Settings(BaseSettings):
     poll_min_interval: float = Field(default=1, gt=0, alias="KF2V_POLL_MIN_INTERVAL")
     poll_max_interval: float = Field(default=30, gt=0, alias="KF2V_POLL_MAX_INTERVAL")
     request_timeout: float = Field(default=30, gt=0, alias="KF2V_REQUEST_TIMEOUT")
+    poll_target_delay: float = Field(default=2.25, gt=0, alias="KF2V_POLL_TARGET_DELAY")
+    # Result videos: only the provider's storage (*.aliyuncs.com), the exact origin of DASHSCOPE_BASE_URL
+    # and these extra hosts are ever fetched (issue 10: a video_url is untrusted input).
+    video_url_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="KF2V_VIDEO_URL_HOSTS")
+    max_video_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, alias="KF2V_MAX_VIDEO_BYTES")
 
     # --- money ---------------------------------------------------------------------------------------
     default_daily_budget: Decimal = Field(default=Decimal(10), ge=0, alias="KF2V_DEFAULT_DAILY_BUDGET")
@@ -82,6 +89,8 @@ class Settings(BaseSettings):
     image_max_side: int = Field(default=8000, ge=1, alias="KF2V_IMAGE_MAX_SIDE")
     image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, alias="KF2V_IMAGE_MAX_BYTES")
     image_reencode_bytes: int = Field(default=7 * 1024 * 1024, ge=1024, alias="KF2V_IMAGE_REENCODE_BYTES")
+    # Frames decoded/re-encoded at once: a 10 MB PNG can take ~200 MB while decoded, so 2 keeps a 512 MB VPS safe.
+    image_workers: int = Field(default=2, ge=1, le=64, alias="KF2V_IMAGE_WORKERS")
 
     # --- operations ----------------------------------------------------------------------------------
     http_port: int = Field(default=0, ge=0, le=65535, alias="KF2V_HTTP_PORT")
@@ -89,7 +98,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="KF2V_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(default="text", alias="KF2V_LOG_FORMAT")
 
-    @field_validator("owner_ids", "dashscope_extra_api_keys", mode="before")
+    @field_validator("owner_ids", "dashscope_extra_api_keys", "video_url_hosts", "allowed_guilds", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -119,6 +128,8 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.poll_min_interval > self.poll_max_interval:
             raise ValueError("KF2V_POLL_MIN_INTERVAL must not be larger than KF2V_POLL_MAX_INTERVAL")
+        if self.poll_target_delay > self.poll_max_interval:
+            raise ValueError("KF2V_POLL_TARGET_DELAY must not be larger than KF2V_POLL_MAX_INTERVAL")
         if self.image_min_side > self.image_max_side:
             raise ValueError("KF2V_IMAGE_MIN_SIDE must not be larger than KF2V_IMAGE_MAX_SIDE")
         return self
