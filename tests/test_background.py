@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 
 import pytest
 
@@ -114,9 +113,8 @@ async def test_close_gives_up_on_a_task_that_ignores_cancellation(caplog: pytest
 
     task = tasks.spawn(stubborn(), "stubborn")
     await asyncio.sleep(0)
-    started = time.monotonic()
     await tasks.close(timeout=0.05)
-    assert time.monotonic() - started < 0.5
+    assert not task.done()  # close gave up on it instead of waiting for it
     assert any("stubborn" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     release.set()
     await task

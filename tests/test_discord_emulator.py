@@ -8,7 +8,6 @@ import io
 import json
 import re
 import struct
-import time
 import warnings
 import zlib
 from collections.abc import AsyncIterator
@@ -262,7 +261,8 @@ async def test_echo_command_with_png_attachment(emu: DiscordEmulator, monkeypatc
         )
         response = await record.wait_response(timeout=3)
         assert response.type == 5  # deferred
-        assert record.latency_ms is not None and record.latency_ms < 3000
+        # Accepted: the emulator refuses (404/10062) a first callback past Discord's 3-second deadline.
+        assert record.acknowledged
         second = await record.wait_followup(timeout=5, count=2)
         assert second.ephemeral and second.content == "all done"
         assert bot.probe.errors == []
@@ -402,10 +402,10 @@ async def test_rate_limit_headers_pace_discord_py(monkeypatch: pytest.MonkeyPatc
         _, channel_id = world(emu)
         async with running_bot(emu, monkeypatch, None) as bot:
             channel = cast(discord.TextChannel, bot.get_channel(channel_id))
-            started = time.monotonic()
             await asyncio.gather(*(channel.send(f"m{i}") for i in range(5)))
-            assert time.monotonic() - started >= 0.25  # three windows of 0.15 s for five messages
-            assert emu.count_requests(status=429) == 0  # discord.py paced itself from the headers
+            # Five sends against a bucket of two and not one 429: discord.py waited for the windows the
+            # headers announced (the emulator answers 429 to any request past the bucket).
+            assert emu.count_requests(status=429) == 0
             assert len(emu.messages(channel_id)) == 5
 
 
@@ -600,7 +600,6 @@ async def test_many_interactions_with_attachments(emu: DiscordEmulator, monkeypa
     guild_id, channel_id = world(emu)
     big = PNG + b"\0" * MIB
     async with running_bot(emu, monkeypatch, guild_id) as bot:
-        started = time.monotonic()
         records = [
             await emu.run_command(
                 guild_id,
@@ -613,10 +612,9 @@ async def test_many_interactions_with_attachments(emu: DiscordEmulator, monkeypa
             for i in range(30)
         ]
         await asyncio.gather(*(r.wait_followup(timeout=10, count=2) for r in records))
-        elapsed = time.monotonic() - started
-        assert all(r.latency_ms is not None and r.latency_ms < 3000 for r in records)
+        # Every deferral accepted: the emulator refuses a first callback past Discord's 3-second deadline.
+        assert all(r.acknowledged for r in records)
         assert len(bot.probe.echoed) == 30 and bot.probe.errors == []
-        assert elapsed < 10
 
 
 async def test_raw_gateway_protocol(emu: DiscordEmulator) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import base64
 import io
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,9 +136,7 @@ def test_bomb_is_caught_from_the_header_before_pillow_opens_it(monkeypatch: pyte
         raise AssertionError("Pillow must not see a bomb")
 
     monkeypatch.setattr(Image, "open", no_open)
-    started = time.perf_counter()
     assert refusal(corpus.bomb_png()).key == "image.bomb"
-    assert time.perf_counter() - started < 0.05
     assert len(corpus.bomb_png()) < 100_000  # 400 megapixels in a tiny file
 
 
@@ -255,16 +252,13 @@ def test_big_bitmap_becomes_png() -> None:
     assert decode(checked).getpixel((0, 0)) == corpus.RED
 
 
-def test_a_5_mb_photo_checks_fast() -> None:
+def test_a_5_mb_photo_passes_untouched() -> None:
+    """Below the re-encode threshold a photo is sent as uploaded (its speed is measured in bench/)."""
     data = corpus.photo_jpeg()
     assert 4 * MIB < len(data) <= 7 * MIB
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        checked = check_image(data, DEFAULT_LIMITS)
-        timings.append(time.perf_counter() - started)
+    checked = check_image(data, DEFAULT_LIMITS)
+    assert (checked.format, checked.reencoded) == ("JPEG", False)
     assert checked.data is data  # nothing re-encoded, nothing copied
-    assert min(timings) < 0.5, timings
 
 
 # --- the result -------------------------------------------------------------------------------------------
