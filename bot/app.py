@@ -22,7 +22,7 @@ from bot.jobs.images import ImageLimits
 from bot.jobs.media import MediaStore
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.scheduler import AccountLimits, Scheduler
-from bot.jobs.service import JobService, UserRateLimiter
+from bot.jobs.service import ImageWorkers, JobService, UserRateLimiter
 from bot.jobs.store import JobStore, utcnow
 from bot.jobs.worker import Worker, WorkerConfig
 from bot.notify import Notifier
@@ -182,7 +182,12 @@ async def build_services(settings: Settings, notifier: Notifier | None = None) -
         scheduler=scheduler,
         budget=budget,
         notifier=notifier,
-        config=WorkerConfig(poll_min_interval=settings.poll_min_interval, poll_max_interval=settings.poll_max_interval),
+        config=WorkerConfig(
+            poll_min_interval=settings.poll_min_interval,
+            poll_max_interval=settings.poll_max_interval,
+            detection_target_s=settings.poll_target_delay,
+            max_video_bytes=settings.max_video_bytes,
+        ),
     )
     jobs = JobService(
         store=store,
@@ -193,6 +198,7 @@ async def build_services(settings: Settings, notifier: Notifier | None = None) -
         region=region,
         image_limits=ImageLimits.from_settings(settings),
         rate_limiter=UserRateLimiter(settings.user_commands_per_minute),
+        image_workers=ImageWorkers(settings.image_workers),
     )
     return Services(
         settings=settings,

@@ -82,7 +82,27 @@ async def reply_error(interaction: discord.Interaction[Any], exc: BaseException)
         log.warning("could not tell user %s about an error (interaction expired?)", interaction.user.id)
 
 
+def outside_allowed_guilds(interaction: discord.Interaction[Any]) -> NotAllowed | None:
+    """The refusal for an interaction from a guild KF2V_ALLOWED_GUILDS leaves out, else None.
+
+    The one rule for every command and button (checked before anything is read, spent or stored). Without
+    a guild (a DM) the commands' own guild-only check answers.
+    """
+    allowed = interaction.client.services.settings.allowed_guilds
+    if not allowed or interaction.guild_id is None or interaction.guild_id in allowed:
+        return None
+    return NotAllowed("guild.not_allowed")
+
+
 class KF2VTree(app_commands.CommandTree["VideoBot"]):
+    async def interaction_check(self, interaction: discord.Interaction[VideoBot], /) -> bool:
+        refusal = outside_allowed_guilds(interaction)
+        if refusal is None:
+            return True
+        if interaction.type is discord.InteractionType.autocomplete:
+            return False  # nothing to answer an autocomplete with
+        raise RefusedCheck(refusal)  # -> on_error -> the user's refusal, in their language
+
     async def on_error(self, interaction: discord.Interaction[VideoBot], error: app_commands.AppCommandError) -> None:
         await reply_error(interaction, error)
 

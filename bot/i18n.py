@@ -42,6 +42,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "It resets <t:{resets_ts}:R>.",
         "quota.channel_not_allowed": "Videos can't be requested in this channel. Use one of: {channels}.",
         "job.not_yours": "That job belongs to someone else.",
+        "guild.not_allowed": "This bot is not enabled in this server, so it takes no requests here. "
+        "Nothing was charged. Ask the bot's owners if you think this is a mistake.",
         "job.already_final": "That job is already finished ({state}).",
         "job.too_late": "That job is already being generated and can't be stopped any more.",
         "job.canceled": "Cancelled. Nothing was charged.",
@@ -196,6 +198,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "quota.member_daily": "你今天在本服务器已达到 {limit} 个视频的上限。将于 <t:{resets_ts}:R> 重置。",
         "quota.channel_not_allowed": "此频道不能请求视频。请使用:{channels}。",
         "job.not_yours": "该任务属于其他人。",
+        "guild.not_allowed": "此机器人未在本服务器启用,不在这里接受任何请求。未产生任何费用。"
+        "如有疑问,请联系机器人的所有者。",
         "job.already_final": "该任务已经结束({state})。",
         "job.too_late": "该任务已在生成中,无法再取消。",
         "job.canceled": "已取消。没有产生任何费用。",

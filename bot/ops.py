@@ -282,15 +282,38 @@ async def _check_discord(report: Report, settings: Settings, session: aiohttp.Cl
         return
     report.line("OK", "discord", f"{label} accepted: logged in as {name} (id {user_id})")
     client_id = user_id
+    app: Any = None
     try:
         async with session.get(f"{base}/oauth2/applications/@me", headers=headers) as resp:
             if resp.status == 200:
                 app = await resp.json(content_type=None)
-                if isinstance(app, dict) and app.get("id"):
-                    client_id = str(app["id"])
     except (aiohttp.ClientError, TimeoutError, ValueError):
         pass  # the bot's user id is the application id for every current application
+    if isinstance(app, dict) and app.get("id"):
+        client_id = str(app["id"])
+    _check_guild_reach(report, settings, app if isinstance(app, dict) else None)
     report.note(f"invite: {invite_url(client_id)}")
+
+
+def _check_guild_reach(report: Report, settings: Settings, app: dict[str, Any] | None) -> None:
+    """Who can put the bot in a server (and so spend its budget): the Public Bot switch and the allow-list."""
+    allowed = settings.allowed_guilds
+    if allowed:
+        report.line("OK", "guilds", f"serves only KF2V_ALLOWED_GUILDS ({len(allowed)} server(s)); refused elsewhere")
+        return
+    public = app.get("bot_public") if app is not None else None
+    if public is True:
+        report.line(
+            "WARN",
+            "guilds",
+            "the application is public (anyone can add the bot to a server and spend your DashScope budget) "
+            "and KF2V_ALLOWED_GUILDS is empty: set it to your server ids, or turn off Public Bot in the "
+            "developer portal (Bot page)",
+        )
+    elif public is False:
+        report.line("OK", "guilds", "the application is private (only you can add it); KF2V_ALLOWED_GUILDS is empty")
+    else:
+        report.line("WARN", "guilds", "could not tell whether the application is public; consider KF2V_ALLOWED_GUILDS")
 
 
 def _list_window(now: datetime) -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.errors import NotAllowed
 from bot.i18n import t
 from bot.jobs.models import Job, JobState
 from bot.jobs.service import Actor
@@ -30,13 +31,37 @@ def is_manager(interaction: discord.Interaction[Any]) -> bool:
     )
 
 
+def require_post_permissions(interaction: discord.Interaction[Any]) -> None:
+    """Refuse before spending money when the result could not be posted here (/kf2v and Regenerate)."""
+    perms = interaction.app_permissions
+    in_thread = isinstance(interaction.channel, discord.Thread)
+    can_send = perms.send_messages_in_threads if in_thread else perms.send_messages
+    if not (can_send and perms.attach_files and perms.embed_links):
+        raise NotAllowed("submit.cannot_post")
+
+
 async def actor_for(interaction: discord.Interaction[Any], guild_id: int) -> Actor:
     bot: VideoBot = interaction.client
     managing = interaction.guild_id == guild_id and is_manager(interaction)  # a manager of *that* job's guild
     return Actor(user_id=interaction.user.id, is_manager=managing, is_owner=await bot.is_bot_owner(interaction.user.id))
 
 
-class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kf2v:cancel:(?P<job_id>[0-9]{1,18})"):
+class AllowedGuildsOnly:
+    """Mixed into every job button: the guild allow-list, checked before its callback runs."""
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        from bot.client import outside_allowed_guilds, reply_error
+
+        refusal = outside_allowed_guilds(interaction)
+        if refusal is None:
+            return True
+        await reply_error(interaction, refusal)
+        return False
+
+
+class CancelButton(
+    AllowedGuildsOnly, discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kf2v:cancel:(?P<job_id>[0-9]{1,18})"
+):
     def __init__(self, job_id: int, label: str = "Cancel") -> None:
         super().__init__(
             discord.ui.Button(label=label, style=discord.ButtonStyle.danger, custom_id=f"kf2v:cancel:{job_id}")
@@ -65,7 +90,9 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kf
             await reply_error(interaction, exc)
 
 
-class RegenerateButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kf2v:regen:(?P<job_id>[0-9]{1,18})"):
+class RegenerateButton(
+    AllowedGuildsOnly, discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kf2v:regen:(?P<job_id>[0-9]{1,18})"
+):
     def __init__(self, job_id: int, label: str = "Regenerate") -> None:
         super().__init__(
             discord.ui.Button(label=label, style=discord.ButtonStyle.secondary, custom_id=f"kf2v:regen:{job_id}")
@@ -85,9 +112,17 @@ class RegenerateButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
         bot: VideoBot = interaction.client
         try:
             await interaction.response.defer(ephemeral=True, thinking=True)
+            assert interaction.guild_id is not None and interaction.channel_id is not None  # guild messages only
+            require_post_permissions(interaction)
             job = await bot.services.jobs.get(self.job_id)
             actor = await actor_for(interaction, job.guild_id)
-            new_job = await bot.services.jobs.regenerate(self.job_id, actor, str(interaction.locale))
+            new_job = await bot.services.jobs.regenerate(
+                self.job_id,
+                actor,
+                str(interaction.locale),
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+            )
             await open_conversation(interaction, new_job)
         except Exception as exc:
             await reply_error(interaction, exc)

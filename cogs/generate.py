@@ -11,10 +11,10 @@ from discord.ext import commands
 
 from bot.catalog import DEFAULT_CATALOG
 from bot.conversation import open_conversation
-from bot.errors import NotAllowed
 from bot.i18n_discord import _
 from bot.jobs.images import size_refusal
 from bot.jobs.service import Draft
+from bot.views import require_post_permissions
 
 if TYPE_CHECKING:
     from bot.client import VideoBot
@@ -25,15 +25,6 @@ TEMPLATE_CHOICES = [
     app_commands.Choice(name=name, value=name)
     for name in sorted({t for m in DEFAULT_CATALOG["models"].values() for t in m.get("templates", [])})
 ]
-
-
-def require_post_permissions(interaction: discord.Interaction[VideoBot]) -> None:
-    """Refuse before spending money when the result could not be posted here."""
-    perms = interaction.app_permissions
-    in_thread = isinstance(interaction.channel, discord.Thread)
-    can_send = perms.send_messages_in_threads if in_thread else perms.send_messages
-    if not (can_send and perms.attach_files and perms.embed_links):
-        raise NotAllowed("submit.cannot_post")
 
 
 async def read_attachment(attachment: discord.Attachment, max_bytes: int) -> bytes:

@@ -8,7 +8,7 @@ transaction, so simultaneous requests can never over-commit a budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -106,34 +106,47 @@ class BudgetService:
         )
 
     # --- admission -----------------------------------------------------------------------------------
+    def refuse_if_over(self, usage: GuildUsage, policy: GuildPolicy, cost: int, periods: Periods) -> None:
+        """Raise the refusal that says what is left and when, if this job doesn't fit the guild's limits."""
+        limits = self.effective(policy)
+        if usage.member_active_jobs >= limits.user_queue_limit:
+            raise QueueFull(count=usage.member_active_jobs, limit=limits.user_queue_limit)
+        if usage.member_videos_today >= limits.member_daily_videos:
+            raise QuotaExceeded(
+                "quota.member_daily",
+                limit=limits.member_daily_videos,
+                resets_ts=int(periods.day_resets_at.timestamp()),
+            )
+        budgets = (
+            ("quota.daily", usage.used_day, limits.daily_budget, periods.day_resets_at),
+            ("quota.monthly", usage.used_month, limits.monthly_budget, periods.month_resets_at),
+        )
+        for key, used, budget, resets_at in budgets:
+            if used + cost > budget:
+                raise QuotaExceeded(
+                    key,
+                    cost=format_cny(cost),
+                    left=format_cny(max(0, budget - used)),
+                    budget=format_cny(budget),
+                    resets_ts=int(resets_at.timestamp()),
+                )
+
+    async def precheck(
+        self, guild_id: int, user_id: int, model: str, resolution: str, now: datetime | None = None
+    ) -> None:
+        """The admission decision on a read-only snapshot, to refuse before any costly work (downloads,
+        image decoding). Passing it reserves nothing: `admit` decides again, atomically."""
+        periods = self.periods(now)
+        policy, usage = await self._store.policy_and_usage(guild_id, user_id, periods.day, periods.month)
+        self.refuse_if_over(usage, policy, self.estimate(model, resolution), periods)
+
     async def admit(self, request: JobRequest, now: datetime | None = None) -> Job:
         """Reserve the job's cost and create it, or raise a refusal that says what is left and when."""
         cost = self.estimate(request.model, request.resolution)
         periods = self.periods(now)
 
         def decide(usage: GuildUsage, policy: GuildPolicy) -> None:
-            limits = self.effective(policy)
-            if usage.member_active_jobs >= limits.user_queue_limit:
-                raise QueueFull(count=usage.member_active_jobs, limit=limits.user_queue_limit)
-            if usage.member_videos_today >= limits.member_daily_videos:
-                raise QuotaExceeded(
-                    "quota.member_daily",
-                    limit=limits.member_daily_videos,
-                    resets_ts=int(periods.day_resets_at.timestamp()),
-                )
-            budgets = (
-                ("quota.daily", usage.used_day, limits.daily_budget, periods.day_resets_at),
-                ("quota.monthly", usage.used_month, limits.monthly_budget, periods.month_resets_at),
-            )
-            for key, used, budget, resets_at in budgets:
-                if used + cost > budget:
-                    raise QuotaExceeded(
-                        key,
-                        cost=format_cny(cost),
-                        left=format_cny(max(0, budget - used)),
-                        budget=format_cny(budget),
-                        resets_ts=int(resets_at.timestamp()),
-                    )
+            self.refuse_if_over(usage, policy, cost, periods)
 
         return await self._store.create_job(
             request, cost=cost, period_day=periods.day, period_month=periods.month, admit=decide, now=now
@@ -151,13 +164,11 @@ class BudgetService:
         return self.effective(await self._store.get_policy(guild_id))
 
     async def set_budgets(self, guild_id: int, *, daily: int | None, monthly: int | None) -> EffectivePolicy:
-        """Owners only (checked by the caller). None keeps the current value."""
-        policy = await self._store.get_policy(guild_id)
-        if daily is not None:
-            policy = replace(policy, daily_budget=daily)
-        if monthly is not None:
-            policy = replace(policy, monthly_budget=monthly)
-        return self.effective(await self._store.save_policy(policy))
+        """Owners only (checked by the caller). None keeps the current value; only the given columns change."""
+        columns = {"daily_budget": daily, "monthly_budget": monthly}
+        return self.effective(
+            await self._store.update_policy(guild_id, **{k: v for k, v in columns.items() if v is not None})
+        )
 
     async def set_member_limits(
         self,
@@ -168,11 +179,11 @@ class BudgetService:
         allowed_channels: tuple[int, ...] | None = None,
     ) -> EffectivePolicy:
         """Guild managers: limits on members inside the budget the owners set (never the budget itself)."""
-        policy = await self._store.get_policy(guild_id)
-        if member_daily_videos is not None:
-            policy = replace(policy, member_daily_videos=member_daily_videos)
-        if user_queue_limit is not None:
-            policy = replace(policy, user_queue_limit=user_queue_limit)
-        if allowed_channels is not None:
-            policy = replace(policy, allowed_channels=allowed_channels)
-        return self.effective(await self._store.save_policy(policy))
+        columns: dict[str, object] = {
+            "member_daily_videos": member_daily_videos,
+            "user_queue_limit": user_queue_limit,
+            "allowed_channels": allowed_channels,
+        }
+        return self.effective(
+            await self._store.update_policy(guild_id, **{k: v for k, v in columns.items() if v is not None})
+        )

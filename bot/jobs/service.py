@@ -65,21 +65,66 @@ def visible_text(text: str | None) -> str:
 
 
 class UserRateLimiter:
-    """At most `per_minute` commands per user in any 60 s: one member cannot flood the queue."""
+    """At most `per_minute` commands per user in any 60 s: one member cannot flood the queue.
+
+    Users idle for a full window are forgotten (swept at most once per window), so memory follows the
+    members active in the last two minutes, not everyone who ever sent a command.
+    """
+
+    WINDOW_S = 60.0
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._per_minute = per_minute
         self._clock = clock
         self._hits: dict[int, deque[float]] = {}
+        self._last_sweep = clock()
+
+    def __len__(self) -> int:
+        """Users currently remembered."""
+        return len(self._hits)
 
     def hit(self, user_id: int) -> None:
         now = self._clock()
+        if now - self._last_sweep >= self.WINDOW_S:
+            self._forget_idle(now)
         hits = self._hits.setdefault(user_id, deque())
-        while hits and now - hits[0] >= 60:
+        while hits and now - hits[0] >= self.WINDOW_S:
             hits.popleft()
         if len(hits) >= self._per_minute:
-            raise RateLimited(retry_ts=int(time.time() + 60 - (now - hits[0])) + 1)
+            raise RateLimited(retry_ts=int(time.time() + self.WINDOW_S - (now - hits[0])) + 1)
         hits.append(now)
+
+    def _forget_idle(self, now: float) -> None:
+        self._last_sweep = now
+        idle = [user for user, hits in self._hits.items() if not hits or now - hits[-1] >= self.WINDOW_S]
+        for user in idle:
+            del self._hits[user]
+
+
+class ImageWorkers:
+    """At most `limit` frames decoded and re-encoded at once (a 10 MB PNG can take ~200 MB while decoded).
+
+    Keeps counts for tests and metrics: `checked` (frames that reached decoding), `active`, `peak`.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("image workers must be at least 1")
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
+        self.checked = 0
+        self.active = 0
+        self.peak = 0
+
+    async def check(self, data: bytes, limits: ImageLimits) -> CheckedImage:
+        async with self._slots:
+            self.checked += 1
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            try:
+                return await asyncio.to_thread(check_image, data, limits)
+            finally:
+                self.active -= 1
 
 
 class JobService:
@@ -94,6 +139,7 @@ class JobService:
         region: str,
         image_limits: ImageLimits,
         rate_limiter: UserRateLimiter,
+        image_workers: ImageWorkers | None = None,
     ) -> None:
         self.store = store
         self.media = media
@@ -103,6 +149,7 @@ class JobService:
         self.region = region
         self.image_limits = image_limits
         self.rate_limiter = rate_limiter
+        self.image_workers = image_workers or ImageWorkers(2)
 
     # --- new jobs ------------------------------------------------------------------------------------
     def check_text(self, draft: Draft) -> tuple[str, str]:
@@ -141,8 +188,18 @@ class JobService:
     async def precheck(self, draft: Draft) -> None:
         """Everything that needs no image bytes: run before downloading attachments."""
         self.rate_limiter.hit(draft.user_id)
-        self.check_text(draft)
+        await self._request_checks(draft)
+
+    async def _request_checks(self, draft: Draft) -> tuple[str, str]:
+        """Text, channel and budget: the checks /kf2v, /kf2v-effect and Regenerate share, cheapest first.
+
+        The budget is read here only to refuse early (before downloads and decoding); the reservation
+        itself is made atomically at admission. Returns (model, resolution).
+        """
+        model, resolution = self.check_text(draft)
         await self.check_channel(draft.guild_id, draft.channel_id)
+        await self.budget.precheck(draft.guild_id, draft.user_id, model, resolution)
+        return model, resolution
 
     async def submit(self, draft: Draft) -> Job:
         await self.precheck(draft)
@@ -151,8 +208,8 @@ class JobService:
     async def submit_checked(self, draft: Draft) -> Job:
         """Check the images, store them, reserve the budget and queue the job (after `precheck`)."""
         model, resolution = self.check_text(draft)
-        first = await asyncio.to_thread(check_image, draft.first_image, self.image_limits)
-        last = await asyncio.to_thread(check_image, draft.last_image, self.image_limits) if draft.last_image else None
+        first = await self.image_workers.check(draft.first_image, self.image_limits)
+        last = await self.image_workers.check(draft.last_image, self.image_limits) if draft.last_image else None
         return await self._admit(draft, model, resolution, first, last)
 
     async def _admit(
@@ -193,17 +250,22 @@ class JobService:
         self.worker.enqueue(job)
         return job
 
-    async def regenerate(self, job_id: int, actor: Actor, locale: str) -> Job:
-        """Same frames and prompt, a new seed, through the budget like any new job."""
+    async def regenerate(self, job_id: int, actor: Actor, locale: str, *, guild_id: int, channel_id: int) -> Job:
+        """Same frames and prompt, a new seed, through every check a new /kf2v meets (rate limit, channel,
+        budget; the caller checks it can post here), then the same atomic admission."""
         self.rate_limiter.hit(actor.user_id)
         job = await self._job_for(job_id, actor)
+        if job.guild_id != guild_id:  # a button can only spend the budget of the guild it was pressed in
+            raise NotAllowed("job.not_yours")
         request = replace(
             job.as_request(),
+            channel_id=channel_id,
             user_id=actor.user_id,
             locale=locale,
             seed=random.randint(0, MAX_SEED),  # noqa: S311 - a seed, not a secret
             parent_job_id=job.id,
         )
+        await self._request_checks(_draft_of(request))
         if not self.media.frame_path(job.first_frame).exists():
             raise InvalidInput("input.frames_gone")
         new_job = await self.budget.admit(request)
@@ -279,4 +341,23 @@ class JobService:
         return self.worker.scheduler.paused_reason is not None
 
 
-__all__ = ["Actor", "Draft", "JobService", "UserRateLimiter", "visible_text"]
+def _draft_of(request: JobRequest) -> Draft:
+    """A stored request as the checks see a new one (the frames are already checked and stored)."""
+    return Draft(
+        guild_id=request.guild_id,
+        channel_id=request.channel_id,
+        user_id=request.user_id,
+        locale=request.locale,
+        first_image=b"",
+        last_image=None,
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        model=request.model,
+        resolution=request.resolution,
+        prompt_extend=request.prompt_extend,
+        seed=request.seed,
+        template=request.template,
+    )
+
+
+__all__ = ["Actor", "Draft", "ImageWorkers", "JobService", "UserRateLimiter", "visible_text"]

@@ -442,28 +442,44 @@ class JobStore:
     async def get_policy(self, guild_id: int) -> GuildPolicy:
         return await self._policy(self._db, guild_id)
 
+    async def policy_and_usage(
+        self, guild_id: int, user_id: int, period_day: str, period_month: str
+    ) -> tuple[GuildPolicy, GuildUsage]:
+        """Read-only, outside any transaction: for a cheap early refusal, never for the decision itself."""
+        return await self._policy_and_usage(self._db, guild_id, user_id, period_day, period_month)
+
     async def save_policy(self, policy: GuildPolicy) -> GuildPolicy:
+        """Write every column of `policy` (a whole new policy; to change some fields, `update_policy`)."""
+        return await self.update_policy(
+            policy.guild_id,
+            daily_budget=policy.daily_budget,
+            monthly_budget=policy.monthly_budget,
+            member_daily_videos=policy.member_daily_videos,
+            user_queue_limit=policy.user_queue_limit,
+            allowed_channels=policy.allowed_channels,
+            paused=policy.paused,
+        )
+
+    async def update_policy(self, guild_id: int, /, **columns: Any) -> GuildPolicy:
+        """Set only the given columns, in one transaction, and return the policy as it now stands.
+
+        Column-level on purpose: an owner's budget change and a manager's member limits, made at the same
+        moment, both stay (a read-modify-write of the whole row would let the later one revert the other).
+        """
+        unknown = set(columns) - _POLICY_COLUMNS
+        if unknown:
+            raise ValueError(f"not guild policy columns: {sorted(unknown)}")
+        values = {name: _policy_db_value(name, value) for name, value in columns.items()}
         async with self._transaction() as db:
-            await db.execute(
-                """INSERT INTO guild_policies (guild_id, daily_budget, monthly_budget, member_daily_videos,
-                       user_queue_limit, allowed_channels, paused)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (guild_id) DO UPDATE SET
-                       daily_budget = excluded.daily_budget, monthly_budget = excluded.monthly_budget,
-                       member_daily_videos = excluded.member_daily_videos,
-                       user_queue_limit = excluded.user_queue_limit,
-                       allowed_channels = excluded.allowed_channels, paused = excluded.paused""",
-                (
-                    policy.guild_id,
-                    policy.daily_budget,
-                    policy.monthly_budget,
-                    policy.member_daily_videos,
-                    policy.user_queue_limit,
-                    json.dumps(list(policy.allowed_channels)),
-                    int(policy.paused),
-                ),
-            )
-        return policy
+            await db.execute("INSERT INTO guild_policies (guild_id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
+            if values:
+                # Column names were checked against _POLICY_COLUMNS above, never taken from users.
+                assignments = ", ".join(f"{name} = ?" for name in values)
+                await db.execute(
+                    f"UPDATE guild_policies SET {assignments} WHERE guild_id = ?",  # noqa: S608
+                    (*values.values(), guild_id),
+                )
+            return await self._policy(db, guild_id)
 
     # --- meta ----------------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
@@ -541,6 +557,19 @@ class JobStore:
             member_active_jobs=int(row["member_active"]),
         )
         return _policy_from(guild_id, row if row["policy_guild"] is not None else None), usage
+
+
+_POLICY_COLUMNS = frozenset(
+    {"daily_budget", "monthly_budget", "member_daily_videos", "user_queue_limit", "allowed_channels", "paused"}
+)
+
+
+def _policy_db_value(name: str, value: Any) -> Any:
+    if name == "allowed_channels":
+        return json.dumps([int(c) for c in value])
+    if name == "paused":
+        return int(bool(value))
+    return value
 
 
 def _policy_from(guild_id: int, row: aiosqlite.Row | None) -> GuildPolicy:
