@@ -1,18 +1,25 @@
-"""A local DashScope keyframe-to-video service, faithful enough that a client passing here passes for real.
+"""A local DashScope keyframe-to-video service that behaves as Alibaba documents it, not as our client expects.
 
-What it reproduces (see /docs of the provider, condensed in the project docs):
+What it reproduces (condensed in the project's provider doc; sources cited next to each value):
 
 * the four routes under `/api/v1` — create (`X-DashScope-Async: enable` required), poll, cancel, list — with
   the provider's answer shapes, error bodies `{request_id, code, message}` and status codes;
 * the provider's input checks (model, resolution, images decoded with Pillow: format, bytes, sides), and
   its silent truncation of long prompts (counted in `truncated_prompts`: the bot must refuse them itself);
-* the account limits, exactly, per API key and model: at most `max_in_flight` tasks PENDING/RUNNING and
-  at most `submit_rps` create attempts per sliding second (every refusal is a recorded violation);
+* main accounts: several API keys may belong to one account (`accounts`); the limits — at most
+  `max_in_flight` tasks PENDING/RUNNING and `submit_rps` create attempts per sliding second — are per main
+  account and model, shared by all its keys; poll, cancel and the task list see every task of the account;
+* what happens past the concurrency limit: 429 (`over_limit="reject"`) or accepted and held PENDING until a
+  slot frees (`over_limit="hold"`), since reports differ;
+* the task list as documented: at most 24 hours per query, rows with `api_key_id`, `caller_uid`, `region`;
+* a neighbour (`neighbour_rate`): another key of the same account creating tasks of the same models;
 * a task lifecycle on a monotonic clock (PENDING -> RUNNING -> SUCCEEDED/FAILED), with provider durations
   divided by `time_scale`; videos are real H.264 mp4s rendered on first download, behind signed-looking URLs;
-* injected faults (5xx, 429, latency, dropped connections, broken JSON) to exercise the caller's recovery.
+* injected faults: 5xx, 429, latency, dropped connections, broken JSON (`faults`), and the provider's less
+  polite truths: lost create answers, malformed 200 polls, absurd bills, a `video_url` on a foreign host
+  (a trap listener counts what reaches it), slow uploads.
 
-Everything it sees is counted in `stats()` / `GET /_sandbox/stats`. Keys are never stored: an account is
+Everything it sees is counted in `stats()` / `GET /_sandbox/stats`. Keys are never stored: a key is
 named by `fingerprint(key)` ("acct-" + 8 hex of sha256), the same id the client logs.
 
 It keeps its own copy of the model list (derived from `bot.catalog.DEFAULT_CATALOG`, both regions' names) and
@@ -25,6 +32,7 @@ import asyncio
 import base64
 import binascii
 import bisect
+import contextlib
 import copy
 import hashlib
 import hmac
@@ -44,6 +52,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Self
 from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -56,7 +65,22 @@ CREATE_PATH = API_PREFIX + "/services/aigc/image2video/video-synthesis"
 VIDEO_PREFIX = "/_sandbox/videos/"
 ROUTES = ("create", "get", "cancel", "list", "video")
 API_ROUTES = frozenset({"create", "get", "cancel", "list"})
-PROVIDER_TZ = timezone(timedelta(hours=8))  # both regions write their times in UTC+8
+# Times the provider writes ("YYYY-MM-DD HH:mm:ss.SSS" in answers) and reads (the list's start_time/end_time,
+# "YYYYMMDDhhmmss", the format in the official SDK's VideoSynthesis.list docstring) are Beijing time, UTC+8, in
+# both regions. The answers' samples in the kf2v API reference (seed-kf2v-api-zh.txt) and
+# https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks are consistent with it; no page
+# we could reach states the zone of the list's bounds in words: unconfirmed.
+PROVIDER_TZ = timezone(timedelta(hours=8))
+# "Query task list": a start_time..end_time range over 24 hours is refused with 400 InvalidParameter
+# (https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks, as condensed in the project's
+# provider doc). Without bounds the emulator lists the last 24 hours (the default is unconfirmed).
+LIST_WINDOW_MAX_S = 24 * 3600
+LIST_PAGE_SIZE_MAX = 100  # unconfirmed: the docs give the default (10), not the maximum
+TASK_STATUSES = ("PENDING", "RUNNING", "SUSPENDED", "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN")
+MALFORMED_POLL_KINDS = ("no_output", "null_output", "no_status", "unknown_status", "wrong_types")
+ABSURD_BILLS = {"huge": 1_000_000, "infinity": math.inf, "nan": math.nan, "negative": -5}
+OVER_LIMIT_MODES = ("reject", "hold")
+TRAP_MARK = "{trap}"  # in foreign_video_url: replaced by the origin of the emulator's trap listener
 PROMPT_MAX = 800
 NEGATIVE_PROMPT_MAX = 500
 SEED_MAX = 2_147_483_647
@@ -65,6 +89,7 @@ IMAGE_MIMES = {"image/jpeg", "image/jpg", "image/png", "image/bmp", "image/webp"
 _DATA_URI = re.compile(r"data:([^;,]*);base64,(.*)", re.DOTALL)
 _RENDER_CACHE = 16
 _ARRIVED = web.RequestKey("arrived", float)  # emulator clock when the request's headers arrived
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 def fingerprint(api_key: str) -> str:
@@ -99,7 +124,27 @@ class FaultConfig:
 
 @dataclass
 class EmulatorConfig:
-    """Knobs of the emulator; provider durations (pending, running, TTL) are divided by `time_scale`."""
+    """Knobs of the emulator; provider durations (pending, running, TTL) are divided by `time_scale`.
+
+    Main accounts: `accounts` maps API keys to a main-account name; other keys belong to `default_account`
+    when set, else each key is its own account (named by its fingerprint). Limits are per account and model.
+
+    The provider's less polite truths, all off by default:
+    over_limit: past the in-flight limit, "reject" (429 Throttling.RateQuota) or "hold" (accepted, held
+      PENDING until a slot of the account frees, first come first served).
+    neighbour_rate: tasks per second another key of each known account creates, of the models that account
+      used (Poisson arrivals; they take the account's slots and burst budget like anyone's).
+    lose_create_answer_rate: share of successful creates whose answer is lost (connection dropped after the
+      task was created).
+    malformed_poll_rate: share of polls answered 200 with an unreadable body, of the `malformed_poll_kinds`
+      (None = all of MALFORMED_POLL_KINDS).
+    absurd_billing: SUCCEEDED answers bill `usage.video_duration` of "huge" (1000000), "infinity" (the bare
+      JSON token Infinity), "nan" or "negative" (-5).
+    foreign_video_url: SUCCEEDED answers point `video_url` there; "{trap}" in it is replaced by the origin
+      of the trap listener, which counts every request it gets (`foreign_requests` in stats).
+      With foreign_video_redirect, video_url stays on the emulator, which answers it 302 -> that URL.
+    upload_bytes_per_s: create bodies are read at this rate (a 20 MB create takes a while, or times out).
+    """
 
     api_key: str | None = field(default=None, repr=False)  # None: any non-empty Bearer key is an account
     time_scale: float = 1.0
@@ -119,6 +164,18 @@ class EmulatorConfig:
     image_min_side: int = 240
     image_max_side: int = 8000
     faults: FaultConfig = field(default_factory=FaultConfig)
+    accounts: dict[str, str] = field(default_factory=dict, repr=False)  # API key -> main-account name
+    default_account: str | None = None
+    region: str = "cn-beijing"
+    over_limit: str = "reject"
+    neighbour_rate: float = 0.0
+    lose_create_answer_rate: float = 0.0
+    malformed_poll_rate: float = 0.0
+    malformed_poll_kinds: tuple[str, ...] | None = None
+    absurd_billing: str | None = None
+    foreign_video_url: str | None = None
+    foreign_video_redirect: bool = False
+    upload_bytes_per_s: float | None = None
 
     @classmethod
     def realistic(cls, **overrides: Any) -> EmulatorConfig:
@@ -130,13 +187,23 @@ class EmulatorConfig:
     def limits_for(self, model: str) -> tuple[int, float]:
         return self.model_limits.get(model, (self.max_in_flight, self.submit_rps))
 
+    def account_of(self, api_key: str) -> str:
+        """The main account a key belongs to."""
+        named = self.accounts.get(api_key)
+        if named is not None:
+            return named
+        return self.default_account if self.default_account is not None else fingerprint(api_key)
+
     def public(self) -> dict[str, Any]:
-        """JSON view without the key (only whether one is fixed, and its fingerprint)."""
+        """JSON view without any key (only fingerprints)."""
         data = asdict(self)
         data.pop("api_key")
         data["fixed_api_key"] = fingerprint(self.api_key) if self.api_key else None
+        data["accounts"] = {fingerprint(key): name for key, name in self.accounts.items()}
         routes = self.faults.routes
         data["faults"]["routes"] = sorted(routes) if routes is not None else None
+        if self.malformed_poll_kinds is not None:
+            data["malformed_poll_kinds"] = list(self.malformed_poll_kinds)
         return data
 
 
@@ -162,6 +229,24 @@ def _check_config(cfg: EmulatorConfig) -> None:
         raise ValueError("faults.latency_s must be >= 0")
     if f.routes is not None and not f.routes <= set(ROUTES):
         raise ValueError(f"faults.routes must be a subset of {', '.join(ROUTES)}")
+    for name in ("lose_create_answer_rate", "malformed_poll_rate"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"{name} must be within 0..1")
+    if not (cfg.neighbour_rate >= 0 and math.isfinite(cfg.neighbour_rate)):
+        raise ValueError("neighbour_rate must be a finite number >= 0")
+    if cfg.over_limit not in OVER_LIMIT_MODES:
+        raise ValueError(f"over_limit must be one of {', '.join(OVER_LIMIT_MODES)}")
+    if cfg.absurd_billing is not None and cfg.absurd_billing not in ABSURD_BILLS:
+        raise ValueError(f"absurd_billing must be None or one of {', '.join(ABSURD_BILLS)}")
+    kinds = cfg.malformed_poll_kinds
+    if kinds is not None and (not kinds or not set(kinds) <= set(MALFORMED_POLL_KINDS)):
+        raise ValueError(f"malformed_poll_kinds must be a non-empty subset of {', '.join(MALFORMED_POLL_KINDS)}")
+    if cfg.upload_bytes_per_s is not None and not cfg.upload_bytes_per_s > 0:
+        raise ValueError("upload_bytes_per_s must be positive (or None)")
+    if cfg.foreign_video_url is not None and not cfg.foreign_video_url.startswith(("http://", "https://", TRAP_MARK)):
+        raise ValueError("foreign_video_url must be an http(s) URL, or start with {trap}")
+    if not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in cfg.accounts.items()):
+        raise ValueError("accounts must map non-empty API keys to non-empty account names")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -173,6 +258,14 @@ def _coerce(name: str, value: Any) -> Any:
         return frozenset(str(v) for v in value)
     if name == "model_limits" and value is not None:
         return {str(k): (int(v[0]), float(v[1])) for k, v in dict(value).items()}
+    if name == "accounts" and value is not None:
+        return {str(k): str(v) for k, v in dict(value).items()}
+    if name == "malformed_poll_kinds" and value is not None:
+        return tuple(str(v) for v in value)
+    if name in ("neighbour_rate", "lose_create_answer_rate", "malformed_poll_rate") and value is not None:
+        return float(value)
+    if name == "upload_bytes_per_s" and value is not None:
+        return float(value)
     return value
 
 
@@ -221,7 +314,10 @@ class _Image:
 @dataclass
 class _Task:
     task_id: str
-    account: str
+    account: str  # the main account: every key of it sees the task and shares its limits
+    key_id: str  # fingerprint of the key that created it
+    api_key_id: str  # what the list shows for that key
+    neighbour: bool  # created by the emulated neighbour, not by a caller
     model: EmulatedModel
     request_id: str
     created: float  # emulator clock (monotonic) seconds
@@ -235,17 +331,22 @@ class _Task:
     template: str | None
     first: _Image
     last: _Image | None
+    start_at: float | None = None  # None: held PENDING until the account has a free slot
     canceled_at: float | None = None
     polls: int = 0
     polls_after_finished: int = 0
 
     @property
-    def started(self) -> float:
+    def ready(self) -> float:
         return self.created + self.pending
 
     @property
+    def started(self) -> float:
+        return self.start_at if self.start_at is not None else math.inf
+
+    @property
     def finished(self) -> float:
-        return self.canceled_at if self.canceled_at is not None else self.created + self.pending + self.running
+        return self.canceled_at if self.canceled_at is not None else self.started + self.running
 
     def status(self, now: float) -> str:
         if self.canceled_at is not None and now >= self.canceled_at:
@@ -255,6 +356,10 @@ class _Task:
         if now < self.finished:
             return "RUNNING"
         return "FAILED" if self.fails else "SUCCEEDED"
+
+    def occupies(self, moment: float) -> bool:
+        """Running at `moment` (a held or canceled task holds no running slot)."""
+        return self.canceled_at is None and self.started <= moment < self.finished
 
     def wall(self, moment: float) -> float:
         return self.created_wall + (moment - self.created)
@@ -359,6 +464,32 @@ def _free_box_header(size: int) -> bytes:
 # --- the emulator --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Caller:
+    account: str  # main account
+    key_id: str  # fingerprint of the key
+    api_key_id: str  # the id the task list shows for the key
+    neighbour: bool = False
+
+
+def api_key_id(api_key: str) -> str:
+    """The task list's `api_key_id` for a key: stable, digits, and no way back to the key.
+
+    The real id's format is unconfirmed (the SDK's list() takes it as a string filter); digits make a client
+    that wrongly expects a number or a string meet both over time: the list sends it as a string.
+    """
+    return str(int.from_bytes(hashlib.sha256(b"api-key-id\n" + api_key.encode()).digest()[:5], "big"))
+
+
+def caller_uid(account: str) -> str:
+    """A main account's uid (Alibaba Cloud uids are 16 digits; the one per account is an assumption)."""
+    return str(10**15 + int.from_bytes(hashlib.sha256(b"uid\n" + account.encode()).digest()[:6], "big"))
+
+
+def _neighbour_key(account: str) -> str:
+    return f"neighbour-of:{account}"  # never a Bearer key anyone sends: it only names the neighbour
+
+
 class DashScopeEmulator:
     def __init__(
         self,
@@ -373,23 +504,40 @@ class DashScopeEmulator:
         self._wall = wall_clock
         self._epoch = clock()
         self._rng = random.Random(self.config.seed)
+        # The neighbour draws from its own generator so switching it on does not reshuffle every other draw.
+        self._neighbour_rng = random.Random(None if self.config.seed is None else self.config.seed + 1)
         self._models = emulated_models()
         self._url_secret = secrets.token_bytes(16)
         self._tasks: dict[str, _Task] = {}
         self._active: dict[tuple[str, str], list[_Task]] = {}
-        self._attempts: dict[tuple[str, str], list[float]] = {}
+        self._held: dict[tuple[str, str], list[_Task]] = {}  # over_limit="hold": FIFO of tasks without a slot
+        self._advanced_to = -math.inf  # the last moment _advance looked at
+        self._attempts: dict[tuple[str, str], list[float]] = {}  # every create attempt of the account
+        self._own_attempts: dict[tuple[str, str], list[float]] = {}  # the same, without the neighbour's
         self._occupied: dict[tuple[str, str], int] = {}
+        self._account_models: dict[str, list[str]] = {}  # models each account has asked for, first use first
         self._renders: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
         self._rendering: dict[tuple[str, str, str], asyncio.Task[bytes]] = {}
         self._runner: web.AppRunner | None = None
+        self._trap_runner: web.AppRunner | None = None
+        self._trap_origin: str | None = None
+        self._neighbour_job: asyncio.Task[None] | None = None
         self._base_url: str | None = None
         # counters
         self._calls = dict.fromkeys(ROUTES, 0)
-        self._faults = {"error": 0, "throttle": 0, "drop": 0, "malformed": 0, "latency": 0}
+        self._faults = {
+            "error": 0, "throttle": 0, "drop": 0, "malformed": 0, "latency": 0,
+            "lost_create_answer": 0, "malformed_poll": 0, "absurd_bill": 0, "foreign_video_url": 0,
+        }  # fmt: skip
+        self._malformed_polls = dict.fromkeys(MALFORMED_POLL_KINDS, 0)
         self._accepted = 0
         self._by_key_model: dict[str, dict[str, int]] = {}
         self._max_in_flight: dict[str, dict[str, int]] = {}
+        self._max_running: dict[str, dict[str, int]] = {}
         self._violations: list[dict[str, Any]] = []
+        self._refused_for_others = 0
+        self._held_count = 0
+        self._neighbour = {"created": 0, "refused": 0}
         self._rejected: dict[str, int] = {}
         self._truncated = 0
         self._cancels = 0
@@ -397,11 +545,14 @@ class DashScopeEmulator:
         self._videos_rendered = 0
         self._videos_served = 0
         self._bytes_served = 0
+        self._foreign_requests: list[str] = []
+        self._uploads_cut = 0
+        self._list_refused_range = 0
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(CREATE_PATH, self._route("create", self._create))
         app.router.add_get(API_PREFIX + "/tasks", self._route("list", self._list))
         app.router.add_get(API_PREFIX + "/tasks/{task_id}", self._route("get", self._get))
@@ -414,7 +565,11 @@ class DashScopeEmulator:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on host:port (0 = any free port); returns the base URL ending in /api/v1."""
+        """Serve on host:port (0 = any free port); returns the base URL ending in /api/v1.
+
+        Also starts the trap listener (another port of the same host, for `foreign_video_url`) and the
+        neighbour's loop (idle while `neighbour_rate` is 0).
+        """
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
         runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
@@ -427,14 +582,29 @@ class DashScopeEmulator:
         wildcard = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}  # noqa: S104 - a lookup, not a bind
         shown = wildcard.get(host, f"[{host}]" if ":" in host else host)
         self._base_url = f"http://{shown}:{bound}{API_PREFIX}"
+
+        trap = web.Application()
+        trap.router.add_route("*", "/{tail:.*}", self._trap)
+        trap_runner = web.AppRunner(trap, access_log=None, handle_signals=False)
+        await trap_runner.setup()
+        await web.TCPSite(trap_runner, host, 0).start()
+        self._trap_runner = trap_runner
+        self._trap_origin = f"http://{shown}:{trap_runner.addresses[0][1]}"
+        self._neighbour_job = asyncio.create_task(self._neighbour_loop(), name="sandbox-neighbour")
         return self._base_url
 
     async def stop(self) -> None:
         for job in self._rendering.values():
             job.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._neighbour_job is not None:
+            self._neighbour_job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._neighbour_job
+            self._neighbour_job = None
+        for runner in (self._runner, self._trap_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._trap_runner = None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -448,6 +618,20 @@ class DashScopeEmulator:
         if self._base_url is None:
             raise RuntimeError("the emulator is not started")
         return self._base_url
+
+    @property
+    def trap_origin(self) -> str:
+        """Origin (scheme://host:port) of the trap listener that counts requests to foreign video URLs."""
+        if self._trap_origin is None:
+            raise RuntimeError("the emulator is not started")
+        return self._trap_origin
+
+    def api_key_id(self, api_key: str) -> str:
+        """The `api_key_id` the task list shows for tasks this key created."""
+        return api_key_id(api_key)
+
+    def neighbour_api_key_id(self, account: str) -> str:
+        return api_key_id(_neighbour_key(account))
 
     # --- run-time control ------------------------------------------------------------------------------
 
@@ -479,11 +663,12 @@ class DashScopeEmulator:
         _check_config(cfg)
         if cfg.seed != self.config.seed:
             self._rng = random.Random(cfg.seed)
+            self._neighbour_rng = random.Random(None if cfg.seed is None else cfg.seed + 1)
         self.config = cfg
 
     def occupy_slots(self, api_key: str, model: str, n: int) -> None:
-        """Someone else on the same account holds `n` of this model's in-flight slots (0 frees them)."""
-        self._occupied[(fingerprint(api_key), model)] = max(0, int(n))
+        """Someone else on the key's main account holds `n` of this model's in-flight slots (0 frees them)."""
+        self._occupied[(self.config.account_of(api_key), model)] = max(0, int(n))
 
     # --- statistics -------------------------------------------------------------------------------------
 
@@ -491,7 +676,9 @@ class DashScopeEmulator:
         return round(moment - self._epoch, 3)
 
     def stats(self) -> dict[str, Any]:
+        """Everything seen so far. Accounts are main-account names (a key's fingerprint by default)."""
         now = self._clock()
+        self._advance(now)
         timeline = []
         for task in self._tasks.values():
             status = self._visible_status(task, now)
@@ -500,7 +687,10 @@ class DashScopeEmulator:
                 {
                     "task_id": task.task_id,
                     "model": task.model.name,
-                    "key": task.account,
+                    "key": task.key_id,
+                    "account": task.account,
+                    "api_key_id": task.api_key_id,
+                    "neighbour": task.neighbour,
                     "created": self._rel(task.created),
                     "started": self._rel(started) if started is not None else None,
                     "finished": self._rel(task.finished) if now >= task.finished else None,
@@ -514,18 +704,29 @@ class DashScopeEmulator:
             "calls": dict(self._calls),
             "submissions_accepted": self._accepted,
             "submissions_by_key_model": copy.deepcopy(self._by_key_model),
+            # Limit refusals the callers caused themselves (the neighbour and occupy_slots not counted).
             "throttled": len(self._violations),
             "violations": list(self._violations),
+            # Refusals (or holds) only because others on the account used its slots or its burst budget.
+            "refused_for_others": self._refused_for_others,
+            "held": self._held_count,
             "faults": dict(self._faults),
+            "malformed_polls": dict(self._malformed_polls),
             "max_in_flight": copy.deepcopy(self._max_in_flight),
+            "max_running": copy.deepcopy(self._max_running),
             "in_flight_now": self._in_flight_now(now),
+            "neighbour": dict(self._neighbour),
             "rejected": dict(self._rejected),
+            "list_ranges_refused": self._list_refused_range,
             "truncated_prompts": self._truncated,
             "cancels": self._cancels,
             "image_urls": list(self._image_urls),
             "videos_rendered": self._videos_rendered,
             "videos_served": self._videos_served,
             "video_bytes_served": self._bytes_served,
+            "foreign_requests": len(self._foreign_requests),
+            "foreign_request_paths": list(self._foreign_requests),
+            "uploads_cut": self._uploads_cut,
             "tasks": timeline,
         }
 
@@ -540,7 +741,7 @@ class DashScopeEmulator:
     # --- plumbing shared by the API routes -------------------------------------------------------------
 
     def _route(
-        self, name: str, handler: Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+        self, name: str, handler: Callable[[web.Request, _Caller], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             request[_ARRIVED] = self._clock()
@@ -551,7 +752,7 @@ class DashScopeEmulator:
                 self._faults["latency"] += 1
                 await asyncio.sleep(faults.latency_s)
             try:
-                account = self._authenticate(request)
+                caller = self._authenticate(request)
                 if disturbed and self._roll(faults.error_rate):
                     self._faults["error"] += 1
                     if self._rng.random() < 0.5:
@@ -560,13 +761,14 @@ class DashScopeEmulator:
                 if disturbed and self._roll(faults.throttle_rate):
                     self._faults["throttle"] += 1
                     raise _ApiError(429, "Throttling", "Requests throttling triggered.")
-                response: web.StreamResponse = await handler(request, account)
+                response: web.StreamResponse = await handler(request, caller)
             except _ApiError as exc:
                 if 400 <= exc.status < 500 and exc.status != 429 and exc.code != "InvalidApiKey":
                     self._rejected[exc.code] = self._rejected.get(exc.code, 0) + 1
                 response = _error(exc.status, exc.code, exc.message)
-            if disturbed and self._roll(faults.drop_rate):
-                self._faults["drop"] += 1
+            lost = name == "create" and response.status == 200 and self._roll(self.config.lose_create_answer_rate)
+            if lost or (disturbed and self._roll(faults.drop_rate)):
+                self._faults["lost_create_answer" if lost else "drop"] += 1
                 if request.transport is not None:
                     request.transport.abort()  # the client sees the connection die without an answer
                 return response
@@ -581,24 +783,32 @@ class DashScopeEmulator:
     def _roll(self, rate: float) -> bool:
         return rate > 0 and self._rng.random() < rate
 
-    def _authenticate(self, request: web.Request) -> str:
+    def _authenticate(self, request: web.Request) -> _Caller:
         header = request.headers.get("Authorization", "")
         scheme, _, key = header.partition(" ")
         key = key.strip()
-        expected = self.config.api_key
-        if (
-            scheme.lower() != "bearer"
-            or not key
-            or (expected is not None and not hmac.compare_digest(key.encode(), expected.encode()))
-        ):
+        cfg = self.config
+        fixed = cfg.api_key
+        # With a fixed key, the keys named in `accounts` are accepted too (they are keys of the sandbox).
+        known = fixed is None or any(
+            hmac.compare_digest(key.encode(), candidate.encode()) for candidate in (fixed, *cfg.accounts)
+        )
+        if scheme.lower() != "bearer" or not key or not known:
             raise _ApiError(401, "InvalidApiKey", "Invalid API-key provided.")
-        return fingerprint(key)
+        caller = _Caller(account=cfg.account_of(key), key_id=fingerprint(key), api_key_id=api_key_id(key))
+        self._account_models.setdefault(caller.account, [])
+        return caller
 
     def _scaled(self, seconds: float) -> float:
         return seconds / self.config.time_scale
 
     def _find(self, task_id: str, account: str, now: float) -> _Task | None:
-        """Tasks of another account, and expired ones, do not exist (the provider answers UNKNOWN)."""
+        """Tasks of another main account, and expired ones, do not exist (the provider answers UNKNOWN).
+
+        Any key of the account sees all its tasks: "You can query all tasks under the Alibaba Cloud account
+        that owns the current API key, including tasks submitted with any API key under that account"
+        (https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks).
+        """
         task = self._tasks.get(task_id)
         if task is None or task.account != account:
             return None
@@ -613,10 +823,30 @@ class DashScopeEmulator:
 
     # --- create ----------------------------------------------------------------------------------------
 
-    async def _create(self, request: web.Request, account: str) -> web.Response:
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The request body, read no faster than `upload_bytes_per_s` when that is set."""
+        rate = self.config.upload_bytes_per_s
+        if rate is None:
+            return await request.read()
+        began = self._clock()
+        received = bytearray()
+        try:
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                received += chunk
+                if len(received) > MAX_BODY_BYTES:
+                    raise _ApiError(413, "RequestEntityTooLarge", "The request body is too large.")
+                due = began + len(received) / rate - self._clock()
+                if due > 0:
+                    await asyncio.sleep(due)
+        except (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError):
+            self._uploads_cut += 1  # the caller gave up mid-upload: no task
+            raise _ApiError(400, "InvalidParameter", "The request body was cut off.") from None
+        return bytes(received)
+
+    async def _create(self, request: web.Request, caller: _Caller) -> web.Response:
         if request.headers.get("X-DashScope-Async", "").strip().lower() != "enable":
             raise _ApiError(403, "AccessDenied", "current user api does not support synchronous calls")
-        raw = await request.read()
+        raw = await self._read_body(request)
         try:
             # Two 10 MB images make a 27 MB body: parse big ones off the event loop.
             body = await asyncio.to_thread(json.loads, raw) if len(raw) > 1_000_000 else json.loads(raw)
@@ -630,89 +860,203 @@ class DashScopeEmulator:
         model = self._models.get(model_name)
         if model is None:
             raise _ApiError(400, "InvalidParameter", "Model not exist.")
+        used = self._account_models.setdefault(caller.account, [])
+        if model_name not in used:
+            used.append(model_name)
 
-        self._check_burst(account, model_name, request.get(_ARRIVED, self._clock()))
+        self._check_burst(caller, model_name, request.get(_ARRIVED, self._clock()))
         spec = await self._validate(body, model)
         prompt, negative = spec["prompt"], spec["negative_prompt"]
         if spec["template"] is None and any(
             self.config.reject_word and self.config.reject_word in (text or "") for text in (prompt, negative)
         ):
             raise _ApiError(400, "DataInspectionFailed", "Input data may contain inappropriate content.")
+        for image in (spec["first"], spec["last"]):
+            if image is not None and image.url is not None:
+                self._image_urls.append(image.url.split("?", 1)[0])  # never keep a signed query
+        task = self._admit(caller, model, spec)  # no await in there: check and creation are one step
+        return web.json_response(
+            {"request_id": task.request_id, "output": {"task_id": task.task_id, "task_status": "PENDING"}}
+        )
 
-        # No await from here on: the in-flight check and the task's creation are one atomic step.
+    def _admit(self, caller: _Caller, model: EmulatedModel, spec: dict[str, Any]) -> _Task:
+        """The in-flight check and the task's creation. Raises the 429 past the limit in "reject" mode."""
         now = self._clock()
-        slots, _ = self.config.limits_for(model_name)
-        active = self._active_tasks(account, model_name, now)
-        occupied = self._occupied.get((account, model_name), 0)
-        if len(active) + occupied >= slots:
-            self._violation(account, model_name, "in_flight", now)
-            # The provider's code for this case is unconfirmed; every Throttling* means "later".
-            raise _ApiError(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
-
+        self._advance(now)
         cfg = self.config
+        key = (caller.account, model.name)
+        slots, _ = cfg.limits_for(model.name)
+        active = self._active_tasks(caller.account, model.name, now)
+        occupied = self._occupied.get(key, 0)
+        over = len(active) + occupied >= slots
+        if over:
+            own = sum(1 for t in active if not t.neighbour)
+            if caller.neighbour:
+                pass  # the neighbour's own trouble: counted by the caller of _admit
+            elif own >= slots:
+                self._violation(caller, model.name, "in_flight", now)
+            else:
+                self._refused_for_others += 1
+            if cfg.over_limit == "reject":
+                # The provider's code for this case is unconfirmed; every Throttling* means "later".
+                raise _ApiError(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
+            self._held_count += 1
+
+        template = spec["template"]
+        prompt = spec["prompt"]
         task = _Task(
             task_id=str(uuid.uuid4()),
-            account=account,
+            account=caller.account,
+            key_id=caller.key_id,
+            api_key_id=caller.api_key_id,
+            neighbour=caller.neighbour,
             model=model,
             request_id=str(uuid.uuid4()),
             created=now,
             created_wall=self._wall(),
             pending=self._scaled(self._rng.uniform(*cfg.pending_s)),
             running=self._scaled(self._rng.uniform(*cfg.running_s)),
-            fails=spec["template"] is None and bool(cfg.fail_word) and cfg.fail_word in (prompt or ""),
+            fails=template is None and bool(cfg.fail_word) and cfg.fail_word in (prompt or ""),
             resolution=spec["resolution"],
-            prompt=prompt if spec["template"] is None else None,
-            actual_prompt=_extend_prompt(prompt)
-            if spec["template"] is None and spec["prompt_extend"] and prompt
-            else None,
-            template=spec["template"],
+            prompt=prompt if template is None else None,
+            actual_prompt=_extend_prompt(prompt) if template is None and spec["prompt_extend"] and prompt else None,
+            template=template,
             first=spec["first"],
             last=spec["last"],
         )
+        if cfg.over_limit == "hold":
+            self._held.setdefault(key, []).append(task)  # a slot is given by _advance, first come first served
+        else:
+            task.start_at = task.ready
         self._tasks[task.task_id] = task
         active.append(task)
         self._accepted += 1
-        per_key = self._by_key_model.setdefault(account, {})
-        per_key[model_name] = per_key.get(model_name, 0) + 1
-        peaks = self._max_in_flight.setdefault(account, {})
-        peaks[model_name] = max(peaks.get(model_name, 0), len(active))
+        per_key = self._by_key_model.setdefault(caller.key_id, {})
+        per_key[model.name] = per_key.get(model.name, 0) + 1
+        peaks = self._max_in_flight.setdefault(caller.account, {})
+        peaks[model.name] = max(peaks.get(model.name, 0), len(active))
+        self._advance(now)
         log.info(
-            "sandbox task %s created for %s on %s (%s, pending %.1fs, running %.1fs)",
-            task.task_id, account, model_name, task.resolution, task.pending, task.running,
+            "sandbox task %s created for %s (%s) on %s (%s, pending %.1fs, running %.1fs)",
+            task.task_id, caller.key_id, caller.account, model.name, task.resolution, task.pending, task.running,
         )  # fmt: skip
-        return web.json_response(
-            {"request_id": task.request_id, "output": {"task_id": task.task_id, "task_status": "PENDING"}}
-        )
+        return task
+
+    def _advance(self, now: float) -> None:
+        """Give held tasks their running slots, at the moment a slot was free, up to `now`.
+
+        A held task starts at the earliest moment >= its ready time (and >= the start of every task queued
+        before it) at which fewer than `slots - occupied` tasks of its account and model were running. A task
+        still held after an earlier pass could not start before that pass's `now` (finished tasks may since
+        have been forgotten, so those moments are not looked at again).
+        """
+        for (account, model), queue in self._held.items():
+            slots = self.config.limits_for(model)[0] - self._occupied.get((account, model), 0)
+            peers = self._active.get((account, model), [])
+            floor = -math.inf
+            while queue:
+                task = queue[0]
+                if task.canceled_at is not None:
+                    queue.pop(0)
+                    continue
+                placed = [t for t in peers if t.start_at is not None]
+                latest_start = max((t.started for t in placed), default=-math.inf)
+                earliest = max(task.ready, floor, latest_start, self._advanced_to)
+                moments = [earliest, *sorted(t.finished for t in placed if t.finished > earliest)]
+                start = next((m for m in moments if m <= now and sum(1 for t in placed if t.occupies(m)) < slots), None)
+                if start is None:
+                    break
+                task.start_at = start
+                floor = start
+                queue.pop(0)
+                running = sum(1 for t in placed if t.occupies(start)) + 1
+                peaks = self._max_running.setdefault(account, {})
+                peaks[model] = max(peaks.get(model, 0), running)
+        self._advanced_to = max(self._advanced_to, now)
 
     def _active_tasks(self, account: str, model: str, now: float) -> list[_Task]:
         tasks = [t for t in self._active.get((account, model), []) if t.status(now) in ("PENDING", "RUNNING")]
         self._active[(account, model)] = tasks
         return tasks
 
-    def _check_burst(self, account: str, model: str, arrived: float) -> None:
-        """Sliding window over every create attempt that got this far, refused ones included.
+    def _check_burst(self, caller: _Caller, model: str, arrived: float) -> None:
+        """Sliding window over every create attempt of the main account that got this far, refused ones included.
 
         `submit_rps` of 2 means at most 2 attempts in any 1-second window [s, s+1); below 1/s, one per 1/rps
         seconds. An attempt is timed when its headers arrived (not when its megabytes of body were read), so
         attempts may be checked slightly out of order: they are kept sorted and every window holding the new
-        one is checked.
+        one is checked. The neighbour's attempts count against the account; a refusal is the callers' own
+        violation only when their attempts alone are over.
         """
         _, rps = self.config.limits_for(model)
         allowed = max(1, math.floor(rps))
         window = allowed / rps
-        attempts = self._attempts.setdefault((account, model), [])
-        del attempts[: bisect.bisect_right(attempts, self._clock() - 2 * window)]  # too old to matter
-        bisect.insort(attempts, arrived)
-        first = bisect.bisect_right(attempts, arrived - window)
-        last = bisect.bisect_right(attempts, arrived)
-        for start in attempts[first:last]:
-            if bisect.bisect_left(attempts, start + window) - bisect.bisect_left(attempts, start) > allowed:
-                self._violation(account, model, "burst", self._clock())
-                raise _ApiError(429, "Throttling.BurstRate", "Requests rate limit exceeded, please try again later.")
+        key = (caller.account, model)
+        everyone = self._attempts.setdefault(key, [])
+        own = self._own_attempts.setdefault(key, [])
+        horizon = self._clock() - 2 * window
+        for attempts in (everyone, own):
+            del attempts[: bisect.bisect_right(attempts, horizon)]  # too old to matter
+        bisect.insort(everyone, arrived)
+        if not caller.neighbour:
+            bisect.insort(own, arrived)
+        if not _window_over(everyone, arrived, window, allowed):
+            return
+        if caller.neighbour:
+            pass
+        elif _window_over(own, arrived, window, allowed):
+            self._violation(caller, model, "burst", self._clock())
+        else:
+            self._refused_for_others += 1
+        raise _ApiError(429, "Throttling.BurstRate", "Requests rate limit exceeded, please try again later.")
 
-    def _violation(self, account: str, model: str, kind: str, now: float) -> None:
-        self._violations.append({"t": self._rel(now), "key": account, "model": model, "kind": kind})
-        log.warning("sandbox limit violation: %s on %s by %s", kind, model, account)
+    def _violation(self, caller: _Caller, model: str, kind: str, now: float) -> None:
+        self._violations.append(
+            {"t": self._rel(now), "key": caller.account, "caller": caller.key_id, "model": model, "kind": kind}
+        )
+        log.warning("sandbox limit violation: %s on %s by %s (%s)", kind, model, caller.key_id, caller.account)
+
+    # --- the neighbour ---------------------------------------------------------------------------------
+
+    async def _neighbour_loop(self) -> None:
+        """Another key of each known account creates tasks of the models that account used."""
+        while True:
+            rate = self.config.neighbour_rate
+            if rate <= 0:
+                await asyncio.sleep(0.05)
+                continue
+            await asyncio.sleep(self._neighbour_rng.expovariate(rate))
+            for account in list(self._known_accounts()):
+                models = self._account_models.get(account) or []
+                if models:
+                    self._neighbour_submit(account, self._models[self._neighbour_rng.choice(models)])
+
+    def _known_accounts(self) -> list[str]:
+        named = list(dict.fromkeys(self.config.accounts.values()))
+        return named + [a for a in self._account_models if a not in named]
+
+    def _neighbour_submit(self, account: str, model: EmulatedModel) -> _Task | None:
+        key = _neighbour_key(account)
+        caller = _Caller(account=account, key_id=fingerprint(key), api_key_id=api_key_id(key), neighbour=True)
+        number = self._neighbour["created"] + self._neighbour["refused"] + 1
+        first = _Image(url=f"https://neighbour.invalid/frames/{number}-first.png")
+        spec = {
+            "prompt": f"the neighbour's own video #{number}",
+            "negative_prompt": None,
+            "template": None,
+            "resolution": model.default_resolution,
+            "prompt_extend": True,
+            "first": first,
+            "last": _Image(url=f"https://neighbour.invalid/frames/{number}-last.png"),
+        }
+        try:
+            self._check_burst(caller, model.name, self._clock())
+            task = self._admit(caller, model, spec)
+        except _ApiError:
+            self._neighbour["refused"] += 1
+            return None
+        self._neighbour["created"] += 1
+        return task
 
     async def _validate(self, body: dict[str, Any], model: EmulatedModel) -> dict[str, Any]:
         inp = body.get("input")
@@ -764,9 +1108,6 @@ class DashScopeEmulator:
         cfg = self.config
         first_image = await asyncio.to_thread(_inspect_image, first, "first_frame_url", cfg)
         last_image = await asyncio.to_thread(_inspect_image, last, "last_frame_url", cfg) if last else None
-        for image in (first_image, last_image):
-            if image is not None and image.url is not None:
-                self._image_urls.append(image.url.split("?", 1)[0])  # never keep a signed query
         return {
             "prompt": prompt,
             "negative_prompt": negative,
@@ -779,10 +1120,11 @@ class DashScopeEmulator:
 
     # --- poll, cancel, list ----------------------------------------------------------------------------
 
-    async def _get(self, request: web.Request, account: str) -> web.Response:
+    async def _get(self, request: web.Request, caller: _Caller) -> web.Response:
         task_id = request.match_info["task_id"]
         now = self._clock()
-        task = self._find(task_id, account, now)
+        self._advance(now)
+        task = self._find(task_id, caller.account, now)
         if task is None:
             return web.json_response(
                 {"request_id": str(uuid.uuid4()), "output": {"task_id": task_id, "task_status": "UNKNOWN"}}
@@ -791,6 +1133,10 @@ class DashScopeEmulator:
         task.polls += 1
         if status in ("SUCCEEDED", "FAILED", "CANCELED"):
             task.polls_after_finished += 1
+        if self._roll(self.config.malformed_poll_rate):
+            return self._malformed_poll(task)
+        # PENDING answers carry submit_time; RUNNING ones also scheduled_time (when it started running), as
+        # in the field table of https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks.
         output: dict[str, Any] = {
             "task_id": task.task_id,
             "task_status": status,
@@ -802,7 +1148,7 @@ class DashScopeEmulator:
             output["end_time"] = _provider_time(task.wall(task.finished))
         body: dict[str, Any] = {"request_id": str(uuid.uuid4()), "output": output}
         if status == "SUCCEEDED":
-            output["video_url"] = self._video_url(request, task)
+            output["video_url"] = self._answer_video_url(request, task)
             if task.prompt is not None:
                 output["orig_prompt"] = task.prompt
             if task.actual_prompt is not None:
@@ -812,6 +1158,10 @@ class DashScopeEmulator:
                 usage["SR"] = int(task.resolution.rstrip("Pp"))
             else:
                 usage["video_ratio"] = "standard"
+            absurd = self.config.absurd_billing
+            if absurd is not None:
+                usage["video_duration"] = ABSURD_BILLS[absurd]  # json.dumps writes the bare token Infinity/NaN
+                self._faults["absurd_bill"] += 1
             body["usage"] = usage
         elif status == "FAILED":
             output["code"] = "DataInspectionFailed"
@@ -819,10 +1169,29 @@ class DashScopeEmulator:
             body["usage"] = None
         return web.json_response(body)
 
-    async def _cancel(self, request: web.Request, account: str) -> web.Response:
+    def _malformed_poll(self, task: _Task) -> web.Response:
+        """A 200 answer a careful client cannot read: it must retry, never conclude anything."""
+        kinds = self.config.malformed_poll_kinds or MALFORMED_POLL_KINDS
+        kind = kinds[self._rng.randrange(len(kinds))]
+        self._faults["malformed_poll"] += 1
+        self._malformed_polls[kind] += 1
+        body: dict[str, Any] = {"request_id": str(uuid.uuid4())}
+        if kind == "null_output":
+            body["output"] = None
+        elif kind == "no_status":
+            body["output"] = {"task_id": task.task_id, "submit_time": _provider_time(task.created_wall)}
+        elif kind == "unknown_status":
+            body["output"] = {"task_id": task.task_id, "task_status": "PROCESSING"}
+        elif kind == "wrong_types":
+            body["output"] = {"task_id": 7, "task_status": ["SUCCEEDED"], "video_url": {"url": None}}
+            body["usage"] = {"video_duration": "five"}
+        return web.json_response(body)
+
+    async def _cancel(self, request: web.Request, caller: _Caller) -> web.Response:
         task_id = request.match_info["task_id"]
         now = self._clock()
-        task = self._find(task_id, account, now)
+        self._advance(now)
+        task = self._find(task_id, caller.account, now)
         if task is None or task.status(now) != "PENDING":
             # The provider's answer here is not documented; "UnsupportedOperation" is what its task API is
             # reported to send when the task is no longer PENDING. Any 4xx reads as "too late to cancel".
@@ -835,50 +1204,46 @@ class DashScopeEmulator:
         self._cancels += 1
         return web.json_response({"request_id": str(uuid.uuid4())})
 
-    async def _list(self, request: web.Request, account: str) -> web.Response:
+    async def _list(self, request: web.Request, caller: _Caller) -> web.Response:
+        """Every task of the caller's main account, whatever key created it, newest first.
+
+        The range rule and the row fields follow the "Query task list" section of
+        https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks; the filters are those
+        the official SDK sends (VideoSynthesis.list: model_name, api_key_id, region, status, page_no, page_size).
+        """
         query = request.query
+        now = self._clock()
+        self._advance(now)
         start = _parse_list_time(query.get("start_time"), "start_time")
         end = _parse_list_time(query.get("end_time"), "end_time")
+        if end is None:
+            end = self._wall() if start is None else start + LIST_WINDOW_MAX_S
+        if start is None:
+            start = end - LIST_WINDOW_MAX_S
+        if end < start or end - start > LIST_WINDOW_MAX_S:
+            self._list_refused_range += 1
+            raise _ApiError(
+                400, "InvalidParameter", "The time range between start_time and end_time cannot exceed 24 hours."
+            )
         try:
             page_no = int(query.get("page_no", "1"))
             page_size = int(query.get("page_size", "10"))
         except ValueError:
             raise _ApiError(400, "InvalidParameter", "page_no and page_size must be integers.") from None
-        if page_no < 1 or not 1 <= page_size <= 100:
-            raise _ApiError(400, "InvalidParameter", "page_no must be >= 1 and page_size within 1..100.")
+        if page_no < 1 or not 1 <= page_size <= LIST_PAGE_SIZE_MAX:
+            raise _ApiError(
+                400, "InvalidParameter", f"page_no must be >= 1 and page_size within 1..{LIST_PAGE_SIZE_MAX}."
+            )
         status_filter = query.get("status")
-        if status_filter is not None and status_filter not in (
-            "PENDING", "RUNNING", "SUSPENDED", "SUCCEEDED", "FAILED", "CANCELED", "UNKNOWN",
-        ):  # fmt: skip
+        if status_filter is not None and status_filter not in TASK_STATUSES:
             raise _ApiError(400, "InvalidParameter", "status is not a task status.")
         model_filter = query.get("model_name")
-        now = self._clock()
-        rows: list[tuple[float, dict[str, Any]]] = []
-        for task in self._tasks.values():
-            if self._find(task.task_id, account, now) is None:
-                continue
-            if start is not None and task.created_wall < start:
-                continue
-            if end is not None and task.created_wall >= end + 1:  # the end second is included
-                continue
-            status = task.status(now)
-            if (model_filter and task.model.name != model_filter) or (status_filter and status != status_filter):
-                continue
-            started = task.started if now >= task.started and task.canceled_at is None else None
-            rows.append(
-                (
-                    task.created_wall,
-                    {
-                        "task_id": task.task_id,
-                        "status": status,
-                        "model_name": task.model.name,
-                        "request_id": task.request_id,
-                        "gmt_create": int(task.created_wall * 1000),
-                        "start_time": int(task.wall(started) * 1000) if started is not None else None,
-                        "end_time": int(task.wall(task.finished) * 1000) if now >= task.finished else None,
-                    },
-                )
-            )
+        key_filter = query.get("api_key_id")
+        region_filter = query.get("region")
+        if region_filter and region_filter != self.config.region:
+            rows: list[tuple[float, dict[str, Any]]] = []
+        else:
+            rows = self._list_rows(caller.account, now, start, end, model_filter, key_filter, status_filter)
         rows.sort(key=lambda row: row[0], reverse=True)
         total = len(rows)
         first = (page_no - 1) * page_size
@@ -893,11 +1258,73 @@ class DashScopeEmulator:
             }
         )
 
+    def _list_rows(
+        self,
+        account: str,
+        now: float,
+        start: float,
+        end: float,
+        model_filter: str | None,
+        key_filter: str | None,
+        status_filter: str | None,
+    ) -> list[tuple[float, dict[str, Any]]]:
+        rows = []
+        uid = caller_uid(account)
+        for task in self._tasks.values():
+            if self._find(task.task_id, account, now) is None:
+                continue
+            if task.created_wall < start or task.created_wall >= end + 1:  # the end second is included
+                continue
+            status = task.status(now)
+            if (
+                (model_filter and task.model.name != model_filter)
+                or (key_filter and task.api_key_id != key_filter)
+                or (status_filter and status != status_filter)
+            ):
+                continue
+            started = task.started if now >= task.started and task.canceled_at is None else None
+            row = {
+                "task_id": task.task_id,
+                "status": status,
+                "model_name": task.model.name,
+                "request_id": task.request_id,
+                "api_key_id": task.api_key_id,
+                "caller_uid": uid,
+                "region": self.config.region,
+                "gmt_create": int(task.created_wall * 1000),
+                "start_time": int(task.wall(started) * 1000) if started is not None else None,
+                "end_time": int(task.wall(task.finished) * 1000) if now >= task.finished else None,
+            }
+            rows.append((task.created_wall, row))
+        return rows
+
     # --- videos ----------------------------------------------------------------------------------------
 
     def _signature(self, task_id: str, expires: int) -> str:
         mac = hmac.new(self._url_secret, f"{task_id}\n{expires}".encode(), hashlib.sha1).digest()
         return base64.b64encode(mac).decode()
+
+    def _foreign_url(self) -> str | None:
+        url = self.config.foreign_video_url
+        if url is None:
+            return None
+        if TRAP_MARK in url:
+            url = url.replace(TRAP_MARK, self.trap_origin)
+        return url
+
+    def _answer_video_url(self, request: web.Request, task: _Task) -> str:
+        foreign = self._foreign_url()
+        if foreign is not None and not self.config.foreign_video_redirect:
+            self._faults["foreign_video_url"] += 1
+            return foreign
+        return self._video_url(request, task)
+
+    async def _trap(self, request: web.Request) -> web.Response:
+        """Another service on the host: it only counts who came, and answers with something MP4-looking."""
+        self._foreign_requests.append(f"{request.method} {request.path}")
+        log.warning("sandbox trap listener got %s %s", request.method, request.path)
+        body = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(1024)
+        return web.Response(body=body, content_type="video/mp4")
 
     def _video_url(self, request: web.Request, task: _Task) -> str:
         # Shaped like the provider's signed OSS links; valid for the task's TTL after it finished.
@@ -921,6 +1348,7 @@ class DashScopeEmulator:
         name = request.match_info["name"]
         task = self._tasks.get(name.removesuffix(".mp4"))
         now = self._clock()
+        self._advance(now)
         if task is None or not name.endswith(".mp4") or self._visible_status(task, now) != "SUCCEEDED":
             return _oss_error(404, "NoSuchKey", "The specified key does not exist.")
         try:
@@ -932,6 +1360,10 @@ class DashScopeEmulator:
             return _oss_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match.")
         if self._wall() > expires:
             return _oss_error(403, "AccessDenied", "Request has expired.")
+        foreign = self._foreign_url()
+        if foreign is not None and self.config.foreign_video_redirect:
+            self._faults["foreign_video_url"] += 1
+            raise web.HTTPFound(foreign)
 
         video = await self._video_bytes(task)
         pad = self.config.video_min_bytes - len(video)
@@ -1005,6 +1437,16 @@ class DashScopeEmulator:
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": 'send {"api_key": ..., "model": ..., "n": ...}'}, status=400)
         return web.json_response({"ok": True})
+
+
+def _window_over(attempts: list[float], arrived: float, window: float, allowed: int) -> bool:
+    """Does any window [s, s + window) that holds `arrived` hold more than `allowed` of the sorted attempts?"""
+    first = bisect.bisect_right(attempts, arrived - window)
+    last = bisect.bisect_right(attempts, arrived)
+    return any(
+        bisect.bisect_left(attempts, start + window) - bisect.bisect_left(attempts, start) > allowed
+        for start in attempts[first:last]
+    )
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
