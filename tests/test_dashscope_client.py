@@ -25,6 +25,7 @@ from bot.dashscope.errors import (
     ContentRejectedError,
     DashScopeError,
     InvalidRequestError,
+    MalformedAnswerError,
     ProviderUnavailableError,
     SubmissionOutcomeUnknownError,
     ThrottledError,
@@ -348,10 +349,11 @@ async def test_malformed_answers(client: DashScopeClient, catalog: Catalog, emul
     emulator.update(faults=FaultConfig(malformed_rate=1.0))
     with pytest.raises(SubmissionOutcomeUnknownError):
         await client.create_task(flash_request(catalog))
-    with pytest.raises(ProviderUnavailableError) as info:
+    with pytest.raises(MalformedAnswerError) as info:
         await client.get_task("any")
-    assert info.value.code == "Malformed"
-    with pytest.raises(ProviderUnavailableError):
+    assert info.value.code == "MalformedAnswer" and info.value.retryable  # temporary: never a final status
+    assert isinstance(info.value, ProviderUnavailableError)
+    with pytest.raises(MalformedAnswerError):
         await client.list_tasks(start=datetime.now(UTC) - timedelta(hours=1), end=datetime.now(UTC))
     assert emulator.stats()["faults"]["malformed"] == 3
 

@@ -7,6 +7,9 @@ The split follows what the caller must do, not where the error came from:
 * `AccountProblemError` — key, billing or permission: alert the owner, pause submissions.
 * `SubmissionOutcomeUnknownError` — a create was sent but its answer was lost: the task may exist. Reconcile
   with `list_tasks`, never resubmit blindly (that could pay twice).
+* `MalformedAnswerError` — a 2xx answer that cannot be read: temporary (a `ProviderUnavailableError`), never final.
+* `ForeignVideoUrlError`, `NotAVideoError`, `VideoTooLargeError` — the result video must not (or cannot usefully)
+  be fetched: permanent, one attempt only.
 
 `str()` of every error is `"<Class> http=<s> code=<c> request_id=<r>: <message>"` and goes through `redact`, so
 it is safe to log: no API key, no base64 payload, no signed query string.
@@ -90,6 +93,26 @@ class ProviderUnavailableError(DashScopeError):
     retryable = True
 
 
+class MalformedAnswerError(ProviderUnavailableError):
+    """A 2xx answer that cannot be read: not JSON, over the size bound, no (or a null) `output`, a missing or
+    unknown `task_status`, wrong types, a non-finite number outside `usage`.
+
+    Temporary by design: the provider's data is never an order, so an unreadable answer says nothing about the
+    task. Callers retry with backoff and never treat it as a final state.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: str = "MalformedAnswer",
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, code=code, request_id=request_id, retry_after=retry_after)
+
+
 class InvalidRequestError(DashScopeError):
     """400 InvalidParameter / InvalidURL / InvalidImageFormat / InvalidFile.* / BadRequest.* and other 4xx."""
 
@@ -116,7 +139,23 @@ class VideoUnavailableError(DashScopeError):
 
 
 class VideoTooLargeError(DashScopeError):
-    """The result video is larger than the caller allowed; nothing was kept on disk."""
+    """The result video is larger than the caller allowed; nothing was kept on disk. Permanent: don't retry."""
+
+
+class NotAVideoError(VideoUnavailableError):
+    """The result URL answered with a body that is not an MP4 (no `ftyp` box at offset 4); nothing was kept."""
+
+
+class ForeignVideoUrlError(DashScopeError):
+    """The result URL (or a redirect) points outside the provider's storage: it was never requested.
+
+    Permanent: the same task will keep answering the same URL, and fetching it could reach services on the
+    bot's own host or network (cloud metadata, the metrics port).
+    """
+
+
+class TaskListTooLongError(DashScopeError):
+    """The task list for a window has more pages than the caller allowed: narrow the window instead."""
 
 
 _ACCOUNT_CODES = frozenset(

@@ -1,23 +1,27 @@
 """What goes to DashScope and what comes back, as pydantic models.
 
 Requests are built and checked here (`CreateTaskRequest.build`) so nothing the provider would refuse, or
-silently truncate, is ever sent. Responses are parsed leniently: unknown fields are kept, missing optional
-ones are None, so a provider that adds fields does not break the bot.
+silently truncate, is ever sent. Responses are untrusted data: unknown fields are kept and missing optional ones
+are None, but an answer that cannot be read (no `output`, an unknown `task_status`, wrong types) raises
+`ValueError`/`TypeError`/`KeyError`/`ValidationError` here, which the client turns into `MalformedAnswerError`.
+Nothing unreadable becomes a status: only a literal "UNKNOWN" is `TaskStatus.UNKNOWN`.
 
-Times: the provider writes task times as "YYYY-MM-DD HH:mm:ss.SSS" without a zone. Both regions (Beijing,
-Singapore) are UTC+8, so they are read as UTC+8 (`PROVIDER_TZ`; unconfirmed by any doc, so callers should only
-rely on differences between them). The list endpoint gives epoch milliseconds.
+Times: poll answers carry "YYYY-MM-DD HH:mm:ss.SSS" without a zone (examples on
+https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks); they are read as UTC+8
+(`PROVIDER_TZ`, the zone of both regions; unconfirmed: the page names none), so callers rely only on
+differences between them. List rows carry epoch milliseconds, which need no zone.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.catalog import Catalog
 from bot.dashscope.errors import DashScopeError, classify, redact
@@ -60,14 +64,18 @@ class TaskStatus(StrEnum):
 
     @classmethod
     def parse(cls, value: object) -> TaskStatus:
-        """Lenient: a status this code does not know is UNKNOWN rather than an exception."""
-        try:
-            return cls(str(value).upper())
-        except ValueError:
-            return cls.UNKNOWN
+        """Strict: exactly one of the seven documented statuses, else `ValueError`.
+
+        A missing, misspelt or new status is not UNKNOWN (which is final): it is an unreadable answer.
+        """
+        if isinstance(value, str) and value in _BY_VALUE:
+            return _BY_VALUE[value]
+        shown = repr(value)[:40]
+        raise ValueError(f"not a task status: {shown}")
 
 
 _FINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.UNKNOWN})
+_BY_VALUE = {status.value: status for status in TaskStatus}
 
 
 def parse_provider_time(value: str | None) -> datetime | None:
@@ -282,6 +290,40 @@ class Usage(_Lenient):
     SR: int | None = None
     video_ratio: str | None = None
 
+    @classmethod
+    def from_api(cls, raw: dict[str, Any]) -> Self:
+        """The billed duration as sent (huge, negative, inf and nan included: the caller clamps it).
+
+        Only `video_duration` decides money, so only it must be a number; the informative fields are dropped
+        when their type is wrong rather than failing the answer.
+        """
+        fields = dict(raw)
+        fields["video_duration"] = _billed_duration(raw.get("video_duration"))
+        for name in ("video_count", "SR", "video_ratio"):
+            if name in fields:
+                try:
+                    cls.model_validate({name: fields[name]})
+                except ValidationError:
+                    del fields[name]
+        return cls.model_validate(fields)
+
+
+def _billed_duration(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("usage.video_duration is not a number")
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # an integer too large for a float: absurd, but "as sent" means huge
+            return math.copysign(math.inf, value)
+    return float(value)  # a numeric string ("5") as sent; anything else raises ValueError
+
+
+# Fields the poll answer's `output` may not override: they are set from what was checked.
+_RESERVED_OUTPUT = frozenset({"task_id", "task_status", "status", "request_id", "usage"})
+
 
 class TaskResult(_Lenient):
     """One poll's answer. A FAILED task is a normal result (HTTP 200) with `code`/`message` set."""
@@ -301,17 +343,29 @@ class TaskResult(_Lenient):
 
     @classmethod
     def from_api(cls, data: dict[str, Any], *, task_id: str) -> Self:
+        """Strict where it matters: an object `output` with a known `task_status`, about `task_id` if named.
+
+        Raises `ValueError`/`TypeError`/`ValidationError` for anything else (the client's MalformedAnswerError).
+        """
         output = data.get("output")
         if not isinstance(output, dict):
             raise ValueError("task answer without an output object")
-        known = {k: v for k, v in output.items() if k not in ("task_id", "task_status", "request_id", "usage")}
+        if "task_status" not in output:
+            raise ValueError("task answer without a task_status")
+        status = TaskStatus.parse(output["task_status"])
+        echoed = output.get("task_id")
+        if echoed is not None and echoed != task_id:
+            raise ValueError("task answer about another task")
         usage = data.get("usage")
+        if usage is not None and not isinstance(usage, dict):
+            raise TypeError("usage is not an object")
+        known = {k: v for k, v in output.items() if k not in _RESERVED_OUTPUT}
         return cls(
             **known,
-            task_id=str(output.get("task_id") or task_id),
-            status=TaskStatus.parse(output.get("task_status")),
+            task_id=task_id,
+            status=status,
             request_id=data.get("request_id"),
-            usage=Usage.model_validate(usage) if isinstance(usage, dict) else None,
+            usage=Usage.from_api(usage) if usage is not None else None,
         )
 
     def __repr__(self) -> str:
@@ -325,7 +379,10 @@ class TaskResult(_Lenient):
 
     @property
     def billed_seconds(self) -> float | None:
-        """Seconds the provider bills for (only successful tasks report usage)."""
+        """Seconds the provider bills for, AS SENT: may be huge, negative, inf or nan. The caller clamps.
+
+        Only successful tasks report usage; None when the answer had none.
+        """
         return self.usage.video_duration if self.usage is not None else None
 
     @property
@@ -361,21 +418,37 @@ class TaskResult(_Lenient):
 
 
 class TaskSummary(_Lenient):
-    """One row of the list endpoint. Times are epoch milliseconds (strings tolerated)."""
+    """One row of the list endpoint, which covers the whole main account: other keys, apps and the console.
+
+    `api_key_id` (an id of the key that created the task, not the key), `caller_uid` and `region` tell whose
+    task it is; numbers are read as text. Times are epoch milliseconds (strings tolerated).
+    """
 
     task_id: str
-    status: TaskStatus = TaskStatus.UNKNOWN
+    status: TaskStatus
     model_name: str | None = None
     request_id: str | None = None
+    api_key_id: str | None = None
+    caller_uid: str | None = None
+    region: str | None = None
     start_time: int | str | None = None
     end_time: int | str | None = None
     gmt_create: int | str | None = None
 
     @classmethod
-    def from_api(cls, row: dict[str, Any]) -> Self:
-        fields = dict(row)
+    def from_api(cls, row: object) -> Self:
+        """A row that cannot be read raises: skipping it could hide a task of ours (and pay twice)."""
+        if not isinstance(row, dict):
+            raise TypeError("task list row is not an object")
+        task_id = row.get("task_id")
+        if not isinstance(task_id, str) or not task_id:
+            raise ValueError("task list row without a task_id")
+        fields = {k: v for k, v in row.items() if k != "task_status"}
         fields["status"] = TaskStatus.parse(row.get("status", row.get("task_status")))
-        return cls.model_validate(fields)
+        summary = cls.model_validate(fields)
+        for value in (summary.gmt_create, summary.start_time, summary.end_time):
+            _checked_epoch_ms(value)
+        return summary
 
     @property
     def created_at(self) -> datetime | None:
@@ -388,6 +461,14 @@ class TaskSummary(_Lenient):
     @property
     def ended_at(self) -> datetime | None:
         return parse_epoch_ms(self.end_time)
+
+
+def _checked_epoch_ms(value: int | str | None) -> None:
+    """Raise ValueError for a time no datetime can hold (the properties above must never raise later)."""
+    try:
+        parse_epoch_ms(value)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError("task list row with an unreadable time") from None
 
 
 class TaskPage(_Lenient):
@@ -404,4 +485,7 @@ class TaskPage(_Lenient):
         if not isinstance(rows, list):
             raise ValueError("task list answer whose data is not a list")
         fields = {k: v for k, v in data.items() if k != "data"}
-        return cls.model_validate({**fields, "data": [TaskSummary.from_api(r) for r in rows]})
+        page = cls.model_validate({**fields, "data": [TaskSummary.from_api(r) for r in rows]})
+        if min(page.total, page.total_page, page.page_no, page.page_size) < 0:
+            raise ValueError("task list answer with a negative count")
+        return page
