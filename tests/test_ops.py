@@ -46,6 +46,7 @@ class Stub:
 
     url: str = ""
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    bot_public: bool | None = None  # the application's Public Bot switch; None: not in the answer
 
     @property
     def discord(self) -> str:
@@ -72,7 +73,10 @@ async def stub() -> AsyncIterator[Stub]:
     async def application(request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bot {GOOD_TOKEN}":
             return web.json_response({"message": "401: Unauthorized"}, status=401)
-        return web.Response(text=json.dumps({"id": APP_ID, "name": "kf2v"}), headers=json_type)
+        app: dict[str, Any] = {"id": APP_ID, "name": "kf2v"}
+        if state.bot_public is not None:
+            app["bot_public"] = state.bot_public
+        return web.Response(text=json.dumps(app), headers=json_type)
 
     async def tasks(request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
@@ -202,6 +206,45 @@ async def test_check_with_rejected_credentials_fails(tmp_path: Path, stub: Stub,
         assert dashscope.startswith("OK")
     assert "check FAILED" in output
     _assert_no_secrets(output, token, key)
+
+
+@pytest.mark.parametrize(
+    ("bot_public", "allowed", "status", "fragment"),
+    [
+        (True, "", "WARN", "the application is public"),
+        (True, "123456789012345678,223456789012345678", "OK", "serves only KF2V_ALLOWED_GUILDS (2 server(s))"),
+        (False, "", "OK", "the application is private"),
+        (None, "", "WARN", "could not tell whether the application is public"),
+    ],
+    ids=["public-no-allow-list", "public-allow-list", "private", "unknown"],
+)
+async def test_check_warns_when_anyone_can_add_the_bot(
+    tmp_path: Path, stub: Stub, bot_public: bool | None, allowed: str, status: str, fragment: str
+) -> None:
+    stub.bot_public = bot_public
+    settings = _settings(tmp_path, discord_token=GOOD_TOKEN, discord_api_base=stub.discord, KF2V_ALLOWED_GUILDS=allowed)
+    code, output = await _check(settings)
+    assert code == 0, output  # a warning, not a failure: the bot still runs
+    line = _line(output, "guilds")
+    assert line.startswith(status) and fragment in line, line
+    if status == "WARN" and bot_public:
+        assert "KF2V_ALLOWED_GUILDS is empty" in line and "Public Bot" in line
+
+
+async def test_check_reads_public_bot_from_the_discord_emulator(tmp_path: Path) -> None:
+    from bot.sandbox.discord_emu import DiscordEmulator
+
+    discord = DiscordEmulator(bot_token=GOOD_TOKEN)  # its application is public, as Discord's default is
+    await discord.start()
+    try:
+        settings = _settings(tmp_path, discord_token=GOOD_TOKEN, discord_api_base=discord.api_base)
+        code, output = await _check(settings)
+    finally:
+        await discord.stop()
+    assert code == 0, output
+    assert _line(output, "discord").startswith("OK")
+    assert _line(output, "guilds").startswith("WARN") and "the application is public" in output
+    _assert_no_secrets(output, GOOD_TOKEN)
 
 
 async def test_check_every_extra_key(tmp_path: Path, stub: Stub) -> None:
