@@ -65,6 +65,7 @@ async def test_owner_and_manager_changes_made_at_once_both_stay(store: JobStore)
 async def test_a_stale_reader_cannot_revert_another_column(store: JobStore) -> None:
     await store.update_policy(3, daily_budget=5000, member_daily_videos=4)
     stale = await store.get_policy(3)  # a manager's view, read before the owner's change below
+    assert stale.member_daily_videos == 4
     await store.update_policy(3, daily_budget=9000)
     updated = await store.update_policy(3, member_daily_videos=stale.member_daily_videos + 1)
     assert (updated.daily_budget, updated.member_daily_videos) == (9000, 5)
