@@ -143,7 +143,11 @@ async def build_services(settings: Settings, notifier: Notifier | None = None) -
     clients = {}
     for key in settings.api_keys():
         client = DashScopeClient(
-            http, base_url=settings.dashscope_base_url, api_key=key, timeout=settings.request_timeout
+            http,
+            base_url=settings.dashscope_base_url,
+            api_key=key,
+            timeout=settings.request_timeout,
+            video_url_hosts=settings.video_url_hosts,
         )
         clients[client.account_id] = client
     if not clients:  # `check`/tests without a key still build; nothing can be submitted

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.catalog import load_catalog
+from bot.dashscope.errors import ForeignVideoUrlError
 from bot.errors import QueueFull, QuotaExceeded, RateLimited
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.service import UserRateLimiter
@@ -174,5 +175,26 @@ async def test_frames_are_decoded_at_most_image_workers_at_a_time(tmp_path: Path
         assert len({j.id for j in jobs}) == 8
         assert workers.checked == 16
         assert 1 <= workers.peak <= 2 and workers.active == 0
+    finally:
+        await services.stop()
+
+
+# --- wiring ------------------------------------------------------------------------------------------------
+async def test_settings_reach_the_provider_clients_and_the_worker(tmp_path: Path, emulator: DashScopeEmulator) -> None:
+    services, _ = await start_engine(
+        tmp_path / "data",
+        emulator.base_url,
+        KF2V_VIDEO_URL_HOSTS="videos.example.com",
+        KF2V_POLL_TARGET_DELAY=0.3,
+        KF2V_MAX_VIDEO_BYTES=2 * 1024 * 1024,
+    )
+    try:
+        (client,) = services.worker.clients.values()
+        client.check_video_url("https://videos.example.com/out.mp4")  # KF2V_VIDEO_URL_HOSTS: allowed
+        client.check_video_url("https://bucket.oss-cn-beijing.aliyuncs.com/out.mp4")  # the provider's storage
+        with pytest.raises(ForeignVideoUrlError):
+            client.check_video_url("https://elsewhere.example.com/out.mp4")
+        config = services.worker.config
+        assert (config.detection_target_s, config.max_video_bytes) == (0.3, 2 * 1024 * 1024)
     finally:
         await services.stop()
