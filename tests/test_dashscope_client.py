@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import logging
+import math
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -15,11 +17,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from PIL import Image
 from pydantic import SecretStr
 
 from bot.catalog import Catalog, load_catalog
-from bot.dashscope.client import DashScopeClient, account_fingerprint, format_list_time
+from bot.dashscope.client import LIST_TZ, LIST_WINDOW_MAX, DashScopeClient, account_fingerprint, format_list_time
 from bot.dashscope.errors import (
     AccountProblemError,
     ContentRejectedError,
@@ -28,6 +31,7 @@ from bot.dashscope.errors import (
     MalformedAnswerError,
     ProviderUnavailableError,
     SubmissionOutcomeUnknownError,
+    TaskListTooLongError,
     ThrottledError,
     VideoTooLargeError,
     VideoUnavailableError,
@@ -542,3 +546,327 @@ async def test_megabyte_images_go_through(
     created = await client.create_task(flash_request(catalog, first_frame_uri=data_uri(buf.getvalue())))
     assert created.status is TaskStatus.PENDING
     assert emulator.stats()["submissions_accepted"] == 1
+
+
+# --- answers are data: shapes the emulator does not send, from a scripted server on 127.0.0.1 -----------
+
+
+class ScriptedProvider:
+    """Answers every request with the next scripted (status, raw body); records each request's query."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, bytes]] = []
+        self.queries: list[dict[str, str]] = []
+        self.runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def __aenter__(self) -> ScriptedProvider:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.base_url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/api/v1"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    def script(self, *bodies: str | bytes, status: int = 200) -> None:
+        self.answers.extend((status, b if isinstance(b, bytes) else b.encode()) for b in bodies)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.queries.append(dict(request.query))
+        status, raw = self.answers.pop(0)
+        return web.Response(status=status, body=raw, content_type="application/json")
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedProvider]:
+    async with ScriptedProvider() as provider:
+        yield provider
+
+
+def scripted_client(session: aiohttp.ClientSession, provider: ScriptedProvider, **kwargs: Any) -> DashScopeClient:
+    return DashScopeClient(session, base_url=provider.base_url, api_key=SecretStr(KEY), timeout=5, **kwargs)
+
+
+RUNNING = '"task_id": "t-1", "task_status": "RUNNING"'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"request_id": "r"}',
+        '{"request_id": "r", "output": null}',
+        '{"request_id": "r", "output": "SUCCEEDED"}',
+        '{"request_id": "r", "output": {"task_id": "t-1"}}',
+        '{"request_id": "r", "output": {"task_id": "t-1", "task_status": null}}',
+        '{"request_id": "r", "output": {"task_id": "t-1", "task_status": "DONE"}}',
+        '{"request_id": "r", "output": {"task_id": "t-1", "task_status": "succeeded"}}',
+        '{"request_id": "r", "output": {"task_id": "t-1", "task_status": 3}}',
+        '{"request_id": "r", "output": {"task_id": "t-2", "task_status": "SUCCEEDED"}}',
+        '{"request_id": "r", "output": {' + RUNNING + ', "video_url": {"href": "x"}}}',
+        '{"request_id": "r", "output": {' + RUNNING + ', "submit_time": ["2025"]}}',
+        '{"request_id": "r", "output": {' + RUNNING + '}, "usage": [5]}',
+        '{"request_id": "r", "output": {' + RUNNING + '}, "usage": {"video_duration": "five"}}',
+        '{"request_id": "r", "output": {' + RUNNING + '}, "usage": {"video_duration": true}}',
+        '{"request_id": "r", "output": {' + RUNNING + ', "progress": Infinity}}',
+        '{"request_id": NaN, "output": {' + RUNNING + "}}",
+        '{"request_id": "r", "output": {' + RUNNING + ', "metrics": [1, [-1e999]]}}',
+        "<html>502 Bad Gateway</html>",
+        '[{"task_status": "SUCCEEDED"}]',
+        "",
+        "[" * 100_000 + "]" * 100_000,
+    ],
+    ids=[
+        "no-output",
+        "output-null",
+        "output-string",
+        "no-status",
+        "status-null",
+        "status-unknown",
+        "status-lowercase",
+        "status-number",
+        "another-task",
+        "url-object",
+        "time-list",
+        "usage-list",
+        "duration-text",
+        "duration-bool",
+        "infinity-in-output",
+        "nan-request-id",
+        "overflow-nested",
+        "html",
+        "array",
+        "empty",
+        "deep-nesting",
+    ],
+)
+async def test_unreadable_poll_answers_are_malformed_never_a_status(
+    raw: str, scripted: ScriptedProvider, session: aiohttp.ClientSession
+) -> None:
+    scripted.script(raw)
+    client = scripted_client(session, scripted)
+    with pytest.raises(MalformedAnswerError) as info:
+        await client.get_task("t-1")
+    error = info.value
+    assert error.retryable and error.code == "MalformedAnswer" and error.http_status == 200
+    assert len(str(error)) <= 400  # bounded, whatever the answer held
+
+
+async def test_answers_over_the_size_bound_are_not_read(
+    scripted: ScriptedProvider, session: aiohttp.ClientSession, catalog: Catalog
+) -> None:
+    padding = "x" * 5000
+    big = '{"request_id": "r", "output": {' + RUNNING + ', "pad": "' + padding + '"}}'
+    scripted.script(big, big)
+    scripted.script('{"code": "InternalError", "message": "' + padding + '"}', status=500)
+    client = scripted_client(session, scripted, max_answer_bytes=4096)
+    with pytest.raises(MalformedAnswerError, match="larger than 4096 bytes"):
+        await client.get_task("t-1")
+    with pytest.raises(SubmissionOutcomeUnknownError):  # a create's unreadable answer: the task may exist
+        await client.create_task(flash_request(catalog))
+    with pytest.raises(ProviderUnavailableError) as info:  # an error body too big to read: its status decides
+        await client.get_task("t-1")
+    assert info.value.http_status == 500 and not isinstance(info.value, MalformedAnswerError)
+
+    scripted.script(big)  # the same answer under the default bound (1 MiB) is read
+    assert (await scripted_client(session, scripted).get_task("t-1")).status is TaskStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("usage", "billed"),
+    [
+        ('{"video_duration": 1000000, "video_count": 1}', 1_000_000.0),
+        ('{"video_duration": Infinity}', math.inf),
+        ('{"video_duration": -Infinity}', -math.inf),
+        ('{"video_duration": -5}', -5.0),
+        ('{"video_duration": 1e999}', math.inf),
+        ('{"video_duration": ' + "9" * 400 + "}", math.inf),
+        ('{"video_duration": "5"}', 5.0),
+        ('{"video_duration": 5, "video_count": Infinity, "SR": "tall", "video_ratio": [1]}', 5.0),
+        ('{"video_count": 1}', None),
+    ],
+    ids=["huge", "infinity", "minus-infinity", "negative", "overflow", "huge-integer", "text", "junk-extras", "none"],
+)
+async def test_absurd_bills_are_returned_as_sent_for_the_caller_to_clamp(
+    usage: str, billed: float | None, scripted: ScriptedProvider, session: aiohttp.ClientSession
+) -> None:
+    scripted.script(
+        '{"request_id": "r", "output": {"task_id": "t-1", "task_status": "SUCCEEDED", '
+        '"video_url": "https://b.oss-cn-beijing.aliyuncs.com/v.mp4"}, "usage": ' + usage + "}"
+    )
+    result = await scripted_client(session, scripted).get_task("t-1")
+    assert result.status is TaskStatus.SUCCEEDED
+    assert result.billed_seconds == billed
+    assert result.usage is not None and result.usage.video_count in (None, 1)  # junk extras dropped, not fatal
+
+
+async def test_nan_bill_is_returned_as_sent(scripted: ScriptedProvider, session: aiohttp.ClientSession) -> None:
+    scripted.script('{"output": {"task_id": "t-1", "task_status": "SUCCEEDED"}, "usage": {"video_duration": NaN}}')
+    result = await scripted_client(session, scripted).get_task("t-1")
+    assert result.billed_seconds is not None and math.isnan(result.billed_seconds)
+
+
+async def test_only_a_literal_unknown_is_unknown(scripted: ScriptedProvider, session: aiohttp.ClientSession) -> None:
+    scripted.script('{"request_id": "r", "output": {"task_id": "t-1", "task_status": "UNKNOWN"}}')
+    result = await scripted_client(session, scripted).get_task("t-1")
+    assert result.status is TaskStatus.UNKNOWN and result.status.is_final
+
+
+def test_task_status_parse_is_strict() -> None:
+    for status in TaskStatus:
+        assert TaskStatus.parse(status.value) is status
+    for bad in ("", "unknown", "Succeeded", " RUNNING", "DONE", None, 3, ["PENDING"]):
+        with pytest.raises(ValueError, match="not a task status"):
+            TaskStatus.parse(bad)
+
+
+async def test_non_finite_numbers_in_a_create_answer_leave_the_outcome_unknown(
+    scripted: ScriptedProvider, session: aiohttp.ClientSession, catalog: Catalog
+) -> None:
+    scripted.script('{"request_id": "r", "output": {"task_id": "t-9", "task_status": "PENDING", "eta": NaN}}')
+    with pytest.raises(SubmissionOutcomeUnknownError) as info:
+        await scripted_client(session, scripted).create_task(flash_request(catalog))
+    assert info.value.code == "MalformedAnswer" and not info.value.retryable
+
+
+# --- the task list: whose rows, which window, how many pages ---------------------------------------------
+
+
+def list_answer(rows: list[str], *, total_page: int = 1, page_no: int = 1) -> str:
+    return (
+        f'{{"request_id": "r", "total": {len(rows)}, "total_page": {total_page}, "page_no": {page_no}, '
+        f'"page_size": 100, "data": [{", ".join(rows)}]}}'
+    )
+
+
+def row(task_id: str, **extra: Any) -> str:
+    fields = {"task_id": task_id, "status": "RUNNING", "model_name": "wan2.2-kf2v-flash", "gmt_create": 1739329410701}
+    fields.update(extra)
+    return json.dumps(fields)
+
+
+async def test_list_rows_say_whose_task_it_is(scripted: ScriptedProvider, session: aiohttp.ClientSession) -> None:
+    scripted.script(
+        list_answer(
+            [
+                row("t-1", api_key_id=123456, caller_uid="1987654321", region="cn-beijing", request_id="q-1"),
+                row("t-2"),
+            ]
+        )
+    )
+    now = datetime.now(UTC)
+    page = await scripted_client(session, scripted).list_tasks(start=now - timedelta(hours=1), end=now)
+    mine, other = page.data
+    assert (mine.api_key_id, mine.caller_uid, mine.region, mine.request_id) == (
+        "123456",
+        "1987654321",
+        "cn-beijing",
+        "q-1",
+    )
+    assert mine.created_at == datetime(2025, 2, 12, 3, 3, 30, 701_000, tzinfo=UTC)
+    assert (other.api_key_id, other.caller_uid, other.region) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [row("t-1"), '{"status": "RUNNING"}'],
+        [row("t-1"), row("t-2", status="DONE")],
+        [row("t-1"), row("t-2", status=None)],
+        [row("t-1"), '"t-2"'],
+        [row("t-1", gmt_create=10**20)],
+        [row("t-1", api_key_id={"id": 1})],
+    ],
+    ids=["no-task-id", "unknown-status", "null-status", "not-an-object", "absurd-time", "id-object"],
+)
+async def test_an_unreadable_row_makes_the_page_malformed_rather_than_hiding_a_task(
+    rows: list[str], scripted: ScriptedProvider, session: aiohttp.ClientSession
+) -> None:
+    scripted.script(list_answer(rows))
+    now = datetime.now(UTC)
+    with pytest.raises(MalformedAnswerError):
+        await scripted_client(session, scripted).list_tasks(start=now - timedelta(hours=1), end=now)
+
+
+def test_list_times_are_in_utc8_on_both_sides_of_its_midnight() -> None:
+    assert LIST_TZ.utcoffset(None) == timedelta(hours=8)
+    before = datetime(2025, 2, 11, 15, 59, 59, tzinfo=UTC)  # 23:59:59 in UTC+8
+    after = datetime(2025, 2, 11, 16, 0, 0, tzinfo=UTC)  # 00:00:00 next day in UTC+8
+    assert format_list_time(before) == "20250211235959"
+    assert format_list_time(after) == "20250212000000"
+    assert format_list_time(before, round_up=True) == "20250211235959"  # already whole
+
+
+async def test_list_window_across_utc8_midnight_is_sent_in_utc8(
+    scripted: ScriptedProvider, session: aiohttp.ClientSession
+) -> None:
+    scripted.script(list_answer([]))
+    sent = datetime(2025, 2, 11, 15, 58, 0, 250_000, tzinfo=UTC)
+    await scripted_client(session, scripted).list_tasks(
+        start=sent - timedelta(hours=12), end=sent + timedelta(hours=11, minutes=59, seconds=59)
+    )
+    query = scripted.queries[0]
+    assert query["start_time"] == "20250211115800" and query["end_time"] == "20250212115800"
+
+
+async def test_windows_over_24_hours_are_refused_before_sending(
+    client: DashScopeClient, emulator: DashScopeEmulator
+) -> None:
+    end = datetime.now(UTC).replace(microsecond=0)
+    await client.list_tasks(start=end - LIST_WINDOW_MAX, end=end)  # exactly 24 h: sent
+    for start, stop in (
+        (end - LIST_WINDOW_MAX - timedelta(seconds=1), end),
+        (end - LIST_WINDOW_MAX, end + timedelta(microseconds=1)),  # the end rounds up a whole second
+        (end - timedelta(days=1, hours=1), end),
+        (end, end - timedelta(seconds=1)),  # backwards
+    ):
+        with pytest.raises(ValueError, match="window"):
+            await client.list_tasks(start=start, end=stop)
+    assert emulator.stats()["calls"]["list"] == 1
+
+
+async def test_iter_tasks_walks_every_page_once_and_bounds_the_walk(
+    client: DashScopeClient, catalog: Catalog, emulator: DashScopeEmulator
+) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    ids = set()
+    for index in range(3):
+        if index:
+            await asyncio.sleep(PENDING_S + RUNNING_S + 0.05)  # stay within 2 in flight and 2 submissions/s
+        ids.add((await client.create_task(flash_request(catalog))).task_id)
+    until = datetime.now(UTC)
+
+    seen = [t.task_id async for t in client.iter_tasks(start=since, end=until, page_size=2)]
+    assert sorted(seen) == sorted(ids)
+    assert emulator.stats()["calls"]["list"] == 2
+
+    with pytest.raises(TaskListTooLongError) as info:
+        async for _ in client.iter_tasks(start=since, end=until, page_size=1, max_pages=2):
+            pytest.fail("a list longer than allowed yields nothing")
+    assert info.value.code == "TaskListTooLong" and not info.value.retryable
+    assert emulator.stats()["calls"]["list"] == 3  # stopped at the first page's count
+
+
+async def test_iter_tasks_survives_shifting_pages_and_absurd_page_counts(
+    scripted: ScriptedProvider, session: aiohttp.ClientSession
+) -> None:
+    # A new task arrived between the two pages: t-2 moved from page 1 to page 2.
+    scripted.script(
+        list_answer([row("t-3"), row("t-2")], total_page=2),
+        list_answer([row("t-2"), row("t-1")], total_page=2, page_no=2),
+    )
+    client = scripted_client(session, scripted)
+    now = datetime.now(UTC)
+    rows = [t.task_id async for t in client.iter_tasks(start=now - timedelta(hours=1), end=now, page_size=2)]
+    assert rows == ["t-3", "t-2", "t-1"]
+
+    scripted.script(list_answer([row("t-1")], total_page=10**9))
+    with pytest.raises(TaskListTooLongError):
+        async for _ in client.iter_tasks(start=now - timedelta(hours=1), end=now):
+            pytest.fail("nothing is yielded from a list that is too long")
+    assert len(scripted.queries) == 3  # one request for the absurd count, not a billion

@@ -317,7 +317,7 @@ def _billed_duration(value: object) -> float | None:
         try:
             return float(value)
         except OverflowError:  # an integer too large for a float: absurd, but "as sent" means huge
-            return math.copysign(math.inf, value)
+            return math.inf if value > 0 else -math.inf
     return float(value)  # a numeric string ("5") as sent; anything else raises ValueError
 
 
