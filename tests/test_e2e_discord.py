@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -31,9 +30,13 @@ async def delivered(world: World, job_id: int, within: float = 30) -> None:
 
 async def test_happy_path_from_command_to_mp4_in_the_thread(world: World) -> None:
     record = await world.kf2v()
-    assert record.latency_ms is not None and record.latency_ms < 3000
     text = await world.reply(record)
     assert "queued" in text
+    # Deferred before the frames were fetched from the CDN, so a slow download can't break Discord's
+    # 3-second rule (the emulator would refuse a late first callback, leaving the record unacknowledged).
+    downloads = [r for r in world.discord.requests if "attachments/" in r.path and r.method == "GET"]
+    assert record.acknowledged and record.responses[0].type == 5 and len(downloads) == 2
+    assert record.first_response_at is not None and record.first_response_at <= min(r.at for r in downloads)
     job = await world.latest_job()
     await delivered(world, job.id)
     job = await world.job(job.id)
@@ -57,49 +60,8 @@ async def test_happy_path_from_command_to_mp4_in_the_thread(world: World) -> Non
     assert world.dashscope.stats()["submissions_accepted"] == 1
 
 
-@pytest.mark.parametrize("case", sorted(corpus.BAD_INPUTS))
-async def test_bad_images_get_their_message_and_leave_nothing(world: World, case: str) -> None:
-    data = corpus.BAD_INPUTS[case]()
-    record = await world.kf2v(first=data)
-    text = await world.reply(record)
-    key = corpus.BAD_INPUT_KEYS[case]
-    from bot.i18n import MESSAGES
-
-    expected_start = MESSAGES["en"][key].split("{")[0].strip()
-    assert expected_start[:20] in text, (case, text)
-    assert world.dashscope.stats()["calls"].get("create", 0) == 0
-    assert await world.svc.store.all_jobs() == []
-    assert not any((world.tmp / "data" / "media" / "frames").rglob("*.*"))
-
-
-@pytest.mark.parametrize(
-    ("options", "fragment"),
-    [
-        ({"prompt": "x" * 801}, "801 characters"),
-        ({"prompt": "   \u200b\u200b  "}, "prompt is empty"),
-        ({"seed": 2147483648}, "seed must be"),
-        ({"resolution": "1080P", "model": "wanx2.1-kf2v-plus"}, "can't make 1080P"),
-        ({"negative_prompt": "n" * 501}, "negative prompt has 501"),
-    ],
-)
-async def test_bad_text_options_are_refused_before_anything_is_sent(
-    world: World, options: dict[str, Any], fragment: str
-) -> None:
-    prompt = str(options.pop("prompt", "a cat"))
-    record = await world.kf2v(prompt=prompt, **options)
-    text = await world.reply(record)
-    assert fragment in text
-    assert world.dashscope.stats()["calls"].get("create", 0) == 0
-    assert await world.svc.store.all_jobs() == []
-
-
-async def test_effect_template_with_flash_model_is_refused(world: World) -> None:
-    record = await world.discord.run_command(
-        world.guild, world.channel, ALICE, "kf2v-effect", {"template": "hanfu-1", "model": "wan2.2-kf2v-flash"},
-        attachments={"image": ("a.png", corpus.good_png(), "image/png")},
-    )  # fmt: skip
-    text = await world.reply(record)
-    assert "no effect templates" in text
+# The bad-input refusals (every bad file of the corpus, bad options, an effect with the flash model, in
+# English and Chinese) are in tests/test_reliability_inputs.py, each checked for its own message.
 
 
 async def test_over_budget_says_what_is_left_and_when(world: World) -> None:
@@ -207,6 +169,17 @@ async def test_manager_cannot_raise_budget_but_sets_member_limits(world: World) 
     text_embed = await world.reply(record)
     assert text_embed is not None
     assert (await world.svc.budget.policy(world.guild)).member_daily_videos == 2
+    # The one command that sets budgets, tried by the manager through Discord: refused, budget unchanged.
+    attempt = await world.discord.run_command(
+        world.guild, world.channel, MANAGER, "kf2v-admin", {"daily": "99999", "monthly": "99999"},
+        subcommand="budget", ignore_default_permissions=True,
+    )  # fmt: skip
+    assert "Only the bot's owners" in await world.reply(attempt)
+    policy = await world.svc.budget.policy(world.guild)
+    assert (policy.daily_budget, policy.monthly_budget) == (
+        world.svc.settings.default_daily_budget_milli,
+        world.svc.settings.default_monthly_budget_milli,
+    )
     member = await world.discord.run_command(world.guild, world.channel, BOB, "kf2v-quota", {"user_queue_limit": 9})
     assert "Manage Server" in await world.reply(member)
 

@@ -8,6 +8,7 @@ transaction, so simultaneous requests can never over-commit a budget.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -24,6 +25,13 @@ class Defaults:
     monthly_budget: int
     member_daily_videos: int
     user_queue_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    cost: int  # milli-CNY, at most the job's reservation
+    billed_seconds: float | None  # as the provider sent it
+    clamped: bool  # the bill was impossible and was replaced by the catalog's fixed duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +82,25 @@ class BudgetService:
     def estimate(self, model: str, resolution: str) -> int:
         return self._catalog.model(model).cost_milli(resolution, VIDEO_SECONDS)
 
+    def settlement(self, job: Job, billed_seconds: float | None) -> Settlement:
+        """What to charge for a finished job: the billed seconds, never more than the catalog's fixed duration.
+
+        The bill is the provider's word, i.e. untrusted input: more than the video can last, negative or not
+        a finite number is clamped to the fixed duration (what the reservation was made for) and flagged so
+        the caller can log, count and report it. Without `usage` the fixed duration is charged.
+        """
+        fixed = VIDEO_SECONDS
+        if billed_seconds is None:
+            seconds, clamped = float(fixed), False
+        elif not math.isfinite(billed_seconds) or billed_seconds < 0 or billed_seconds > fixed:
+            seconds, clamped = float(fixed), True
+        else:
+            seconds, clamped = billed_seconds, False
+        cost = self._catalog.model(job.model).cost_milli(job.resolution, seconds)
+        return Settlement(cost=min(cost, job.cost_reserved), billed_seconds=billed_seconds, clamped=clamped)
+
     def actual_cost(self, job: Job, billed_seconds: float | None) -> int:
-        """The provider bills successful seconds; without `usage` we charge the fixed 5 s."""
-        seconds = billed_seconds if billed_seconds is not None and billed_seconds > 0 else VIDEO_SECONDS
-        return self._catalog.model(job.model).cost_milli(job.resolution, seconds)
+        return self.settlement(job, billed_seconds).cost
 
     def periods(self, now: datetime | None = None) -> Periods:
         local = (now or utcnow()).astimezone(self._tz)

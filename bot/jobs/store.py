@@ -352,8 +352,38 @@ class JobStore:
         return [_job(r) for r in rows]
 
     async def task_id_known(self, task_id: str) -> bool:
-        rows = await self._db.execute_fetchall("SELECT 1 FROM jobs WHERE task_id = ?", (task_id,))
-        return bool(rows)
+        """Whether any job has (or once had) this provider task."""
+        return await self.task_owner(task_id) is not None
+
+    async def task_owner(self, task_id: str) -> tuple[int, str | None] | None:
+        """(job id, account) of the job that has or had this provider task, None if no job ever had it."""
+        row = await _one(
+            self._db,
+            """SELECT j.id, j.account FROM job_tasks AS t JOIN jobs AS j ON j.id = t.job_id WHERE t.task_id = ?
+               UNION ALL SELECT id, account FROM jobs WHERE task_id = ? LIMIT 1""",
+            (task_id, task_id),
+        )
+        return (int(row[0]), row[1]) if row else None
+
+    async def provider_tasks_used(self, job_id: int) -> int:
+        """How many provider tasks this job has had (a resubmission after a temporary failure adds one)."""
+        row = await _one(self._db, "SELECT COUNT(*) FROM job_tasks WHERE job_id = ?", (job_id,))
+        return int(row[0]) if row else 0
+
+    # --- provider accounts ---------------------------------------------------------------------------
+    async def api_key_id(self, account: str) -> str | None:
+        """The api_key_id the provider's task list shows on this account's tasks, once learned."""
+        row = await _one(self._db, "SELECT api_key_id FROM provider_keys WHERE account = ?", (account,))
+        return str(row[0]) if row else None
+
+    async def save_api_key_id(self, account: str, api_key_id: str, now: datetime | None = None) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                """INSERT INTO provider_keys (account, api_key_id, learned_at) VALUES (?, ?, ?)
+                   ON CONFLICT (account) DO UPDATE SET api_key_id = excluded.api_key_id,
+                       learned_at = excluded.learned_at""",
+                (account, api_key_id, _iso(now or utcnow())),
+            )
 
     async def count_by_state(self) -> dict[JobState, int]:
         rows = await self._db.execute_fetchall("SELECT state, COUNT(*) FROM jobs GROUP BY state")
@@ -508,6 +538,12 @@ class JobStore:
         # Column names come from UPDATABLE_FIELDS or this module, never from users.
         assignments = ", ".join(f"{name} = ?" for name in values)
         await db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))  # noqa: S608
+        task_id = values.get("task_id")
+        if task_id is not None:  # remembered for good, even after a resubmission clears jobs.task_id
+            await db.execute(
+                "INSERT OR IGNORE INTO job_tasks (task_id, job_id, at) VALUES (?, ?, ?)",
+                (task_id, job_id, values.get("updated_at") or _iso(utcnow())),
+            )
 
     @staticmethod
     async def _event(
