@@ -191,6 +191,7 @@ async def build_services(settings: Settings, notifier: Notifier | None = None) -
             poll_max_interval=settings.poll_max_interval,
             detection_target_s=settings.poll_target_delay,
             max_video_bytes=settings.max_video_bytes,
+            request_timeout_s=settings.request_timeout,
         ),
     )
     jobs = JobService(

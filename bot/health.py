@@ -130,6 +130,9 @@ class _Collector:
             ("kf2v_provider_submissions", "submissions", "Create-task requests sent to the provider."),
             ("kf2v_provider_throttles", "throttled", "Create-task requests answered with a 429 throttle."),
             ("kf2v_provider_polls", "polls", "Task status queries sent to the provider."),
+            ("kf2v_provider_malformed_answers", "malformed_answers", "Provider answers that could not be read."),
+            ("kf2v_bills_clamped", "bills_clamped", "Provider bills over the catalog's duration, clamped."),
+            ("kf2v_video_urls_refused", "video_urls_refused", "Video URLs outside the provider's storage, refused."),
         ):
             yield CounterMetricFamily(name, text, value=counters.get(key, 0))
         errors = CounterMetricFamily("kf2v_provider_errors", "Provider errors by code.", labels=["code"])

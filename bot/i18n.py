@@ -56,6 +56,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "job.failed.undeliverable": "The video was made but couldn't be posted here (the channel or thread "
         "is gone or the bot lacks permission).",
         "job.failed.video_lost": "The video was made but its download link had already expired.",
+        "job.failed.video_refused": "The video service pointed to a download address outside its own storage, "
+        "so the bot did not fetch it. The bot's owners have been told.",
+        "job.failed.not_a_video": "The video service sent back a file that is not a video, so nothing was posted.",
+        "job.failed.lost": "The video service never confirmed this request and it can no longer be traced.",
+        "job.failed.internal": "Something went wrong inside the bot while handling this video. "
+        "The bot's owners have the details.",
         "state.queued": "Queued",
         "state.submitting": "Sending",
         "state.pending": "Waiting at the provider",
@@ -97,6 +103,15 @@ MESSAGES: dict[str, dict[str, str]] = {
         "button.cancelled": "Video #{job_id} was cancelled. Nothing was charged.",
         "button.cancel_requested": "Cancelling video #{job_id} at the provider…",
         "admin.owner_only": "Only the bot's owners can use this command.",
+        "alert.video_url_refused": "Job {job_id}: the provider's video_url was outside its storage and was not "
+        "fetched. Check DASHSCOPE_BASE_URL and KF2V_VIDEO_URL_HOSTS.",
+        "alert.bill_clamped": "Job {job_id}: the provider billed {billed} seconds for a fixed-length video; "
+        "the guild was charged at most the reservation. Check the bill.",
+        "alert.lost_create": "Job {job_id} on account {account}: its create answer was lost and no task could "
+        "be proved its within the 24 h task lifetime. It failed and its money was released; check the account's "
+        "tasks for one that was billed.",
+        "alert.job_crashed": "Job {job_id} failed after repeated internal errors (log reference {ref}); its "
+        "money was released.",
         "alert.account_problem": "DashScope account {account} needs attention ({code}): submissions on it "
         "are paused and jobs stay queued. Fix the key or billing, then `/kf2v-admin resume`.",
         "cmd.kf2v": "Make a 5-second video from a first and a last frame",
@@ -210,6 +225,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "job.failed.account_gone": "提交此任务的服务商账号已不再配置。",
         "job.failed.undeliverable": "视频已生成,但无法发布到这里(频道或子区已删除,或机器人缺少权限)。",
         "job.failed.video_lost": "视频已生成,但下载链接已过期。",
+        "job.failed.video_refused": "视频服务给出的下载地址不在其自身的存储上,机器人没有下载。已通知机器人的所有者。",
+        "job.failed.not_a_video": "视频服务返回的文件不是视频,因此没有发布任何内容。",
+        "job.failed.lost": "视频服务始终没有确认此请求,现在已无法追查。",
+        "job.failed.internal": "机器人在处理此视频时内部出错。机器人的所有者可以查看详情。",
         "state.queued": "排队中",
         "state.submitting": "提交中",
         "state.pending": "服务商排队中",
@@ -251,6 +270,13 @@ MESSAGES: dict[str, dict[str, str]] = {
         "button.cancelled": "视频 #{job_id} 已取消。没有产生任何费用。",
         "button.cancel_requested": "正在向服务商取消视频 #{job_id}…",
         "admin.owner_only": "只有机器人的所有者可以使用此命令。",
+        "alert.video_url_refused": "任务 {job_id}:服务商的 video_url 不在其存储上,未下载。"
+        "请检查 DASHSCOPE_BASE_URL 和 KF2V_VIDEO_URL_HOSTS。",
+        "alert.bill_clamped": "任务 {job_id}:服务商为固定时长的视频计费 {billed} 秒;"
+        "服务器最多只按预留金额扣费。请核对账单。",
+        "alert.lost_create": "账号 {account} 上的任务 {job_id}:创建请求的应答丢失,且在 24 小时任务有效期内"
+        "无法证明哪个任务属于它。该任务已失败并释放预留金额;请检查账号中是否有被计费的任务。",
+        "alert.job_crashed": "任务 {job_id} 多次内部出错后失败(日志编号 {ref});预留金额已释放。",
         "alert.account_problem": "DashScope 账号 {account} 需要处理({code}):该账号的提交已暂停,"
         "任务保留在队列中。修复密钥或账单后使用 `/kf2v-admin resume`。",
         "cmd.kf2v": "用首帧和尾帧生成 5 秒视频",

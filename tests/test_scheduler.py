@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from bot.jobs.scheduler import AccountLimits, FairQueue, QueuedJob, Scheduler
+import pytest
+
+from bot.jobs.scheduler import RATE_WINDOW_S, AccountLimits, FairQueue, QueuedJob, Scheduler
 
 FLASH = "wan2.2-kf2v-flash"
 
@@ -64,21 +66,31 @@ def test_pop_skips_models_without_room_but_keeps_user_fifo() -> None:
     assert queue.pop_next({FLASH}) is None
 
 
-def test_account_limits_in_flight_rate_and_one_outstanding_create() -> None:
+def test_account_limits_in_flight_and_rate_with_creates_outstanding() -> None:
     limits = AccountLimits(["a"], {FLASH: (2, 2.0)})
     now = 100.0
     assert limits.choose(FLASH, now) == "a"
     limits.begin_submit("a", FLASH, 1, now)
-    assert limits.choose(FLASH, now) is None  # one create answer outstanding per account
-    limits.end_submit("a", 1)
+    # An outstanding (or lost) create holds a slot but does not stop the account's next submission.
+    assert limits.choose(FLASH, now) == "a"
     limits.begin_submit("a", FLASH, 2, now)
+    assert limits.choose(FLASH, now) is None  # two in flight, both answers still outstanding
+    limits.end_submit("a", 1)
     limits.end_submit("a", 2)
-    assert limits.choose(FLASH, now) is None  # two in flight
+    assert limits.in_flight() == {("a", FLASH): 2}
     limits.release("a", FLASH, 1)
     assert limits.choose(FLASH, now) is None  # two submissions in this second
     ready = limits.ready_at("a", FLASH, now)
     assert ready is not None and ready > now + 1.0
     assert limits.choose(FLASH, ready) == "a"
+
+
+def test_forget_frees_the_slot_wherever_the_job_held_it() -> None:
+    limits = AccountLimits(["a", "b"], {FLASH: (1, 5.0)})
+    limits.begin_submit("b", FLASH, 7, 0.0)
+    assert limits.in_flight() == {("b", FLASH): 1}
+    limits.forget(7)
+    assert limits.in_flight() == {("b", FLASH): 0}
 
 
 def test_throttle_cooldown_grows_and_resets() -> None:
@@ -114,13 +126,13 @@ def test_scheduler_spreads_over_accounts_and_respects_pause() -> None:
 def test_a_submission_counts_in_the_rate_window_from_when_it_is_sent() -> None:
     limits = AccountLimits(["a"], {FLASH: (5, 2.0)})
     limits.begin_submit("a", FLASH, 1, 0.0)
-    limits.mark_sent("a", FLASH, 0.4)  # building the request took 0.4 s: the provider sees it at 0.4
+    limits.begin_submit("a", FLASH, 2, 0.1)  # picked while job 1's create is still being built
+    limits.mark_sent("a", FLASH, 2, 0.2)
+    limits.mark_sent("a", FLASH, 1, 0.4)  # building job 1's request took 0.4 s: the provider sees it at 0.4
     limits.end_submit("a", 1)
-    limits.begin_submit("a", FLASH, 2, 0.5)
-    limits.mark_sent("a", FLASH, 0.5)
     limits.end_submit("a", 2)
-    ready = limits.ready_at("a", FLASH, 0.6)
-    assert ready is not None and ready >= 0.4 + 1.0  # measured from the send, not from the pick at 0.0
+    # The window holds the sends (0.2, 0.4), not the picks (0.0, 0.1): the first leaves it at 0.2 + 1.1.
+    assert limits.ready_at("a", FLASH, 1.0) == pytest.approx(0.2 + RATE_WINDOW_S)
 
 
 def test_pop_with_a_blocked_model_matches_a_plain_scan_through_any_history() -> None:

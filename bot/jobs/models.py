@@ -35,8 +35,12 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # back to QUEUED: throttled, provider trouble before a task existed, or a lost create that reconciliation
     # proved never reached the provider.
     JobState.SUBMITTING: frozenset({JobState.PENDING, JobState.QUEUED, JobState.FAILED}),
-    JobState.PENDING: frozenset({JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED}),
-    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED}),
+    # back to QUEUED from PENDING/RUNNING: the task FAILED with a temporary provider code and the job is sent
+    # once more on the same reservation.
+    JobState.PENDING: frozenset(
+        {JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED, JobState.QUEUED}
+    ),
+    JobState.RUNNING: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED, JobState.QUEUED}),
     # FAILED from SUCCEEDED: the video was made (and billed) but can never be delivered.
     JobState.SUCCEEDED: frozenset({JobState.DELIVERED, JobState.FAILED}),
     JobState.DELIVERED: frozenset(),

@@ -1,14 +1,16 @@
 """Who goes next, and whether the account may take it now.
 
 `FairQueue` takes turns across guilds, then across users inside a guild, first-in-first-out per user.
-`AccountLimits` keeps each DashScope account within its limits per model: tasks in flight, submissions in
-any one-second window, at most one submission whose answer is outstanding (so a lost answer can be
-matched unambiguously), plus cool-downs after a 429 and a pause after an account problem.
+`AccountLimits` keeps each DashScope account within its limits per model: tasks in flight (a create whose
+answer is outstanding or lost counts as one: its task may exist) and submissions in any one-second window,
+plus cool-downs after a 429 and a pause after an account problem. Several creates of an account may be
+outstanding at once: a lost answer is matched by api_key_id and echoed prompt, not by being the only one.
 `Scheduler` combines both; it is pure bookkeeping (no I/O), driven by the worker with a clock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
@@ -180,6 +182,7 @@ class _Lane:
     submit_rps: float
     in_flight: set[int] = field(default_factory=set)
     recent_submits: deque[float] = field(default_factory=deque)
+    sending: dict[int, float] = field(default_factory=dict)  # job -> its entry in recent_submits, until answered
     cooldown_until: float = 0.0
     cooldown_level: int = 0
 
@@ -188,7 +191,6 @@ class _Lane:
 class _Account:
     name: str
     paused_reason: str | None = None
-    submitting: int | None = None  # the one job whose create answer is outstanding
     lanes: dict[str, _Lane] = field(default_factory=dict)
 
 
@@ -221,7 +223,7 @@ class AccountLimits:
     def ready_at(self, account: str, model: str, now: float) -> float | None:
         """When this lane could take a submission: `now` if it can now, None if only a slot freeing helps."""
         acc = self._accounts[account]
-        if acc.paused_reason is not None or acc.submitting is not None:
+        if acc.paused_reason is not None:
             return None
         lane = self._lane(account, model)
         if len(lane.in_flight) >= lane.max_in_flight:
@@ -252,25 +254,38 @@ class AccountLimits:
 
     # --- events --------------------------------------------------------------------------------------
     def begin_submit(self, account: str, model: str, job_id: int, now: float) -> None:
-        acc = self._accounts[account]
+        """A job was picked for this lane: it holds a slot and counts in the rate window from now."""
         lane = self._lane(account, model)
-        acc.submitting = job_id
         lane.in_flight.add(job_id)
         lane.recent_submits.append(now)
+        lane.sending[job_id] = now
 
-    def mark_sent(self, account: str, model: str, now: float) -> None:
-        """The outstanding create leaves only now (after a database write and building a body of megabytes):
-        count it in the rate window from this moment, since the provider counts arrivals. It is the lane's
-        newest entry: an account begins no other submission while one is outstanding."""
-        if account in self._accounts:
-            lane = self._lane(account, model)
-            if lane.recent_submits:
-                lane.recent_submits[-1] = max(lane.recent_submits[-1], now)
+    def mark_sent(self, account: str, model: str, job_id: int, now: float) -> None:
+        """The job's create leaves only now (after a database write and building a body of megabytes):
+        count it in the rate window from this moment, since the provider counts arrivals."""
+        if account not in self._accounts:
+            return
+        lane = self._lane(account, model)
+        picked = lane.sending.get(job_id)
+        if picked is None or now <= picked:
+            return
+        with contextlib.suppress(ValueError):  # pruned already: the window has moved past it
+            lane.recent_submits.remove(picked)
+        lane.recent_submits = deque(sorted([*lane.recent_submits, now]))
+        lane.sending[job_id] = now
 
     def end_submit(self, account: str, job_id: int) -> None:
+        """The job's create was answered (or its answer given up on): nothing left to move in the window."""
         acc = self._accounts.get(account)
-        if acc is not None and acc.submitting == job_id:
-            acc.submitting = None
+        if acc is not None:
+            for lane in acc.lanes.values():
+                lane.sending.pop(job_id, None)
+
+    def outstanding_creates(self, account: str, model: str) -> set[int]:
+        """Jobs of this lane whose create has been picked or sent and not answered yet."""
+        acc = self._accounts.get(account)
+        lane = acc.lanes.get(model) if acc is not None else None
+        return set(lane.sending) if lane is not None else set()
 
     def occupy(self, account: str, model: str, job_id: int) -> None:
         """A task already at the provider (found at start-up) holds a slot."""
@@ -289,6 +304,13 @@ class AccountLimits:
         if account in self._accounts:
             self._lane(account, model).in_flight.discard(job_id)
             self.end_submit(account, job_id)
+
+    def forget(self, job_id: int) -> None:
+        """Free whatever slot the job holds, on any account (a job whose work crashed goes back to the queue)."""
+        for acc in self._accounts.values():
+            for lane in acc.lanes.values():
+                lane.in_flight.discard(job_id)
+                lane.sending.pop(job_id, None)
 
     def throttled(self, account: str, model: str, now: float) -> float:
         """A 429: cool this lane down, longer each time in a row. Returns the cool-down in seconds."""

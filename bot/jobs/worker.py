@@ -5,6 +5,12 @@ from the rows: QUEUED jobs are queued again in their original order, a SUBMITTIN
 answer lost) is reconciled with the provider's task list before anything is resubmitted, PENDING and
 RUNNING jobs are polled again, and SUCCEEDED jobs are delivered (checking first whether an earlier
 attempt already posted them).
+
+Everything the provider sends is untrusted: an unreadable answer is a temporary error, never a verdict; a
+bill is clamped to what the catalog says a video costs; a video is fetched only from the provider's storage
+(the client checks the URL); a listed task is adopted only when it is provably this job's. Each job's work
+runs under a supervisor: a bug restarts that job's work from its row and, after a few crashes, fails it
+with its money released, instead of leaving it stuck.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import contextlib
 import logging
 import math
 import random
+import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.background import BackgroundTasks
@@ -28,12 +35,16 @@ from bot.dashscope.errors import (
     AccountProblemError,
     ContentRejectedError,
     DashScopeError,
+    ForeignVideoUrlError,
     InvalidRequestError,
+    MalformedAnswerError,
+    NotAVideoError,
     ProviderUnavailableError,
     SubmissionOutcomeUnknownError,
     ThrottledError,
+    VideoTooLargeError,
 )
-from bot.dashscope.models import CreateTaskRequest, RequestValidationError, TaskResult, TaskStatus
+from bot.dashscope.models import CreateTaskRequest, RequestValidationError, TaskResult, TaskStatus, TaskSummary
 from bot.jobs.media import MediaStore
 from bot.jobs.models import SLOT_STATES, Job, JobState
 from bot.jobs.quota import BudgetService
@@ -44,8 +55,11 @@ from bot.notify import DeliveryError, Notifier, Progress, Video
 log = logging.getLogger(__name__)
 
 CONTENT_CODES = frozenset({"DataInspectionFailed", "IPInfringementSuspect"})
+# Task ids and results live 24 h: https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks
 TASK_LIFETIME = timedelta(hours=24)
-RECONCILE_CLOCK_SKEW_S = 120  # our clock vs the provider's, when matching a lost create by creation time
+# Asked around a lost create's possible creation times, on top of them (the list's own rounding to seconds).
+LIST_MARGIN = timedelta(minutes=1)
+LIST_PAGE_SIZE = 100  # the list's largest page
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +73,15 @@ class WorkerConfig:
     max_delivery_attempts: int = 8
     delivery_backoff_s: float = 2.0
     reconcile_grace_s: float = 15.0  # how long a lost create may take to show up in the task list
-    max_video_bytes: int = 512 * 1024 * 1024
+    request_timeout_s: float = 30.0  # the client's timeout: a create's task is made before it runs out
+    clock_skew_s: float = 120.0  # our clock vs the provider's, when placing a lost create by creation time
+    max_list_pages: int = 20  # pages of 100 read per look at the task list (a busy account's neighbours)
+    max_video_bytes: int = 64 * 1024 * 1024
     polls_per_second_per_account: float = 10.0  # provider allows 20 queries/s per account; keep half
     queue_refresh_s: float = 5.0  # how often queued jobs hear about their new position
     queue_watch_depth: int = 100  # beyond this position a status message says only "queued"
+    max_crashes: int = 3  # unexpected exceptions in one job's work before it is failed
+    crash_backoff_s: float = 1.0  # before restarting a crashed job's work (doubles each time)
 
 
 def describe_failure(code: str | None) -> str:
@@ -123,7 +142,25 @@ class Worker:
         self._started_mono: dict[int, float] = {}  # job -> monotonic time the provider was seen RUNNING
         self._last_pending_poll: dict[int, float] = {}
         self._start_lo: dict[int, float] = {}  # job -> earliest monotonic time the provider can have started it
-        self.counters: dict[str, int] = {"submissions": 0, "throttled": 0, "polls": 0, "provider_errors": 0}
+        self._unknown_streak: dict[int, int] = {}  # job -> UNKNOWN answers in a row
+        self._malformed_logged: set[int] = set()  # jobs whose unreadable answers were logged once
+        self._crashes: dict[int, int] = {}
+        self._key_ids: dict[str, str] = {}  # account -> the api_key_id its tasks carry in the task list
+        self._learning: set[str] = set()  # accounts whose api_key_id is being looked up
+        self._adopt_locks: dict[str, asyncio.Lock] = {}
+        self.counters: dict[str, int] = {
+            "submissions": 0,
+            "throttled": 0,
+            "polls": 0,
+            "provider_errors": 0,
+            "malformed_answers": 0,
+            "bills_clamped": 0,
+            "video_urls_refused": 0,
+            "reconciled": 0,
+            "lost_creates_requeued": 0,
+            "resubmitted_after_failure": 0,
+            "job_crashes": 0,
+        }
         self.errors_by_code: dict[str, int] = {}
         self.on_event: Callable[[str, Job], None] | None = None  # metrics hook
 
@@ -161,26 +198,70 @@ class Worker:
             for queued, running in reversed(await self.store.recent_durations(model, resolution)):
                 stats.observe(queued, running)
         for job in jobs:
-            if job.state is JobState.QUEUED:
-                self.scheduler.queue.push(_queued(job))
-                continue
-            if job.state is JobState.SUCCEEDED:
-                self._tasks.spawn(self._deliver(job, None, redelivery=True), f"deliver-{job.id}")
-                continue
-            if job.account not in self.clients:
-                await self._fail(job, "job.failed.account_gone", code="AccountRemoved", release=True)
-                continue
-            assert job.account is not None
-            self.scheduler.limits.occupy(job.account, job.model, job.id)
-            if job.state is JobState.SUBMITTING:
-                self.scheduler.limits.begin_submit(job.account, job.model, job.id, now_mono - 60)
-                self._tasks.spawn(self._reconcile(job), f"reconcile-{job.id}")
-            else:
-                if job.state is JobState.RUNNING and job.started_at is not None:
-                    self._started_mono[job.id] = now_mono - (now_wall - job.started_at).total_seconds()
-                self._tasks.spawn(self._poll(job), f"poll-{job.id}")
+            await self._resume(job)
         log.info("recovered %d unfinished jobs (%d queued)", len(jobs), len(self.scheduler.queue))
         self.wake()
+
+    async def _resume(self, job: Job) -> None:
+        """Pick up a job's work from its row: after a start, or after its work crashed."""
+        if job.state is JobState.QUEUED:
+            self.scheduler.limits.forget(job.id)
+            self.scheduler.queue.push(_queued(job))
+            self.wake()
+            return
+        if job.state is JobState.SUCCEEDED:
+            self._run(job.id, "deliver", self._deliver(job, None, redelivery=True))
+            return
+        if job.account not in self.clients:
+            await self._fail(job, "job.failed.account_gone", code="AccountRemoved", release=True)
+            return
+        assert job.account is not None
+        self.scheduler.limits.occupy(job.account, job.model, job.id)
+        if job.state is JobState.SUBMITTING:
+            self._run(job.id, "reconcile", self._reconcile(job))
+            return
+        if job.state is JobState.RUNNING and job.started_at is not None and job.id not in self._started_mono:
+            self._started_mono[job.id] = self.clock() - (utcnow() - job.started_at).total_seconds()
+        self._run(job.id, "poll", self._poll(job))
+
+    # --- supervision ---------------------------------------------------------------------------------
+    def _run(self, job_id: int, kind: str, work: Coroutine[Any, Any, None]) -> None:
+        """Start one job's work under the supervisor."""
+        self._tasks.spawn(self._supervised(job_id, kind, work), f"{kind}-{job_id}")
+
+    async def _supervised(self, job_id: int, kind: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work`; on an unexpected exception resume the job from its row with backoff, and after
+        `max_crashes` crashes fail it with its money released. The log has the trace and a reference id."""
+        try:
+            await work
+            return
+        except Exception:
+            crashes = self._crashes[job_id] = self._crashes.get(job_id, 0) + 1
+            ref = secrets.token_hex(4)
+            self.counters["job_crashes"] += 1
+            log.exception(
+                "job %s: %s crashed (crash %d of %d, ref %s)", job_id, kind, crashes, self.config.max_crashes, ref,
+                extra={"job_id": job_id, "ref": ref},
+            )  # fmt: skip
+        try:
+            if crashes >= self.config.max_crashes:
+                await self._give_up_crashed(job_id, ref)
+                return
+            await asyncio.sleep(self.config.crash_backoff_s * 2 ** (crashes - 1))
+            job = await self.store.get(job_id)
+            if job is not None and not job.is_final and not self._stopping:
+                await self._resume(job)
+        except Exception:
+            log.exception("job %s: recovery after a crash failed (ref %s); it resumes at the next start", job_id, ref)
+
+    async def _give_up_crashed(self, job_id: int, ref: str) -> None:
+        job = await self.store.get(job_id)
+        if job is None or job.is_final:
+            return
+        log.error("job %s failed after %d crashes (ref %s)", job_id, self.config.max_crashes, ref,
+                  extra={"job_id": job_id, "ref": ref})  # fmt: skip
+        await self._fail(job, "job.failed.internal", code="InternalCrash", release=True, detail=f"ref {ref}")
+        await self._safe(self.notifier.owner_alert("alert.job_crashed", job_id=job_id, ref=ref))
 
     # --- entry points for the service layer ----------------------------------------------------------
     def enqueue(self, job: Job) -> None:
@@ -226,7 +307,7 @@ class Worker:
             while (picked := self.scheduler.next_dispatch(now)) is not None:
                 queued, account = picked
                 self.scheduler.limits.begin_submit(account, queued.model, queued.job_id, now)
-                self._tasks.spawn(self._submit(queued, account), f"submit-{queued.job_id}")
+                self._run(queued.job_id, "submit", self._submit(queued, account))
             wake_at = self.scheduler.wake_at(now)
             timeout = None if wake_at is None else max(0.005, wake_at - now)
             with contextlib.suppress(TimeoutError):
@@ -255,73 +336,72 @@ class Worker:
                 if job is not None and job.state is JobState.QUEUED:
                     await self._safe_update(job)
 
-    def _free_slot(self, job: Job | QueuedJob, account: str | None) -> None:
-        if account is not None:
-            job_id = job.job_id if isinstance(job, QueuedJob) else job.id
-            self.scheduler.limits.release(account, job.model, job_id)
+    def _free_slot(self, job_id: int) -> None:
+        self.scheduler.limits.forget(job_id)
         self.wake()
 
     async def _submit(self, queued: QueuedJob, account: str) -> None:
+        current = await self.store.get(queued.job_id)
+        if current is None or current.state is not JobState.QUEUED:
+            self._free_slot(queued.job_id)  # cancelled while it waited for its turn
+            return
+        # Built before the job is marked SUBMITTING, so its submitted_at is when the create leaves: a lost
+        # answer's task is then looked for in a window that starts there.
         try:
-            current = await self.store.get(queued.job_id)
-            if current is None or current.state is not JobState.QUEUED:
-                self._free_slot(queued, account)  # cancelled while it waited for its turn
-                return
+            request = await asyncio.to_thread(self._build_request, current)
+        except (RequestValidationError, OSError, KeyError) as exc:
+            log.error("job %s cannot be sent: %s", current.id, exc, extra={"job_id": current.id})
+            await self._fail(current, "job.failed.invalid", code="LocalValidation", release=True)
+            return
+        try:
             job = await self.store.transition(
                 queued.job_id, JobState.SUBMITTING, expect=JobState.QUEUED, account=account,
                 attempts=current.attempts + 1,
             )  # fmt: skip
         except StaleState:
-            self._free_slot(queued, account)
+            self._free_slot(queued.job_id)
             return
-        await self._send(job, account)
+        await self._send(job, account, request)
 
-    async def _send(self, job: Job, account: str) -> None:
+    async def _send(self, job: Job, account: str, request: CreateTaskRequest) -> None:
         client = self.clients[account]
-        try:
-            request = await asyncio.to_thread(self._build_request, job)
-        except (RequestValidationError, OSError, KeyError) as exc:
-            log.error("job %s cannot be sent: %s", job.id, exc, extra={"job_id": job.id})
-            await self._fail(job, "job.failed.invalid", code="LocalValidation", release=True, account=account)
-            return
         self.counters["submissions"] += 1
-        self.scheduler.limits.mark_sent(account, job.model, self.clock())  # the rate window counts from here
+        self.scheduler.limits.mark_sent(account, job.model, job.id, self.clock())  # the rate window counts from here
         try:
             created = await client.create_task(request)
-        except ThrottledError as exc:
-            self.counters["throttled"] += 1
+        except DashScopeError as exc:
+            self.scheduler.limits.end_submit(account, job.id)
             self._count_error(exc)
+            await self._create_refused(job, account, exc)
+            return
+        self.scheduler.limits.end_submit(account, job.id)
+        self.scheduler.limits.succeeded(account, job.model)
+        await self._accepted(job, account, created.task_id, created.request_id, fresh=True)
+
+    async def _create_refused(self, job: Job, account: str, exc: DashScopeError) -> None:
+        if isinstance(exc, ThrottledError):
+            self.counters["throttled"] += 1
             delay = self.scheduler.limits.throttled(account, job.model, self.clock())
             log.warning(
                 "throttled (%s); %s/%s cools down %.0fs, job %s back to the front",
                 exc.code, account, job.model, delay, job.id, extra={"job_id": job.id},
             )  # fmt: skip
-            await self._requeue(job, account, "throttled")
-        except AccountProblemError as exc:
-            self._count_error(exc)
+            await self._requeue(job, "throttled")
+        elif isinstance(exc, AccountProblemError):
             await self._account_problem(account, exc)
-            await self._requeue(job, account, f"account problem {exc.code}")
-        except SubmissionOutcomeUnknownError as exc:
-            self._count_error(exc)
+            await self._requeue(job, f"account problem {exc.code}")
+        elif isinstance(exc, SubmissionOutcomeUnknownError):
             log.warning("job %s: create answer lost (%s); reconciling", job.id, exc.code, extra={"job_id": job.id})
-            await self._reconcile(job)
-        except ContentRejectedError as exc:
-            self._count_error(exc)
-            await self._fail(job, "job.failed.content", code=exc.code, release=True, account=account)
-        except InvalidRequestError as exc:
-            self._count_error(exc)
-            await self._fail(job, "job.failed.invalid", code=exc.code, release=True, account=account,
-                             detail=exc.message)  # fmt: skip
-        except (ProviderUnavailableError, DashScopeError) as exc:
-            self._count_error(exc)
-            if job.attempts >= self.config.max_submit_attempts:
-                await self._fail(job, "job.failed.provider", code=exc.code, release=True, account=account)
-            else:
-                self.scheduler.limits.throttled(account, job.model, self.clock())
-                await self._requeue(job, account, f"provider error {exc.code}")
-        else:
-            self.scheduler.limits.succeeded(account, job.model)
-            await self._accepted(job, account, created.task_id, created.request_id, fresh=True)
+            await self._reconcile(job, lost_at=utcnow())
+        elif isinstance(exc, ContentRejectedError):
+            await self._fail(job, "job.failed.content", code=exc.code, release=True)
+        elif isinstance(exc, InvalidRequestError):
+            await self._fail(job, "job.failed.invalid", code=exc.code, release=True, detail=exc.message)
+        elif job.attempts >= self.config.max_submit_attempts:
+            await self._fail(job, "job.failed.provider", code=exc.code, release=True)
+        else:  # ProviderUnavailableError and unknown codes: nothing was created
+            self.scheduler.limits.throttled(account, job.model, self.clock())
+            await self._requeue(job, f"provider error {exc.code}")
 
     def _build_request(self, job: Job) -> CreateTaskRequest:
         def uri(ref: str) -> str:
@@ -348,23 +428,29 @@ class Worker:
         job = await self.store.transition(
             job.id, JobState.PENDING, expect=JobState.SUBMITTING, task_id=task_id, request_id=request_id
         )
-        self.scheduler.limits.end_submit(account, job.id)
+        await self._after_accepted(job, account, fresh=fresh)
+
+    async def _after_accepted(self, job: Job, account: str, *, fresh: bool) -> None:
+        assert job.task_id is not None
         self.wake()
-        log.info("job %s submitted as task %s", job.id, task_id, extra={"job_id": job.id, "task_id": task_id})
+        log.info("job %s submitted as task %s", job.id, job.task_id, extra={"job_id": job.id, "task_id": job.task_id})
         self._emit("submitted", job)
         await self._safe_update(job)
+        if fresh and account not in self._key_ids and job.submitted_at is not None:
+            provider_model = self.catalog.provider_name(job.model, self.region)
+            self._learn_key_id_soon(account, provider_model, job.task_id, job.submitted_at)
         if job.cancel_requested and await self.cancel_at_provider(job):
             pass  # the poll below sees CANCELED and releases the budget
-        self._tasks.spawn(self._poll(job, fresh=fresh and not job.cancel_requested), f"poll-{job.id}")
+        self._run(job.id, "poll", self._poll(job, fresh=fresh and not job.cancel_requested))
 
-    async def _requeue(self, job: Job, account: str, why: str) -> None:
+    async def _requeue(self, job: Job, why: str) -> None:
         try:
             job = await self.store.requeue_front(job.id, expect=JobState.SUBMITTING, detail=why)
         except StaleState:
-            self._free_slot(job, account)
+            self._free_slot(job.id)
             return
         self.scheduler.queue.push(_queued(job), front=True)
-        self._free_slot(job, account)
+        self._free_slot(job.id)
 
     async def _account_problem(self, account: str, exc: DashScopeError) -> None:
         if account not in self.scheduler.limits.paused():
@@ -377,53 +463,186 @@ class Worker:
         self.wake()
 
     # --- reconcile a lost create ---------------------------------------------------------------------
-    async def _reconcile(self, job: Job) -> None:
+    async def _reconcile(self, job: Job, *, lost_at: datetime | None = None) -> None:
+        """A create was sent and its answer lost: find the task it made, if any, before anything else.
+
+        A listed task is this job's only when it is provably so: created by our key (its `api_key_id`,
+        learned from list rows of tasks we know), of the model, within [sent - skew, sent + request timeout
+        + skew] by the provider's clock, and no job's already. Where that leaves several, or our key's id is
+        not known yet, each candidate is polled and what it echoes (`orig_prompt`) compared with the job.
+        The job is sent again only once the list, read completely at least `reconcile_grace_s` after the
+        answer was lost, shows nothing that could be it; while a task of ours may exist, it waits (holding
+        its slot, not the account). After the task lifetime nobody can know any more: it fails, released.
+        """
         assert job.account is not None and job.submitted_at is not None
-        account = job.account
+        account, sent, cfg = job.account, job.submitted_at, self.config
         client = self.clients[account]
         provider_model = self.catalog.provider_name(job.model, self.region)
-        started = self.clock()
-        backoff = 1.0
+        skew, timeout = timedelta(seconds=cfg.clock_skew_s), timedelta(seconds=cfg.request_timeout_s)
+        earliest, latest = sent - skew, sent + timeout + skew
+        if lost_at is None:  # resumed after a restart: the answer was lost by the time the request timed out
+            lost_at = min(utcnow(), sent + timeout)
+        provable_from = lost_at + timedelta(seconds=cfg.reconcile_grace_s)
+        not_ours: set[str] = set()  # candidates whose echo showed they belong to someone else
+        delay = 1.0
         while not self._stopping:
-            # The list's start/end zone is unconfirmed (UTC+8 assumed), so ask a day either side and match on
-            # gmt_create, which is epoch milliseconds and means the same everywhere.
-            window_start = job.submitted_at - timedelta(days=1)
-            window_end = utcnow() + timedelta(days=1)
-            earliest = job.submitted_at - timedelta(seconds=RECONCILE_CLOCK_SKEW_S)
+            if utcnow() - sent > TASK_LIFETIME:
+                await self._lost_for_good(job)
+                return
+            read_at = utcnow()
             try:
-                candidates = []
-                page_no = 1
-                while True:
-                    page = await client.list_tasks(
-                        start=window_start, end=window_end, model_name=provider_model, page_no=page_no, page_size=100
-                    )
-                    for summary in page.data:
-                        created = summary.created_at
-                        if created is not None and created < earliest:
-                            continue
-                        if not await self.store.task_id_known(summary.task_id):
-                            candidates.append(summary)
-                    if page_no >= (page.total_page or 1):
-                        break
-                    page_no += 1
+                rows, complete = await self._list_created(client, provider_model, earliest, latest)
             except DashScopeError as exc:
                 self._count_error(exc)
                 log.warning("job %s: task list unavailable (%s); retrying", job.id, exc.code, extra={"job_id": job.id})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
                 continue
+            key_id = await self._known_key_id(account, rows)
+            candidates = []
+            for row in rows:
+                if row.task_id in not_ours or not _could_be(row, key_id, provider_model, earliest, latest):
+                    continue
+                if await self.store.task_owner(row.task_id) is None:
+                    candidates.append(row)
             if candidates:
-                # One outstanding create per account: an unknown task in the window is ours.
-                task = candidates[0]
-                log.info("job %s reconciled with task %s", job.id, task.task_id, extra={"job_id": job.id})
-                await self._accepted(job, account, task.task_id, task.request_id)
-                return
-            if self.clock() - started >= self.config.reconcile_grace_s:
+                own = await self._pick_own(job, account, candidates, key_id, not_ours)
+                if own is not None and await self._adopt(job, account, own, key_id):
+                    return
+            elif complete and read_at >= provable_from:
+                self.counters["lost_creates_requeued"] += 1
                 log.info("job %s never reached the provider; queued again", job.id, extra={"job_id": job.id})
-                await self._requeue(job, account, "create lost before the provider")
+                await self._requeue(job, "create lost before the provider")
                 return
-            await asyncio.sleep(min(backoff, self.config.reconcile_grace_s / 4))
-            backoff = min(backoff * 2, 10.0)
+            pause = cfg.poll_max_interval if candidates else cfg.reconcile_grace_s / 4
+            await asyncio.sleep(min(delay, pause))
+            delay = min(delay * 2, 30.0)
+
+    async def _list_created(
+        self, client: DashScopeClient, model: str, earliest: datetime, latest: datetime
+    ) -> tuple[list[TaskSummary], bool]:
+        """Listed tasks of `model` created around [earliest, latest] (far less than the list's 24 h limit),
+        and whether every page was read."""
+        rows: list[TaskSummary] = []
+        for page_no in range(1, self.config.max_list_pages + 1):
+            page = await client.list_tasks(
+                start=earliest - LIST_MARGIN, end=latest + LIST_MARGIN, model_name=model,
+                page_no=page_no, page_size=LIST_PAGE_SIZE,
+            )  # fmt: skip
+            rows.extend(page.data)
+            if not page.data or page_no >= page.total_page:
+                return rows, True
+        return rows, False
+
+    async def _pick_own(
+        self, job: Job, account: str, candidates: list[TaskSummary], key_id: str | None, not_ours: set[str]
+    ) -> TaskSummary | None:
+        """The candidate that is provably this job's, or None to look again later."""
+        lane_busy = self.scheduler.limits.outstanding_creates(account, job.model) - {job.id}
+        if lane_busy:
+            # Another create of ours is in the air: its task may be listed already with no owner yet. Decide
+            # once its answer has come (at most a request timeout away).
+            return None
+        if key_id is not None and len(candidates) == 1:
+            return candidates[0]
+        confirmed: list[TaskSummary] = []
+        silent: list[TaskSummary] = []  # finished without echoing anything to compare
+        gate = self._poll_gates[account]
+        for row in candidates:
+            await gate.wait()
+            try:
+                result = await self.clients[account].get_task(row.task_id)
+            except DashScopeError as exc:
+                self._count_error(exc)
+                if isinstance(exc, MalformedAnswerError):
+                    self.counters["malformed_answers"] += 1
+                return None  # an incomplete picture: ask again later
+            verdict = _echo_matches(job, result)
+            if verdict is False:
+                not_ours.add(row.task_id)
+            elif verdict:
+                confirmed.append(row)
+            elif result.status.is_final:
+                silent.append(row)
+            else:
+                return None  # still PENDING or RUNNING: it echoes the prompt once it succeeds
+        sent = job.submitted_at
+        assert sent is not None
+        closest = _closest_to(sent)
+        if confirmed:
+            return min(confirmed, key=closest)
+        if key_id is not None and silent:
+            # Ours (our key) and finished without saying whose: the same key's tasks differ only by job, and
+            # a finished task without an echo did not make a video to show anyone.
+            return min(silent, key=closest)
+        return None
+
+    async def _adopt(self, job: Job, account: str, row: TaskSummary, key_id: str | None) -> bool:
+        lock = self._adopt_locks.setdefault(account, asyncio.Lock())
+        async with lock:
+            if await self.store.task_owner(row.task_id) is not None:
+                return False  # another job's reconciliation took it a moment ago
+            job = await self.store.transition(
+                job.id, JobState.PENDING, expect=JobState.SUBMITTING, task_id=row.task_id, request_id=row.request_id
+            )
+        if key_id is None and row.api_key_id:
+            await self._remember_key_id(account, row.api_key_id)  # confirmed by its echo: our key's id
+        self.counters["reconciled"] += 1
+        log.info("job %s reconciled with task %s", job.id, row.task_id, extra={"job_id": job.id})
+        await self._after_accepted(job, account, fresh=False)
+        return True
+
+    async def _lost_for_good(self, job: Job) -> None:
+        log.error(
+            "job %s: its create answer was lost and no task could be proved its within the task lifetime; failed",
+            job.id, extra={"job_id": job.id},
+        )  # fmt: skip
+        await self._fail(job, "job.failed.lost", code="ReconcileGaveUp", release=True)
+        await self._safe(self.notifier.owner_alert("alert.lost_create", job_id=job.id, account=job.account or "-"))
+
+    # --- the api_key_id our tasks carry in the list ------------------------------------------------------
+    async def _known_key_id(self, account: str, rows: list[TaskSummary]) -> str | None:
+        """The account's api_key_id: remembered, stored, or learned from listed rows of tasks we know."""
+        known = self._key_ids.get(account) or await self.store.api_key_id(account)
+        if known is not None:
+            self._key_ids[account] = known
+            return known
+        for row in rows:
+            if not row.api_key_id:
+                continue
+            owner = await self.store.task_owner(row.task_id)
+            if owner is not None and owner[1] == account:
+                await self._remember_key_id(account, row.api_key_id)
+                return row.api_key_id
+        return None
+
+    async def _remember_key_id(self, account: str, api_key_id: str) -> None:
+        self._key_ids[account] = api_key_id
+        await self.store.save_api_key_id(account, api_key_id)
+        log.info("account %s: its tasks carry api_key_id %s in the task list", account, api_key_id)
+
+    def _learn_key_id_soon(self, account: str, provider_model: str, task_id: str, sent: datetime) -> None:
+        """Look up a task we just created in the list, once per account, so the account's api_key_id is known
+        before any create answer is lost (reconciliation then needs no polling to tell strangers apart)."""
+        if account in self._learning or self._tasks.closing:
+            return
+        self._learning.add(account)
+        self._tasks.spawn(self._learn_key_id(account, provider_model, task_id, sent), f"learn-key-{account}")
+
+    async def _learn_key_id(self, account: str, provider_model: str, task_id: str, sent: datetime) -> None:
+        try:
+            await asyncio.sleep(self.config.reconcile_grace_s)  # the list may lag behind the create
+            cfg = self.config
+            skew, timeout = timedelta(seconds=cfg.clock_skew_s), timedelta(seconds=cfg.request_timeout_s)
+            client = self.clients[account]
+            rows, _ = await self._list_created(client, provider_model, sent - skew, sent + timeout + skew)
+            mine = next((row for row in rows if row.task_id == task_id), None)
+            if mine is not None and mine.api_key_id and account not in self._key_ids:
+                await self._remember_key_id(account, mine.api_key_id)
+        except DashScopeError as exc:
+            log.info("account %s: api_key_id not learned yet (%s)", account, exc.code)
+        finally:
+            self._learning.discard(account)
 
     # --- polling -------------------------------------------------------------------------------------
     def _next_poll_delay(self, job: Job, previous_poll: float) -> float:
@@ -489,7 +708,7 @@ class Worker:
             await asyncio.sleep(delay)
             await gate.wait()
             if job.submitted_at is not None and utcnow() - job.submitted_at > TASK_LIFETIME:
-                await self._fail(job, "job.failed.expired", code="TaskExpired", release=True, account=job.account)
+                await self._fail(job, "job.failed.expired", code="TaskExpired", release=True)
                 return
             polled_at = self.clock()
             self.counters["polls"] += 1
@@ -498,6 +717,16 @@ class Worker:
             except AccountProblemError as exc:
                 self._count_error(exc)
                 await self._account_problem(job.account, exc)
+                errors += 1
+                continue
+            except MalformedAnswerError as exc:
+                # An answer that can't be read says nothing about the task: ask again later, never conclude.
+                self._count_error(exc)
+                self.counters["malformed_answers"] += 1
+                if job.id not in self._malformed_logged:
+                    self._malformed_logged.add(job.id)
+                    log.warning("job %s: unreadable answer from the provider (%s); retrying with backoff",
+                                job.id, exc, extra={"job_id": job.id})  # fmt: skip
                 errors += 1
                 continue
             except DashScopeError as exc:
@@ -509,7 +738,7 @@ class Worker:
             last = polled_at
             refreshed = await self.store.get(job.id)
             if refreshed is None or refreshed.is_final:
-                self._free_slot(job, job.account)
+                self._free_slot(job.id)
                 return
             job = refreshed
             done = await self._on_status(job, result, polled_at)
@@ -518,6 +747,16 @@ class Worker:
 
     async def _on_status(self, job: Job, result: TaskResult, polled_at: float) -> bool:
         status = result.status
+        if status is TaskStatus.UNKNOWN:
+            # Expired or never existed; believed only when repeated or when the task can't exist any more.
+            streak = self._unknown_streak[job.id] = self._unknown_streak.get(job.id, 0) + 1
+            expired = job.submitted_at is not None and utcnow() - job.submitted_at > TASK_LIFETIME
+            if streak < 2 and not expired:
+                log.info("job %s: provider says UNKNOWN; asking again", job.id, extra={"job_id": job.id})
+                return False
+            await self._fail(job, "job.failed.expired", code="UNKNOWN", release=True)
+            return True
+        self._unknown_streak.pop(job.id, None)
         if status in (TaskStatus.PENDING, TaskStatus.SUSPENDED):
             self._last_pending_poll[job.id] = polled_at
             if job.cancel_requested:
@@ -540,27 +779,50 @@ class Worker:
             self._finish(job)
             await self._safe(self.notifier.job_failed(job))
             return True
-        if status is TaskStatus.UNKNOWN:
-            await self._fail(job, "job.failed.expired", code="UNKNOWN", release=True, account=job.account)
-            return True
         # FAILED
         code = result.code or "Failed"
-        await self._fail(job, describe_failure(code), code=code, release=True, account=job.account,
-                         detail=result.message)  # fmt: skip
+        if isinstance(result.error(), ProviderUnavailableError) and await self.store.provider_tasks_used(job.id) < 2:
+            await self._resubmit(job, code)
+            return True
+        await self._fail(job, describe_failure(code), code=code, release=True, detail=result.message)
         return True
 
+    async def _resubmit(self, job: Job, code: str) -> None:
+        """The provider gave up on the task for its own reasons (InternalError, ModelServingError...): send the
+        job once more, on the same reservation. The failed task stays recorded as the job's."""
+        job = await self.store.transition(
+            job.id, JobState.QUEUED, expect=(JobState.PENDING, JobState.RUNNING),
+            detail=f"task failed ({code}); sent once more", task_id=None, request_id=None, started_at=None,
+        )  # fmt: skip
+        self.counters["resubmitted_after_failure"] += 1
+        log.warning("job %s: task failed with %s; sending it once more", job.id, code, extra={"job_id": job.id})
+        self._forget_task(job.id)
+        self.scheduler.queue.push(_queued(job), front=True)
+        self._free_slot(job.id)
+
     async def _succeeded(self, job: Job, result: TaskResult, polled_at: float) -> None:
-        self._free_slot(job, job.account)  # the provider's slot is free now: the next job goes while we settle
-        cost = self.budget.actual_cost(job, result.billed_seconds)
+        settlement = self.budget.settlement(job, result.billed_seconds)
+        self._free_slot(job.id)  # the provider's slot is free now: the next job goes while we settle
+        if settlement.clamped:
+            self.counters["bills_clamped"] += 1
+            log.warning(
+                "job %s: the provider billed %r s for a fixed-length video; charged at most the reservation",
+                job.id, result.billed_seconds, extra={"job_id": job.id},
+            )  # fmt: skip
+            await self._safe(
+                self.notifier.owner_alert("alert.bill_clamped", job_id=job.id, billed=repr(result.billed_seconds))
+            )
         now = utcnow()
         expires = now + TASK_LIFETIME
         job = await self.store.transition(
-            job.id, JobState.SUCCEEDED, settle=cost, actual_prompt=result.actual_prompt,
+            job.id, JobState.SUCCEEDED, settle=settlement.cost, actual_prompt=result.actual_prompt,
             video_url_expires_at=expires, started_at=job.started_at or now,
         )  # fmt: skip
         stats = self.scheduler.durations_for(job.model, job.resolution)
-        if result.queued_seconds is not None and result.running_seconds is not None:
-            stats.observe(result.queued_seconds, result.running_seconds)  # the provider's own times: exact
+        queued_s, running_s = result.queued_seconds, result.running_seconds
+        if _plausible(queued_s) and _plausible(running_s):
+            assert queued_s is not None and running_s is not None
+            stats.observe(queued_s, running_s)  # the provider's own times: exact
         elif job.submitted_at is not None:  # our poll times: off by up to a poll gap at each end
             started = self._started_mono.get(job.id, polled_at)
             queued_s = max(0.0, ((job.started_at or now) - job.submitted_at).total_seconds())
@@ -569,31 +831,62 @@ class Worker:
         self._emit("succeeded", job)
         await self._deliver(job, result.video_url, redelivery=False)
 
+    def _forget_task(self, job_id: int) -> None:
+        self._started_mono.pop(job_id, None)
+        self._last_pending_poll.pop(job_id, None)
+        self._start_lo.pop(job_id, None)
+        self._unknown_streak.pop(job_id, None)
+
     def _finish(self, job: Job) -> None:
-        self._started_mono.pop(job.id, None)
-        self._last_pending_poll.pop(job.id, None)
-        self._start_lo.pop(job.id, None)
-        self._free_slot(job, job.account)
+        self._forget_task(job.id)
+        self._free_slot(job.id)
 
     # --- delivery ------------------------------------------------------------------------------------
     async def _deliver(self, job: Job, url: str | None, *, redelivery: bool) -> None:
+        """Download the video and post it; over the size cap, post the provider's link instead (once)."""
         path = self.media.video_path(job.id)
+        too_large = False
         for attempt in range(self.config.max_delivery_attempts):
             try:
-                if not path.exists():
+                if too_large or not path.exists():
                     if url is None:
                         url = await self._fresh_video_url(job)
                     if url is None:
                         await self._fail(job, "job.failed.video_lost", code="VideoUnavailable")
                         return
-                    size = await self.clients[job.account or ""].download_video(
-                        url, path, max_bytes=self.config.max_video_bytes
-                    )
-                    job = await self.store.update(job.id, video_path=str(path))
+                if too_large:
+                    # Larger than any upload: the notifier posts the link, with its expiry.
+                    video = Video(path=path, size=self.config.max_video_bytes + 1, url=url,
+                                  url_expires_at=job.video_url_expires_at)  # fmt: skip
                 else:
-                    size = path.stat().st_size
-                video = Video(path=path, size=size, url=url, url_expires_at=job.video_url_expires_at)
+                    if not path.exists():
+                        assert url is not None
+                        size = await self.clients[job.account or ""].download_video(
+                            url, path, max_bytes=self.config.max_video_bytes
+                        )
+                        job = await self.store.update(job.id, video_path=str(path))
+                    else:
+                        size = path.stat().st_size
+                    video = Video(path=path, size=size, url=url, url_expires_at=job.video_url_expires_at)
                 await self.notifier.deliver(job, video, redelivery=redelivery or attempt > 0)
+            except ForeignVideoUrlError as exc:
+                self._count_error(exc)
+                self.counters["video_urls_refused"] += 1
+                log.error("job %s: the video URL is not the provider's storage (%s); not fetched",
+                          job.id, exc, extra={"job_id": job.id})  # fmt: skip
+                await self._fail(job, "job.failed.video_refused", code=exc.code)
+                await self._safe(self.notifier.owner_alert("alert.video_url_refused", job_id=job.id))
+                return
+            except VideoTooLargeError as exc:
+                self._count_error(exc)
+                log.warning("job %s: %s; posting the link instead", job.id, exc.message, extra={"job_id": job.id})
+                too_large = True
+                continue  # nothing was downloaded: no need to wait
+            except NotAVideoError as exc:
+                self._count_error(exc)
+                log.error("job %s: the provider's file is not a video (%s)", job.id, exc, extra={"job_id": job.id})
+                await self._fail(job, "job.failed.not_a_video", code=exc.code)
+                return
             except DeliveryError as exc:
                 if exc.permanent:
                     log.error("job %s cannot be delivered: %s", job.id, exc.reason, extra={"job_id": job.id})
@@ -625,16 +918,7 @@ class Worker:
         return None
 
     # --- failure -------------------------------------------------------------------------------------
-    async def _fail(
-        self,
-        job: Job,
-        key: str,
-        *,
-        code: str,
-        release: bool = False,
-        account: str | None = None,
-        detail: str | None = None,
-    ) -> None:
+    async def _fail(self, job: Job, key: str, *, code: str, release: bool = False, detail: str | None = None) -> None:
         try:
             job = await self.store.transition(
                 job.id, JobState.FAILED, release=release and job.charge_state.value == "reserved",
@@ -671,12 +955,33 @@ def _queued(job: Job) -> QueuedJob:
     return QueuedJob(job.id, job.guild_id, job.user_id, job.model, job.resolution, job.queue_seq)
 
 
-def utc_from_provider(value: str | None) -> datetime | None:
-    """Provider times are 'YYYY-MM-DD HH:mm:ss.SSS' in China time (UTC+8)."""
-    if not value:
+def _could_be(row: TaskSummary, key_id: str | None, model: str, earliest: datetime, latest: datetime) -> bool:
+    """Whether a listed task can be the one a create sent at [earliest, latest] made (before any echo)."""
+    created = row.created_at
+    if created is None or not earliest <= created <= latest:
+        return False
+    if row.model_name is not None and row.model_name != model:
+        return False
+    return key_id is None or row.api_key_id == key_id
+
+
+def _echo_matches(job: Job, result: TaskResult) -> bool | None:
+    """Whether what the task echoes is this job's request: True, False, or None when it echoes nothing yet
+    (the prompt is echoed once the task has succeeded; an effect sends no prompt, so echoes none)."""
+    if result.orig_prompt is None:
         return None
-    try:
-        naive = datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f")
-    except ValueError:
-        return None
-    return (naive - timedelta(hours=8)).replace(tzinfo=UTC)
+    sent_prompt = "" if job.template is not None else job.prompt
+    return result.orig_prompt == sent_prompt
+
+
+def _closest_to(sent: datetime) -> Callable[[TaskSummary], float]:
+    def distance(row: TaskSummary) -> float:
+        created = row.created_at
+        return abs((created - sent).total_seconds()) if created is not None else math.inf
+
+    return distance
+
+
+def _plausible(seconds: float | None) -> bool:
+    """A provider duration worth learning from (times are untrusted: a day-long or negative one is not)."""
+    return seconds is not None and math.isfinite(seconds) and 0 <= seconds <= TASK_LIFETIME.total_seconds()
