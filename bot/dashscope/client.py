@@ -63,12 +63,13 @@ log = logging.getLogger(__name__)
 
 CREATE_PATH = "/services/aigc/image2video/video-synthesis"
 
-# The task list ("manage asynchronous tasks": https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks).
-# Window bounds are "YYYYMMDDhhmmss" (the official SDK's `AsyncTaskMixin.list` docstring: "for example:
-# 20230420000000"), and the window may not exceed 24 hours (400 InvalidParameter otherwise; the project's provider
-# notes quote it from that page). The zone of those bounds is read as UTC+8, the zone both regions write their
-# times in: unconfirmed, no source consulted states it. A window centred on the moment of interest stays right
-# for any zone error under 12 h minus its margin; rows carry `gmt_create` in epoch ms, which needs no zone.
+# The task list: "manage asynchronous tasks", https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks
+# - bounds are "YYYYMMDDhhmmss": the official Python SDK's `list` docstring ("for example: 20230420000000");
+# - a window may not exceed 24 hours (400 InvalidParameter): the project's provider notes, quoting that page
+#   (its list section was not re-read for this code);
+# - zone of the bounds: UTC+8, the zone both regions write their times in. Unconfirmed: no source consulted
+#   states it. A window centred on the moment of interest stays right for any zone error under 12 h minus its
+#   margin, and rows carry `gmt_create` in epoch ms, which needs no zone.
 LIST_TZ = timezone(timedelta(hours=8), "UTC+8")
 LIST_TIME_FORMAT = "%Y%m%d%H%M%S"
 LIST_WINDOW_MAX = timedelta(hours=24)
@@ -394,7 +395,7 @@ class DashScopeClient:
         if literal is not None and not _is_public(literal):
             raise ForeignVideoUrlError(refused, code="ForeignVideoUrl")
         allowed = (
-            (literal is None and name.endswith(PROVIDER_STORAGE_SUFFIX))
+            name.endswith(PROVIDER_STORAGE_SUFFIX)
             or name in self._video_hosts
             or any(name.endswith(domain) for domain in self._video_domains)
         )
