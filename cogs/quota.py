@@ -18,6 +18,7 @@ from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
 from bot.i18n_discord import _
 from bot.jobs.quota import BudgetReport
+from bot.jobs.store import ChannelEdit
 from bot.views import is_manager
 
 if TYPE_CHECKING:
@@ -65,6 +66,25 @@ def report_embed(report: BudgetReport, locale: str, title: str) -> discord.Embed
     return embed
 
 
+def channel_edit(
+    allow: discord.abc.Snowflake | None, disallow: discord.abc.Snowflake | None, everywhere: bool
+) -> ChannelEdit:
+    """The manager's channel change, applied to the allowed channels as they are inside the update's
+    transaction (so two managers changing channels at once both count)."""
+
+    def edit(current: tuple[int, ...]) -> tuple[int, ...]:
+        channels = [] if everywhere else list(current)
+        if allow is not None and allow.id not in channels:
+            channels.append(allow.id)
+        if disallow is not None:
+            if disallow.id not in channels:
+                raise InvalidInput("quota.channel_not_listed", channel=f"<#{disallow.id}>")
+            channels.remove(disallow.id)
+        return tuple(channels)
+
+    return edit
+
+
 class QuotaCog(commands.Cog):
     def __init__(self, bot: VideoBot) -> None:
         self.services = bot.services
@@ -96,21 +116,14 @@ class QuotaCog(commands.Cog):
         if changing:
             if not is_manager(interaction):
                 raise NotAllowed("quota.managers_only")
-            policy = await budget.policy(interaction.guild_id)
-            channels = list(policy.allowed_channels)
-            if allow_everywhere:
-                channels = []
-            if allow_channel is not None and allow_channel.id not in channels:
-                channels.append(allow_channel.id)
-            if disallow_channel is not None:
-                if disallow_channel.id not in channels:
-                    raise InvalidInput("quota.channel_not_listed", channel=f"<#{disallow_channel.id}>")
-                channels.remove(disallow_channel.id)
+            touches_channels = allow_everywhere or allow_channel is not None or disallow_channel is not None
             await budget.set_member_limits(
                 interaction.guild_id,
                 member_daily_videos=member_daily_videos,
                 user_queue_limit=user_queue_limit,
-                allowed_channels=tuple(channels),
+                edit_channels=channel_edit(allow_channel, disallow_channel, allow_everywhere)
+                if touches_channels
+                else None,
             )
         report = await budget.report(interaction.guild_id, interaction.user.id)
         title = t(locale, "quota.updated" if changing else "quota.title")

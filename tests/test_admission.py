@@ -4,7 +4,7 @@ a rate limiter that forgets idle users. Real SQLite files; the engine against th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -12,7 +12,7 @@ import pytest
 
 from bot.catalog import load_catalog
 from bot.dashscope.errors import ForeignVideoUrlError
-from bot.errors import QueueFull, QuotaExceeded, RateLimited
+from bot.errors import InvalidInput, QueueFull, QuotaExceeded, RateLimited
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.service import UserRateLimiter
 from bot.jobs.store import JobStore
@@ -71,6 +71,30 @@ async def test_a_stale_reader_cannot_revert_another_column(store: JobStore) -> N
     updated = await store.update_policy(3, member_daily_videos=stale.member_daily_videos + 1)
     assert (updated.daily_budget, updated.member_daily_videos) == (9000, 5)
     assert await store.get_policy(3) == updated
+
+
+async def test_channel_changes_made_at_once_all_stay(store: JobStore) -> None:
+    budget = BudgetService(store, load_catalog(), Defaults(10_000, 100_000, 20, 3), ZoneInfo("UTC"))
+
+    def allow(channel: int) -> Callable[[tuple[int, ...]], tuple[int, ...]]:
+        return lambda current: (*current, channel)
+
+    # Ten managers allow a channel each while an owner changes the budget and another manager the limits.
+    await asyncio.gather(
+        *(budget.set_member_limits(5, edit_channels=allow(c)) for c in range(1, 11)),
+        budget.set_budgets(5, daily=4000, monthly=None),
+        budget.set_member_limits(5, user_queue_limit=2),
+    )
+    policy = await store.get_policy(5)
+    assert sorted(policy.allowed_channels) == list(range(1, 11))
+    assert (policy.daily_budget, policy.user_queue_limit) == (4000, 2)
+
+    def refuse(current: tuple[int, ...]) -> tuple[int, ...]:
+        raise InvalidInput("quota.channel_not_listed", channel="<#99>")
+
+    with pytest.raises(InvalidInput):
+        await budget.set_member_limits(5, member_daily_videos=1, edit_channels=refuse)
+    assert await store.get_policy(5) == policy  # a refused edit changes nothing, not even the other column
 
 
 async def test_update_policy_accepts_only_policy_columns(store: JobStore) -> None:

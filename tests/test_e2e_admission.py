@@ -177,3 +177,23 @@ async def test_over_budget_kf2v_is_refused_before_its_frames_are_decoded(world: 
     assert frames_on_disk(world) == frames
     cdn = [r for r in world.discord.requests if "attachments/" in r.path and r.method == "GET"]
     assert len(cdn) == 2  # nor even downloaded
+
+
+async def test_manager_channel_options_change_only_the_channels(world: World) -> None:
+    discord = world.discord
+    first, second = discord.add_text_channel(world.guild, "one"), discord.add_text_channel(world.guild, "two")
+
+    async def quota(**options: object) -> str:
+        return await world.reply(await discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota", options))
+
+    await world.svc.budget.set_budgets(world.guild, daily=7000, monthly=None)
+    await quota(allow_channel=first)
+    await quota(allow_channel=second, member_daily_videos=5)
+    await quota(user_queue_limit=4)  # no channel option: the channels are left alone
+    policy = await world.svc.store.get_policy(world.guild)
+    assert (policy.allowed_channels, policy.member_daily_videos, policy.user_queue_limit) == ((first, second), 5, 4)
+    assert "isn't in the allowed list" in await quota(disallow_channel=world.channel, member_daily_videos=1)
+    assert await world.svc.store.get_policy(world.guild) == policy  # refused whole: the limit did not change
+    await quota(disallow_channel=first)
+    policy = await world.svc.store.get_policy(world.guild)
+    assert (policy.allowed_channels, policy.daily_budget) == ((second,), 7000)

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from bot.catalog import VIDEO_SECONDS, Catalog, format_cny
 from bot.errors import QueueFull, QuotaExceeded
 from bot.jobs.models import GuildPolicy, GuildUsage, Job, JobRequest
-from bot.jobs.store import JobStore, utcnow
+from bot.jobs.store import ChannelEdit, JobStore, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +189,8 @@ class BudgetService:
     async def set_budgets(self, guild_id: int, *, daily: int | None, monthly: int | None) -> EffectivePolicy:
         """Owners only (checked by the caller). None keeps the current value; only the given columns change."""
         columns = {"daily_budget": daily, "monthly_budget": monthly}
-        return self.effective(
-            await self._store.update_policy(guild_id, **{k: v for k, v in columns.items() if v is not None})
-        )
+        given = {k: v for k, v in columns.items() if v is not None}
+        return self.effective(await self._store.update_policy(guild_id, edit_channels=None, **given))
 
     async def set_member_limits(
         self,
@@ -200,13 +199,19 @@ class BudgetService:
         member_daily_videos: int | None = None,
         user_queue_limit: int | None = None,
         allowed_channels: tuple[int, ...] | None = None,
+        edit_channels: ChannelEdit | None = None,
     ) -> EffectivePolicy:
-        """Guild managers: limits on members inside the budget the owners set (never the budget itself)."""
+        """Guild managers: limits on members inside the budget the owners set (never the budget itself).
+
+        `edit_channels` changes the allowed channels from what they are at that moment (see `update_policy`).
+        """
         columns: dict[str, object] = {
             "member_daily_videos": member_daily_videos,
             "user_queue_limit": user_queue_limit,
             "allowed_channels": allowed_channels,
         }
         return self.effective(
-            await self._store.update_policy(guild_id, **{k: v for k, v in columns.items() if v is not None})
+            await self._store.update_policy(
+                guild_id, edit_channels=edit_channels, **{k: v for k, v in columns.items() if v is not None}
+            )
         )

@@ -490,18 +490,29 @@ class JobStore:
             paused=policy.paused,
         )
 
-    async def update_policy(self, guild_id: int, /, **columns: Any) -> GuildPolicy:
+    async def update_policy(
+        self,
+        guild_id: int,
+        /,
+        *,
+        edit_channels: ChannelEdit | None = None,
+        **columns: Any,
+    ) -> GuildPolicy:
         """Set only the given columns, in one transaction, and return the policy as it now stands.
 
         Column-level on purpose: an owner's budget change and a manager's member limits, made at the same
         moment, both stay (a read-modify-write of the whole row would let the later one revert the other).
+        `edit_channels` turns the allowed channels into new ones inside the same transaction (two managers
+        allowing a channel each keep both); whatever it raises leaves the policy untouched.
         """
         unknown = set(columns) - _POLICY_COLUMNS
         if unknown:
             raise ValueError(f"not guild policy columns: {sorted(unknown)}")
-        values = {name: _policy_db_value(name, value) for name, value in columns.items()}
         async with self._transaction() as db:
             await db.execute("INSERT INTO guild_policies (guild_id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
+            if edit_channels is not None:
+                columns["allowed_channels"] = edit_channels((await self._policy(db, guild_id)).allowed_channels)
+            values = {name: _policy_db_value(name, value) for name, value in columns.items()}
             if values:
                 # Column names were checked against _POLICY_COLUMNS above, never taken from users.
                 assignments = ", ".join(f"{name} = ?" for name in values)
@@ -595,6 +606,8 @@ class JobStore:
         return _policy_from(guild_id, row if row["policy_guild"] is not None else None), usage
 
 
+# Turns a guild's allowed channels into new ones (inside the policy transaction).
+ChannelEdit = Callable[[tuple[int, ...]], tuple[int, ...]]
 _POLICY_COLUMNS = frozenset(
     {"daily_budget", "monthly_budget", "member_daily_videos", "user_queue_limit", "allowed_channels", "paused"}
 )
