@@ -101,7 +101,7 @@ async def test_update_policy_accepts_only_policy_columns(store: JobStore) -> Non
     with pytest.raises(ValueError, match="not guild policy columns"):
         await store.update_policy(3, daily_budget=1, guild_id=4)
     with pytest.raises(ValueError, match="not guild policy columns"):
-        await store.update_policy(3, **{"paused = 1; --": 1})
+        await store.update_policy(3, edit_channels=None, **{"paused = 1; --": 1})
     fresh = await store.get_policy(3)  # the refused updates wrote nothing
     assert (fresh.daily_budget, fresh.paused, fresh.allowed_channels) == (None, False, ())
 
