@@ -210,12 +210,12 @@ async def test_a_crash_in_a_jobs_work_restarts_it_from_its_row(tmp_path: Path, e
     real = services.worker.budget.settlement
     crashes = 0
 
-    def settlement_with_a_bug(job: Job, billed: float | None) -> Settlement:
+    def settlement_with_a_bug(job: Job, billed_seconds: float | None) -> Settlement:
         nonlocal crashes
         if crashes < 2:
             crashes += 1
             raise ArithmeticError("a bug while settling")
-        return real(job, billed)
+        return real(job, billed_seconds)
 
     services.worker.budget.settlement = settlement_with_a_bug  # type: ignore[method-assign]
     try:
@@ -235,7 +235,7 @@ async def test_a_job_that_keeps_crashing_fails_released_with_a_reference(
     services, recorder = await start_engine(tmp_path, emulator.base_url)
     services.worker.config = replace(services.worker.config, crash_backoff_s=0.05)
 
-    def always_broken(job: Job, billed: float | None) -> Settlement:
+    def always_broken(job: Job, billed_seconds: float | None) -> Settlement:
         raise ArithmeticError("a bug while settling")
 
     services.worker.budget.settlement = always_broken  # type: ignore[method-assign]
