@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from bot.app import Services
 from bot.jobs.models import Job, JobState
@@ -255,3 +256,81 @@ async def test_a_job_that_keeps_crashing_fails_released_with_a_reference(
         assert services.scheduler.limits.in_flight() == {(account_of(services), "wan2.2-kf2v-flash"): 0}
     finally:
         await services.stop()
+
+
+class _FailingProvider:
+    """A DashScope stand-in over loopback whose first tasks FAIL with the given codes (the emulator only fails
+    tasks for their content): create, poll and the video, nothing more."""
+
+    MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(64)
+
+    def __init__(self, codes: list[str]) -> None:
+        self.codes = codes
+        self.created: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/api/v1/services/aigc/image2video/video-synthesis", self._create)
+        app.router.add_get("/api/v1/tasks/{task_id}", self._get)
+        app.router.add_get("/videos/{task_id}.mp4", self._video)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/api/v1"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _create(self, request: web.Request) -> web.Response:
+        task_id = f"task-{len(self.created) + 1}"
+        self.created.append(task_id)
+        return web.json_response({"request_id": "r", "output": {"task_id": task_id, "task_status": "PENDING"}})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["task_id"]
+        index = self.created.index(task_id)
+        output: dict[str, Any] = {"task_id": task_id, "submit_time": "2026-01-01 08:00:00.000"}
+        if index < len(self.codes):
+            output.update(task_status="FAILED", code=self.codes[index], message="the provider gave up")
+            return web.json_response({"request_id": "r", "output": output})
+        origin = self.base_url.removesuffix("/api/v1")
+        output.update(task_status="SUCCEEDED", video_url=f"{origin}/videos/{task_id}.mp4", orig_prompt="p")
+        return web.json_response({"request_id": "r", "output": output, "usage": {"video_duration": 5}})
+
+    async def _video(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.MP4, content_type="video/mp4")
+
+
+@pytest.mark.parametrize(
+    ("codes", "state", "tasks"),
+    [
+        (["InternalError.Algo"], JobState.DELIVERED, 2),
+        (["ModelServingError", "InternalError"], JobState.FAILED, 2),
+        (["DataInspectionFailed"], JobState.FAILED, 1),
+    ],
+    ids=["temporary-then-ok", "temporary-twice", "content"],
+)
+async def test_a_task_failed_for_the_providers_own_reasons_is_sent_once_more(
+    tmp_path: Path, codes: list[str], state: JobState, tasks: int
+) -> None:
+    provider = _FailingProvider(codes)
+    await provider.start()
+    services, _ = await start_engine(tmp_path, provider.base_url)
+    try:
+        job = await services.jobs.submit(draft())
+        await settle(services, [job.id], within=30)
+        done = await services.store.get(job.id)
+        assert done is not None and done.state is state
+        assert len(provider.created) == tasks
+        assert await services.store.provider_tasks_used(job.id) == tasks
+        ledger = [e.kind for e in await services.store.ledger() if e.job_id == job.id]
+        assert ledger == (["reserve", "settle"] if state is JobState.DELIVERED else ["reserve", "release"])
+        assert services.worker.counters["resubmitted_after_failure"] == tasks - 1
+    finally:
+        await services.stop()
+        await provider.stop()
