@@ -100,11 +100,15 @@ async def test_a_manager_cannot_raise_the_guild_budget(world: World) -> None:
         world.guild, world.channel, MANAGER, "kf2v-quota", {"member_daily_videos": 1000, "user_queue_limit": 100}
     )
     await world.reply(wide)
+    before = await world.svc.budget.policy(world.guild)
+    # The command that does set budgets, shown to the manager by a server override and sent through Discord.
     admin = await world.discord.run_command(
-        world.guild, world.channel, MANAGER, "kf2v-admin", {"daily": "500"}, subcommand="budget",
-        ignore_default_permissions=True,
+        world.guild, world.channel, MANAGER, "kf2v-admin", {"daily": "500", "monthly": "99999"},
+        subcommand="budget", ignore_default_permissions=True,
     )  # fmt: skip
     assert "Only the bot's owners" in await world.reply(admin)
+    after = await world.svc.budget.policy(world.guild)
+    assert after == before and after.daily_budget == 1000
     texts = [await world.reply(await world.kf2v(user=MANAGER, resolution="480P")) for _ in range(3)]
     assert ["queued" in t for t in texts] == [True, True, False] and "¥0.00 of ¥1.00 left" in texts[2]
     assert (await world.svc.budget.policy(world.guild)).daily_budget == 1000
