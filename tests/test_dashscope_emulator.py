@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import io
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,6 +23,7 @@ import av
 import pytest
 from PIL import Image
 
+from bot.sandbox.cli import add_sandbox_arguments, config_from_args
 from bot.sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig, FaultConfig, fingerprint
 
 KEY = "sk-emulator-test-key-1"
@@ -572,3 +575,384 @@ def test_sandbox_command_starts_fast_answers_and_stops_cleanly() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+# --- issue 10: the provider's truths ---------------------------------------------------------------------
+
+THIRD_KEY = "sk-emulator-test-key-3"
+TEAM = {KEY: "team", OTHER_KEY: "team"}
+
+
+async def get_as(api: Api, task_id: str, key: str) -> dict[str, Any]:
+    return await api.get(task_id, key=key)
+
+
+async def list_as(api: Api, key: str, **query: str) -> tuple[int, dict[str, Any]]:
+    async with api.session.get(f"{api.base}/tasks", params=query, headers={"Authorization": f"Bearer {key}"}) as r:
+        return r.status, await r.json()
+
+
+async def test_keys_of_one_main_account_share_its_slots_and_see_its_tasks(session: aiohttp.ClientSession) -> None:
+    async with DashScopeEmulator(quick(accounts=TEAM, submit_rps=100, pending_s=(5, 5))) as emu:
+        api = Api(session, emu.base_url)
+        mine = (await api.create(body()))[1]["output"]["task_id"]
+        assert (await api.create(body(), key=OTHER_KEY))[0] == 200
+        status, answer = await api.create(body(), key=OTHER_KEY)
+        assert (status, answer["code"]) == (429, "Throttling.RateQuota")
+        # A key of another account has its own slots and sees none of the team's tasks.
+        assert (await api.create(body(), key=THIRD_KEY))[0] == 200
+        assert (await get_as(api, mine, THIRD_KEY))["output"]["task_status"] == "UNKNOWN"
+        assert (await get_as(api, mine, OTHER_KEY))["output"]["task_status"] == "PENDING"
+        stats = emu.stats()
+        [violation] = stats["violations"]
+        assert (violation["key"], violation["caller"], violation["kind"]) == (
+            "team",
+            fingerprint(OTHER_KEY),
+            "in_flight",
+        )
+        assert stats["max_in_flight"] == {"team": {FLASH: 2}, fingerprint(THIRD_KEY): {FLASH: 1}}
+        assert stats["submissions_by_key_model"] == {
+            fingerprint(KEY): {FLASH: 1},
+            fingerprint(OTHER_KEY): {FLASH: 1},
+            fingerprint(THIRD_KEY): {FLASH: 1},
+        }
+        assert KEY not in json.dumps(emu.config.public()) and emu.config.public()["accounts"] == {
+            fingerprint(KEY): "team",
+            fingerprint(OTHER_KEY): "team",
+        }
+
+
+async def test_the_burst_budget_is_the_accounts_not_the_keys(session: aiohttp.ClientSession) -> None:
+    async with DashScopeEmulator(quick(accounts=TEAM, max_in_flight=10)) as emu:
+        api = Api(session, emu.base_url)
+        assert (await api.create(body()))[0] == 200
+        assert (await api.create(body(), key=OTHER_KEY))[0] == 200
+        status, answer = await api.create(body(), key=OTHER_KEY)
+        assert (status, answer["code"]) == (429, "Throttling.BurstRate")
+        assert [v["kind"] for v in emu.stats()["violations"]] == ["burst"]
+
+
+async def test_a_fixed_key_still_accepts_the_keys_named_in_accounts(session: aiohttp.ClientSession) -> None:
+    async with DashScopeEmulator(quick(api_key=KEY, accounts={OTHER_KEY: "team"})) as emu:
+        api = Api(session, emu.base_url)
+        assert (await api.create(body(), key=OTHER_KEY))[0] == 200
+        assert (await api.create(body(), key=THIRD_KEY))[0] == 401
+
+
+async def test_list_rows_show_the_whole_account_with_key_ids_never_keys(session: aiohttp.ClientSession) -> None:
+    async with DashScopeEmulator(quick(accounts=TEAM, submit_rps=100)) as emu:
+        api = Api(session, emu.base_url)
+        created = {
+            key: (await api.create(body(), key=key))[1] for key in (KEY, OTHER_KEY)
+        }  # fmt: skip
+        status, page = await list_as(api, OTHER_KEY)
+        assert status == 200 and page["total"] == 2
+        rows = {row["task_id"]: row for row in page["data"]}
+        for key, answer in created.items():
+            row = rows[answer["output"]["task_id"]]
+            assert row["api_key_id"] == emu.api_key_id(key) and row["request_id"] == answer["request_id"]
+            assert row["region"] == "cn-beijing" and row["model_name"] == FLASH
+            assert isinstance(row["gmt_create"], int) and isinstance(row["caller_uid"], str)
+        assert emu.api_key_id(KEY) != emu.api_key_id(OTHER_KEY)
+        assert emu.api_key_id(KEY) == emu.api_key_id(KEY) and KEY not in json.dumps(page)
+        assert len({row["caller_uid"] for row in rows.values()}) == 1  # one main account, one uid
+        _, only_key = await list_as(api, KEY, api_key_id=emu.api_key_id(KEY))
+        assert [r["task_id"] for r in only_key["data"]] == [created[KEY]["output"]["task_id"]]
+        _, elsewhere = await list_as(api, KEY, region="ap-southeast-1")
+        assert elsewhere["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "ok"),
+    [
+        ("20250301000000", "20250302000000", True),  # exactly 24 h
+        ("20250301000000", "20250302000001", False),
+        ("20250302000000", "20250301000000", False),  # backwards
+        ("20000101000000", None, True),  # a start alone means the 24 h after it
+        (None, "20250302000000", True),  # an end alone means the 24 h before it
+        ("2025-03-01 00:00:00", "2025-03-02 00:00:01", False),
+    ],
+)
+async def test_list_refuses_ranges_over_24_hours(api: Api, start: str | None, end: str | None, ok: bool) -> None:
+    query = {name: value for name, value in (("start_time", start), ("end_time", end)) if value is not None}
+    status, answer = await api.list(**query)
+    if ok:
+        assert status == 200 and answer["total"] == 0
+    else:
+        assert (status, answer["code"]) == (400, "InvalidParameter")
+
+
+class WallClock:
+    def __init__(self, epoch: float) -> None:
+        self.now = epoch
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_list_bounds_are_read_in_utc_plus_8_on_both_sides_of_midnight(session: aiohttp.ClientSession) -> None:
+    # Midnight of 2 March 2025 in UTC+8 is 16:00 UTC on 1 March.
+    midnight_utc8 = 1740844800.0
+    wall = WallClock(midnight_utc8 - 0.5)
+    async with DashScopeEmulator(quick(submit_rps=100), wall_clock=wall) as emu:
+        api = Api(session, emu.base_url)
+        before = (await api.create(body()))[1]["output"]["task_id"]
+        wall.now = midnight_utc8 + 0.5
+        after = (await api.create(body()))[1]["output"]["task_id"]
+
+        async def listed(start: str, end: str) -> list[str]:
+            status, page = await api.list(start_time=start, end_time=end)
+            assert status == 200
+            return [row["task_id"] for row in page["data"]]
+
+        assert await listed("20250301000000", "20250301235959") == [before]
+        assert await listed("20250302000000", "20250302235959") == [after]
+        assert await listed("20250301120000", "20250302120000") == [after, before]  # newest first
+        # Read as UTC, the same bounds would hold neither task.
+        assert await listed("20250301160000", "20250301170000") == []
+
+
+async def test_pending_and_running_answers_carry_their_times(api: Api) -> None:
+    task_id = (await api.create(body()))[1]["output"]["task_id"]
+    pending = (await api.get(task_id))["output"]
+    assert pending["task_status"] == "PENDING" and len(pending["submit_time"]) == 23
+    assert "scheduled_time" not in pending
+    await asyncio.sleep(0.25)
+    running = (await api.get(task_id))["output"]
+    assert running["task_status"] == "RUNNING"
+    assert running["submit_time"] == pending["submit_time"] < running["scheduled_time"]
+    assert len(running["scheduled_time"]) == 23 and "end_time" not in running
+
+
+async def wait_for(condition: Any, within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_the_neighbour_creates_tasks_of_the_same_models_in_the_accounts_slots(
+    session: aiohttp.ClientSession,
+) -> None:
+    async with DashScopeEmulator(quick(submit_rps=100, pending_s=(5, 5))) as emu:
+        api = Api(session, emu.base_url)
+        mine = (await api.create(body()))[1]["output"]["task_id"]
+        emu.update(neighbour_rate=50)
+        await wait_for(lambda: emu.stats()["neighbour"]["created"] == 1)
+        emu.update(neighbour_rate=0)
+        # The account's two slots are taken, one by the neighbour: a 429 that is not the caller's fault.
+        status, answer = await api.create(body())
+        assert (status, answer["code"]) == (429, "Throttling.RateQuota")
+        stats = emu.stats()
+        assert stats["violations"] == [] and stats["refused_for_others"] == 1
+        [theirs] = [t for t in stats["tasks"] if t["neighbour"]]
+        assert theirs["model"] == FLASH and theirs["account"] == fingerprint(KEY)
+        _, page = await api.list()
+        rows = {row["task_id"]: row for row in page["data"]}
+        assert set(rows) == {mine, theirs["task_id"]}
+        assert rows[theirs["task_id"]]["api_key_id"] == emu.neighbour_api_key_id(fingerprint(KEY))
+        assert rows[theirs["task_id"]]["api_key_id"] != rows[mine]["api_key_id"]
+        # Any key of the account can read the neighbour's task, prompt included.
+        await asyncio.sleep(0)
+        assert (await api.get(theirs["task_id"]))["output"]["task_status"] == "PENDING"
+
+
+async def test_the_neighbour_works_only_with_models_the_account_used(session: aiohttp.ClientSession) -> None:
+    async with DashScopeEmulator(quick(neighbour_rate=100, submit_rps=100, max_in_flight=100)) as emu:
+        api = Api(session, emu.base_url)
+        assert (await api.get("nope"))["output"]["task_status"] == "UNKNOWN"  # known account, no model yet
+        await asyncio.sleep(0.1)
+        assert emu.stats()["neighbour"]["created"] == 0
+        assert (await api.create(body(model=PLUS)))[0] == 200
+        await wait_for(lambda: emu.stats()["neighbour"]["created"] >= 3)
+        assert {t["model"] for t in emu.stats()["tasks"]} == {PLUS}
+
+
+async def test_over_limit_hold_accepts_and_holds_pending_until_a_slot_frees(session: aiohttp.ClientSession) -> None:
+    config = quick(over_limit="hold", submit_rps=100, pending_s=(0.05, 0.05), running_s=(0.3, 0.3))
+    async with DashScopeEmulator(config) as emu:
+        api = Api(session, emu.base_url)
+        ids = [(await api.create(body()))[1]["output"]["task_id"] for _ in range(3)]
+        await asyncio.sleep(0.15)
+        statuses = [(await api.get(task_id))["output"]["task_status"] for task_id in ids]
+        assert statuses == ["RUNNING", "RUNNING", "PENDING"]
+        done = await api.wait(ids[2])
+        assert done["output"]["task_status"] == "SUCCEEDED"
+        stats = emu.stats()
+        timeline = {t["task_id"]: t for t in stats["tasks"]}
+        first_free = min(timeline[i]["finished"] for i in ids[:2])
+        assert timeline[ids[2]]["started"] >= first_free
+        assert stats["held"] == 1 and stats["max_running"] == {fingerprint(KEY): {FLASH: 2}}
+        [violation] = stats["violations"]  # held, yet the caller did go past the limit
+        assert violation["kind"] == "in_flight"
+
+
+async def test_a_held_task_can_be_canceled_and_frees_its_place(session: aiohttp.ClientSession) -> None:
+    config = quick(over_limit="hold", submit_rps=100, pending_s=(0.05, 0.05), running_s=(0.3, 0.3))
+    async with DashScopeEmulator(config) as emu:
+        api = Api(session, emu.base_url)
+        ids = [(await api.create(body()))[1]["output"]["task_id"] for _ in range(4)]
+        assert (await api.cancel(ids[2]))[0] == 200
+        done = await api.wait(ids[3])
+        assert done["output"]["task_status"] == "SUCCEEDED"
+        timeline = {t["task_id"]: t for t in emu.stats()["tasks"]}
+        assert timeline[ids[2]]["status"] == "CANCELED" and timeline[ids[2]]["started"] is None
+        assert emu.stats()["max_running"] == {fingerprint(KEY): {FLASH: 2}}
+
+
+async def test_a_lost_create_answer_still_creates_the_task(api: Api, emulator: DashScopeEmulator) -> None:
+    emulator.update(lose_create_answer_rate=1.0)
+    assert (await api.create(body(p_resolution="8K")))[0] == 400  # a refusal is not lost: nothing was done
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await api.create(body(prompt="lost answer"))
+    stats = emulator.stats()
+    assert stats["faults"]["lost_create_answer"] == 1 and stats["faults"]["drop"] == 0
+    assert stats["submissions_accepted"] == 1
+    emulator.update(lose_create_answer_rate=0.0)
+    _, page = await api.list()
+    [row] = page["data"]
+    assert (await api.wait(row["task_id"]))["output"]["orig_prompt"] == "lost answer"
+
+
+@pytest.mark.parametrize("kind", ["no_output", "null_output", "no_status", "unknown_status", "wrong_types"])
+async def test_malformed_poll_answers(session: aiohttp.ClientSession, kind: str) -> None:
+    async with DashScopeEmulator(quick(malformed_poll_kinds=(kind,))) as emu:
+        api = Api(session, emu.base_url)
+        task_id = (await api.create(body()))[1]["output"]["task_id"]
+        emu.update(malformed_poll_rate=1.0)
+        answer = await api.get(task_id)  # still HTTP 200
+        output = answer.get("output", "absent")
+        expected_output = {
+            "no_output": lambda: output == "absent",
+            "null_output": lambda: output is None,
+            "no_status": lambda: isinstance(output, dict) and "task_status" not in output,
+            "unknown_status": lambda: output["task_status"] == "PROCESSING",
+            "wrong_types": lambda: (
+                not isinstance(output["task_status"], str) and not isinstance(output["task_id"], str)
+            ),
+        }[kind]
+        assert expected_output(), answer
+        emu.update(malformed_poll_rate=0.0)
+        assert (await api.get(task_id))["output"]["task_status"] in ("PENDING", "RUNNING")
+        stats = emu.stats()
+        assert stats["malformed_polls"][kind] == 1 and stats["faults"]["malformed_poll"] == 1
+        assert stats["tasks"][0]["polls"] == 2
+
+
+@pytest.mark.parametrize(("bill", "token", "value"), [("huge", "1000000", 1e6), ("infinity", "Infinity", math.inf)])
+async def test_absurd_bills(session: aiohttp.ClientSession, bill: str, token: str, value: float) -> None:
+    async with DashScopeEmulator(quick(absurd_billing=bill)) as emu:
+        api = Api(session, emu.base_url)
+        task_id = (await api.create(body()))[1]["output"]["task_id"]
+        done = await api.wait(task_id)
+        assert done["usage"]["video_duration"] == value
+        async with session.get(f"{api.base}/tasks/{task_id}", headers={"Authorization": f"Bearer {KEY}"}) as resp:
+            raw = await resp.text()
+        assert f'"video_duration": {token}' in raw  # the bare JSON token, as a lax provider would send
+        assert emu.stats()["faults"]["absurd_bill"] >= 2
+
+
+async def test_a_foreign_video_url_points_at_the_trap_which_counts_requests(session: aiohttp.ClientSession) -> None:
+    async with DashScopeEmulator(quick(foreign_video_url="{trap}/latest/meta-data/video.mp4")) as emu:
+        api = Api(session, emu.base_url)
+        done = await api.wait((await api.create(body()))[1]["output"]["task_id"])
+        url = done["output"]["video_url"]
+        assert url == emu.trap_origin + "/latest/meta-data/video.mp4"
+        assert emu.trap_origin != emu.base_url.removesuffix("/api/v1")
+        assert emu.stats()["foreign_requests"] == 0
+        async with session.get(url) as resp:  # what a careless client would do
+            assert resp.status == 200 and (await resp.read())[4:8] == b"ftyp"
+        stats = emu.stats()
+        assert stats["foreign_requests"] == 1 and stats["foreign_request_paths"] == ["GET /latest/meta-data/video.mp4"]
+
+
+async def test_a_foreign_redirect_keeps_the_url_on_the_emulator(session: aiohttp.ClientSession) -> None:
+    config = quick(foreign_video_url="http://169.254.169.254/latest/meta-data/", foreign_video_redirect=True)
+    async with DashScopeEmulator(config) as emu:
+        api = Api(session, emu.base_url)
+        done = await api.wait((await api.create(body()))[1]["output"]["task_id"])
+        url = done["output"]["video_url"]
+        assert url.startswith(emu.base_url.removesuffix("/api/v1") + "/_sandbox/videos/")
+        async with session.get(url, allow_redirects=False) as resp:
+            assert resp.status == 302 and resp.headers["Location"] == "http://169.254.169.254/latest/meta-data/"
+        assert emu.stats()["foreign_requests"] == 0 and emu.stats()["videos_served"] == 0
+
+
+def padded_body(size: int) -> io.BytesIO:
+    payload = body()
+    payload["input"]["x_padding"] = "p" * size  # an unknown input field: ignored, but uploaded
+    return io.BytesIO(json.dumps(payload).encode())
+
+
+async def test_a_slow_upload_outlasts_the_callers_timeout_and_creates_nothing(session: aiohttp.ClientSession) -> None:
+    async with DashScopeEmulator(quick(upload_bytes_per_s=100_000)) as emu:
+        headers = {"Authorization": f"Bearer {KEY}", "X-DashScope-Async": "enable", "Content-Type": "application/json"}
+        url = emu.base_url + "/services/aigc/image2video/video-synthesis"
+        with pytest.raises(asyncio.TimeoutError):
+            async with session.post(
+                url, data=padded_body(200_000), headers=headers, timeout=aiohttp.ClientTimeout(total=0.3)
+            ) as resp:
+                await resp.read()
+        # aiohttp resets the connection of a request that timed out: the upload is cut, no task is created.
+        await wait_for(lambda: emu.stats()["uploads_cut"] == 1)
+        assert emu.stats()["submissions_accepted"] == 0
+        # A small body still goes through at that rate.
+        async with session.post(url, data=padded_body(20_000), headers=headers) as resp:
+            assert resp.status == 200
+        assert emu.stats()["submissions_accepted"] == 1
+
+
+async def test_new_options_over_http_and_their_validation(
+    emulator: DashScopeEmulator, session: aiohttp.ClientSession
+) -> None:
+    root = emulator.base_url.removesuffix("/api/v1")
+    changes = {
+        "accounts": {KEY: "team"},
+        "neighbour_rate": 0.5,
+        "over_limit": "hold",
+        "lose_create_answer_rate": 0.1,
+        "malformed_poll_rate": 0.3,
+        "malformed_poll_kinds": ["no_output", "null_output"],
+        "absurd_billing": "infinity",
+        "foreign_video_url": "{trap}/x.mp4",
+        "upload_bytes_per_s": 1_000_000,
+    }
+    async with session.post(root + "/_sandbox/config", json=changes) as resp:
+        assert resp.status == 200
+        public = await resp.json()
+    assert public["accounts"] == {fingerprint(KEY): "team"} and KEY not in json.dumps(public)
+    assert public["malformed_poll_kinds"] == ["no_output", "null_output"] and public["over_limit"] == "hold"
+    assert emulator.config.malformed_poll_kinds == ("no_output", "null_output")
+    assert emulator.config.account_of(KEY) == "team" and emulator.config.account_of(OTHER_KEY) == fingerprint(OTHER_KEY)
+    for bad in (
+        {"over_limit": "queue"},
+        {"absurd_billing": "lots"},
+        {"malformed_poll_kinds": ["gibberish"]},
+        {"malformed_poll_rate": 1.5},
+        {"neighbour_rate": -1},
+        {"upload_bytes_per_s": 0},
+        {"foreign_video_url": "file:///etc/passwd"},
+    ):
+        async with session.post(root + "/_sandbox/config", json=bad) as resp:
+            assert resp.status == 400, bad
+    assert emulator.config.over_limit == "hold"  # a refused update changes nothing
+
+
+def test_sandbox_flags_set_the_new_options() -> None:
+    parser = argparse.ArgumentParser()
+    add_sandbox_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--shared-account", "team", "--over-limit", "hold", "--neighbour-rate", "0.2",
+            "--lose-create-answer-rate", "0.1", "--malformed-poll-rate", "0.3", "--absurd-billing", "huge",
+            "--foreign-video-url", "{trap}/v.mp4", "--foreign-video-redirect", "--upload-bytes-per-s", "500000",
+        ]
+    )  # fmt: skip
+    config = config_from_args(args)
+    assert (config.default_account, config.over_limit, config.neighbour_rate) == ("team", "hold", 0.2)
+    assert (config.lose_create_answer_rate, config.malformed_poll_rate, config.absurd_billing) == (0.1, 0.3, "huge")
+    assert (config.foreign_video_url, config.foreign_video_redirect) == ("{trap}/v.mp4", True)
+    assert config.upload_bytes_per_s == 500_000 and config.account_of(KEY) == "team"
+    defaults = config_from_args(parser.parse_args([]))
+    assert (defaults.over_limit, defaults.neighbour_rate, defaults.default_account) == ("reject", 0.0, None)

@@ -14,7 +14,13 @@ import signal
 import sys
 from typing import Any
 
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
+from bot.sandbox.dashscope_emulator import (
+    ABSURD_BILLS,
+    OVER_LIMIT_MODES,
+    DashScopeEmulator,
+    EmulatorConfig,
+    FaultConfig,
+)
 
 
 def _rate(value: str) -> float:
@@ -55,6 +61,48 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-rate", type=_rate, default=0.0, help="share of API calls whose connection is dropped")
     parser.add_argument("--malformed-rate", type=_rate, default=0.0, help="share of API calls answered broken JSON")
     parser.add_argument("--seed", type=int, default=None, help="seed for durations and faults (reproducible runs)")
+    truth = parser.add_argument_group("provider truths (see the emulator's EmulatorConfig)")
+    truth.add_argument(
+        "--shared-account",
+        default=None,
+        metavar="NAME",
+        help="every key belongs to this one main account (sharing its slots and task list)",
+    )
+    truth.add_argument(
+        "--over-limit",
+        choices=OVER_LIMIT_MODES,
+        default="reject",
+        help="past the in-flight limit: reject with 429 (default) or accept and hold PENDING",
+    )
+    truth.add_argument(
+        "--neighbour-rate",
+        type=_non_negative,
+        default=0.0,
+        help="tasks/s another key of the same account creates, of the models you use",
+    )
+    truth.add_argument(
+        "--lose-create-answer-rate", type=_rate, default=0.0, help="share of creates done whose answer is lost"
+    )
+    truth.add_argument(
+        "--malformed-poll-rate", type=_rate, default=0.0, help="share of polls answered 200 with an unreadable body"
+    )
+    truth.add_argument(
+        "--absurd-billing", choices=sorted(ABSURD_BILLS), default=None, help="bill this video_duration on success"
+    )
+    truth.add_argument(
+        "--foreign-video-url",
+        default=None,
+        metavar="URL",
+        help="video_url of finished tasks; {trap} stands for the sandbox's request-counting trap listener",
+    )
+    truth.add_argument(
+        "--foreign-video-redirect",
+        action="store_true",
+        help="keep video_url on the sandbox, which redirects it to --foreign-video-url",
+    )
+    truth.add_argument(
+        "--upload-bytes-per-s", type=_positive, default=None, help="read create bodies at this rate (slow uploads)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -69,6 +117,17 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
             malformed_rate=args.malformed_rate,
         ),
     }
+    values.update(
+        default_account=args.shared_account,
+        over_limit=args.over_limit,
+        neighbour_rate=args.neighbour_rate,
+        lose_create_answer_rate=args.lose_create_answer_rate,
+        malformed_poll_rate=args.malformed_poll_rate,
+        absurd_billing=args.absurd_billing,
+        foreign_video_url=args.foreign_video_url,
+        foreign_video_redirect=args.foreign_video_redirect,
+        upload_bytes_per_s=args.upload_bytes_per_s,
+    )
     if args.time_scale is not None:
         values["time_scale"] = args.time_scale
     if args.fail_word is not None:
@@ -91,7 +150,10 @@ async def _serve(args: argparse.Namespace) -> int:
     print(f"Point the bot at it: DASHSCOPE_BASE_URL={base_url} (any DASHSCOPE_API_KEY will do)"
           if args.api_key is None else
           f"Point the bot at it: DASHSCOPE_BASE_URL={base_url} with the API key given by --api-key")  # fmt: skip
-    print(f"Statistics: {base_url.removesuffix('/api/v1')}/_sandbox/stats", flush=True)
+    print(f"Statistics: {base_url.removesuffix('/api/v1')}/_sandbox/stats")
+    if args.foreign_video_url is not None:
+        print(f"Trap listener (counts requests to foreign video URLs): {emulator.trap_origin}")
+    sys.stdout.flush()
     try:
         await stop.wait()
     finally:

@@ -143,7 +143,10 @@ class EmulatorConfig:
     foreign_video_url: SUCCEEDED answers point `video_url` there; "{trap}" in it is replaced by the origin
       of the trap listener, which counts every request it gets (`foreign_requests` in stats).
       With foreign_video_redirect, video_url stays on the emulator, which answers it 302 -> that URL.
-    upload_bytes_per_s: create bodies are read at this rate (a 20 MB create takes a while, or times out).
+    upload_bytes_per_s: create bodies are read at this rate, so a 20 MB create outlasts the caller's timeout.
+      A caller that gives up and resets the connection (aiohttp does) cuts the upload: no task, counted in
+      `uploads_cut`. One that closes gracefully still delivers what it sent: the task is then created and
+      its answer goes nowhere, as on a real slow link.
     """
 
     api_key: str | None = field(default=None, repr=False)  # None: any non-empty Bearer key is an account
@@ -824,7 +827,11 @@ class DashScopeEmulator:
     # --- create ----------------------------------------------------------------------------------------
 
     async def _read_body(self, request: web.Request) -> bytes:
-        """The request body, read no faster than `upload_bytes_per_s` when that is set."""
+        """The request body, read no faster than `upload_bytes_per_s` when that is set.
+
+        Like a real server, it notices a caller that gave up only when the connection is reset, or when it
+        writes the answer: a gracefully closed connection still delivers what was sent.
+        """
         rate = self.config.upload_bytes_per_s
         if rate is None:
             return await request.read()
