@@ -79,6 +79,9 @@ def assert_outcome_explained(world: World, jobs: list[Job]) -> Counter[str]:
     return outcomes
 
 
+PROVIDER_JOBS = 10
+
+
 async def test_provider_faults_all_at_once(world: World) -> None:
     dashscope = world.dashscope
     everywhere = frozenset({"create", "get", "list", "cancel", "video"})
@@ -105,7 +108,7 @@ async def test_provider_faults_all_at_once(world: World) -> None:
         await asyncio.sleep(2.0)
 
     trouble = asyncio.create_task(bursts())
-    jobs = [await submit(world, f"fault campaign {i}", user=(ALICE, BOB)[i % 2]) for i in range(10)]
+    jobs = [await submit(world, f"fault campaign {i}", user=(ALICE, BOB)[i % 2]) for i in range(PROVIDER_JOBS)]
     await trouble
     dashscope.update(error_rate=0.0, latency_s=0.0, drop_rate=0.0, malformed_rate=0.0, throttle_rate=0.0)
     jobs = await settle(world, jobs, within=60)  # nothing stuck once the faults stop
@@ -122,7 +125,8 @@ async def test_provider_faults_all_at_once(world: World) -> None:
     assert calls["create"] <= len(jobs) * cfg.max_submit_attempts + stats["faults"]["throttle"]
     assert max(task["polls"] for task in stats["tasks"]) <= 60
     assert calls["video"] <= len(jobs) * cfg.max_delivery_attempts
-    assert outcomes["delivered"] >= 8, outcomes
+    # Every fault injected is temporary: every job is delivered, none failed.
+    assert outcomes == Counter({"delivered": len(jobs)}), outcomes
     assert all(stats["faults"][kind] > 0 for kind in ("error", "throttle", "drop", "malformed", "latency"))
     assert calls["list"] > 0, "no lost create was reconciled"
     print(
