@@ -716,7 +716,7 @@ class DashScopeEmulator:
             "faults": dict(self._faults),
             "malformed_polls": dict(self._malformed_polls),
             "max_in_flight": copy.deepcopy(self._max_in_flight),
-            "max_running": copy.deepcopy(self._max_running),
+            "max_running": copy.deepcopy(self._max_running),  # peak RUNNING at once, tracked in "hold" mode
             "in_flight_now": self._in_flight_now(now),
             "neighbour": dict(self._neighbour),
             "rejected": dict(self._rejected),
@@ -1033,10 +1033,13 @@ class DashScopeEmulator:
                 await asyncio.sleep(0.05)
                 continue
             await asyncio.sleep(self._neighbour_rng.expovariate(rate))
-            for account in list(self._known_accounts()):
-                models = self._account_models.get(account) or []
-                if models:
-                    self._neighbour_submit(account, self._models[self._neighbour_rng.choice(models)])
+            try:
+                for account in list(self._known_accounts()):
+                    models = self._account_models.get(account) or []
+                    if models:
+                        self._neighbour_submit(account, self._models[self._neighbour_rng.choice(models)])
+            except Exception:
+                log.exception("sandbox neighbour failed; it carries on")  # a bug here must not stop the sandbox
 
     def _known_accounts(self) -> list[str]:
         named = list(dict.fromkeys(self.config.accounts.values()))
