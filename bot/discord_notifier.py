@@ -235,7 +235,8 @@ class DiscordNotifier:
         limit = guild.filesize_limit if guild is not None else 10 * 1024 * 1024
         mention = discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False, roles=False)
         embed = self._result_embed(job, locale)
-        if video.size <= limit:
+        # No file when the video was over the download cap: only its link can be posted.
+        if video.size <= limit and await asyncio.to_thread(Path(video.path).exists):
             try:
                 await target.send(
                     t(locale, "result.ready", user=f"<@{job.user_id}>", job_id=job.id),

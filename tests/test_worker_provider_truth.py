@@ -334,3 +334,23 @@ async def test_a_task_failed_for_the_providers_own_reasons_is_sent_once_more(
     finally:
         await services.stop()
         await provider.stop()
+
+
+async def test_a_video_over_the_cap_is_fetched_once_then_posted_as_its_link(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    emulator.update(video_min_bytes=300_000)
+    services, recorder = await start_engine(tmp_path, emulator.base_url, KF2V_MAX_VIDEO_BYTES=100_000)
+    try:
+        job = await services.jobs.submit(draft())
+        await settle(services, [job.id])
+        done = await services.store.get(job.id)
+        assert done is not None and done.state is JobState.DELIVERED
+        [(delivered_id, video)] = recorder.delivered
+        assert delivered_id == job.id and video.url is not None and video.url.startswith(emulator.base_url[:20])
+        assert video.size > 100_000 and not video.path.exists()
+        assert video.url_expires_at == done.video_url_expires_at
+        assert services.worker.errors_by_code.get("VideoTooLarge") == 1  # one attempt, not eight
+        assert emulator.stats()["calls"].get("video", 0) == 1
+    finally:
+        await services.stop()

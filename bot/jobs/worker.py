@@ -217,6 +217,9 @@ class Worker:
             return
         assert job.account is not None
         self.scheduler.limits.occupy(job.account, job.model, job.id)
+        # No create of this job is in the air any more (a crash may have left its marker, which would keep
+        # other lost answers on the lane from being decided).
+        self.scheduler.limits.end_submit(job.account, job.id)
         if job.state is JobState.SUBMITTING:
             self._run(job.id, "reconcile", self._reconcile(job))
             return
@@ -341,25 +344,25 @@ class Worker:
         self.wake()
 
     async def _submit(self, queued: QueuedJob, account: str) -> None:
-        current = await self.store.get(queued.job_id)
-        if current is None or current.state is not JobState.QUEUED:
-            self._free_slot(queued.job_id)  # cancelled while it waited for its turn
-            return
-        # Built before the job is marked SUBMITTING, so its submitted_at is when the create leaves: a lost
-        # answer's task is then looked for in a window that starts there.
         try:
-            request = await asyncio.to_thread(self._build_request, current)
-        except (RequestValidationError, OSError, KeyError) as exc:
-            log.error("job %s cannot be sent: %s", current.id, exc, extra={"job_id": current.id})
-            await self._fail(current, "job.failed.invalid", code="LocalValidation", release=True)
-            return
-        try:
+            current = await self.store.get(queued.job_id)
+            if current is None or current.state is not JobState.QUEUED:
+                self._free_slot(queued.job_id)  # cancelled while it waited for its turn
+                return
+            # Marked SUBMITTING in the order jobs were picked; the create leaves once its body is built (well
+            # inside the clock skew a lost answer's task is looked for with).
             job = await self.store.transition(
                 queued.job_id, JobState.SUBMITTING, expect=JobState.QUEUED, account=account,
                 attempts=current.attempts + 1,
             )  # fmt: skip
         except StaleState:
             self._free_slot(queued.job_id)
+            return
+        try:
+            request = await asyncio.to_thread(self._build_request, job)
+        except (RequestValidationError, OSError, KeyError) as exc:
+            log.error("job %s cannot be sent: %s", job.id, exc, extra={"job_id": job.id})
+            await self._fail(job, "job.failed.invalid", code="LocalValidation", release=True)
             return
         await self._send(job, account, request)
 
