@@ -59,6 +59,11 @@ CONTENT_CODES = frozenset({"DataInspectionFailed", "IPInfringementSuspect"})
 TASK_LIFETIME = timedelta(hours=24)
 # Asked around a lost create's possible creation times, on top of them (the list's own rounding to seconds).
 LIST_MARGIN = timedelta(minutes=1)
+# The client writes the list's bounds in UTC+8 (`LIST_TZ`), which no page we could read confirms. Should the
+# service read them as UTC instead, a narrow window would miss our task and a lost create would be paid
+# twice; so the window is also asked for as the other reading would place it (8 h earlier). Rows are matched
+# on `gmt_create` (epoch ms, zone-free), so the extra rows cost a page, never a wrong match.
+LIST_ZONE_READINGS = (timedelta(0), timedelta(hours=-8))
 LIST_PAGE_SIZE = 100  # the list's largest page
 
 
@@ -526,16 +531,20 @@ class Worker:
     ) -> tuple[list[TaskSummary], bool]:
         """Listed tasks of `model` created around [earliest, latest] (far less than the list's 24 h limit),
         and whether every page was read."""
-        rows: list[TaskSummary] = []
-        for page_no in range(1, self.config.max_list_pages + 1):
-            page = await client.list_tasks(
-                start=earliest - LIST_MARGIN, end=latest + LIST_MARGIN, model_name=model,
-                page_no=page_no, page_size=LIST_PAGE_SIZE,
-            )  # fmt: skip
-            rows.extend(page.data)
-            if not page.data or page_no >= page.total_page:
-                return rows, True
-        return rows, False
+        rows: dict[str, TaskSummary] = {}
+        complete = True
+        for shift in LIST_ZONE_READINGS:
+            for page_no in range(1, self.config.max_list_pages + 1):
+                page = await client.list_tasks(
+                    start=earliest - LIST_MARGIN + shift, end=latest + LIST_MARGIN + shift, model_name=model,
+                    page_no=page_no, page_size=LIST_PAGE_SIZE,
+                )  # fmt: skip
+                rows.update((row.task_id, row) for row in page.data)
+                if not page.data or page_no >= page.total_page:
+                    break
+            else:
+                complete = False
+        return list(rows.values()), complete
 
     async def _pick_own(
         self, job: Job, account: str, candidates: list[TaskSummary], key_id: str | None, not_ours: set[str]
