@@ -47,10 +47,10 @@ from bot.dashscope.errors import (
 from bot.dashscope.models import CreateTaskRequest, RequestValidationError, TaskResult, TaskStatus, TaskSummary
 from bot.jobs.media import MediaStore
 from bot.jobs.models import SLOT_STATES, Job, JobState
+from bot.jobs.ports import DeliveryError, Notifier, Progress, Video
 from bot.jobs.quota import BudgetService
 from bot.jobs.scheduler import QueuedJob, Scheduler
 from bot.jobs.store import JobStore, StaleState, utcnow
-from bot.notify import DeliveryError, Notifier, Progress, Video
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class Worker:
         notifier: Notifier,
         config: WorkerConfig,
         clock: Callable[[], float] = time.monotonic,
+        events: Callable[[str, Job], None] | None = None,
     ) -> None:
         self.store = store
         self.media = media
@@ -167,7 +168,7 @@ class Worker:
             "job_crashes": 0,
         }
         self.errors_by_code: dict[str, int] = {}
-        self.on_event: Callable[[str, Job], None] | None = None  # metrics hook
+        self.on_event = events  # job lifecycle events (the metrics), given at construction
 
     # --- lifecycle -----------------------------------------------------------------------------------
     @property
