@@ -34,11 +34,12 @@ from PIL import Image
 
 from bot.app import Services, build_services, point_discord_at
 from bot.catalog import DEFAULT_CATALOG
+from bot.jobs.ports import Notifier
 from bot.jobs.scheduler import DurationModel
 from bot.jobs.worker import _RateGate
-from bot.notify import Notifier, RecordingNotifier
 from bot.sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig
 from bot.settings import Settings, load_settings
+from tests.support.recording import RecordingNotifier
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-bench-0123456789abcdef"

@@ -45,7 +45,7 @@ from bench._common import (
 from bot.app import build_services
 from bot.jobs.models import JobRequest
 from bot.jobs.service import Draft
-from bot.notify import RecordingNotifier
+from tests.support.recording import RecordingNotifier
 
 DEFAULTS = {"tiny": {"jobs": 300, "guilds": 30}, "full": {"jobs": 10_000, "guilds": 1_000}}
 SUBMITTERS = 32

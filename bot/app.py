@@ -20,12 +20,12 @@ from bot.catalog import Catalog
 from bot.dashscope.client import DashScopeClient
 from bot.jobs.images import ImageLimits
 from bot.jobs.media import MediaStore
+from bot.jobs.ports import Notifier
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.scheduler import AccountLimits, Scheduler
 from bot.jobs.service import ImageWorkers, JobService, UserRateLimiter
 from bot.jobs.store import JobStore, utcnow
 from bot.jobs.worker import Worker, WorkerConfig
-from bot.notify import Notifier
 from bot.settings import Settings, load_catalog_for
 
 if TYPE_CHECKING:

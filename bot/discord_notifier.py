@@ -19,7 +19,7 @@ from bot.catalog import Catalog, format_cny
 from bot.i18n import t
 from bot.jobs.media import MediaStore
 from bot.jobs.models import Job, JobState
-from bot.notify import DeliveryError, Progress, Video
+from bot.jobs.ports import DeliveryError, Progress, Video
 
 if TYPE_CHECKING:
     from bot.client import VideoBot

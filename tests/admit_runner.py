@@ -26,8 +26,8 @@ import aiosqlite
 from bot.app import build_services
 from bot.errors import BotError
 from bot.jobs.store import JobStore
-from bot.notify import RecordingNotifier
 from tests.harness import draft, engine_settings
+from tests.support.recording import RecordingNotifier
 
 GUILDS = (1, 2, 3, 4)
 EXTRA_KEYS = "sk-admitrunner0000000001,sk-admitrunner0000000002"

@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.app import build_services
 from bot.jobs.models import Job, JobState
-from bot.notify import Progress, Video
+from bot.jobs.ports import Progress, Video
 from tests.harness import draft, engine_settings
 
 

@@ -11,10 +11,11 @@ from typing import Any
 
 from bot.app import Services, build_services
 from bot.jobs.models import Job
+from bot.jobs.ports import Notifier
 from bot.jobs.service import Draft
-from bot.notify import Notifier, RecordingNotifier
 from bot.settings import Settings, load_settings
 from tests import corpus
+from tests.support.recording import RecordingNotifier
 
 API_KEY = "sk-test-0123456789abcdef"
 

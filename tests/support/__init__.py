@@ -1,0 +1,1 @@
+"""Shared test support: stand-ins for the engine's ports."""
