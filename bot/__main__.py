@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
 from collections.abc import Sequence
 
 from bot.settings import SettingsError, load_settings
 
 EXIT_CONFIG = 2
+SANDBOX_EXTRA = "pip install 'kf2v-bot[sandbox]'"
+
+
+def _sandbox_missing(command: str) -> str | None:
+    """`sandbox` and `demo` render real mp4s with PyAV, which a plain install (and the Docker image) leaves out."""
+    if importlib.util.find_spec("av") is not None:
+        return None
+    return f"kf2v-bot {command} needs the sandbox extra (PyAV): {SANDBOX_EXTRA}  (make demo installs it)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("sandbox", "demo") and (missing := _sandbox_missing(args.command)) is not None:
+        print(f"kf2v-bot: {missing}", file=sys.stderr)
+        return EXIT_CONFIG
     try:
         if args.command == "sandbox":
             from bot.sandbox.cli import run_sandbox
