@@ -32,11 +32,10 @@ import aiohttp
 from aiohttp import web
 from PIL import Image
 
-from bot.app import Services, build_services, point_discord_at
+from bot.app import DiscordApp, Services, build_discord_app, build_services, point_discord_at
 from bot.catalog import DEFAULT_CATALOG
 from bot.jobs.ports import Notifier
 from bot.jobs.scheduler import DurationModel
-from bot.jobs.worker import _RateGate
 from bot.sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig
 from bot.settings import Settings, load_settings
 from tests.support.recording import RecordingNotifier
@@ -140,8 +139,8 @@ def bench_settings(data_dir: Path, base_url: str, *, time_scale: float = 1.0, **
 def retime_engine(services: Services, time_scale: float) -> None:
     """Divide the worker's time constants by `time_scale` (settings already scaled the poll gaps).
 
-    `WorkerConfig` is frozen and the per-account poll gates are built from it in `Worker.__init__`, so the
-    gates are rebuilt here with the scaled rate (the provider's 20 queries/s is a rate in provider time too).
+    `WorkerConfig` is frozen: a new one is set, and the worker rebuilds its per-account poll gates with the
+    scaled rate (the provider's 20 queries/s is a rate in provider time too).
     The duration priors (used until a tier has 3 observations) are scaled the same way.
     """
     worker = services.worker
@@ -155,8 +154,6 @@ def retime_engine(services: Services, time_scale: float) -> None:
         queue_refresh_s=cfg.queue_refresh_s / s,
         polls_per_second_per_account=cfg.polls_per_second_per_account * s,
     )
-    rate = worker.config.polls_per_second_per_account
-    worker._poll_gates = {name: _RateGate(rate, worker.clock) for name in worker.clients}
     for spec_key, spec in DEFAULT_CATALOG["models"].items():
         for resolution in spec["resolutions"]:
             stats = services.scheduler.durations_for(spec_key, resolution)
@@ -388,10 +385,11 @@ class DiscordWorld:
     services: Services
     bot: Any  # VideoBot
     runner: asyncio.Task[None]
+    app: DiscordApp
     users: list[int] = field(default_factory=list)
 
     async def close(self) -> None:
-        await self.bot.close()
+        await self.app.close()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(self.runner, 10)
         await self.dashscope.stop()
@@ -402,7 +400,6 @@ async def open_world(
     tmp: Path, emulator: EmulatorConfig, *, time_scale: float, users: int = 2, **overrides: Any
 ) -> DiscordWorld:
     """The Discord emulator, a DashScope emulator and the real VideoBot connected to both."""
-    from bot.client import VideoBot
     from bot.sandbox.discord_emu import DiscordEmulator
 
     discord_emu = DiscordEmulator(owner_id=900_001)
@@ -424,13 +421,13 @@ async def open_world(
         **overrides,
     )
     point_discord_at(settings)
-    services = await build_services(settings)
+    app = await build_discord_app(settings)
+    services, bot = app.services, app.bot
     retime_engine(services, time_scale)
-    bot = VideoBot(services)
     assert settings.discord_token is not None
-    runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+    runner = asyncio.create_task(app.run(settings.discord_token.get_secret_value()))
     await asyncio.wait_for(bot.wait_until_ready(), 30)
-    return DiscordWorld(tmp, discord_emu, dashscope, guild, channel, services, bot, runner, members)
+    return DiscordWorld(tmp, discord_emu, dashscope, guild, channel, services, bot, runner, app, members)
 
 
 class LoopLag:

@@ -1,4 +1,4 @@
-"""Builds everything once: settings -> database -> services -> VideoBot.
+"""Builds everything once: settings -> database -> VideoBot -> notifier -> services -> cogs.
 
 One aiohttp session, one database connection, one worker; passed down explicitly, no globals.
 """
@@ -11,13 +11,18 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 
 from bot.background import BackgroundTasks
 from bot.catalog import Catalog
 from bot.dashscope.client import DashScopeClient
+from bot.discord_ui.buttons import JobButtons
+from bot.discord_ui.checks import Owners
+from bot.discord_ui.client import VideoBot
+from bot.discord_ui.notifier import DiscordNotifier
+from bot.health import HealthServer, Metrics
 from bot.jobs.images import ImageLimits
 from bot.jobs.media import MediaStore
 from bot.jobs.ports import Notifier
@@ -27,11 +32,19 @@ from bot.jobs.service import ImageWorkers, JobService, UserRateLimiter
 from bot.jobs.store import JobStore, utcnow
 from bot.jobs.worker import Worker, WorkerConfig
 from bot.settings import Settings, load_catalog_for
+from cogs.admin import AdminGroup
+from cogs.generate import GenerateCog
+from cogs.jobs import JobsCog
+from cogs.quota import QuotaCog
 
-if TYPE_CHECKING:
-    from bot.client import VideoBot
-    from bot.discord_notifier import DiscordNotifier
-    from bot.health import HealthServer
+
+class Gateway(Protocol):
+    """What the health check reads of the Discord client."""
+
+    def is_ready(self) -> bool: ...
+
+    def is_closed(self) -> bool: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +66,10 @@ class Services:
     notifier: Notifier
     health: HealthServer | None = None
     background: BackgroundTasks = field(default_factory=BackgroundTasks)
-    bot: VideoBot | None = None
+    metrics: Metrics | None = None
+    gateway: Gateway | None = None
 
-    def effect_model(self) -> str:
-        """The default model for /kf2v-effect: the first one in this region that has templates."""
-        for spec in self.catalog.models_in(self.region):
-            if spec.templates:
-                return spec.key
-        return self.catalog.default_model
-
-    async def start(self, bot: VideoBot | None = None) -> None:
-        self.bot = bot
-        bind = getattr(self.notifier, "bind", None)
-        if bot is not None and bind is not None:
-            bind(bot)
+    async def start(self) -> None:
         await self.jobs.load_pause_state()
         await self.worker.start()
         self.background.spawn(self._housekeeping(), "housekeeping")
@@ -74,16 +77,14 @@ class Services:
             await self._start_health()
 
     async def _start_health(self) -> None:
-        from bot.health import HealthServer, Metrics
-
-        metrics = Metrics(store=self.store, scheduler=self.scheduler, worker=self.worker)
-        self.worker.on_event = metrics.observe_job
+        assert self.metrics is not None
+        metrics = self.metrics
 
         async def database_ok() -> bool:
             return await self.store.ping()
 
         def gateway_ok() -> bool:
-            return self.bot is None or (self.bot.is_ready() and not self.bot.is_closed())
+            return self.gateway is None or (self.gateway.is_ready() and not self.gateway.is_closed())
 
         def worker_ok() -> bool:
             return self.worker.alive
@@ -131,13 +132,24 @@ class Services:
         await self.store.close()
 
 
-async def build_services(settings: Settings, notifier: Notifier | None = None) -> Services:
-    """Everything the bot needs, built in dependency order. `notifier` defaults to the Discord one."""
-    catalog = load_catalog_for(settings)
-    region = settings.region(catalog)
+async def open_store(settings: Settings) -> JobStore:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     settings.data_dir.chmod(0o700)
-    store = await JobStore.open(settings.database_path)
+    return await JobStore.open(settings.database_path)
+
+
+async def build_services(
+    settings: Settings,
+    notifier: Notifier,
+    *,
+    store: JobStore | None = None,
+    gateway: Gateway | None = None,
+) -> Services:
+    """Everything the engine needs, built in dependency order around the given notifier."""
+    catalog = load_catalog_for(settings)
+    region = settings.region(catalog)
+    if store is None:
+        store = await open_store(settings)
     media = MediaStore(settings.data_dir / "media")
     http = aiohttp.ClientSession()
     clients = {}
@@ -173,10 +185,8 @@ async def build_services(settings: Settings, notifier: Notifier | None = None) -
         ),
         settings.tz,
     )
-    if notifier is None:
-        from bot.discord_notifier import DiscordNotifier
-
-        notifier = DiscordNotifier(catalog, media)
+    # Metrics exist before the worker so its job events reach them from the first one.
+    metrics = Metrics(store=store, scheduler=scheduler) if settings.http_port else None
     worker = Worker(
         store=store,
         media=media,
@@ -193,7 +203,10 @@ async def build_services(settings: Settings, notifier: Notifier | None = None) -
             max_video_bytes=settings.max_video_bytes,
             request_timeout_s=settings.request_timeout,
         ),
+        on_event=metrics.observe_job if metrics is not None else None,
     )
+    if metrics is not None:
+        metrics.attach(worker=worker)  # its counters: read at scrape time
     jobs = JobService(
         store=store,
         media=media,
@@ -217,7 +230,57 @@ async def build_services(settings: Settings, notifier: Notifier | None = None) -
         worker=worker,
         jobs=jobs,
         notifier=notifier,
+        metrics=metrics,
+        gateway=gateway,
     )
+
+
+@dataclass
+class DiscordApp:
+    """The running bot: the Discord client and the services around it (neither points at the other)."""
+
+    bot: VideoBot
+    services: Services
+
+    async def login(self, token: str) -> None:
+        """Log in (syncs the commands), then start the engine: jobs resume before the gateway connects."""
+        await self.bot.login(token)
+        await self.services.start()
+
+    async def run(self, token: str) -> None:
+        await self.login(token)
+        await self.bot.connect()
+
+    async def close(self) -> None:
+        """Stop taking jobs (in-flight ones stay resumable), then disconnect."""
+        try:
+            await self.services.stop()
+        finally:
+            if not self.bot.is_closed():
+                await self.bot.close()
+
+
+async def build_discord_app(
+    settings: Settings, *, guild_ready_timeout: float = 2.0, edit_interval: float = 3.0
+) -> DiscordApp:
+    """store -> VideoBot -> DiscordNotifier(bot) -> services(notifier) -> cogs and buttons (each with its service)."""
+    store = await open_store(settings)
+    bot = VideoBot(
+        store,
+        allowed_guilds=settings.allowed_guilds,
+        dev_guild_id=settings.dev_guild_id,
+        guild_ready_timeout=guild_ready_timeout,
+    )
+    owners = Owners(bot, settings.owner_ids)
+    notifier = DiscordNotifier(bot, owners, edit_interval=edit_interval)
+    services = await build_services(settings, notifier, store=store, gateway=bot)
+    jobs = services.jobs
+    await bot.add_cog(GenerateCog(jobs, image_max_bytes=settings.image_max_bytes))
+    await bot.add_cog(JobsCog(jobs))
+    await bot.add_cog(QuotaCog(jobs))
+    bot.tree.add_command(AdminGroup(jobs, owners))
+    bot.add_job_buttons(JobButtons(jobs, owners, settings.allowed_guilds))
+    return DiscordApp(bot, services)
 
 
 class _NoVoiceNoise(logging.Filter):
@@ -249,15 +312,14 @@ async def run_bot(settings: Settings) -> int:
     """`kf2v-bot run`: until SIGINT/SIGTERM; then stop taking jobs and leave the rest resumable."""
     import discord
 
-    from bot.client import VideoBot
     from bot.logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
     logging.getLogger("discord.client").addFilter(_NoVoiceNoise())
     register_secrets(settings)
     point_discord_at(settings)
-    services = await build_services(settings)
-    bot = VideoBot(services)
+    app = await build_discord_app(settings)
+    bot = app.bot
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -265,7 +327,7 @@ async def run_bot(settings: Settings) -> int:
     assert settings.discord_token is not None
     try:
         async with bot:
-            runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()))
+            runner = asyncio.create_task(app.run(settings.discord_token.get_secret_value()))
             stopper = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if runner in done:
@@ -288,9 +350,8 @@ async def run_bot(settings: Settings) -> int:
         )
         return 1
     finally:
-        if not bot.is_closed():
-            await bot.close()
+        await app.close()
     return 0
 
 
-__all__ = ["DiscordNotifier", "Services", "build_services", "run_bot"]
+__all__ = ["DiscordApp", "Services", "build_discord_app", "build_services", "open_store", "point_discord_at", "run_bot"]

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.catalog import DEFAULT_CATALOG
-from bot.conversation import open_conversation
-from bot.i18n_discord import _
+from bot.discord_ui.checks import require_post_permissions
+from bot.discord_ui.conversation import open_conversation
+from bot.discord_ui.options import set_choices
+from bot.discord_ui.translator import _
 from bot.jobs.images import size_refusal
-from bot.jobs.service import Draft
-from bot.views import require_post_permissions
-
-if TYPE_CHECKING:
-    from bot.client import VideoBot
-
-MODEL_CHOICES = [app_commands.Choice(name=key, value=key) for key in DEFAULT_CATALOG["models"]]
-RESOLUTION_CHOICES = [app_commands.Choice(name=r, value=r) for r in ("480P", "720P", "1080P")]
-TEMPLATE_CHOICES = [
-    app_commands.Choice(name=name, value=name)
-    for name in sorted({t for m in DEFAULT_CATALOG["models"].values() for t in m.get("templates", [])})
-]
+from bot.jobs.service import Draft, JobService
 
 
 async def read_attachment(attachment: discord.Attachment, max_bytes: int) -> bytes:
@@ -38,9 +28,16 @@ async def read_attachment(attachment: discord.Attachment, max_bytes: int) -> byt
 
 
 class GenerateCog(commands.Cog):
-    def __init__(self, bot: VideoBot) -> None:
-        self.bot = bot
-        self.services = bot.services
+    def __init__(self, jobs: JobService, *, image_max_bytes: int) -> None:
+        self.jobs = jobs
+        self.image_max_bytes = image_max_bytes
+        # Choices from the running catalog, in its order; a pair the model can't make is refused in
+        # JobService.check_text with the valid resolutions named.
+        models = jobs.models()
+        set_choices(self.kf2v, "model", [m.key for m in models])
+        set_choices(self.kf2v, "resolution", [r for m in models for r in m.resolutions])
+        set_choices(self.kf2v_effect, "model", [m.key for m in models])
+        set_choices(self.kf2v_effect, "template", sorted({t for m in models for t in m.templates}))
 
     @app_commands.command(name="kf2v", description=_("cmd.kf2v"))
     @app_commands.guild_only()
@@ -54,10 +51,9 @@ class GenerateCog(commands.Cog):
         prompt_extend=_("opt.prompt_extend"),
         seed=_("opt.seed"),
     )
-    @app_commands.choices(model=MODEL_CHOICES, resolution=RESOLUTION_CHOICES)
     async def kf2v(
         self,
-        interaction: discord.Interaction[VideoBot],
+        interaction: discord.Interaction[Any],
         first_frame: discord.Attachment,
         last_frame: discord.Attachment,
         # Lengths and the seed range are checked in code, not by Discord, so the user gets our message
@@ -88,19 +84,18 @@ class GenerateCog(commands.Cog):
         template=_("opt.template"),
         model=_("opt.effect_model"),
     )
-    @app_commands.choices(template=TEMPLATE_CHOICES, model=MODEL_CHOICES)
     async def kf2v_effect(
         self,
-        interaction: discord.Interaction[VideoBot],
+        interaction: discord.Interaction[Any],
         image: discord.Attachment,
         template: str,
         model: str | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        draft = self._draft(interaction, prompt="", model=model or self.services.effect_model(), template=template)
+        draft = self._draft(interaction, prompt="", model=model or self.jobs.effect_model(), template=template)
         await self._submit(interaction, draft, image, None)
 
-    def _draft(self, interaction: discord.Interaction[VideoBot], **options: Any) -> Draft:
+    def _draft(self, interaction: discord.Interaction[Any], **options: Any) -> Draft:
         assert interaction.guild_id is not None and interaction.channel_id is not None
         return Draft(
             guild_id=interaction.guild_id,
@@ -114,21 +109,17 @@ class GenerateCog(commands.Cog):
 
     async def _submit(
         self,
-        interaction: discord.Interaction[VideoBot],
+        interaction: discord.Interaction[Any],
         draft: Draft,
         first_frame: discord.Attachment,
         last_frame: discord.Attachment | None,
     ) -> None:
         """Cheap checks first, then download, then hand over; refusals reach the tree's error handler."""
         require_post_permissions(interaction)
-        jobs = self.services.jobs
+        jobs = self.jobs
         await jobs.precheck(draft)
-        cap = self.services.settings.image_max_bytes
+        cap = self.image_max_bytes
         first = await read_attachment(first_frame, cap)
         last = await read_attachment(last_frame, cap) if last_frame is not None else None
         job = await jobs.submit_checked(replace(draft, first_image=first, last_image=last))
-        await open_conversation(interaction, job)
-
-
-async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(GenerateCog(bot))  # type: ignore[arg-type]
+        await open_conversation(interaction, job, jobs)

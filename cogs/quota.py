@@ -6,64 +6,19 @@ owners' (/kf2v-admin), so a manager can never raise what the guild may spend.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.catalog import format_cny
-from bot.discord_notifier import NO_PINGS
+from bot.discord_ui.checks import is_manager
+from bot.discord_ui.render import NO_PINGS, channel_mention, report_embed
+from bot.discord_ui.translator import _
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
-from bot.i18n_discord import _
-from bot.jobs.quota import BudgetReport
+from bot.jobs.service import JobService
 from bot.jobs.store import ChannelEdit
-from bot.views import is_manager
-
-if TYPE_CHECKING:
-    from bot.client import VideoBot
-
-
-def report_embed(report: BudgetReport, locale: str, title: str) -> discord.Embed:
-    usage, policy = report.usage, report.policy
-    embed = discord.Embed(title=title)
-    embed.add_field(
-        name=t(locale, "quota.today"),
-        value=t(
-            locale, "quota.usage_line", spent=format_cny(usage.spent_day), reserved=format_cny(usage.reserved_day),
-            budget=format_cny(policy.daily_budget), left=format_cny(report.left_day),
-            resets_ts=int(report.periods.day_resets_at.timestamp()),
-        ),
-        inline=False,
-    )  # fmt: skip
-    embed.add_field(
-        name=t(locale, "quota.month"),
-        value=t(
-            locale, "quota.usage_line", spent=format_cny(usage.spent_month), reserved=format_cny(usage.reserved_month),
-            budget=format_cny(policy.monthly_budget), left=format_cny(report.left_month),
-            resets_ts=int(report.periods.month_resets_at.timestamp()),
-        ),
-        inline=False,
-    )  # fmt: skip
-    channels = " ".join(f"<#{c}>" for c in policy.allowed_channels) or t(locale, "quota.all_channels")
-    embed.add_field(
-        name=t(locale, "quota.limits"),
-        value=t(
-            locale, "quota.limits_line", videos=policy.member_daily_videos, queue=policy.user_queue_limit,
-            channels=channels,
-        ),
-        inline=False,
-    )  # fmt: skip
-    if report.top_users:
-        top = "\n".join(
-            t(locale, "quota.top_line", user=f"<@{user}>", videos=videos, spent=format_cny(spent))
-            for user, videos, spent in report.top_users
-        )
-        embed.add_field(name=t(locale, "quota.top"), value=top, inline=False)
-    if policy.paused:
-        embed.set_footer(text=t(locale, "status.paused"))
-    return embed
 
 
 def channel_edit(
@@ -78,7 +33,7 @@ def channel_edit(
             channels.append(allow.id)
         if disallow is not None:
             if disallow.id not in channels:
-                raise InvalidInput("quota.channel_not_listed", channel=f"<#{disallow.id}>")
+                raise InvalidInput("quota.channel_not_listed", channel=channel_mention(disallow.id))
             channels.remove(disallow.id)
         return tuple(channels)
 
@@ -86,8 +41,8 @@ def channel_edit(
 
 
 class QuotaCog(commands.Cog):
-    def __init__(self, bot: VideoBot) -> None:
-        self.services = bot.services
+    def __init__(self, jobs: JobService) -> None:
+        self.jobs = jobs
 
     @app_commands.command(name="kf2v-quota", description=_("cmd.kf2v_quota"))
     @app_commands.guild_only()
@@ -100,7 +55,7 @@ class QuotaCog(commands.Cog):
     )
     async def kf2v_quota(
         self,
-        interaction: discord.Interaction[VideoBot],
+        interaction: discord.Interaction[Any],
         member_daily_videos: app_commands.Range[int, 0, 1000] | None = None,
         user_queue_limit: app_commands.Range[int, 1, 100] | None = None,
         allow_channel: discord.TextChannel | None = None,
@@ -110,14 +65,14 @@ class QuotaCog(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         assert interaction.guild_id is not None
         locale = str(interaction.locale)
-        budget = self.services.budget
+        jobs = self.jobs
         changing = any(v is not None for v in (member_daily_videos, user_queue_limit, allow_channel, disallow_channel))
         changing = changing or allow_everywhere
         if changing:
             if not is_manager(interaction):
                 raise NotAllowed("quota.managers_only")
             touches_channels = allow_everywhere or allow_channel is not None or disallow_channel is not None
-            await budget.set_member_limits(
+            await jobs.set_member_limits(
                 interaction.guild_id,
                 member_daily_videos=member_daily_videos,
                 user_queue_limit=user_queue_limit,
@@ -125,12 +80,8 @@ class QuotaCog(commands.Cog):
                 if touches_channels
                 else None,
             )
-        report = await budget.report(interaction.guild_id, interaction.user.id)
+        report = await jobs.budget_report(interaction.guild_id, interaction.user.id)
         title = t(locale, "quota.updated" if changing else "quota.title")
         await interaction.followup.send(
             embed=report_embed(report, locale, title), ephemeral=True, allowed_mentions=NO_PINGS
         )
-
-
-async def setup(bot: commands.Bot) -> None:
-    await bot.add_cog(QuotaCog(bot))  # type: ignore[arg-type]

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.app import Services, build_services, point_discord_at
-from bot.client import VideoBot
+from bot.app import DiscordApp, Services, build_discord_app, point_discord_at
+from bot.discord_ui.client import VideoBot
 from bot.jobs.models import Job
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from bot.sandbox.discord_emu import DiscordEmulator, MessageRecord
@@ -34,6 +34,7 @@ class World:
     services: Services | None = None
     bot: VideoBot | None = None
     runner: asyncio.Task[None] | None = None
+    app: DiscordApp | None = None
     extra: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -51,23 +52,22 @@ class World:
             **self.overrides,
         )
         point_discord_at(settings)
-        self.services = await build_services(settings)
-        self.services.notifier.edit_interval = 0.2  # type: ignore[attr-defined]
-        self.bot = VideoBot(self.services, guild_ready_timeout=0.05)
-        self.bot.services.worker.config = __import__("dataclasses").replace(
-            self.bot.services.worker.config, delivery_backoff_s=0.05, reconcile_grace_s=1.0
+        self.app = await build_discord_app(settings, guild_ready_timeout=0.05, edit_interval=0.2)
+        self.services, self.bot = self.app.services, self.app.bot
+        self.services.worker.config = __import__("dataclasses").replace(
+            self.services.worker.config, delivery_backoff_s=0.05, reconcile_grace_s=1.0
         )
         assert settings.discord_token is not None
-        self.runner = asyncio.create_task(self.bot.start(settings.discord_token.get_secret_value()))
+        self.runner = asyncio.create_task(self.app.run(settings.discord_token.get_secret_value()))
         await asyncio.wait_for(self.bot.wait_until_ready(), 20)
 
     async def stop_bot(self) -> None:
-        if self.bot is not None:
-            await self.bot.close()
+        if self.app is not None:
+            await self.app.close()
         if self.runner is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self.runner, 10)
-        self.bot = self.services = self.runner = None
+        self.bot = self.services = self.runner = self.app = None
 
     async def kf2v(
         self,

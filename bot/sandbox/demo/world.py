@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bot.app import Services, build_services, point_discord_at
-from bot.client import VideoBot
+from bot.app import DiscordApp, Services, build_discord_app, point_discord_at
+from bot.discord_ui.client import VideoBot
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from bot.sandbox.demo.script import FAIL_WORD, GUILDS, OWNER_ID, OWNER_NAME
 from bot.sandbox.discord_emu import DiscordEmulator
@@ -44,6 +44,7 @@ class DemoWorld:
     runner: asyncio.Task[None]
     guilds: dict[str, GuildHandle] = field(default_factory=dict)
     _saved_endpoints: tuple[Any, Any] | None = None
+    app: DiscordApp | None = None
 
     @property
     def account(self) -> str:
@@ -121,17 +122,17 @@ async def start_world(data_dir: Path, time_scale: float, seed: int) -> DemoWorld
             time_scale=time_scale,
         )
         point_discord_at(settings)
-        services = await build_services(settings)
+        app = await build_discord_app(settings)
+        services, bot = app.services, app.bot
         scale_engine_clock(services, time_scale)
-        bot = VideoBot(services)
         assert settings.discord_token is not None
-        runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="demo-bot")
+        runner = asyncio.create_task(app.run(settings.discord_token.get_secret_value()), name="demo-bot")
     except BaseException:
         await dashscope.stop()
         await discord_emu.stop()
         _restore(saved)
         raise
-    world = DemoWorld(discord_emu, dashscope, settings, services, bot, runner, handles, saved)
+    world = DemoWorld(discord_emu, dashscope, settings, services, bot, runner, handles, saved, app)
     try:
         ready = asyncio.create_task(bot.wait_until_ready())
         done, _ = await asyncio.wait({ready, runner}, timeout=READY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
@@ -149,7 +150,9 @@ async def start_world(data_dir: Path, time_scale: float, seed: int) -> DemoWorld
 async def stop_world(world: DemoWorld) -> None:
     """Close the bot (it stops its worker and database), then the emulators; restore discord.py's URLs."""
     try:
-        if not world.bot.is_closed():
+        if world.app is not None:
+            await world.app.close()
+        elif not world.bot.is_closed():
             await world.bot.close()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(world.runner, 10)

@@ -11,102 +11,32 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
-from bot.catalog import Catalog, format_cny
+from bot.catalog import format_cny
+from bot.discord_ui.checks import Owners
+from bot.discord_ui.render import NO_PINGS, STATE_COLOURS, clip, job_buttons, status_embed
 from bot.i18n import t
-from bot.jobs.media import MediaStore
 from bot.jobs.models import Job, JobState
 from bot.jobs.ports import DeliveryError, Progress, Video
 
-if TYPE_CHECKING:
-    from bot.client import VideoBot
-
 log = logging.getLogger(__name__)
 
-NO_PINGS = discord.AllowedMentions.none()
-STATE_COLOURS = {
-    JobState.QUEUED: 0x95A5A6,
-    JobState.SUBMITTING: 0x3498DB,
-    JobState.PENDING: 0x3498DB,
-    JobState.RUNNING: 0xF1C40F,
-    JobState.SUCCEEDED: 0x2ECC71,
-    JobState.DELIVERED: 0x2ECC71,
-    JobState.FAILED: 0xE74C3C,
-    JobState.CANCELED: 0x7F8C8D,
-}
 MARKER = "kf2v-job-{job_id}"  # in the delivery's embed footer: lets a redelivery find an earlier post
 
 
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def thread_name(prompt: str, job_id: int, fallback: str) -> str:
-    base = " ".join(prompt.split()) or fallback
-    return clip(f"#{job_id} {base}", 100)
-
-
-def status_embed(
-    job: Job, progress: Progress, catalog: Catalog, locale: str | None, paused: bool = False
-) -> discord.Embed:
-    """The public status message: prompt, model, tier, cost, position/ETA or elapsed time, state."""
-    state_text = t(locale, f"state.{job.state.value}")
-    embed = discord.Embed(
-        title=clip(t(locale, "status.title", job_id=job.id, state=state_text), 256),
-        description=clip(job.prompt or t(locale, "status.effect", template=job.template or ""), 4000),
-        colour=STATE_COLOURS[job.state],
-    )
-    cost = job.cost_settled if job.charge_state.value == "settled" else job.cost_reserved
-    cost_key = "status.cost_settled" if job.charge_state.value == "settled" else "status.cost_estimated"
-    if job.charge_state.value == "released":
-        cost_key, cost = "status.cost_none", 0
-    embed.add_field(name=t(locale, "status.model"), value=f"{job.model} · {job.resolution}", inline=True)
-    embed.add_field(name=t(locale, "status.cost"), value=t(locale, cost_key, cost=format_cny(cost)), inline=True)
-    embed.add_field(name=t(locale, "status.requester"), value=f"<@{job.user_id}>", inline=True)
-    if job.state is JobState.QUEUED:
-        if paused:
-            embed.add_field(name=t(locale, "status.queue"), value=t(locale, "status.paused"), inline=False)
-        elif progress.position is not None:
-            value = t(locale, "status.position", position=progress.position)
-            if progress.eta_s is not None:
-                value += " · " + t(locale, "status.eta", ts=int(time.time() + progress.eta_s))
-            embed.add_field(name=t(locale, "status.queue"), value=value, inline=False)
-    elif job.state in (JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING):
-        value = t(locale, f"state.{job.state.value}")
-        if progress.elapsed_s is not None:
-            value = t(locale, "status.elapsed", seconds=int(progress.elapsed_s))
-        if progress.eta_s is not None:
-            value += " · " + t(locale, "status.eta", ts=int(time.time() + progress.eta_s))
-        embed.add_field(name=t(locale, "status.progress"), value=value, inline=False)
-    elif job.state in (JobState.FAILED, JobState.CANCELED) and job.error_key:
-        embed.add_field(name=t(locale, "status.outcome"), value=t(locale, job.error_key), inline=False)
-    if job.seed is not None:
-        embed.set_footer(text=t(locale, "status.seed", seed=job.seed))
-    return embed
-
-
 class DiscordNotifier:
-    def __init__(self, catalog: Catalog, media: MediaStore, *, edit_interval: float = 3.0) -> None:
-        self.catalog = catalog
-        self.media = media
+    """The domain's `Notifier` for Discord, built with the client it posts through and the owners it alerts."""
+
+    def __init__(self, client: discord.Client, owners: Owners, *, edit_interval: float = 3.0) -> None:
+        self.bot = client
+        self.owners = owners
         self.edit_interval = edit_interval
-        self._bot: VideoBot | None = None
         self._last_edit: dict[int, float] = {}
         self._pending_edit: dict[int, tuple[Job, Progress]] = {}
         self._flushers: dict[int, asyncio.Task[None]] = {}
-        self.paused: bool = False
-
-    def bind(self, bot: VideoBot) -> None:
-        self._bot = bot
-
-    @property
-    def bot(self) -> VideoBot:
-        if self._bot is None:
-            raise RuntimeError("notifier used before the bot was bound")
-        return self._bot
 
     def locale_for(self, job: Job) -> str:
         """Thread messages follow the guild's language; fall back to the requester's."""
@@ -158,13 +88,11 @@ class DiscordNotifier:
     async def edit_status(self, job: Job, progress: Progress) -> None:
         if not job.status_message_id:
             return
-        from bot.views import job_buttons
-
         try:
             channel = await self._channel(job.channel_id)
             message = channel.get_partial_message(job.status_message_id)  # type: ignore[attr-defined]
             await message.edit(
-                embed=status_embed(job, progress, self.catalog, self.locale_for(job), self.paused),
+                embed=status_embed(job, progress, self.locale_for(job)),
                 view=job_buttons(job, self.locale_for(job)),
                 allowed_mentions=NO_PINGS,
             )
@@ -285,7 +213,7 @@ class DiscordNotifier:
     async def owner_alert(self, key: str, **params: Any) -> None:
         text = t(None, key, **params)
         log.error("owner alert: %s", text)
-        for user_id in sorted(await self.bot.owner_user_ids()):
+        for user_id in sorted(await self.owners.user_ids()):
             try:
                 user = await self.bot.fetch_user(user_id)
                 await user.send(text, allowed_mentions=NO_PINGS)

@@ -7,34 +7,29 @@ token (not as an interaction followup) so it can be edited for as long as the jo
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
-from bot.discord_notifier import NO_PINGS, status_embed, thread_name
+from bot.discord_ui.render import NO_PINGS, channel_mention, job_buttons, status_embed, thread_name
 from bot.i18n import t
 from bot.jobs.models import Job
-from bot.views import job_buttons
-
-if TYPE_CHECKING:
-    from bot.client import VideoBot
+from bot.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 
 
-async def open_conversation(interaction: discord.Interaction[Any], job: Job) -> None:
+async def open_conversation(interaction: discord.Interaction[Any], job: Job, jobs: JobService) -> None:
     """Post the status message (with frames as thumbnails), start a thread, confirm privately."""
-    bot: VideoBot = interaction.client
-    services = bot.services
     locale = str(interaction.locale)
-    progress = services.worker.progress(job)
-    embed = status_embed(job, progress, services.catalog, locale, services.jobs.paused)
+    progress = jobs.progress(job)
+    embed = status_embed(job, progress, locale, jobs.paused)
     files = []
-    first = services.media.frame_path(job.first_frame)
+    first = jobs.frame_path(job.first_frame)
     files.append(discord.File(first, filename=f"first.{first.suffix.lstrip('.')}"))
     embed.set_thumbnail(url=f"attachment://first.{first.suffix.lstrip('.')}")
     if job.last_frame:
-        last = services.media.frame_path(job.last_frame)
+        last = jobs.frame_path(job.last_frame)
         files.append(discord.File(last, filename=f"last.{last.suffix.lstrip('.')}"))
         embed.set_image(url=f"attachment://last.{last.suffix.lstrip('.')}")
     channel = interaction.channel
@@ -56,11 +51,11 @@ async def open_conversation(interaction: discord.Interaction[Any], job: Job) -> 
                 log.info("job %s: no thread (%s); replies go to the channel", job.id, exc.status)
         elif isinstance(channel, discord.Thread):
             thread_id = channel.id  # already in a thread: the conversation stays here
-        job = await services.jobs.attach_conversation(job.id, status_message_id=status.id, thread_id=thread_id)
-    where = f"<#{thread_id}>" if thread_id else (status.jump_url if status is not None else "")
+        job = await jobs.attach_conversation(job.id, status_message_id=status.id, thread_id=thread_id)
+    where = channel_mention(thread_id) if thread_id else (status.jump_url if status is not None else "")
     text = t(locale, "submit.accepted", job_id=job.id, where=where)
     if progress.position is not None:
         text += " " + t(locale, "status.position", position=progress.position)
-    if services.jobs.paused:
+    if jobs.paused:
         text += "\n" + t(locale, "status.paused")
     await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
