@@ -13,14 +13,16 @@ import unicodedata
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-from bot.catalog import Catalog
+from bot.catalog import Catalog, ModelSpec
 from bot.errors import InvalidInput, JobNotFound, NotAllowed, RateLimited
 from bot.jobs.images import CheckedImage, ImageLimits, check_image
 from bot.jobs.media import MediaStore
 from bot.jobs.models import Job, JobRequest, JobState
-from bot.jobs.quota import BudgetService
-from bot.jobs.store import JobStore, StaleState
+from bot.jobs.ports import Progress
+from bot.jobs.quota import BudgetReport, BudgetService
+from bot.jobs.store import ChannelEdit, JobStore, StaleState
 from bot.jobs.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -183,7 +185,7 @@ class JobService:
     async def check_channel(self, guild_id: int, channel_id: int) -> None:
         policy = await self.budget.policy(guild_id)
         if policy.allowed_channels and channel_id not in policy.allowed_channels:
-            raise NotAllowed("quota.channel_not_allowed", channels=" ".join(f"<#{c}>" for c in policy.allowed_channels))
+            raise NotAllowed("quota.channel_not_allowed", channel_ids=policy.allowed_channels)  # the UI renders them
 
     async def precheck(self, draft: Draft) -> None:
         """Everything that needs no image bytes: run before downloading attachments."""
@@ -339,6 +341,58 @@ class JobService:
     @property
     def paused(self) -> bool:
         return self.worker.scheduler.paused_reason is not None
+
+    # --- for the Discord layer -----------------------------------------------------------------------
+    # Queries and policy edits the cogs and the Discord layer need, so they touch nothing else of the domain.
+    def progress(self, job: Job) -> Progress:
+        """Queue position / ETA / elapsed time of a job, as the status message shows it."""
+        return self.worker.progress(job)
+
+    def frame_path(self, ref: str) -> Path:
+        """Where a stored keyframe is on disk (the status message attaches it)."""
+        return self.media.frame_path(ref)
+
+    def models(self) -> list[ModelSpec]:
+        """The models of the running catalog in this region, in catalog order (the commands' choices)."""
+        return self.catalog.models_in(self.region)
+
+    def effect_model(self) -> str:
+        """The default model for /kf2v-effect: the first one in this region that has templates."""
+        for spec in self.models():
+            if spec.templates:
+                return spec.key
+        return self.catalog.default_model
+
+    def queue_positions(self) -> dict[int, int]:
+        """Job id -> its place in the fair queue."""
+        return self.worker.scheduler.queue.positions()
+
+    def slots_in_flight(self) -> dict[tuple[str, str], int]:
+        """(account, model) -> provider tasks in flight."""
+        return self.worker.scheduler.limits.in_flight()
+
+    async def budget_report(self, guild_id: int, user_id: int = 0) -> BudgetReport:
+        return await self.budget.report(guild_id, user_id)
+
+    async def set_budgets(self, guild_id: int, *, daily: int | None, monthly: int | None) -> None:
+        """The owners' budget edit (None leaves a value as it is)."""
+        await self.budget.set_budgets(guild_id, daily=daily, monthly=monthly)
+
+    async def set_member_limits(
+        self,
+        guild_id: int,
+        *,
+        member_daily_videos: int | None = None,
+        user_queue_limit: int | None = None,
+        edit_channels: ChannelEdit | None = None,
+    ) -> None:
+        """A manager's member limits and channel allow-list edit (inside the guild's budget)."""
+        await self.budget.set_member_limits(
+            guild_id,
+            member_daily_videos=member_daily_videos,
+            user_queue_limit=user_queue_limit,
+            edit_channels=edit_channels,
+        )
 
 
 def _draft_of(request: JobRequest) -> Draft:
