@@ -3,18 +3,53 @@
 Everything here is data (the provider changes names, tiers and prices more often than code), kept in
 one place and overridable with a JSON file (`KF2V_CATALOG_FILE`) of the same shape as `DEFAULT_CATALOG`.
 Money is counted in integer milli-yuan (1 CNY = 1000) so sums never drift.
+
+Each model belongs to an API family, which decides the request shape (see `bot.dashscope.models`):
+
+* ``kf2v`` — ``POST /services/aigc/image2video/video-synthesis``, ``input.first_frame_url``/``last_frame_url``,
+  optional effect ``template``, fixed 5-second silent videos;
+* ``media`` — ``POST /services/aigc/video-generation/video-synthesis``, ``input.media`` (a list of
+  ``{type, url}``), a whole-second ``duration`` range, sound.
+
+Provenance: every model carries ``sources`` (value path -> URL of the official page that states it) and
+``unconfirmed`` (value paths no official page confirmed; ``notes`` says why). `Catalog.unconfirmed()` lists them
+for ``kf2v-bot check``. A value path is relative to the model, e.g. ``price_per_second.1080P``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MILLI_PER_CNY = 1000
 VIDEO_SECONDS = 5
+MB = 1024 * 1024
+
+Family = Literal["kf2v", "media"]
+MediaType = Literal["first_frame", "last_frame", "driving_audio", "first_clip"]
+MEDIA_TYPES: tuple[str, ...] = ("first_frame", "last_frame", "driving_audio", "first_clip")
+
+# Official pages (the team's facts file, /work/notes/wan27-facts.md, says how each was read).
+_KF2V_API = "https://help.aliyun.com/zh/model-studio/image-to-video-by-first-and-last-frame-api-reference"
+_KF2V_GUIDE_INTL = "https://www.alibabacloud.com/help/tc/model-studio/image-to-video-first-and-last-frames-guide"
+_EFFECTS = "https://help.aliyun.com/zh/model-studio/wanx-video-sepical-effects"
+_EFFECTS_EN = "https://www.alibabacloud.com/help/en/model-studio/wanx-video-effects"
+_SEED_DOC = "file:/work/shared/docs/seed-kf2v-api-zh.txt (an older copy of the kf2v API reference)"
+_WAN27_API = "https://help.aliyun.com/zh/model-studio/image-to-video-general-api-reference"
+_WAN27_API_EN = "https://www.alibabacloud.com/help/en/model-studio/image-to-video-general-api-reference"
+_WAN27_GUIDE = "https://help.aliyun.com/zh/model-studio/wan-image-to-video-guide"
+
+_KF2V_IMAGE = {
+    "formats": ["JPEG", "PNG", "BMP", "WEBP"],
+    "min_side": 240,
+    "max_side": 8000,
+    "max_bytes": 10 * MB,
+}
 
 DEFAULT_CATALOG: dict[str, Any] = {
     "regions": {
@@ -23,24 +58,188 @@ DEFAULT_CATALOG: dict[str, Any] = {
     },
     "models": {
         "wan2.2-kf2v-flash": {
+            "family": "kf2v",
+            # The official tc guide calls wan2.2-kf2v-flash on dashscope-intl too; its Singapore price and
+            # limits were not found, so only Beijing is offered until they are.
             "provider_names": {"beijing": "wan2.2-kf2v-flash"},
             "resolutions": ["480P", "720P", "1080P"],
             "default_resolution": "720P",
             "price_per_second": {"480P": "0.10", "720P": "0.20", "1080P": "0.48"},
+            "duration": {"min": 5, "max": 5, "default": 5},
+            "sound": {"makes_sound": False, "optional": False},
+            "prompt_max_chars": 800,
+            "negative_prompt_max_chars": 500,
+            "inputs": {"image": _KF2V_IMAGE},
+            "media_combinations": [["first_frame", "last_frame"]],
+            "template_combinations": [],
             "templates": [],
             "free_seconds": 50,
             "limits": {"beijing": {"submit_rps": 2, "max_in_flight": 2}},
+            "sources": {
+                "family": _KF2V_API,
+                "resolutions": _KF2V_API,
+                "duration": _KF2V_API,
+                "sound": _KF2V_API,
+                "price_per_second": _SEED_DOC,
+                "free_seconds": _SEED_DOC,
+                "limits": _SEED_DOC,
+            },
+            "unconfirmed": ["price_per_second", "free_seconds", "limits.beijing", "inputs.image"],
+            "notes": {
+                "price_per_second": "last official figures (seed copy); the current page has no price table",
+                "free_seconds": "seed copy; not on the current page",
+                "limits.beijing": "seed copy (QPS 2, 2 in flight); not on the current page",
+                "inputs.image": "the sandbox's kf2v figures (10 MB, 240-8000 px); not re-read on the current page",
+            },
         },
         "wanx2.1-kf2v-plus": {
+            "family": "kf2v",
             "provider_names": {"beijing": "wanx2.1-kf2v-plus", "singapore": "wan2.1-kf2v-plus"},
             "resolutions": ["720P"],
             "default_resolution": "720P",
             "price_per_second": {"720P": "0.70"},
+            "duration": {"min": 5, "max": 5, "default": 5},
+            "sound": {"makes_sound": False, "optional": False},
+            "prompt_max_chars": 800,
+            "negative_prompt_max_chars": 500,
+            "inputs": {"image": _KF2V_IMAGE},
+            "media_combinations": [["first_frame", "last_frame"]],
+            # An effect uses the first frame only; first+last+template drops the last frame, last+template
+            # without a first is an error (effects page): the bot sends the first frame alone.
+            "template_combinations": [["first_frame"]],
+            # `flying` is left out on purpose. Issue 12's seed reference pairs 唐韵翩然 with `flying`, but the
+            # current official kf2v API reference says 唐韵翩然 is `hanfu-1`, and the effects pages list `flying`
+            # (魔法悬浮) as a template of the first-frame i2v models (`img_url`, another path). No source says
+            # kf2v-plus accepts it, so offering it would charge users for a provider refusal.
             "templates": ["hanfu-1", "solaron", "magazine", "mech1", "mech2"],
+            "template_names": {
+                "hanfu-1": "唐韵翩然",
+                "solaron": "机甲变身",
+                "magazine": "闪耀封面",
+                "mech1": "机械觉醒",
+                "mech2": "赛博登场",
+            },
+            # Effects apply to China (Beijing) only (effects pages, en/id/pt-br).
+            "template_regions": ["beijing"],
             "free_seconds": 200,
             "limits": {
                 "beijing": {"submit_rps": 2, "max_in_flight": 2},
                 "singapore": {"submit_rps": 1, "max_in_flight": 2},
+            },
+            "sources": {
+                "family": _KF2V_API,
+                "resolutions": _KF2V_API,
+                "duration": _KF2V_API,
+                "templates.hanfu-1": _KF2V_API,
+                "template_combinations": _EFFECTS,
+                "template_regions": _EFFECTS_EN,
+                "price_per_second": _SEED_DOC,
+                "free_seconds": _SEED_DOC,
+                "limits": _SEED_DOC,
+            },
+            "unconfirmed": [
+                "templates.solaron",
+                "templates.magazine",
+                "templates.mech1",
+                "templates.mech2",
+                "templates.flying",
+                "price_per_second",
+                "free_seconds",
+                "limits",
+                "inputs.image",
+            ],
+            "notes": {
+                "templates.solaron": "only third-party code lists it; the official table was not retrieved",
+                "templates.magazine": "only third-party code lists it",
+                "templates.mech1": "only third-party code lists it",
+                "templates.mech2": "only third-party code lists it",
+                "templates.flying": "NOT offered: officially a first-frame i2v template (魔法悬浮); kf2v unconfirmed",
+                "price_per_second": "last official figures (seed copy); the current page has no price table",
+                "free_seconds": "seed copy",
+                "limits": "seed copy",
+                "inputs.image": "the sandbox's kf2v figures; not re-read on the current page",
+            },
+        },
+        "wan2.7-i2v": {
+            "family": "media",
+            # The zh examples also use the snapshot `wan2.7-i2v-2026-04-25`; the intl pages use `wan2.7-i2v`.
+            "provider_names": {"beijing": "wan2.7-i2v", "singapore": "wan2.7-i2v"},
+            "resolutions": ["720P", "1080P"],
+            "default_resolution": "1080P",
+            # Third-party figures (Beijing 0.6 / 1.0 CNY per second); Singapore is dearer (~0.734 / 1.101).
+            "price_per_second": {"720P": "0.60", "1080P": "1.00"},
+            "region_prices": {"singapore": {"720P": "0.733924", "1080P": "1.100886"}},
+            "duration": {"min": 2, "max": 15, "default": 5},
+            # Sound by default; the API reference documents no switch (an SDK sample sends an undocumented
+            # `parameters.audio`), so "sound off" is not offered.
+            "sound": {"makes_sound": True, "optional": False},
+            "prompt_max_chars": 5000,
+            "negative_prompt_max_chars": 500,
+            "inputs": {
+                "image": {
+                    "formats": ["JPEG", "PNG", "BMP", "WEBP"],
+                    "min_side": 240,
+                    "max_side": 8000,
+                    "max_aspect": 8,
+                    "max_bytes": 20 * MB,
+                    "alpha": False,
+                },
+                "audio": {"formats": ["wav", "mp3"], "min_seconds": 2, "max_seconds": 30, "max_bytes": 15 * MB},
+                "clip": {
+                    "formats": ["mp4", "mov"],
+                    "min_seconds": 2,
+                    "max_seconds": 10,
+                    "min_side": 240,
+                    "max_side": 4096,
+                    "max_aspect": 8,
+                    "max_bytes": 100 * MB,
+                },
+            },
+            "media_combinations": [
+                ["first_frame"],
+                ["first_frame", "driving_audio"],
+                ["first_frame", "last_frame"],
+                ["first_frame", "last_frame", "driving_audio"],
+                ["first_clip"],
+                ["first_clip", "last_frame"],
+            ],
+            "template_combinations": [],
+            "templates": [],
+            # The extended video is the whole video (input clip included) and `duration` is its total length.
+            "extends_clips": True,
+            "free_seconds": 0,
+            "limits": {
+                "beijing": {"submit_rps": 2, "max_in_flight": 2},
+                "singapore": {"submit_rps": 2, "max_in_flight": 2},
+            },
+            "sources": {
+                "family": _WAN27_API,
+                "provider_names": _WAN27_API_EN,
+                "resolutions": _WAN27_API,
+                "default_resolution": _WAN27_API,
+                "duration": _WAN27_API,
+                "sound": _WAN27_API,
+                "prompt_max_chars": _WAN27_API,
+                "negative_prompt_max_chars": _WAN27_API,
+                "inputs": _WAN27_API,
+                "media_combinations": _WAN27_GUIDE,
+                "extends_clips": _WAN27_GUIDE,
+            },
+            "unconfirmed": [
+                "price_per_second",
+                "region_prices.singapore",
+                "free_seconds",
+                "limits",
+                "provider_names",
+                "sound.optional",
+            ],
+            "notes": {
+                "price_per_second": "third-party figures; the model-pricing page was not retrieved",
+                "region_prices.singapore": "third-party figures",
+                "free_seconds": "the guide says 'see model-pricing'; value not found (0 = none assumed)",
+                "limits": "rate limits page not retrieved; conservative kf2v-like figures",
+                "provider_names": "which names each region accepts is not listed",
+                "sound.optional": "no documented switch; only an SDK sample's `audio` flag",
             },
         },
     },
@@ -52,10 +251,132 @@ class CatalogError(ValueError):
     """The catalog data (default or override file) is inconsistent."""
 
 
+# --- the JSON shape, validated (an override file gets field-by-field messages) -------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RawDuration(_Strict):
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+    default: int
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _RawDuration:
+        if not self.min <= self.default <= self.max:
+            raise ValueError("duration needs min <= default <= max")
+        return self
+
+
+class _RawSound(_Strict):
+    makes_sound: bool = False
+    optional: bool = False
+
+
+class _RawImage(_Strict):
+    formats: list[str] = Field(default_factory=lambda: ["JPEG", "PNG", "BMP", "WEBP"])
+    min_side: int = Field(default=240, ge=1)
+    max_side: int = Field(default=8000, ge=1)
+    max_aspect: float | None = Field(default=None, gt=0)
+    max_bytes: int = Field(default=10 * MB, ge=1)
+    alpha: bool = True
+
+
+class _RawTimed(_Strict):
+    formats: list[str]
+    min_seconds: float = Field(ge=0)
+    max_seconds: float = Field(gt=0)
+    max_bytes: int = Field(ge=1)
+    min_side: int | None = None
+    max_side: int | None = None
+    max_aspect: float | None = None
+
+
+class _RawInputs(_Strict):
+    image: _RawImage = Field(default_factory=_RawImage)
+    audio: _RawTimed | None = None
+    clip: _RawTimed | None = None
+
+
+class _RawLimits(_Strict):
+    submit_rps: float = Field(gt=0)
+    max_in_flight: int = Field(ge=1)
+
+
+class _RawModel(_Strict):
+    family: Family = "kf2v"
+    provider_names: dict[str, str] = Field(min_length=1)
+    resolutions: list[str] = Field(min_length=1)
+    default_resolution: str
+    price_per_second: dict[str, Decimal]
+    region_prices: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
+    duration: _RawDuration | None = None
+    sound: _RawSound = Field(default_factory=_RawSound)
+    prompt_max_chars: int | None = Field(default=None, ge=1)
+    negative_prompt_max_chars: int = Field(default=500, ge=1)
+    inputs: _RawInputs = Field(default_factory=_RawInputs)
+    media_combinations: list[list[MediaType]] | None = None
+    template_combinations: list[list[MediaType]] | None = None
+    templates: list[str] = Field(default_factory=list)
+    template_names: dict[str, str] = Field(default_factory=dict)
+    template_regions: list[str] | None = None
+    extends_clips: bool = False
+    free_seconds: int = Field(default=0, ge=0)
+    limits: dict[str, _RawLimits] = Field(default_factory=dict)
+    sources: dict[str, str] = Field(default_factory=dict)
+    unconfirmed: list[str] = Field(default_factory=list)
+    notes: dict[str, str] = Field(default_factory=dict)
+
+
+class _RawRegion(_Strict):
+    base_url: str
+
+
+class _RawCatalog(_Strict):
+    regions: dict[str, _RawRegion] = Field(min_length=1)
+    models: dict[str, _RawModel] = Field(min_length=1)
+    default_model: str | None = None
+
+
+# --- what the rest of the bot uses ----------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class ModelLimits:
     submit_rps: float
     max_in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    formats: tuple[str, ...]  # Pillow format names
+    min_side: int
+    max_side: int
+    max_aspect: float | None  # longest / shortest side, None = not limited
+    max_bytes: int
+    alpha: bool  # False: images with an alpha channel are refused
+
+
+@dataclass(frozen=True, slots=True)
+class TimedMediaLimits:
+    """Audio or clip inputs: file extensions, length in seconds, bytes (and sides for clips)."""
+
+    formats: tuple[str, ...]
+    min_seconds: float
+    max_seconds: float
+    max_bytes: int
+    min_side: int | None = None
+    max_side: int | None = None
+    max_aspect: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    image: ImageLimits
+    audio: TimedMediaLimits | None = None  # None: the model takes no driving audio
+    clip: TimedMediaLimits | None = None  # None: the model continues no clip
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +389,55 @@ class ModelSpec:
     templates: tuple[str, ...]
     free_seconds: int
     limits: dict[str, ModelLimits]
+    family: Family = "kf2v"
+    duration_range: tuple[int, int] = (VIDEO_SECONDS, VIDEO_SECONDS)
+    default_duration: int = VIDEO_SECONDS
+    makes_sound: bool = False
+    sound_optional: bool = False
+    prompt_max_chars: int = 800
+    negative_prompt_max_chars: int = 500
+    inputs: InputLimits = field(
+        default_factory=lambda: InputLimits(ImageLimits(("JPEG", "PNG", "BMP", "WEBP"), 240, 8000, None, 10 * MB, True))
+    )
+    media_combinations: tuple[frozenset[str], ...] = (frozenset({"first_frame", "last_frame"}),)
+    template_combinations: tuple[frozenset[str], ...] = ()
+    template_names: dict[str, str] = field(default_factory=dict)
+    template_regions: tuple[str, ...] | None = None  # None: wherever the model is offered
+    extends_clips: bool = False
+    region_price_per_second_milli: dict[str, dict[str, int]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    unconfirmed: tuple[str, ...] = ()
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def supports_template(self) -> bool:
         return bool(self.templates)
 
-    def cost_milli(self, resolution: str, seconds: float = VIDEO_SECONDS) -> int:
-        """Cost of `seconds` of output at `resolution`, rounded up to a whole milli-yuan."""
-        per_second = self.price_per_second_milli[resolution]
+    @property
+    def fixed_duration(self) -> bool:
+        return self.duration_range[0] == self.duration_range[1]
+
+    def allows_duration(self, seconds: int) -> bool:
+        return self.duration_range[0] <= seconds <= self.duration_range[1]
+
+    def describe_durations(self) -> str:
+        """'5 s' or '2-15 s': for messages naming the model's range."""
+        low, high = self.duration_range
+        return f"{low} s" if low == high else f"{low}-{high} s"
+
+    def cost_milli(self, resolution: str, seconds: float = VIDEO_SECONDS, region: str | None = None) -> int:
+        """Cost of `seconds` of output at `resolution`, rounded up to a whole milli-yuan.
+
+        `region` picks a regional price when the catalog has one (`region_prices`), else the model's price.
+        """
+        prices = self.region_price_per_second_milli.get(region or "", self.price_per_second_milli)
+        per_second = prices[resolution]
         return int((Decimal(per_second) * Decimal(str(seconds))).to_integral_value(rounding="ROUND_CEILING"))
+
+    def templates_in(self, region: str) -> tuple[str, ...]:
+        if self.template_regions is not None and region not in self.template_regions:
+            return ()
+        return self.templates
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,40 +479,125 @@ class Catalog:
         spec = self.model(key)
         return spec.limits.get(region) or next(iter(spec.limits.values()))
 
+    def unconfirmed(self) -> list[str]:
+        """Every value no official source confirmed: "<model>.<value path>: <why>" (for `kf2v-bot check`)."""
+        lines = []
+        for spec in self.models.values():
+            for path in spec.unconfirmed:
+                why = spec.notes.get(path)
+                lines.append(f"{spec.key}.{path}" + (f": {why}" if why else ""))
+        return lines
 
-def _to_milli(value: str | int | float) -> int:
+
+def _to_milli(value: Decimal | str | int | float) -> int:
     return int((Decimal(str(value)) * MILLI_PER_CNY).to_integral_value(rounding="ROUND_CEILING"))
 
 
+def _timed(raw: _RawTimed | None) -> TimedMediaLimits | None:
+    if raw is None:
+        return None
+    return TimedMediaLimits(
+        formats=tuple(f.lower() for f in raw.formats),
+        min_seconds=raw.min_seconds,
+        max_seconds=raw.max_seconds,
+        max_bytes=raw.max_bytes,
+        min_side=raw.min_side,
+        max_side=raw.max_side,
+        max_aspect=raw.max_aspect,
+    )
+
+
+def _spec(key: str, raw: _RawModel) -> ModelSpec:
+    resolutions = tuple(raw.resolutions)
+    prices = {res: _to_milli(p) for res, p in raw.price_per_second.items()}
+    missing = [r for r in resolutions if r not in prices]
+    if missing:
+        raise CatalogError(f"model {key!r} has no price for {', '.join(missing)}")
+    if raw.default_resolution not in resolutions:
+        raise CatalogError(f"model {key!r}: default resolution is not one of its resolutions")
+    region_prices = {region: {r: _to_milli(p) for r, p in table.items()} for region, table in raw.region_prices.items()}
+    for region, table in region_prices.items():
+        if missing := [r for r in resolutions if r not in table]:
+            raise CatalogError(f"model {key!r}: region_prices.{region} has no price for {', '.join(missing)}")
+    duration = raw.duration or _RawDuration(min=VIDEO_SECONDS, max=VIDEO_SECONDS, default=VIDEO_SECONDS)
+    if raw.family == "kf2v" and (duration.min, duration.max) != (VIDEO_SECONDS, VIDEO_SECONDS):
+        raise CatalogError(f"model {key!r}: the kf2v family makes {VIDEO_SECONDS}-second videos only")
+    default_combos = [["first_frame", "last_frame"]] if raw.family == "kf2v" else [["first_frame"]]
+    combos = tuple(frozenset(c) for c in (raw.media_combinations or default_combos))
+    template_combos = tuple(frozenset(c) for c in (raw.template_combinations or []))
+    for combo in (*combos, *template_combos):
+        if raw.family == "kf2v" and not combo <= {"first_frame", "last_frame"}:
+            raise CatalogError(f"model {key!r}: the kf2v family takes frames only, not {sorted(combo)}")
+    inputs = InputLimits(
+        image=ImageLimits(
+            formats=tuple(f.upper() for f in raw.inputs.image.formats),
+            min_side=raw.inputs.image.min_side,
+            max_side=raw.inputs.image.max_side,
+            max_aspect=raw.inputs.image.max_aspect,
+            max_bytes=raw.inputs.image.max_bytes,
+            alpha=raw.inputs.image.alpha,
+        ),
+        audio=_timed(raw.inputs.audio),
+        clip=_timed(raw.inputs.clip),
+    )
+    uses = {t for c in (*combos, *template_combos) for t in c}
+    if "driving_audio" in uses and inputs.audio is None:
+        raise CatalogError(f"model {key!r}: driving_audio is accepted but inputs.audio is missing")
+    if "first_clip" in uses and inputs.clip is None:
+        raise CatalogError(f"model {key!r}: first_clip is accepted but inputs.clip is missing")
+    if raw.templates and not template_combos:
+        raise CatalogError(f"model {key!r}: templates need template_combinations")
+    return ModelSpec(
+        key=key,
+        provider_names=dict(raw.provider_names),
+        resolutions=resolutions,
+        default_resolution=raw.default_resolution,
+        price_per_second_milli=prices,
+        templates=tuple(raw.templates),
+        free_seconds=raw.free_seconds,
+        limits={region: ModelLimits(lim.submit_rps, lim.max_in_flight) for region, lim in raw.limits.items()}
+        or {"beijing": ModelLimits(2, 2)},
+        family=raw.family,
+        duration_range=(duration.min, duration.max),
+        default_duration=duration.default,
+        makes_sound=raw.sound.makes_sound,
+        sound_optional=raw.sound.optional,
+        prompt_max_chars=raw.prompt_max_chars or (800 if raw.family == "kf2v" else 5000),
+        negative_prompt_max_chars=raw.negative_prompt_max_chars,
+        inputs=inputs,
+        media_combinations=combos,
+        template_combinations=template_combos,
+        template_names=dict(raw.template_names),
+        template_regions=tuple(raw.template_regions) if raw.template_regions is not None else None,
+        extends_clips=raw.extends_clips or any("first_clip" in c for c in combos),
+        region_price_per_second_milli=region_prices,
+        sources=dict(raw.sources),
+        unconfirmed=tuple(raw.unconfirmed),
+        notes=dict(raw.notes),
+    )
+
+
+def _validation_message(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:8]:
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        problems.append(f"{where}: {error['msg']}")
+    more = len(exc.errors()) - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+
+
 def parse_catalog(data: dict[str, Any]) -> Catalog:
+    """Validate the JSON shape (unknown fields refused, every problem named by its path) and build the catalog."""
     try:
-        models: dict[str, ModelSpec] = {}
-        for key, raw in data["models"].items():
-            resolutions = tuple(raw["resolutions"])
-            prices = {res: _to_milli(p) for res, p in raw["price_per_second"].items()}
-            missing = [r for r in resolutions if r not in prices]
-            if missing:
-                raise CatalogError(f"model {key!r} has no price for {', '.join(missing)}")
-            if raw["default_resolution"] not in resolutions:
-                raise CatalogError(f"model {key!r}: default resolution is not one of its resolutions")
-            models[key] = ModelSpec(
-                key=key,
-                provider_names=dict(raw["provider_names"]),
-                resolutions=resolutions,
-                default_resolution=raw["default_resolution"],
-                price_per_second_milli=prices,
-                templates=tuple(raw.get("templates", ())),
-                free_seconds=int(raw.get("free_seconds", 0)),
-                limits={
-                    region: ModelLimits(float(lim["submit_rps"]), int(lim["max_in_flight"]))
-                    for region, lim in raw.get("limits", {}).items()
-                }
-                or {"beijing": ModelLimits(2, 2)},
-            )
-        regions = {name: str(r["base_url"]) for name, r in data["regions"].items()}
-        default_model = str(data.get("default_model") or next(iter(models)))
-    except (KeyError, TypeError, AttributeError, StopIteration) as exc:
-        raise CatalogError(f"catalog is missing or mistypes a field ({exc})") from exc
+        raw = _RawCatalog.model_validate(data)
+    except ValidationError as exc:
+        raise CatalogError(f"catalog is invalid: {_validation_message(exc)}") from None
+    models = {key: _spec(key, model) for key, model in raw.models.items()}
+    regions = {name: r.base_url for name, r in raw.regions.items()}
+    for spec in models.values():
+        if unknown := [r for r in spec.provider_names if r not in regions]:
+            raise CatalogError(f"model {spec.key!r} names unknown region(s) {', '.join(unknown)}")
+    default_model = raw.default_model or next(iter(models))
     if default_model not in models:
         raise CatalogError(f"default model {default_model!r} is not in the catalog")
     return Catalog(models=models, region_base_urls=regions, default_model=default_model)
@@ -165,6 +611,8 @@ def load_catalog(path: Path | None = None) -> Catalog:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise CatalogError(f"cannot read catalog file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CatalogError(f"catalog file {path} must hold a JSON object")
     return parse_catalog(data)
 
 

@@ -527,18 +527,23 @@ def test_build_defaults_template_mode_and_region_names(catalog: Catalog) -> None
     }
     assert "template" not in payload["input"] and payload["input"]["negative_prompt"] == "blurry"
 
-    effect = CreateTaskRequest.build(
-        catalog,
-        "singapore",
-        model_key="wanx2.1-kf2v-plus",
-        resolution=None,
-        prompt="ignored in template mode",
-        negative_prompt=None,
-        first_frame_uri="https://example.com/a.png",
-        last_frame_uri=None,
-        template="solaron",
-    )
-    assert effect.model == "wan2.1-kf2v-plus"  # Singapore's name for the plus model
+    effect_args: dict[str, Any] = {
+        "model_key": "wanx2.1-kf2v-plus",
+        "resolution": None,
+        "prompt": "ignored in template mode",
+        "negative_prompt": None,
+        "first_frame_uri": "https://example.com/a.png",
+        "last_frame_uri": None,
+        "template": "solaron",
+    }
+    # Effects apply to China (Beijing) only (https://www.alibabacloud.com/help/en/model-studio/wanx-video-effects).
+    with pytest.raises(RequestValidationError, match="no effect templates in singapore") as refused:
+        CreateTaskRequest.build(catalog, "singapore", **effect_args)
+    assert refused.value.field == "template"
+    plain = {**effect_args, "template": None, "last_frame_uri": "https://example.com/b.png"}
+    assert CreateTaskRequest.build(catalog, "singapore", **plain).model == "wan2.1-kf2v-plus"  # Singapore's name
+    effect = CreateTaskRequest.build(catalog, "beijing", **effect_args)
+    assert effect.model == "wanx2.1-kf2v-plus"
     assert effect.to_payload()["input"] == {"first_frame_url": "https://example.com/a.png", "template": "solaron"}
     assert effect.template_mode
 

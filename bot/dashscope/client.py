@@ -27,7 +27,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -39,7 +39,9 @@ from yarl import URL
 
 from bot.dashscope.errors import (
     DashScopeError,
+    ForeignUploadHostError,
     ForeignVideoUrlError,
+    InvalidRequestError,
     MalformedAnswerError,
     NotAVideoError,
     ProviderUnavailableError,
@@ -51,17 +53,27 @@ from bot.dashscope.errors import (
     redact,
 )
 from bot.dashscope.models import (
+    CREATE_PATHS,
+    OSS_RESOLVE_HEADER,
+    OSS_SCHEME,
     CreatedTask,
     CreateTaskRequest,
     TaskPage,
     TaskResult,
     TaskStatus,
     TaskSummary,
+    UploadedFile,
+    UploadPolicy,
 )
 
 log = logging.getLogger(__name__)
 
-CREATE_PATH = "/services/aigc/image2video/video-synthesis"
+CREATE_PATH = CREATE_PATHS["kf2v"]  # the kf2v family's; each request names its own (`create_path`)
+# Temporary uploads: https://help.aliyun.com/zh/model-studio/get-temporary-file-url
+UPLOADS_PATH = "/uploads"
+UPLOAD_LIFETIME = timedelta(hours=48)  # files are deleted 48 h after upload
+UPLOAD_FILE_MAX_BYTES = 1024 * 1024 * 1024  # "must not exceed 1 GB" (en page), besides the policy's own limit
+_UPLOAD_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 # The task list: "manage asynchronous tasks", https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks
 # - bounds are "YYYYMMDDhhmmss": the official Python SDK's `list` docstring ("for example: 20230420000000");
@@ -163,14 +175,14 @@ class DashScopeClient:
     # --- the four API calls ------------------------------------------------------------------------
 
     async def create_task(self, req: CreateTaskRequest) -> CreatedTask:
-        """Submit a task. A lost answer raises `SubmissionOutcomeUnknownError`: reconcile, don't resubmit."""
-        data = await self._call(
-            "create",
-            "POST",
-            CREATE_PATH,
-            json_body=req.to_payload(),
-            extra_headers={"Content-Type": "application/json", "X-DashScope-Async": "enable"},
-        )
+        """Submit a task. A lost answer raises `SubmissionOutcomeUnknownError`: reconcile, don't resubmit.
+
+        The path is the request's family's; oss:// inputs add `X-DashScope-OssResourceResolve: enable`.
+        """
+        headers = {"Content-Type": "application/json", "X-DashScope-Async": "enable"}
+        if req.uses_oss:
+            headers[OSS_RESOLVE_HEADER] = "enable"
+        data = await self._call("create", "POST", req.create_path, json_body=req.to_payload(), extra_headers=headers)
         try:
             created = CreatedTask.from_api(data)
         except _MALFORMED:
@@ -290,6 +302,89 @@ class DashScopeClient:
             if not page.data or page_no >= page.total_page:
                 return
             page_no += 1
+
+    # --- temporary uploads ---------------------------------------------------------------------------
+
+    async def upload_file(self, model: str, filename: str, data: bytes, content_type: str) -> UploadedFile:
+        """Put `data` in the provider's temporary storage for `model` (the PROVIDER's model name) -> oss:// URL.
+
+        Two requests, never retried here: the upload policy (`GET /uploads?action=getPolicy&model=…`, errors
+        classified like every call), then a multipart POST to its `upload_host` with the documented fields, the
+        file last. The host must pass the video URL policy (https on *.aliyuncs.com, a configured video host,
+        or the exact origin of `base_url`): otherwise `ForeignUploadHostError` and nothing is sent there.
+        A file over the policy's `max_file_size_mb` raises `InvalidRequestError` before the POST.
+        Upload errors: 5xx/429/network -> `ProviderUnavailableError`; an expired policy -> the same (ask a new
+        one); other 4xx -> `InvalidRequestError`. The policy and signature are never logged. The file is bound
+        to the main account and the model, and lives 48 h from upload (`expires_at` is counted from before the
+        policy was asked, so it errs early).
+        """
+        if not data:
+            raise ValueError("nothing to upload")
+        if len(data) > UPLOAD_FILE_MAX_BYTES:
+            raise InvalidRequestError(
+                f"the file has {len(data)} bytes; uploads are limited to {UPLOAD_FILE_MAX_BYTES}", code="FileTooLarge"
+            )
+        started_wall = datetime.now(UTC)
+        answer = await self._call("upload_policy", "GET", UPLOADS_PATH, params={"action": "getPolicy", "model": model})
+        try:
+            policy = UploadPolicy.from_api(answer)
+        except _MALFORMED as exc:
+            raise MalformedAnswerError(
+                f"the upload policy could not be read ({_reason(exc)})", http_status=200, request_id=_request_id(answer)
+            ) from None
+        try:
+            host = self._checked_video_url(policy.upload_host)
+        except ForeignVideoUrlError:
+            raise ForeignUploadHostError(
+                "the upload policy names a host outside the provider's storage: nothing was sent",
+                code="ForeignUploadHost",
+                request_id=_request_id(answer),
+            ) from None
+        limit = int(policy.max_file_size_mb * 1024 * 1024)
+        if len(data) > limit:
+            raise InvalidRequestError(
+                f"the file has {len(data)} bytes; this model takes uploads of at most {limit}", code="FileTooLarge"
+            )
+        key = f"{policy.upload_dir.rstrip('/')}/{_upload_name(filename)}"
+        form = aiohttp.FormData(quote_fields=False)
+        form.add_field("OSSAccessKeyId", policy.oss_access_key_id)
+        form.add_field("Signature", policy.signature)
+        form.add_field("policy", policy.policy)
+        form.add_field("key", key)
+        form.add_field("x-oss-object-acl", policy.x_oss_object_acl)
+        form.add_field("x-oss-forbid-overwrite", policy.x_oss_forbid_overwrite)
+        form.add_field("x-oss-content-type", content_type)
+        form.add_field("success_action_status", "200")
+        form.add_field("file", data, filename=_upload_name(filename), content_type=content_type)  # must be last
+        shown = _shown(host)
+        started = time.monotonic()
+        connector = aiohttp.TCPConnector(
+            resolver=_PublicOnlyResolver(self._base_origin), use_dns_cache=False, force_close=True
+        )
+        try:
+            async with (
+                aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()) as s,
+                s.post(host, data=form, timeout=self._timeout, allow_redirects=False) as resp,
+            ):
+                status = resp.status
+                body = await _read_bounded(resp, 64 * 1024) or b""
+        except DashScopeError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.debug("dashscope upload to %s failed: %s after %.0f ms", shown, type(exc).__name__, _ms(started))
+            raise ProviderUnavailableError(
+                f"uploading to {shown} failed ({type(exc).__name__})", code="UploadFailed"
+            ) from None
+        log.debug("dashscope upload %d bytes to %s -> %d in %.0f ms", len(data), shown, status, _ms(started))
+        if status not in (200, 204):
+            raise _upload_error(status, body.decode("utf-8", "replace"), shown)
+        return UploadedFile(
+            url=OSS_SCHEME + key,
+            expires_at=started_wall + UPLOAD_LIFETIME,
+            model=model,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
 
     # --- the result video --------------------------------------------------------------------------
 
@@ -500,6 +595,29 @@ class DashScopeClient:
                 code="OutcomeUnknown",
             )
         raise classify(status, "", f"HTTP {status} without a provider error body", request_id, retry_after=retry_after)
+
+
+def _upload_name(filename: str) -> str:
+    """The last path part, in safe characters: it becomes part of the object key."""
+    name = _UPLOAD_NAME.sub("_", filename.replace("\\", "/").rsplit("/", 1)[-1]).lstrip(".")[:100]
+    return name or "file"
+
+
+_UPLOAD_MESSAGE = re.compile(r"<Message>([^<]{1,200})</Message>")
+
+
+def _upload_error(status: int, body: str, shown: str) -> DashScopeError:
+    """The storage's XML error -> the family (its message can quote the policy: only the code and a hint)."""
+    match = _XML_CODE.search(body)
+    code = match.group(1) if match else f"HTTP{status}"
+    message = _UPLOAD_MESSAGE.search(body)
+    expired = message is not None and "expired" in message.group(1).lower()
+    text = f"the upload to {shown} answered HTTP {status} ({code})"
+    if status == 429 or status >= 500 or expired:
+        return ProviderUnavailableError(
+            text + (": the policy expired" if expired else ""), http_status=status, code=code
+        )
+    return InvalidRequestError(text, http_status=status, code=code)
 
 
 def _task_path(task_id: str) -> str:

@@ -154,6 +154,13 @@ class ForeignVideoUrlError(DashScopeError):
     """
 
 
+class ForeignUploadHostError(ForeignVideoUrlError):
+    """An upload policy named an `upload_host` outside the provider's storage: nothing was sent there.
+
+    Permanent like `ForeignVideoUrlError`: the same bytes (and a signed form) must not go elsewhere.
+    """
+
+
 class TaskListTooLongError(DashScopeError):
     """The task list for a window has more pages than the caller allowed: narrow the window instead."""
 

@@ -23,10 +23,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.catalog import Catalog
+from bot.catalog import MEDIA_TYPES, Catalog, Family, MediaType, ModelSpec, TimedMediaLimits
 from bot.dashscope.errors import DashScopeError, classify, redact
 
 PROVIDER_TZ = timezone(timedelta(hours=8), "UTC+8")
+# The kf2v family's limits (each model's own are in the catalog: `ModelSpec.prompt_max_chars`).
 PROMPT_MAX_CHARS = 800
 NEGATIVE_PROMPT_MAX_CHARS = 500
 SEED_MAX = 2_147_483_647
@@ -124,14 +125,45 @@ def _check_image(field: str, value: str) -> None:
         if not payload or _BASE64.fullmatch(payload) is None or len(payload) % 4:
             raise RequestValidationError(field, "The image data is not valid base64.")
         return
+    _check_url(field, value, "Images must be sent as data:image/(jpeg|png|bmp|webp);base64,..., an http(s) URL")
+
+
+def _check_url(field: str, value: str, what: str) -> None:
+    """A public http(s) URL or an `oss://` temporary-upload URL (data URIs are for images only)."""
+    if value.startswith(OSS_SCHEME):
+        if len(value) > len(OSS_SCHEME) and "/" in value[len(OSS_SCHEME) :]:
+            return
+        raise RequestValidationError(field, "An oss:// URL needs a bucket and a key.")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise RequestValidationError(field, f"{what} or an oss:// URL from a temporary upload.")
+
+
+def _check_extension(field: str, value: str, limits: TimedMediaLimits, kind: str) -> None:
+    # The provider takes the format from the file; the bot can only see the name here. The bytes (length,
+    # size) are checked by whoever holds them, before uploading (`TimedMediaLimits`).
+    path = value[len(OSS_SCHEME) :] if value.startswith(OSS_SCHEME) else urlsplit(value).path
+    extension = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    if extension not in limits.formats:
         raise RequestValidationError(
-            field, "Images must be sent as data:image/(jpeg|png|bmp|webp);base64,... or an http(s) URL."
+            field, f"The {kind} must be one of {', '.join(limits.formats)} (a file name ending .{limits.formats[0]})."
         )
 
 
+OSS_SCHEME = "oss://"
+# The create call's path per API family (relative to .../api/v1).
+CREATE_PATHS: dict[str, str] = {
+    "kf2v": "/services/aigc/image2video/video-synthesis",
+    "media": "/services/aigc/video-generation/video-synthesis",
+}
+# Header the provider needs to read oss:// temporary URLs ("otherwise error"):
+# https://help.aliyun.com/zh/model-studio/get-temporary-file-url
+OSS_RESOLVE_HEADER = "X-DashScope-OssResourceResolve"
+
+
 class TaskInput(BaseModel):
+    """The kf2v family's input."""
+
     model_config = ConfigDict(frozen=True)
 
     first_frame_url: str
@@ -139,6 +171,26 @@ class TaskInput(BaseModel):
     prompt: str | None = None
     negative_prompt: str | None = None
     template: str | None = None
+
+
+class MediaItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: MediaType
+    url: str
+
+
+class MediaInput(BaseModel):
+    """The media family's input (wan2.7): prompt is optional, `media` is required."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    media: tuple[MediaItem, ...]
+
+    def url_of(self, kind: str) -> str | None:
+        return next((m.url for m in self.media if m.type == kind), None)
 
 
 class TaskParameters(BaseModel):
@@ -149,30 +201,57 @@ class TaskParameters(BaseModel):
     prompt_extend: bool = True
     watermark: bool = False
     seed: int | None = Field(default=None, ge=0, le=SEED_MAX)
+    # Sent only when the model documents a sound switch (`sound.optional` in the catalog); None = not sent.
+    audio: bool | None = None
 
 
 class CreateTaskRequest(BaseModel):
-    """The create call's body. `repr`/`str` never show image data (it can be megabytes and private)."""
+    """The create call's body. `repr`/`str` never show image data (it can be megabytes and private).
+
+    `family` is not part of the body: it picks the path (`create_path`) and the input shape.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     model: str
-    input: TaskInput
+    input: TaskInput | MediaInput
     parameters: TaskParameters
+    family: Family = Field(default="kf2v", exclude=True)
 
     def to_payload(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
+    @property
+    def create_path(self) -> str:
+        return CREATE_PATHS[self.family]
+
+    def media_urls(self) -> list[str]:
+        i = self.input
+        if isinstance(i, MediaInput):
+            return [m.url for m in i.media]
+        return [u for u in (i.first_frame_url, i.last_frame_url) if u is not None]
+
+    @property
+    def uses_oss(self) -> bool:
+        """Some input is an oss:// temporary upload: the create call must send `OSS_RESOLVE_HEADER`."""
+        return any(url.startswith(OSS_SCHEME) for url in self.media_urls())
+
     def __repr__(self) -> str:
         i, p = self.input, self.parameters
-        fields = [
-            f"model={self.model!r}",
-            f"first_frame={redact_uri(i.first_frame_url)!r}",
-            f"last_frame={redact_uri(i.last_frame_url)!r}",
-            f"template={i.template!r}",
+        fields = [f"model={self.model!r}", f"family={self.family}"]
+        if isinstance(i, MediaInput):
+            fields.append("media=[" + ", ".join(f"{m.type}={redact_uri(m.url)!r}" for m in i.media) + "]")
+        else:
+            fields += [
+                f"first_frame={redact_uri(i.first_frame_url)!r}",
+                f"last_frame={redact_uri(i.last_frame_url)!r}",
+                f"template={i.template!r}",
+            ]
+        fields += [
             f"prompt_chars={len(i.prompt or '')}",
             f"negative_prompt_chars={len(i.negative_prompt or '')}",
             f"resolution={p.resolution!r}",
+            f"duration={p.duration}",
             f"prompt_extend={p.prompt_extend}",
             f"seed={p.seed!r}",
         ]
@@ -182,7 +261,7 @@ class CreateTaskRequest(BaseModel):
 
     @property
     def template_mode(self) -> bool:
-        return self.input.template is not None
+        return isinstance(self.input, TaskInput) and self.input.template is not None
 
     @classmethod
     def build(
@@ -194,16 +273,27 @@ class CreateTaskRequest(BaseModel):
         resolution: str | None,
         prompt: str | None,
         negative_prompt: str | None,
-        first_frame_uri: str,
+        first_frame_uri: str | None,
         last_frame_uri: str | None,
         prompt_extend: bool = True,
         seed: int | None = None,
         template: str | None = None,
+        duration: int | None = None,
+        driving_audio_url: str | None = None,
+        first_clip_url: str | None = None,
+        sound: bool | None = None,
     ) -> CreateTaskRequest:
         """Check everything the provider checks (and what it would silently truncate) and build the body.
 
-        Raises `RequestValidationError` naming the argument at fault. Template mode (effects) uses only the
-        first frame and ignores the prompt, so neither prompt is sent then.
+        Everything follows the model's catalog entry: its family (request shape and path), resolutions,
+        duration range (None = the model's default), sound, prompt limits and accepted media combinations.
+        Media are given one argument per kind: `first_frame_uri`/`last_frame_uri` (data URI, http(s) or
+        oss://), `driving_audio_url` and `first_clip_url` (http(s) or oss://; their bytes — length, size —
+        must be checked against `spec.inputs` by the caller, who holds them). For a first_clip, `duration`
+        is the TOTAL length of the result, input clip included (the provider returns the whole video).
+        `sound`: None = the model's default; False on a model that always makes sound, or True on a silent
+        one, is refused. Raises `RequestValidationError` naming the argument at fault. Template mode (effects)
+        uses only the first frame and ignores the prompt, so neither prompt is sent then.
         """
         spec = catalog.models.get(model_key)
         if spec is None:
@@ -216,48 +306,129 @@ class CreateTaskRequest(BaseModel):
             raise RequestValidationError(
                 "resolution", f"Model {model_key} does not offer {chosen_resolution}; choose one of {allowed}."
             )
-        if prompt is not None and len(prompt) > PROMPT_MAX_CHARS:
+        chosen_duration = spec.default_duration if duration is None else duration
+        if isinstance(chosen_duration, bool) or not spec.allows_duration(chosen_duration):
             raise RequestValidationError(
-                "prompt", f"The prompt has {len(prompt)} characters; at most {PROMPT_MAX_CHARS} are allowed."
+                "duration",
+                f"Model {model_key} makes videos of {spec.describe_durations()}; {duration} s is not possible.",
             )
-        if negative_prompt is not None and len(negative_prompt) > NEGATIVE_PROMPT_MAX_CHARS:
+        audio_flag = _sound_flag(spec, model_key, sound)
+        if prompt is not None and len(prompt) > spec.prompt_max_chars:
+            raise RequestValidationError(
+                "prompt", f"The prompt has {len(prompt)} characters; at most {spec.prompt_max_chars} are allowed."
+            )
+        if negative_prompt is not None and len(negative_prompt) > spec.negative_prompt_max_chars:
             raise RequestValidationError(
                 "negative_prompt",
                 f"The negative prompt has {len(negative_prompt)} characters; "
-                f"at most {NEGATIVE_PROMPT_MAX_CHARS} are allowed.",
+                f"at most {spec.negative_prompt_max_chars} are allowed.",
             )
         if seed is not None and not 0 <= seed <= SEED_MAX:
             raise RequestValidationError("seed", f"The seed must be between 0 and {SEED_MAX}.")
+        given = {
+            kind: value
+            for kind, value in (
+                ("first_frame", first_frame_uri),
+                ("last_frame", last_frame_uri),
+                ("driving_audio", driving_audio_url),
+                ("first_clip", first_clip_url),
+            )
+            if value is not None
+        }
         if template is not None:
+            offered = spec.templates_in(region)
             if not spec.templates:
                 raise RequestValidationError("template", f"Model {model_key} has no effect templates.")
-            if template not in spec.templates:
-                known = ", ".join(spec.templates)
+            if not offered:
+                raise RequestValidationError("template", f"Model {model_key} has no effect templates in {region}.")
+            if template not in offered:
+                known = ", ".join(offered)
                 raise RequestValidationError("template", f"Unknown effect template {template!r}; known: {known}.")
-            if last_frame_uri is not None:
+            if "last_frame" in given and frozenset(given) not in spec.template_combinations:
                 raise RequestValidationError(
                     "last_frame_uri", "An effect template uses only the first frame; leave the last frame out."
                 )
+            _check_combination(spec, model_key, given, spec.template_combinations)
             prompt = negative_prompt = None
         else:
-            if last_frame_uri is None:
-                raise RequestValidationError("last_frame_uri", "A last frame is required.")
-            if prompt is None or not prompt.strip():
+            _check_combination(spec, model_key, given, spec.media_combinations)
+            if spec.family == "kf2v" and (prompt is None or not prompt.strip()):
                 raise RequestValidationError("prompt", "A prompt describing the motion is required.")
-        _check_image("first_frame_uri", first_frame_uri)
-        if last_frame_uri is not None:
-            _check_image("last_frame_uri", last_frame_uri)
+        for kind, value in given.items():
+            argument = _ARGUMENT[kind]
+            if kind in ("first_frame", "last_frame"):
+                _check_image(argument, value)
+            else:
+                limits = spec.inputs.audio if kind == "driving_audio" else spec.inputs.clip
+                _check_url(argument, value, "Audio and clips must be sent as an http(s) URL")
+                if limits is not None:
+                    _check_extension(argument, value, limits, "audio" if kind == "driving_audio" else "clip")
+        parameters = TaskParameters(
+            resolution=chosen_resolution,
+            duration=chosen_duration,
+            prompt_extend=prompt_extend,
+            seed=seed,
+            audio=audio_flag,
+        )
+        provider_model = catalog.provider_name(model_key, region)
+        if spec.family == "media":
+            media = tuple(MediaItem(type=kind, url=given[kind]) for kind in MEDIA_TYPES if kind in given)
+            return cls(
+                model=provider_model,
+                family="media",
+                input=MediaInput(prompt=prompt or None, negative_prompt=negative_prompt or None, media=media),
+                parameters=parameters,
+            )
         return cls(
-            model=catalog.provider_name(model_key, region),
+            model=provider_model,
+            family="kf2v",
             input=TaskInput(
-                first_frame_url=first_frame_uri,
-                last_frame_url=last_frame_uri,
+                first_frame_url=given["first_frame"],
+                last_frame_url=given.get("last_frame") if template is None else None,
                 prompt=prompt,
                 negative_prompt=negative_prompt or None,
                 template=template,
             ),
-            parameters=TaskParameters(resolution=chosen_resolution, prompt_extend=prompt_extend, seed=seed),
+            parameters=parameters,
         )
+
+
+_ARGUMENT = {
+    "first_frame": "first_frame_uri",
+    "last_frame": "last_frame_uri",
+    "driving_audio": "driving_audio_url",
+    "first_clip": "first_clip_url",
+}
+
+
+def _sound_flag(spec: ModelSpec, model_key: str, sound: bool | None) -> bool | None:
+    """What to send as `parameters.audio`: None (nothing) unless the model documents a switch."""
+    if sound is None or sound == spec.makes_sound:
+        return sound if spec.sound_optional and sound is not None else None
+    if not spec.makes_sound:
+        raise RequestValidationError("sound", f"Model {model_key} makes silent videos only.")
+    if not spec.sound_optional:
+        raise RequestValidationError("sound", f"Model {model_key} always makes sound; it cannot be switched off.")
+    return sound
+
+
+def _check_combination(
+    spec: ModelSpec, model_key: str, given: dict[str, str], allowed: tuple[frozenset[str], ...]
+) -> None:
+    combo = frozenset(given)
+    if combo in allowed:
+        return
+    shown = " | ".join("+".join(k for k in MEDIA_TYPES if k in c) for c in allowed) or "none"
+    missing_first = "first_frame" not in combo and all("first_frame" in c for c in allowed)
+    argument = (
+        "first_frame_uri" if missing_first else _ARGUMENT[next((k for k in MEDIA_TYPES if k in combo), "first_frame")]
+    )
+    if spec.family == "kf2v" and combo == {"first_frame"} and not spec.template_combinations:
+        raise RequestValidationError("last_frame_uri", "A last frame is required.")
+    if spec.family == "kf2v" and combo == {"first_frame"}:
+        raise RequestValidationError("last_frame_uri", "A last frame is required (or an effect template).")
+    given_shown = "+".join(k for k in MEDIA_TYPES if k in combo) or "nothing"
+    raise RequestValidationError(argument, f"Model {model_key} accepts {shown}; {given_shown} is not one of them.")
 
 
 class _Lenient(BaseModel):
@@ -286,6 +457,12 @@ class CreatedTask(_Lenient):
 
 class Usage(_Lenient):
     video_duration: float | None = None
+    # The media family (wan2.7) bills `duration` (total seconds, an input clip's included) and reports
+    # `input_video_duration`/`output_video_duration`; SDK examples also show `video_duration: 0` beside it.
+    # https://help.aliyun.com/zh/model-studio/image-to-video-general-api-reference
+    duration: float | None = None
+    input_video_duration: float | None = None
+    output_video_duration: float | None = None
     video_count: int | None = None
     SR: int | None = None
     video_ratio: str | None = None
@@ -294,12 +471,13 @@ class Usage(_Lenient):
     def from_api(cls, raw: dict[str, Any]) -> Self:
         """The billed duration as sent (huge, negative, inf and nan included: the caller clamps it).
 
-        Only `video_duration` decides money, so only it must be a number; the informative fields are dropped
-        when their type is wrong rather than failing the answer.
+        Only `duration` / `video_duration` decide money, so only they must be numbers; the informative fields
+        are dropped when their type is wrong rather than failing the answer.
         """
         fields = dict(raw)
         fields["video_duration"] = _billed_duration(raw.get("video_duration"))
-        for name in ("video_count", "SR", "video_ratio"):
+        fields["duration"] = _billed_duration(raw.get("duration"))
+        for name in ("video_count", "SR", "video_ratio", "input_video_duration", "output_video_duration"):
             if name in fields:
                 try:
                     cls.model_validate({name: fields[name]})
@@ -383,7 +561,10 @@ class TaskResult(_Lenient):
 
         Only successful tasks report usage; None when the answer had none.
         """
-        return self.usage.video_duration if self.usage is not None else None
+        if self.usage is None:
+            return None
+        # `duration` is the media family's bill; where both appear, `video_duration` is 0 in the examples.
+        return self.usage.duration if self.usage.duration is not None else self.usage.video_duration
 
     @property
     def submitted_at(self) -> datetime | None:
@@ -489,3 +670,51 @@ class TaskPage(_Lenient):
         if min(page.total, page.total_page, page.page_no, page.page_size) < 0:
             raise ValueError("task list answer with a negative count")
         return page
+
+
+class UploadPolicy(_Lenient):
+    """`GET /uploads?action=getPolicy&model=…` answer's `data` (numbers may come as text or numbers).
+
+    https://help.aliyun.com/zh/model-studio/get-temporary-file-url. Signature and policy are credentials:
+    `repr` never shows them.
+    """
+
+    policy: str
+    signature: str
+    upload_dir: str
+    upload_host: str
+    oss_access_key_id: str
+    expire_in_seconds: float = 300
+    max_file_size_mb: float = 100
+    capacity_limit_mb: float | None = None
+    x_oss_object_acl: str = "private"
+    x_oss_forbid_overwrite: str = "true"
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> Self:
+        body = data.get("data")
+        if not isinstance(body, dict):
+            raise ValueError("upload policy answer without a data object")
+        policy = cls.model_validate(body)
+        if not all((policy.policy, policy.signature, policy.upload_dir, policy.upload_host)):
+            raise ValueError("upload policy with an empty field")
+        if not (policy.expire_in_seconds > 0 and policy.max_file_size_mb > 0):
+            raise ValueError("upload policy with a non-positive limit")
+        return policy
+
+    def __repr__(self) -> str:
+        return f"UploadPolicy(upload_dir={self.upload_dir!r}, max_file_size_mb={self.max_file_size_mb})"
+
+    __str__ = __repr__
+
+
+class UploadedFile(BaseModel):
+    """A temporary upload: `url` is `oss://<key>`, usable by the same main account and model until `expires_at`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str
+    expires_at: datetime
+    model: str
+    size: int
+    sha256: str
