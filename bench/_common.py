@@ -177,7 +177,7 @@ async def start_engine(
     services = await build_services(settings, notifier or recorder)
     retime_engine(services, time_scale)
     if start:
-        await services.start(None)
+        await services.start()
     return services, recorder
 
 
@@ -519,7 +519,7 @@ async def run_queue(
     lag = LoopLag()
     lag.start()
     started = time.monotonic()
-    await services.start(None)
+    await services.start()
 
     async def all_delivered() -> bool:
         return (await services.store.count_by_state()).get(JobState.DELIVERED, 0) >= jobs

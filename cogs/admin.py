@@ -46,7 +46,7 @@ class AdminGroup(app_commands.Group, name="kf2v-admin", description=_("cmd.kf2v_
         self.jobs = jobs
         self.owners = owners
 
-    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         if not await self.owners.is_owner(interaction.user.id):
             raise RefusedCheck(NotAllowed("admin.owner_only"))  # a CheckFailure → the tree's error handler
         return True

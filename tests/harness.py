@@ -44,7 +44,7 @@ async def start_engine(
     recorder = notifier if isinstance(notifier, RecordingNotifier) else RecordingNotifier()
     services = await build_services(engine_settings(data_dir, base_url, **overrides), notifier or recorder)
     services.worker.config = replace(services.worker.config, delivery_backoff_s=0.05, reconcile_grace_s=1.0)
-    await services.start(None)
+    await services.start()
     return services, recorder
 
 

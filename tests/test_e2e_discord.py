@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from bot.catalog import DEFAULT_CATALOG
 from bot.jobs.models import JobState
 from tests import corpus
 from tests.e2e import ALICE, BOB, MANAGER, OWNER, World, close_world, make_world
@@ -269,3 +272,26 @@ async def test_effect_template_makes_a_video_with_the_plus_model(world: World) -
     assert job.model == "wanx2.1-kf2v-plus" and job.template == "hanfu-1" and job.last_frame is None
     await delivered(world, job.id)
     assert (await world.job(job.id)).cost_settled == 3500
+
+
+async def test_a_model_added_by_the_catalog_file_is_a_choice_and_its_pairs_are_checked(tmp_path: Path) -> None:
+    catalog = copy.deepcopy(DEFAULT_CATALOG)
+    added = copy.deepcopy(catalog["models"]["wan2.2-kf2v-flash"])
+    added["provider_names"] = {region: "wan-house-kf2v" for region in added["provider_names"]}
+    added["resolutions"], added["default_resolution"] = ["480P"], "480P"
+    catalog["models"]["wan-house-kf2v"] = added
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_text(json.dumps(catalog), encoding="utf-8")
+    world = await make_world(tmp_path / "w", KF2V_CATALOG_FILE=str(catalog_file))
+    try:
+        synced = {command["name"]: command for command in world.discord.commands[None].values()}
+        options = {option["name"]: option for option in synced["kf2v"]["options"]}
+        assert [o["name"] for o in synced["kf2v"]["options"]] == [
+            "first_frame", "last_frame", "prompt", "negative_prompt", "model", "resolution", "prompt_extend", "seed",
+        ]  # fmt: skip
+        assert "wan-house-kf2v" in [choice["value"] for choice in options["model"]["choices"]]
+        record = await world.kf2v(model="wan-house-kf2v", resolution="1080P")
+        assert "`wan-house-kf2v` can't make 1080P videos. Choose one of: 480P." in await world.reply(record)
+        assert await world.svc.store.all_jobs() == []
+    finally:
+        await close_world(world)
