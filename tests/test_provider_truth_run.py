@@ -319,14 +319,15 @@ async def test_a_lost_create_answers_among_a_neighbours_tasks(stage: Stage) -> N
 
 async def test_b_malformed_poll_answers_fail_no_job(stage: Stage) -> None:
     provider = stage.provider
-    provider.update(max_in_flight=2, submit_rps=2.0, malformed_poll_rate=0.3)
+    # Tasks of 1-1.5 s take about 8 polls each at this poll target: about 50 polls, so 30 % is never none.
+    provider.update(max_in_flight=2, submit_rps=2.0, malformed_poll_rate=0.3, running_s=(1.0, 1.5))
     before = (await stage.metrics())["kf2v_provider_malformed_answers_total"]
     # Another model than (a)'s, so the emulator's in-flight peak below is this scenario's alone.
     prompts = [f"job B{n}: a lantern number {n} rises" for n in range(1, 7)]
     for prompt in prompts:
         await stage.reply(await stage.kf2v(prompt, (90, 120, 150), model=PLUS, resolution="720P"))
     jobs = await stage.settled(prompts, within=90)
-    provider.update(malformed_poll_rate=0.0)
+    provider.update(malformed_poll_rate=0.0, running_s=FAST_RUNNING)
 
     states = [j["state"] for j in jobs]
     assert states == ["delivered"] * 6
