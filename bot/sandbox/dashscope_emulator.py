@@ -62,8 +62,21 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 CREATE_PATH = API_PREFIX + "/services/aigc/image2video/video-synthesis"
+# wan2.7's path: https://help.aliyun.com/zh/model-studio/image-to-video-general-api-reference
+MEDIA_CREATE_PATH = API_PREFIX + "/services/aigc/video-generation/video-synthesis"
+# Temporary uploads: https://help.aliyun.com/zh/model-studio/get-temporary-file-url
+UPLOADS_PATH = API_PREFIX + "/uploads"
+OSS_UPLOAD_PATH = "/_sandbox/oss"  # the emulator's own upload_host (an origin the client accepts: its base)
+OSS_BUCKET = "dashscope-instant"
+OSS_HEADER = "X-DashScope-OssResourceResolve"
+UPLOAD_TTL_S = 48 * 3600.0  # files are deleted 48 h after upload
+UPLOAD_POLICY_TTL_S = 300  # the doc's example expire_in_seconds
+UPLOAD_MAX_FILE_MB = 100  # the doc's example max_file_size_mb
+UPLOAD_QPS = 100  # per main account and model, cannot be raised (current zh page)
+UPLOAD_STORE_MAX_BYTES = 512 * 1024 * 1024  # the sandbox's own memory bound, not a provider figure
+MEDIA_TYPES = ("first_frame", "last_frame", "driving_audio", "first_clip")
 VIDEO_PREFIX = "/_sandbox/videos/"
-ROUTES = ("create", "get", "cancel", "list", "video")
+ROUTES = ("create", "get", "cancel", "list", "video", "upload_policy", "upload")
 API_ROUTES = frozenset({"create", "get", "cancel", "list"})
 # Times the provider writes ("YYYY-MM-DD HH:mm:ss.SSS" in answers) and reads (the list's start_time/end_time,
 # "YYYYMMDDhhmmss", the format in the official SDK's VideoSynthesis.list docstring) are Beijing time, UTC+8, in
@@ -282,12 +295,20 @@ class EmulatedModel:
     default_resolution: str
     templates: tuple[str, ...]
     usage_sr: bool  # wan2.2 reports SR (480/720/1080); the 2.1 plus model reports video_ratio "standard"
+    family: str = "kf2v"  # "kf2v": image2video path, *_frame_url; "media": video-generation path, input.media
+    durations: tuple[int, int] = (5, 5)
+    default_duration: int = 5
+    combinations: tuple[frozenset[str], ...] = ()
+    prompt_max: int = PROMPT_MAX
+    negative_prompt_max: int = NEGATIVE_PROMPT_MAX
+    inputs: dict[str, Any] = field(default_factory=dict)  # the catalog's "inputs" (image/audio/clip limits)
 
 
 def emulated_models(catalog: dict[str, Any] | None = None) -> dict[str, EmulatedModel]:
     data = copy.deepcopy(catalog if catalog is not None else DEFAULT_CATALOG)
     models: dict[str, EmulatedModel] = {}
     for key, raw in data["models"].items():
+        duration = raw.get("duration") or {"min": 5, "max": 5, "default": 5}
         for name in raw["provider_names"].values():
             models[name] = EmulatedModel(
                 name=name,
@@ -295,6 +316,13 @@ def emulated_models(catalog: dict[str, Any] | None = None) -> dict[str, Emulated
                 default_resolution=raw["default_resolution"],
                 templates=tuple(raw.get("templates", ())),
                 usage_sr="2.1" not in key,
+                family=raw.get("family", "kf2v"),
+                durations=(int(duration["min"]), int(duration["max"])),
+                default_duration=int(duration["default"]),
+                combinations=tuple(frozenset(c) for c in raw.get("media_combinations", ())),
+                prompt_max=int(raw.get("prompt_max_chars", PROMPT_MAX)),
+                negative_prompt_max=int(raw.get("negative_prompt_max_chars", NEGATIVE_PROMPT_MAX)),
+                inputs=dict(raw.get("inputs", {})),
             )
     return models
 
@@ -334,6 +362,11 @@ class _Task:
     template: str | None
     first: _Image
     last: _Image | None
+    family: str = "kf2v"
+    duration: int = 5  # seconds of output (a continued clip's included)
+    audio: bytes | None = None  # driving audio (an uploaded file), else a tone is rendered
+    clip: bytes | None = None  # first_clip (an uploaded file): the result starts with it
+    clip_seconds: float = 0.0
     start_at: float | None = None  # None: held PENDING until the account has a free slot
     canceled_at: float | None = None
     polls: int = 0
@@ -400,7 +433,7 @@ def _extend_prompt(prompt: str) -> str:
     return prompt + " Fine detail, soft natural light, smooth and steady camera motion."
 
 
-def _inspect_image(value: str, name: str, cfg: EmulatorConfig) -> _Image:
+def _inspect_image(value: str, name: str, cfg: EmulatorConfig, limits: dict[str, Any] | None = None) -> _Image:
     """The provider's image checks. Runs in a thread: decoding a 10 MB image takes a while."""
     if value.startswith(("http://", "https://")):
         return _Image(url=value)
@@ -416,24 +449,44 @@ def _inspect_image(value: str, name: str, cfg: EmulatorConfig) -> _Image:
         raw = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise _ApiError(400, "InvalidParameter.DataUri", f"The data URI of {name} is not valid base64.") from None
-    if len(raw) > cfg.image_max_bytes:
-        raise _ApiError(400, "InvalidFile.Size", f"The image of {name} exceeds {cfg.image_max_bytes} bytes.")
+    if limits is not None:  # the model's own limits (wan2.7: 20 MB, 1:8-8:1, no alpha)
+        return _check_image_bytes(
+            raw,
+            name,
+            int(limits.get("max_bytes", cfg.image_max_bytes)),
+            int(limits.get("min_side", cfg.image_min_side)),
+            int(limits.get("max_side", cfg.image_max_side)),
+            limits.get("max_aspect"),
+            bool(limits.get("alpha", True)),
+        )
+    return _check_image_bytes(raw, name, cfg.image_max_bytes, cfg.image_min_side, cfg.image_max_side, None)
+
+
+def _check_image_bytes(
+    raw: bytes, name: str, max_bytes: int, low: int, high: int, max_aspect: float | None, alpha: bool = True
+) -> _Image:
+    if len(raw) > max_bytes:
+        raise _ApiError(400, "InvalidFile.Size", f"The image of {name} exceeds {max_bytes} bytes.")
     try:
         with Image.open(io.BytesIO(raw)) as image:
             image_format = image.format or ""
             width, height = image.size
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
             image.load()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise _ApiError(400, "InvalidFile.Content", f"The image of {name} cannot be decoded.") from None
     if image_format not in IMAGE_FORMATS:
         raise _ApiError(400, "InvalidImageFormat", f"The image of {name} is {image_format or 'of unknown format'}.")
-    low, high = cfg.image_min_side, cfg.image_max_side
     if not (low <= width <= high and low <= height <= high):
         raise _ApiError(
             400,
             "InvalidFile.Resolution",
             f"The image of {name} is {width}x{height}; width and height must be within {low}-{high} pixels.",
         )
+    if max_aspect is not None and max(width, height) / min(width, height) > max_aspect:
+        raise _ApiError(400, "InvalidFile.AspectRatio", f"The image of {name} is wider than 1:{max_aspect:g}.")
+    if not alpha and has_alpha:
+        raise _ApiError(400, "InvalidFile.Content", f"The image of {name} has an alpha channel.")
     return _Image(data=raw)
 
 
@@ -458,6 +511,77 @@ def _render(first: _Image, last: _Image | None, resolution: str) -> bytes:
     else:
         last_bytes = last.data if last.data is not None else _placeholder(last.url or "")
     return render_crossfade(first_bytes, last_bytes, resolution=resolution)
+
+
+def _render_media(task: _Task) -> bytes:
+    """wan2.7's output: `duration` seconds with sound; a continued clip comes back whole (clip + new part)."""
+    from bot.sandbox.video import render_video
+
+    first = None
+    if task.clip is None:
+        first = task.first.data if task.first.data is not None else _placeholder(task.first.url or "")
+    last = None
+    if task.last is not None:
+        last = task.last.data if task.last.data is not None else _placeholder(task.last.url or "")
+    return render_video(
+        first, last, resolution=task.resolution, seconds=task.duration, audio=task.audio, clip=task.clip
+    )
+
+
+def _probe_seconds(data: bytes, name: str) -> float:
+    from bot.sandbox.video import media_seconds
+
+    try:
+        return media_seconds(data)
+    except ValueError:
+        raise _ApiError(400, "InvalidFile.Content", f"The file of {name} cannot be decoded.") from None
+
+
+def _probe_size(data: bytes, name: str) -> tuple[int, int]:
+    from bot.sandbox.video import video_size
+
+    try:
+        return video_size(data)
+    except ValueError:
+        raise _ApiError(400, "InvalidFile.Content", f"The file of {name} cannot be decoded.") from None
+
+
+def _extension(url: str) -> str:
+    path = url.split("?", 1)[0].rsplit("/", 1)[-1]
+    return path.rsplit(".", 1)[-1].lower() if "." in path else ""
+
+
+def _check_timed(data: bytes | None, url: str, name: str, limits: dict[str, Any]) -> float | None:
+    """Format (by the file name), bytes and length of a driving audio or a first clip; its seconds if read."""
+    formats = [f.lower() for f in limits.get("formats", [])]
+    if _extension(url) not in formats:
+        raise _ApiError(400, "InvalidFile.Format", f"The file of {name} must be one of {', '.join(formats)}.")
+    if data is None:
+        return None  # a public URL: the sandbox fetches nothing
+    if len(data) > int(limits["max_bytes"]):
+        raise _ApiError(400, "InvalidFile.Size", f"The file of {name} exceeds {limits['max_bytes']} bytes.")
+    seconds = _probe_seconds(data, name)
+    low, high = float(limits["min_seconds"]), float(limits["max_seconds"])
+    if not low <= seconds <= high + 0.05:  # container durations round up by a frame or two
+        raise _ApiError(
+            400, "InvalidFile.Duration", f"The file of {name} lasts {seconds:.1f} s; it must be {low:g}-{high:g} s."
+        )
+    if limits.get("min_side") is not None:
+        width, height = _probe_size(data, name)
+        side_low, side_high = int(limits["min_side"]), int(limits["max_side"])
+        if not (side_low <= width <= side_high and side_low <= height <= side_high):
+            raise _ApiError(
+                400, "InvalidFile.Resolution", f"The clip is {width}x{height}; sides must be {side_low}-{side_high}."
+            )
+    return seconds
+
+
+@dataclass
+class _Upload:
+    account: str
+    model: str
+    data: bytes
+    stored: float  # emulator clock
 
 
 def _free_box_header(size: int) -> bytes:
@@ -551,12 +675,19 @@ class DashScopeEmulator:
         self._foreign_requests: list[str] = []
         self._uploads_cut = 0
         self._list_refused_range = 0
+        self._uploads: dict[str, _Upload] = {}  # object key -> file (48 h, bound to account and model)
+        self._upload_attempts: dict[tuple[str, str], list[float]] = {}
+        self._uploads_stored = 0
+        self._oss_header_missing = 0
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(CREATE_PATH, self._route("create", self._create))
+        app.router.add_post(MEDIA_CREATE_PATH, self._route("create", self._create_media))
+        app.router.add_get(UPLOADS_PATH, self._route("upload_policy", self._upload_policy))
+        app.router.add_post(OSS_UPLOAD_PATH, self._oss_upload)
         app.router.add_get(API_PREFIX + "/tasks", self._route("list", self._list))
         app.router.add_get(API_PREFIX + "/tasks/{task_id}", self._route("get", self._get))
         app.router.add_post(API_PREFIX + "/tasks/{task_id}/cancel", self._route("cancel", self._cancel))
@@ -730,6 +861,8 @@ class DashScopeEmulator:
             "foreign_requests": len(self._foreign_requests),
             "foreign_request_paths": list(self._foreign_requests),
             "uploads_cut": self._uploads_cut,
+            "uploads_stored": self._uploads_stored,
+            "oss_header_missing": self._oss_header_missing,
             "tasks": timeline,
         }
 
@@ -850,7 +983,10 @@ class DashScopeEmulator:
             raise _ApiError(400, "InvalidParameter", "The request body was cut off.") from None
         return bytes(received)
 
-    async def _create(self, request: web.Request, caller: _Caller) -> web.Response:
+    async def _create_media(self, request: web.Request, caller: _Caller) -> web.Response:
+        return await self._create(request, caller, family="media")
+
+    async def _create(self, request: web.Request, caller: _Caller, family: str = "kf2v") -> web.Response:
         if request.headers.get("X-DashScope-Async", "").strip().lower() != "enable":
             raise _ApiError(403, "AccessDenied", "current user api does not support synchronous calls")
         raw = await self._read_body(request)
@@ -867,12 +1003,19 @@ class DashScopeEmulator:
         model = self._models.get(model_name)
         if model is None:
             raise _ApiError(400, "InvalidParameter", "Model not exist.")
+        if model.family != family:
+            # The provider's answer for a model on the other family's path is unconfirmed; a 400 is certain.
+            raise _ApiError(400, "InvalidParameter", f"Model {model_name} is not supported by this API.")
         used = self._account_models.setdefault(caller.account, [])
         if model_name not in used:
             used.append(model_name)
 
         self._check_burst(caller, model_name, request.get(_ARRIVED, self._clock()))
-        spec = await self._validate(body, model)
+        oss_enabled = request.headers.get(OSS_HEADER, "").strip().lower() == "enable"
+        if model.family == "media":
+            spec = await self._validate_media(body, model, caller, oss_enabled)
+        else:
+            spec = await self._validate(body, model, caller, oss_enabled)
         prompt, negative = spec["prompt"], spec["negative_prompt"]
         if spec["template"] is None and any(
             self.config.reject_word and self.config.reject_word in (text or "") for text in (prompt, negative)
@@ -930,6 +1073,11 @@ class DashScopeEmulator:
             template=template,
             first=spec["first"],
             last=spec["last"],
+            family=model.family,
+            duration=spec.get("duration", 5),
+            audio=spec.get("audio"),
+            clip=spec.get("clip"),
+            clip_seconds=spec.get("clip_seconds", 0.0),
         )
         if cfg.over_limit == "hold":
             self._held.setdefault(key, []).append(task)  # a slot is given by _advance, first come first served
@@ -1068,7 +1216,9 @@ class DashScopeEmulator:
         self._neighbour["created"] += 1
         return task
 
-    async def _validate(self, body: dict[str, Any], model: EmulatedModel) -> dict[str, Any]:
+    async def _validate(
+        self, body: dict[str, Any], model: EmulatedModel, caller: _Caller, oss_enabled: bool
+    ) -> dict[str, Any]:
         inp = body.get("input")
         params = body.get("parameters", {})
         if not isinstance(inp, dict):
@@ -1115,9 +1265,8 @@ class DashScopeEmulator:
         if negative is not None and len(negative) > NEGATIVE_PROMPT_MAX:
             self._truncated += 1
             negative = negative[:NEGATIVE_PROMPT_MAX]
-        cfg = self.config
-        first_image = await asyncio.to_thread(_inspect_image, first, "first_frame_url", cfg)
-        last_image = await asyncio.to_thread(_inspect_image, last, "last_frame_url", cfg) if last else None
+        first_image = await self._frame(first, "first_frame_url", model, caller, oss_enabled)
+        last_image = await self._frame(last, "last_frame_url", model, caller, oss_enabled) if last else None
         return {
             "prompt": prompt,
             "negative_prompt": negative,
@@ -1127,6 +1276,214 @@ class DashScopeEmulator:
             "first": first_image,
             "last": last_image,
         }
+
+    # --- media inputs (wan2.7) and oss:// files -------------------------------------------------------
+
+    def _oss_file(self, url: str, name: str, model: EmulatedModel, caller: _Caller, oss_enabled: bool) -> bytes:
+        """An oss:// URL's bytes: only with the resolve header, only for the account and model that uploaded it."""
+        if not oss_enabled:
+            self._oss_header_missing += 1
+            # "otherwise error" (get-temporary-file-url): the exact code is unconfirmed.
+            raise _ApiError(
+                400, "InvalidParameter", f"The {name} is an oss:// URL; set {OSS_HEADER}: enable to use it."
+            )
+        self._expire_uploads()
+        key = url.removeprefix("oss://")
+        stored = self._uploads.get(key)
+        if stored is None or stored.account != caller.account or stored.model != model.name:
+            raise _ApiError(400, "InvalidURL", f"The {name} cannot be read: no such file for this account and model.")
+        return stored.data
+
+    async def _frame(self, value: str, name: str, model: EmulatedModel, caller: _Caller, oss_enabled: bool) -> _Image:
+        limits = model.inputs.get("image", {}) if model.family == "media" else None
+        if value.startswith("oss://"):
+            raw = self._oss_file(value, name, model, caller, oss_enabled)
+            encoded = "data:image/png;base64," + base64.b64encode(raw).decode()  # checked like a data URI
+            image = await asyncio.to_thread(_inspect_image, encoded, name, self.config, limits or {})
+            return image
+        return await asyncio.to_thread(_inspect_image, value, name, self.config, limits)
+
+    async def _validate_media(
+        self, body: dict[str, Any], model: EmulatedModel, caller: _Caller, oss_enabled: bool
+    ) -> dict[str, Any]:
+        """wan2.7's checks, per https://help.aliyun.com/zh/model-studio/image-to-video-general-api-reference."""
+        inp = body.get("input")
+        params = body.get("parameters") or {}
+        if not isinstance(inp, dict):
+            raise _ApiError(400, "InvalidParameter", "input is required and must be an object.")
+        if not isinstance(params, dict):
+            raise _ApiError(400, "InvalidParameter", "parameters must be an object.")
+        prompt, negative = inp.get("prompt"), inp.get("negative_prompt")
+        for label, value in (("prompt", prompt), ("negative_prompt", negative)):
+            if value is not None and not isinstance(value, str):
+                raise _ApiError(400, "InvalidParameter", f"input.{label} must be a string.")
+        media = inp.get("media")
+        if not isinstance(media, list) or not media:
+            raise _ApiError(400, "InvalidParameter", "input.media is required and must be a non-empty list.")
+        urls: dict[str, str] = {}
+        for item in media:
+            if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not item["url"]:
+                raise _ApiError(400, "InvalidParameter", "Each input.media item needs a type and a url.")
+            kind = item.get("type")
+            if kind not in MEDIA_TYPES:
+                raise _ApiError(400, "InvalidParameter", f"input.media type {str(kind)[:40]!r} is not supported.")
+            if kind in urls:
+                raise _ApiError(400, "InvalidParameter", f"input.media has more than one {kind}.")
+            urls[kind] = item["url"]
+        if frozenset(urls) not in model.combinations:
+            raise _ApiError(400, "InvalidParameter", f"The media combination {'+'.join(sorted(urls))} is invalid.")
+        resolution = params.get("resolution", model.default_resolution)
+        if resolution not in model.resolutions:
+            raise _ApiError(
+                400, "InvalidParameter", f"resolution must be one of {', '.join(model.resolutions)} for {model.name}."
+            )
+        duration = params.get("duration", model.default_duration)
+        low, high = model.durations
+        if isinstance(duration, bool) or not isinstance(duration, int) or not low <= duration <= high:
+            raise _ApiError(400, "InvalidParameter", f"duration must be an integer within {low}..{high}.")
+        for flag in ("prompt_extend", "watermark"):
+            if flag in params and not isinstance(params[flag], bool):
+                raise _ApiError(400, "InvalidParameter", f"{flag} must be a boolean.")
+        seed = params.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
+            raise _ApiError(400, "InvalidParameter", f"seed must be an integer within 0..{SEED_MAX}.")
+        # Longer prompts are truncated, not refused (the bot must refuse them itself): counted.
+        if prompt is not None and len(prompt) > model.prompt_max:
+            self._truncated += 1
+            prompt = prompt[: model.prompt_max]
+        if negative is not None and len(negative) > model.negative_prompt_max:
+            self._truncated += 1
+            negative = negative[: model.negative_prompt_max]
+
+        frames: dict[str, _Image] = {}
+        for kind in ("first_frame", "last_frame"):
+            if kind in urls:
+                frames[kind] = await self._frame(urls[kind], kind, model, caller, oss_enabled)
+        files: dict[str, bytes | None] = {}
+        seconds: dict[str, float | None] = {}
+        for kind, limits_name in (("driving_audio", "audio"), ("first_clip", "clip")):
+            if kind not in urls:
+                continue
+            url = urls[kind]
+            if url.startswith("oss://"):
+                data: bytes | None = self._oss_file(url, kind, model, caller, oss_enabled)
+            elif url.startswith(("http://", "https://")):
+                data = None  # a public URL: never fetched by the sandbox
+                self._image_urls.append(url.split("?", 1)[0])
+            else:
+                raise _ApiError(400, "InvalidURL", f"The {kind} must be an http(s) or oss:// URL.")
+            files[kind] = data
+            seconds[kind] = await asyncio.to_thread(_check_timed, data, url, kind, model.inputs[limits_name])
+        clip_seconds = seconds.get("first_clip") or 0.0
+        if clip_seconds and clip_seconds >= duration:
+            # duration counts the input clip; a result no longer than the clip is refused (the code is unconfirmed).
+            raise _ApiError(400, "InvalidParameter", f"duration must exceed the input clip's {clip_seconds:.1f} s.")
+        clip = files.get("first_clip")
+        first = frames.get("first_frame") or _Image(data=clip, url=None if clip else urls.get("first_clip"))
+        return {
+            "prompt": prompt,
+            "negative_prompt": negative,
+            "template": None,
+            "resolution": resolution,
+            "prompt_extend": params.get("prompt_extend", True),
+            "first": first,
+            "last": frames.get("last_frame"),
+            "duration": duration,
+            "audio": files.get("driving_audio"),
+            "clip": clip,
+            "clip_seconds": clip_seconds,
+        }
+
+    # --- temporary uploads ----------------------------------------------------------------------------
+
+    def _policy_signature(self, policy: str) -> str:
+        return base64.b64encode(hmac.new(self._url_secret, policy.encode(), hashlib.sha1).digest()).decode()
+
+    def _expire_uploads(self) -> None:
+        horizon = self._clock() - self._scaled(UPLOAD_TTL_S)
+        for key in [k for k, f in self._uploads.items() if f.stored < horizon]:
+            del self._uploads[key]
+
+    async def _upload_policy(self, request: web.Request, caller: _Caller) -> web.Response:
+        """`GET /api/v1/uploads?action=getPolicy&model=…`: fields under `data` (not `output`), numbers as numbers."""
+        if request.query.get("action") != "getPolicy":
+            raise _ApiError(400, "InvalidParameter", "action must be getPolicy.")
+        model = self._models.get(request.query.get("model", ""))
+        if model is None:
+            raise _ApiError(400, "InvalidParameter", "Model not exist.")
+        arrived = request.get(_ARRIVED, self._clock())
+        attempts = self._upload_attempts.setdefault((caller.account, model.name), [])
+        del attempts[: bisect.bisect_right(attempts, arrived - 2.0)]
+        bisect.insort(attempts, arrived)
+        if _window_over(attempts, arrived, 1.0, UPLOAD_QPS):
+            raise _ApiError(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
+        day = datetime.fromtimestamp(self._wall(), PROVIDER_TZ).strftime("%Y-%m-%d")
+        upload_dir = f"{OSS_BUCKET}/{caller.account}/{day}/{uuid.uuid4().hex}"
+        document = {
+            "expiration": self._wall() + UPLOAD_POLICY_TTL_S,
+            "account": caller.account,
+            "model": model.name,
+            "dir": upload_dir,
+            "max_bytes": UPLOAD_MAX_FILE_MB * 1024 * 1024,
+        }
+        policy = base64.b64encode(json.dumps(document).encode()).decode()
+        return web.json_response(
+            {
+                "request_id": str(uuid.uuid4()),
+                "data": {
+                    "policy": policy,
+                    "signature": self._policy_signature(policy),
+                    "upload_dir": upload_dir,
+                    "upload_host": f"{request.scheme}://{request.host}{OSS_UPLOAD_PATH}",
+                    "expire_in_seconds": UPLOAD_POLICY_TTL_S,
+                    "max_file_size_mb": UPLOAD_MAX_FILE_MB,
+                    "capacity_limit_mb": 999999999,
+                    "oss_access_key_id": "LTAI5tSandboxKey",
+                    "x_oss_object_acl": "private",
+                    "x_oss_forbid_overwrite": "true",
+                },
+            }
+        )
+
+    async def _oss_upload(self, request: web.Request) -> web.Response:
+        """The upload host: an OSS PostObject form, checked against the policy it carries; `file` must be last."""
+        self._calls["upload"] += 1
+        fields: dict[str, str] = {}
+        order: list[str] = []
+        data: bytes | None = None
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, aiohttp.BodyPartReader) or part.name is None:
+                    return _oss_error(400, "InvalidArgument", "Malformed form.")
+                order.append(part.name)
+                if part.name == "file":
+                    data = bytes(await part.read())
+                else:
+                    fields[part.name] = (await part.read()).decode("utf-8", "replace")
+        except (ValueError, AssertionError, aiohttp.ClientError):
+            return _oss_error(400, "InvalidArgument", "Malformed form.")
+        if data is None or order[-1] != "file":
+            return _oss_error(400, "InvalidArgument", "The file must be the last field of the form.")
+        policy, signature = fields.get("policy", ""), fields.get("Signature", "")
+        if not hmac.compare_digest(signature.encode(), self._policy_signature(policy).encode()):
+            return _oss_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match.")
+        document = json.loads(base64.b64decode(policy))
+        if self._wall() > float(document["expiration"]):
+            return _oss_error(403, "AccessDenied", "Invalid according to Policy: Policy expired.")
+        key = fields.get("key", "")
+        if not key.startswith(document["dir"] + "/") or len(key) <= len(document["dir"]) + 1:
+            return _oss_error(403, "AccessDenied", "Invalid according to Policy: Policy Condition failed: key.")
+        if len(data) > int(document["max_bytes"]):
+            return _oss_error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size.")
+        self._expire_uploads()
+        if key in self._uploads and fields.get("x-oss-forbid-overwrite") == "true":
+            return _oss_error(409, "FileAlreadyExists", "The object you specified already exists.")
+        if sum(len(f.data) for f in self._uploads.values()) + len(data) > UPLOAD_STORE_MAX_BYTES:
+            return _oss_error(403, "QuotaExceeded", "The sandbox's upload store is full.")
+        self._uploads[key] = _Upload(document["account"], document["model"], data, self._clock())
+        self._uploads_stored += 1
+        return web.Response(status=200)
 
     # --- poll, cancel, list ----------------------------------------------------------------------------
 
@@ -1164,13 +1521,24 @@ class DashScopeEmulator:
             if task.actual_prompt is not None:
                 output["actual_prompt"] = task.actual_prompt
             usage: dict[str, Any] = {"video_duration": 5, "video_count": 1}
-            if task.model.usage_sr:
+            if task.family == "media":
+                # wan2.7 bills `duration`: the whole output, a continued clip's seconds included.
+                usage = {
+                    "duration": task.duration,
+                    "input_video_duration": round(task.clip_seconds, 3),
+                    "output_video_duration": task.duration,
+                    "SR": int(task.resolution.rstrip("Pp")),
+                    "video_count": 1,
+                }
+            elif task.model.usage_sr:
                 usage["SR"] = int(task.resolution.rstrip("Pp"))
             else:
                 usage["video_ratio"] = "standard"
             absurd = self.config.absurd_billing
             if absurd is not None:
-                usage["video_duration"] = ABSURD_BILLS[absurd]  # json.dumps writes the bare token Infinity/NaN
+                usage["duration" if task.family == "media" else "video_duration"] = ABSURD_BILLS[
+                    absurd
+                ]  # json.dumps writes the bare token Infinity/NaN
                 self._faults["absurd_bill"] += 1
             body["usage"] = usage
         elif status == "FAILED":
@@ -1401,6 +1769,10 @@ class DashScopeEmulator:
     async def _video_bytes(self, task: _Task) -> bytes:
         last_key = task.last.digest() if task.last is not None else "template"
         key = (task.first.digest(), last_key, task.resolution)
+        if task.family == "media":
+            extra = [str(task.duration)]
+            extra += [hashlib.sha256(b).hexdigest() if b is not None else "-" for b in (task.audio, task.clip)]
+            key = (key[0], key[1] + "|" + "|".join(extra), key[2])
         cached = self._renders.get(key)
         if cached is not None:
             self._renders.move_to_end(key)
@@ -1408,7 +1780,10 @@ class DashScopeEmulator:
         job = self._rendering.get(key)
         if job is None:
             # Rendering is CPU work (about a second): a thread keeps the emulator answering meanwhile.
-            job = asyncio.ensure_future(asyncio.to_thread(_render, task.first, task.last, task.resolution))
+            if task.family == "media":
+                job = asyncio.ensure_future(asyncio.to_thread(_render_media, task))
+            else:
+                job = asyncio.ensure_future(asyncio.to_thread(_render, task.first, task.last, task.resolution))
             self._rendering[key] = job
         try:
             video = await asyncio.shield(job)
