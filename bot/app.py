@@ -20,7 +20,7 @@ from bot.catalog import Catalog
 from bot.dashscope.client import DashScopeClient
 from bot.discord_ui.buttons import JobButtons
 from bot.discord_ui.checks import Owners
-from bot.discord_ui.client import VideoBot
+from bot.discord_ui.client import StartupRefused, VideoBot, point_discord_at, serve_until
 from bot.discord_ui.notifier import DiscordNotifier
 from bot.health import HealthServer, Metrics
 from bot.jobs.images import ImageLimits
@@ -31,6 +31,7 @@ from bot.jobs.scheduler import AccountLimits, Scheduler
 from bot.jobs.service import ImageWorkers, JobService, UserRateLimiter
 from bot.jobs.store import JobStore, utcnow
 from bot.jobs.worker import Worker, WorkerConfig
+from bot.logs import register_secret, setup_logging
 from bot.settings import Settings, load_catalog_for
 from cogs.admin import AdminGroup
 from cogs.generate import GenerateCog
@@ -283,26 +284,7 @@ async def build_discord_app(
     return DiscordApp(bot, services)
 
 
-class _NoVoiceNoise(logging.Filter):
-    """discord.py warns at start-up that voice libraries are missing; this bot never uses voice."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "voice will NOT be supported" not in record.getMessage()
-
-
-def point_discord_at(settings: Settings) -> None:
-    """discord.py keeps its endpoints in class attributes; tests and the demo aim them at an emulator."""
-    import discord.gateway
-    import discord.http
-    import yarl
-
-    discord.http.Route.BASE = settings.discord_api_base
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway)
-
-
 def register_secrets(settings: Settings) -> None:
-    from bot.logs import register_secret
-
     for secret in [settings.discord_token, *settings.api_keys()]:
         if secret is not None and secret.get_secret_value():
             register_secret(secret.get_secret_value())
@@ -310,48 +292,27 @@ def register_secrets(settings: Settings) -> None:
 
 async def run_bot(settings: Settings) -> int:
     """`kf2v-bot run`: until SIGINT/SIGTERM; then stop taking jobs and leave the rest resumable."""
-    import discord
-
-    from bot.logs import setup_logging
-
     setup_logging(settings.log_level, settings.log_format)
-    logging.getLogger("discord.client").addFilter(_NoVoiceNoise())
     register_secrets(settings)
-    point_discord_at(settings)
+    point_discord_at(settings.discord_api_base, settings.discord_gateway)
     app = await build_discord_app(settings)
-    bot = app.bot
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     assert settings.discord_token is not None
     try:
-        async with bot:
-            runner = asyncio.create_task(app.run(settings.discord_token.get_secret_value()))
-            stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if runner in done:
-                runner.result()  # raise what ended it
+        async with app.bot:
+            await serve_until(
+                app.run(settings.discord_token.get_secret_value()), stop, api_base=settings.discord_api_base
+            )
             log.info("shutting down: no new jobs; in-flight jobs resume on the next start")
-    except discord.LoginFailure:
-        print(
-            "kf2v-bot: Discord rejected DISCORD_TOKEN: check the token in .env (Bot -> Reset Token).", file=sys.stderr
-        )
-        return 2
-    except discord.PrivilegedIntentsRequired:
-        print("kf2v-bot: Discord refused the gateway intents.", file=sys.stderr)
-        return 2
-    except (aiohttp.ClientError, OSError, discord.GatewayNotFound) as exc:
-        log.error("cannot reach Discord", exc_info=exc)  # the operator's stack trace, in the log
-        print(
-            f"kf2v-bot: cannot reach Discord at {settings.discord_api_base} ({type(exc).__name__}); "
-            "check the network and KF2V_DISCORD_API_BASE, then start again.",
-            file=sys.stderr,
-        )
-        return 1
+    except StartupRefused as refused:
+        print(f"kf2v-bot: {refused.line}", file=sys.stderr)
+        return refused.exit_code
     finally:
         await app.close()
     return 0
 
 
-__all__ = ["DiscordApp", "Services", "build_discord_app", "build_services", "open_store", "point_discord_at", "run_bot"]
+__all__ = ["DiscordApp", "Services", "build_discord_app", "build_services", "open_store", "register_secrets", "run_bot"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.app import DiscordApp, Services, build_discord_app, point_discord_at
-from bot.discord_ui.client import VideoBot
+from bot.app import DiscordApp, Services, build_discord_app
+from bot.discord_ui.client import VideoBot, point_discord_at
 from bot.jobs.models import Job
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from bot.sandbox.discord_emu import DiscordEmulator, MessageRecord
@@ -51,7 +51,7 @@ class World:
             KF2V_DISCORD_GATEWAY=self.discord.gateway_url,
             **self.overrides,
         )
-        point_discord_at(settings)
+        point_discord_at(settings.discord_api_base, settings.discord_gateway)
         self.app = await build_discord_app(settings, guild_ready_timeout=0.05, edit_interval=0.2)
         self.services, self.bot = self.app.services, self.app.bot
         self.services.worker.config = __import__("dataclasses").replace(

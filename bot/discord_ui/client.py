@@ -6,13 +6,18 @@ the cogs (each built with the service it calls) and the job buttons.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Coroutine
 from typing import Any, Protocol
 
+import aiohttp
 import discord
+import discord.gateway
+import discord.http
+import yarl
 from discord import app_commands
 from discord.ext import commands
 
@@ -104,3 +109,53 @@ class VideoBot(commands.Bot):
         await self.meta.set_meta(SYNC_HASH_KEY, digest)
         log.info("command tree synced (%s)", f"guild {dev_guild_id}" if dev_guild_id else "global")
         return True
+
+
+class StartupRefused(Exception):
+    """Discord refused to let the bot start: `line` is what the operator reads, `exit_code` what `run` returns."""
+
+    def __init__(self, line: str, exit_code: int) -> None:
+        super().__init__(line)
+        self.line = line
+        self.exit_code = exit_code
+
+
+class _NoVoiceNoise(logging.Filter):
+    """discord.py warns at start-up that voice libraries are missing; this bot never uses voice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
+def point_discord_at(api_base: str, gateway: str) -> None:
+    """discord.py keeps its endpoints in class attributes; tests and the demo aim them at an emulator."""
+    discord.http.Route.BASE = api_base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+    logging.getLogger("discord.client").addFilter(_NoVoiceNoise())
+
+
+async def serve_until(running: Coroutine[Any, Any, None], stop: asyncio.Event, *, api_base: str) -> None:
+    """Run the client until `stop` is set; Discord's start-up refusals become `StartupRefused`."""
+    runner = asyncio.create_task(running)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            runner.result()  # raise what ended it
+    except discord.LoginFailure:
+        raise StartupRefused(
+            "Discord rejected DISCORD_TOKEN: check the token in .env (Bot -> Reset Token).", exit_code=2
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise StartupRefused("Discord refused the gateway intents.", exit_code=2) from None
+    except (aiohttp.ClientError, OSError, discord.GatewayNotFound) as exc:
+        log.error("cannot reach Discord", exc_info=exc)  # the operator's stack trace, in the log
+        raise StartupRefused(
+            f"cannot reach Discord at {api_base} ({type(exc).__name__}); "
+            "check the network and KF2V_DISCORD_API_BASE, then start again.",
+            exit_code=1,
+        ) from None
+    finally:
+        for task in (runner, stopper):
+            task.cancel()
+        await asyncio.gather(runner, stopper, return_exceptions=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bot.app import DiscordApp, Services, build_discord_app, point_discord_at
-from bot.discord_ui.client import VideoBot
+from bot.app import DiscordApp, Services, build_discord_app
+from bot.discord_ui.client import VideoBot, point_discord_at
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from bot.sandbox.demo.script import FAIL_WORD, GUILDS, OWNER_ID, OWNER_NAME
 from bot.sandbox.discord_emu import DiscordEmulator
@@ -121,7 +121,7 @@ async def start_world(data_dir: Path, time_scale: float, seed: int) -> DemoWorld
             dashscope_url=dashscope.base_url,
             time_scale=time_scale,
         )
-        point_discord_at(settings)
+        point_discord_at(settings.discord_api_base, settings.discord_gateway)
         app = await build_discord_app(settings)
         services, bot = app.services, app.bot
         scale_engine_clock(services, time_scale)
