@@ -412,22 +412,29 @@ def _sound_flag(spec: ModelSpec, model_key: str, sound: bool | None) -> bool | N
     return sound
 
 
+_SHOWN_ORDER = ("first_frame", "first_clip", "last_frame", "driving_audio")  # how the docs write combinations
+
+
 def _check_combination(
     spec: ModelSpec, model_key: str, given: dict[str, str], allowed: tuple[frozenset[str], ...]
 ) -> None:
     combo = frozenset(given)
     if combo in allowed:
         return
-    shown = " | ".join("+".join(k for k in MEDIA_TYPES if k in c) for c in allowed) or "none"
-    missing_first = "first_frame" not in combo and all("first_frame" in c for c in allowed)
-    argument = (
-        "first_frame_uri" if missing_first else _ARGUMENT[next((k for k in MEDIA_TYPES if k in combo), "first_frame")]
-    )
+    shown = " | ".join("+".join(k for k in _SHOWN_ORDER if k in c) for c in allowed) or "none"
+    # Blame the start (first frame or clip) when it is missing, else the first extra kind the model refuses here.
+    starts = {k for c in allowed for k in c if k in ("first_frame", "first_clip")}
+    if not combo & starts:
+        argument = "first_frame_uri"
+    else:
+        removable = [k for k in MEDIA_TYPES if k in combo and combo - {k} in allowed]
+        extra = removable or [k for k in MEDIA_TYPES if k in combo and k not in starts] or sorted(combo)
+        argument = _ARGUMENT[extra[0]]
     if spec.family == "kf2v" and combo == {"first_frame"} and not spec.template_combinations:
         raise RequestValidationError("last_frame_uri", "A last frame is required.")
     if spec.family == "kf2v" and combo == {"first_frame"}:
         raise RequestValidationError("last_frame_uri", "A last frame is required (or an effect template).")
-    given_shown = "+".join(k for k in MEDIA_TYPES if k in combo) or "nothing"
+    given_shown = "+".join(k for k in _SHOWN_ORDER if k in combo) or "nothing"
     raise RequestValidationError(argument, f"Model {model_key} accepts {shown}; {given_shown} is not one of them.")
 
 
