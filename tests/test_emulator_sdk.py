@@ -11,6 +11,7 @@ import base64
 import io
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 import dashscope
@@ -140,3 +141,24 @@ async def test_a_neighbours_task_is_fetchable_with_the_sdk(emulator: DashScopeEm
     [theirs] = [t for t in emulator.stats()["tasks"] if t["neighbour"]]
     done = await sdk(VideoSynthesis.wait, theirs["task_id"])
     assert done.output.task_status == "SUCCEEDED" and done.output.orig_prompt.startswith("the neighbour's own")
+
+
+async def test_the_sdk_uploads_a_local_frame_and_makes_a_wan27_video(
+    emulator: DashScopeEmulator, tmp_path: Path
+) -> None:
+    """SDK >= 1.25.16 speaks wan2.7: a file:// medium goes through getPolicy + the upload host, then the create
+    with X-DashScope-OssResourceResolve (the emulator refuses oss:// without it)."""
+    frame = tmp_path / "first.png"
+    Image.new("RGB", (320, 240), (30, 160, 30)).save(frame)
+    answer = await sdk(
+        VideoSynthesis.call,
+        model="wan2.7-i2v",
+        media=[{"type": "first_frame", "url": frame.as_uri()}],
+        resolution="720P",
+        duration=2,
+    )
+    assert answer.status_code == 200 and answer.output.task_status == "SUCCEEDED"
+    assert answer.usage["duration"] == 2 and answer.usage["SR"] == 720
+    stats = emulator.stats()
+    assert stats["calls"]["upload_policy"] == 1 and stats["uploads_stored"] == 1
+    assert stats["oss_header_missing"] == 0 and stats["submissions_accepted"] == 1
