@@ -110,3 +110,8 @@ def test_undecodable_input_is_a_value_error() -> None:
         render_crossfade(b"not an image", image_bytes(BLUE, (320, 240)), resolution="480P")
     with pytest.raises(ValueError, match="tier"):
         render_crossfade(image_bytes(RED, (320, 240)), image_bytes(BLUE, (320, 240)), resolution="2K")
+
+
+def test_wan27_sizes_are_floored_to_multiples_of_16_as_documented() -> None:
+    # "750x1000 @720P -> 816x1104": https://help.aliyun.com/zh/model-studio/image-to-video-general-api-reference
+    assert frame_size("720P", 750, 1000, multiple=16) == (816, 1104)
