@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./data"), alias="KF2V_DATA_DIR")
     video_retention_days: float = Field(default=7, ge=0, alias="KF2V_VIDEO_RETENTION_DAYS")
     catalog_file: Path | None = Field(default=None, alias="KF2V_CATALOG_FILE")
+    # postgresql://user:password@host/db selects PostgreSQL for the job store (several processes); unset =
+    # the SQLite file in data_dir. repr=False: the URL may carry a password (bot.jobs.db.redact_url for logs).
+    database_url: str | None = Field(default=None, alias="KF2V_DATABASE_URL", repr=False)
+
+    # --- processes (discord.py sharding; unset = one process, every shard, as AutoShardedClient) -------
+    shard_count: int | None = Field(default=None, ge=1, alias="KF2V_SHARD_COUNT")
+    shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=list, alias="KF2V_SHARD_IDS")
 
     # --- people --------------------------------------------------------------------------------------
     owner_ids: Annotated[list[int], NoDecode] = Field(default_factory=list, alias="KF2V_OWNER_IDS")
@@ -99,7 +106,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="KF2V_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(default="text", alias="KF2V_LOG_FORMAT")
 
-    @field_validator("owner_ids", "dashscope_extra_api_keys", "video_url_hosts", "allowed_guilds", mode="before")
+    @field_validator(
+        "owner_ids", "dashscope_extra_api_keys", "video_url_hosts", "allowed_guilds", "shard_ids", mode="before"
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -116,6 +125,21 @@ class Settings(BaseSettings):
             raise ValueError("must be a full URL starting with http(s):// or ws(s)://")
         return value.rstrip("/") if value.startswith("http") else value
 
+    @field_validator("shard_count", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            # The value itself is never echoed: it may hold a password.
+            raise ValueError("must be a postgresql://user:password@host:port/database URL, or unset for SQLite")
+        return value.strip()
+
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
@@ -131,6 +155,12 @@ class Settings(BaseSettings):
             raise ValueError("KF2V_POLL_MIN_INTERVAL must not be larger than KF2V_POLL_MAX_INTERVAL")
         if self.image_min_side > self.image_max_side:
             raise ValueError("KF2V_IMAGE_MIN_SIDE must not be larger than KF2V_IMAGE_MAX_SIDE")
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("KF2V_SHARD_IDS needs KF2V_SHARD_COUNT (the total number of shards of all processes)")
+        if self.shard_count is not None and any(not 0 <= i < self.shard_count for i in self.shard_ids):
+            raise ValueError(f"KF2V_SHARD_IDS must be between 0 and KF2V_SHARD_COUNT - 1 ({self.shard_count - 1})")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("KF2V_SHARD_IDS lists a shard twice")
         return self
 
     # --- derived -------------------------------------------------------------------------------------
