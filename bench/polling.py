@@ -1,6 +1,6 @@
 """polling: how many polls the bot spends per job, and how late it notices the end, next to the official SDK.
 
-One run: the real engine polls its tasks (planner: Worker._next_poll_delay with the per-tier DurationModel),
+One run: the real engine polls its tasks (planner: Poller.next_poll_delay with the per-tier DurationModel),
 and for every task the emulator creates, a second poller following the official SDK's wait() schedule (at
 once, then 1, 1, 2, 2, 2, 4, 4, 4 s, then every 5 s) polls the very same task on the same emulator. The
 emulator's poll trace tells the two apart, so both see identical task timings.

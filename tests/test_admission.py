@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.catalog import load_catalog
+from bot.dashscope.client import DashScopeClient
 from bot.dashscope.errors import ForeignVideoUrlError
 from bot.errors import InvalidInput, QueueFull, QuotaExceeded, RateLimited
 from bot.jobs.quota import BudgetService, Defaults
@@ -214,6 +215,7 @@ async def test_settings_reach_the_provider_clients_and_the_worker(tmp_path: Path
     )
     try:
         (client,) = services.worker.clients.values()
+        assert isinstance(client, DashScopeClient)
         client.check_video_url("https://videos.example.com/out.mp4")  # KF2V_VIDEO_URL_HOSTS: allowed
         client.check_video_url("https://bucket.oss-cn-beijing.aliyuncs.com/out.mp4")  # the provider's storage
         with pytest.raises(ForeignVideoUrlError):

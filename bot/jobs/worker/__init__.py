@@ -1,0 +1,223 @@
+"""Submit, poll, deliver: the loop that moves jobs through the provider, resumable from the database.
+
+Every step writes the job's new state before the next one starts. A process killed at any line resumes
+from the rows: QUEUED jobs are queued again in their original order, a SUBMITTING job (its create
+answer lost) is reconciled with the provider's task list before anything is resubmitted, PENDING and
+RUNNING jobs are polled again, and SUCCEEDED jobs are delivered (checking first whether an earlier
+attempt already posted them).
+
+Everything the provider sends is untrusted: an unreadable answer is a temporary error, never a verdict; a
+bill is clamped to what the catalog says a video costs; a video is fetched only from the provider's storage
+(the client checks the URL); a listed task is adopted only when it is provably this job's. Each job's work
+runs under a supervisor: a bug restarts that job's work from its row and, after a few crashes, fails it
+with its money released, instead of leaving it stuck.
+
+The parts, each a class sharing one `WorkerContext`: `dispatch` (queue -> create), `polling` (task ->
+finished), `delivery` (video -> Discord), `reconcile` (lost creates), `supervision` (crashed work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+
+from bot.catalog import Catalog
+from bot.jobs.media import MediaStore
+from bot.jobs.models import SLOT_STATES, Job, JobState
+from bot.jobs.ports import Clock, Notifier, Progress, ProviderClient
+from bot.jobs.quota import BudgetService
+from bot.jobs.scheduler import Scheduler
+from bot.jobs.store import JobStore, utcnow
+from bot.jobs.worker.context import WorkerConfig, WorkerContext, describe_failure, queued
+from bot.jobs.worker.delivery import Delivery
+from bot.jobs.worker.dispatch import Dispatcher
+from bot.jobs.worker.polling import Poller
+from bot.jobs.worker.reconcile import KeyIds, Reconciler
+from bot.jobs.worker.supervision import Supervisor
+
+__all__ = ["Worker", "WorkerConfig", "describe_failure"]
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """The engine's facade: start/stop, recovery after a restart, and the entry points the service calls."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        media: MediaStore,
+        clients: Mapping[str, ProviderClient],
+        catalog: Catalog,
+        region: str,
+        scheduler: Scheduler,
+        budget: BudgetService,
+        notifier: Notifier,
+        config: WorkerConfig,
+        clock: Clock = time.monotonic,
+        on_event: Callable[[str, Job], None] | None = None,  # metrics: ("submitted" | "running" | ..., job)
+    ) -> None:
+        self._ctx = ctx = WorkerContext(
+            store=store, media=media, clients=dict(clients), catalog=catalog, region=region, scheduler=scheduler,
+            budget=budget, notifier=notifier, config=config, clock=clock, on_event=on_event,
+        )  # fmt: skip
+        self._supervisor = Supervisor(ctx, resume=self._resume)
+        self._delivery = Delivery(ctx)
+        self._poller = Poller(ctx, self._supervisor, self._delivery)
+        key_ids = KeyIds(ctx)
+        self._reconciler = Reconciler(ctx, key_ids, self._poller)
+        self._dispatcher = Dispatcher(ctx, self._supervisor, self._poller, self._reconciler, key_ids)
+        self._dispatch_task: asyncio.Task[None] | None = None
+
+    # --- what others read ----------------------------------------------------------------------------
+    @property
+    def config(self) -> WorkerConfig:
+        return self._ctx.config
+
+    @config.setter
+    def config(self, config: WorkerConfig) -> None:
+        """Replace the configuration (tests and benchmarks retime the engine); the poll gates follow it."""
+        self._ctx.config = config
+        self._ctx.rebuild_poll_gates()
+
+    @property
+    def store(self) -> JobStore:
+        return self._ctx.store
+
+    @property
+    def media(self) -> MediaStore:
+        return self._ctx.media
+
+    @property
+    def clients(self) -> dict[str, ProviderClient]:
+        return self._ctx.clients
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._ctx.catalog
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._ctx.scheduler
+
+    @property
+    def budget(self) -> BudgetService:
+        return self._ctx.budget
+
+    @property
+    def notifier(self) -> Notifier:
+        return self._ctx.notifier
+
+    @property
+    def clock(self) -> Clock:
+        return self._ctx.clock
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Event counts for metrics (submissions, polls, provider errors...)."""
+        return self._ctx.counters
+
+    @property
+    def errors_by_code(self) -> dict[str, int]:
+        """Provider errors seen, by code."""
+        return self._ctx.errors_by_code
+
+    @property
+    def alive(self) -> bool:
+        """Whether the dispatcher is running."""
+        return self._dispatch_task is not None and not self._dispatch_task.done()
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Recover from the database, then start dispatching."""
+        await self.recover()
+        self._dispatch_task = asyncio.create_task(self._dispatcher.run(), name="kf2v-dispatcher")
+        self._ctx.tasks.spawn(self._dispatcher.watch_queue(), "queue-watch")
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking jobs; whatever is in flight stays resumable from its row."""
+        self._ctx.stopping = True
+        self._ctx.wake()
+        if self._dispatch_task is not None:
+            self._dispatch_task.cancel()
+            await asyncio.gather(self._dispatch_task, return_exceptions=True)
+        await self._ctx.tasks.close(grace_s)
+
+    def wake(self) -> None:
+        """Have the dispatcher look at the queue again (a pause lifted, a slot freed)."""
+        self._ctx.wake()
+
+    async def recover(self) -> None:
+        """Rebuild the queue and the account bookkeeping from the database after a (re)start."""
+        ctx = self._ctx
+        scheduler = ctx.scheduler
+        now_wall, now_mono = utcnow(), ctx.clock()
+        for account, model, at in await ctx.store.recent_submissions(now_wall - timedelta(seconds=5)):
+            scheduler.limits.remember_submit(account, model, now_mono - (now_wall - at).total_seconds())
+        jobs = await ctx.store.jobs_in_states([*SLOT_STATES, JobState.QUEUED, JobState.SUCCEEDED])
+        seen_tiers = {(j.model, j.resolution) for j in jobs}
+        for model, resolution in seen_tiers:
+            stats = scheduler.durations_for(model, resolution)
+            for queued_s, running_s in reversed(await ctx.store.recent_durations(model, resolution)):
+                stats.observe(queued_s, running_s)
+        for job in jobs:
+            await self._resume(job)
+        log.info("recovered %d unfinished jobs (%d queued)", len(jobs), len(scheduler.queue))
+        self.wake()
+
+    async def _resume(self, job: Job) -> None:
+        """Pick up a job's work from its row: after a start, or after its work crashed."""
+        ctx = self._ctx
+        limits = ctx.scheduler.limits
+        if job.state is JobState.QUEUED:
+            limits.forget(job.id)
+            ctx.scheduler.queue.push(queued(job))
+            self.wake()
+            return
+        if job.state is JobState.SUCCEEDED:
+            self._supervisor.run(job.id, "deliver", self._delivery.deliver(job, None, redelivery=True))
+            return
+        if job.account not in ctx.clients:
+            await ctx.fail(job, "job.failed.account_gone", code="AccountRemoved", release=True)
+            return
+        assert job.account is not None
+        limits.occupy(job.account, job.model, job.id)
+        # No create of this job is in the air any more (a crash may have left its marker, which would keep
+        # other lost answers on the lane from being decided).
+        limits.end_submit(job.account, job.id)
+        if job.state is JobState.SUBMITTING:
+            self._supervisor.run(job.id, "reconcile", self._reconciler.reconcile(job))
+            return
+        if job.state is JobState.RUNNING and job.started_at is not None and job.id not in ctx.started_mono:
+            ctx.started_mono[job.id] = ctx.clock() - (utcnow() - job.started_at).total_seconds()
+        self._poller.watch(job)
+
+    # --- entry points for the service layer ----------------------------------------------------------
+    def enqueue(self, job: Job) -> None:
+        """Queue a freshly admitted job."""
+        self._ctx.scheduler.queue.push(queued(job))
+        self.wake()
+
+    def dequeue(self, job_id: int) -> bool:
+        """Take a queued job out of the queue (cancelled); False when it was not queued."""
+        removed = self._ctx.scheduler.queue.remove(job_id) is not None
+        if removed:
+            self.wake()
+        return removed
+
+    def progress(self, job: Job) -> Progress:
+        """Where the job stands, for its status message."""
+        return self._ctx.progress(job)
+
+    async def cancel_at_provider(self, job: Job) -> bool:
+        """Ask the provider to cancel a PENDING task. True when it was cancelled there."""
+        return await self._ctx.cancel_at_provider(job)
+
+    def resume_account(self, account: str) -> None:
+        """Lift an account's pause (after the owners fixed its key or paid)."""
+        self._ctx.scheduler.limits.resume(account)
+        self.wake()

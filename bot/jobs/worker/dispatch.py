@@ -1,0 +1,174 @@
+"""Dispatch: take queued jobs in the scheduler's order, mark them SUBMITTING, send their creates, and sort out
+what the provider answers (accepted, throttled, refused, or lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+
+from bot.dashscope.errors import (
+    AccountProblemError,
+    ContentRejectedError,
+    DashScopeError,
+    InvalidRequestError,
+    SubmissionOutcomeUnknownError,
+    ThrottledError,
+)
+from bot.dashscope.models import CreateTaskRequest, RequestValidationError
+from bot.jobs.models import Job, JobState
+from bot.jobs.scheduler import QueuedJob
+from bot.jobs.store import StaleState, utcnow
+from bot.jobs.worker.context import WorkerContext
+from bot.jobs.worker.polling import Poller
+from bot.jobs.worker.reconcile import KeyIds, Reconciler
+from bot.jobs.worker.supervision import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Sends queued jobs to the provider as the scheduler allows, and keeps queued members told their place."""
+
+    def __init__(
+        self, ctx: WorkerContext, supervisor: Supervisor, poller: Poller, reconciler: Reconciler, key_ids: KeyIds
+    ) -> None:
+        self._ctx = ctx
+        self._supervisor = supervisor
+        self._poller = poller
+        self._reconciler = reconciler
+        self._key_ids = key_ids
+
+    async def run(self) -> None:
+        """Dispatch whatever the scheduler allows, then sleep until it may allow more or someone wakes us."""
+        ctx = self._ctx
+        scheduler = ctx.scheduler
+        while not ctx.stopping:
+            now = ctx.clock()
+            while (picked := scheduler.next_dispatch(now)) is not None:
+                queued, account = picked
+                scheduler.limits.begin_submit(account, queued.model, queued.job_id, now)
+                self._supervisor.run(queued.job_id, "submit", self._submit(queued, account))
+            wake_at = scheduler.wake_at(now)
+            timeout = None if wake_at is None else max(0.005, wake_at - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctx.wake_event.wait(), timeout)
+            ctx.wake_event.clear()
+
+    async def watch_queue(self) -> None:
+        """Tell waiting jobs when their place in the queue moves (the notifier coalesces the edits)."""
+        ctx = self._ctx
+        seen_version = -1
+        last_positions: dict[int, int] = {}
+        while not ctx.stopping:
+            await asyncio.sleep(ctx.config.queue_refresh_s)
+            queue = ctx.scheduler.queue
+            if queue.version == seen_version:
+                continue
+            seen_version = queue.version
+            positions = queue.positions()
+            moved = [
+                job_id
+                for job_id, position in positions.items()
+                if position <= ctx.config.queue_watch_depth and last_positions.get(job_id) != position
+            ]
+            last_positions = positions
+            for job_id in moved:
+                job = await ctx.store.get(job_id)
+                if job is not None and job.state is JobState.QUEUED:
+                    await ctx.safe_update(job)
+
+    async def _submit(self, queued: QueuedJob, account: str) -> None:
+        ctx = self._ctx
+        try:
+            current = await ctx.store.get(queued.job_id)
+            if current is None or current.state is not JobState.QUEUED:
+                ctx.free_slot(queued.job_id)  # cancelled while it waited for its turn
+                return
+            # Marked SUBMITTING in the order jobs were picked; the create leaves once its body is built (well
+            # inside the clock skew a lost answer's task is looked for with).
+            job = await ctx.store.transition(
+                queued.job_id, JobState.SUBMITTING, expect=JobState.QUEUED, account=account,
+                attempts=current.attempts + 1,
+            )  # fmt: skip
+        except StaleState:
+            ctx.free_slot(queued.job_id)
+            return
+        try:
+            request = await asyncio.to_thread(self._build_request, job)
+        except (RequestValidationError, OSError, KeyError) as exc:
+            log.error("job %s cannot be sent: %s", job.id, exc, extra={"job_id": job.id})
+            await ctx.fail(job, "job.failed.invalid", code="LocalValidation", release=True)
+            return
+        await self._send(job, account, request)
+
+    async def _send(self, job: Job, account: str, request: CreateTaskRequest) -> None:
+        ctx = self._ctx
+        limits = ctx.scheduler.limits
+        ctx.counters["submissions"] += 1
+        limits.mark_sent(account, job.model, job.id, ctx.clock())  # the rate window counts from here
+        try:
+            created = await ctx.clients[account].create_task(request)
+        except DashScopeError as exc:
+            limits.end_submit(account, job.id)
+            ctx.count_error(exc)
+            await self._create_refused(job, account, exc)
+            return
+        limits.end_submit(account, job.id)
+        limits.succeeded(account, job.model)
+        job = await ctx.store.transition(
+            job.id, JobState.PENDING, expect=JobState.SUBMITTING, task_id=created.task_id,
+            request_id=created.request_id,
+        )  # fmt: skip
+        if not self._key_ids.knows(account) and job.task_id is not None and job.submitted_at is not None:
+            provider_model = ctx.catalog.provider_name(job.model, ctx.region)
+            self._key_ids.learn_soon(account, provider_model, job.task_id, job.submitted_at)
+        # The create's own answer (PENDING) just came: the first poll can wait for the planner.
+        await self._poller.track(job, account, fresh=True)
+
+    async def _create_refused(self, job: Job, account: str, exc: DashScopeError) -> None:
+        ctx = self._ctx
+        if isinstance(exc, ThrottledError):
+            ctx.counters["throttled"] += 1
+            delay = ctx.scheduler.limits.throttled(account, job.model, ctx.clock())
+            log.warning(
+                "throttled (%s); %s/%s cools down %.0fs, job %s back to the front",
+                exc.code, account, job.model, delay, job.id, extra={"job_id": job.id},
+            )  # fmt: skip
+            await ctx.requeue(job, "throttled")
+        elif isinstance(exc, AccountProblemError):
+            await ctx.account_problem(account, exc)
+            await ctx.requeue(job, f"account problem {exc.code}")
+        elif isinstance(exc, SubmissionOutcomeUnknownError):
+            log.warning("job %s: create answer lost (%s); reconciling", job.id, exc.code, extra={"job_id": job.id})
+            await self._reconciler.reconcile(job, lost_at=utcnow())
+        elif isinstance(exc, ContentRejectedError):
+            await ctx.fail(job, "job.failed.content", code=exc.code, release=True)
+        elif isinstance(exc, InvalidRequestError):
+            await ctx.fail(job, "job.failed.invalid", code=exc.code, release=True, detail=exc.message)
+        elif job.attempts >= ctx.config.max_submit_attempts:
+            await ctx.fail(job, "job.failed.provider", code=exc.code, release=True)
+        else:  # ProviderUnavailableError and unknown codes: nothing was created
+            ctx.scheduler.limits.throttled(account, job.model, ctx.clock())
+            await ctx.requeue(job, f"provider error {exc.code}")
+
+    def _build_request(self, job: Job) -> CreateTaskRequest:
+        media = self._ctx.media
+
+        def uri(ref: str) -> str:
+            return f"data:{media.mime_of(ref)};base64,{base64.b64encode(media.read_frame(ref)).decode()}"
+
+        return CreateTaskRequest.build(
+            self._ctx.catalog,
+            self._ctx.region,
+            model_key=job.model,
+            resolution=job.resolution,
+            prompt=job.prompt or None,
+            negative_prompt=job.negative_prompt,
+            first_frame_uri=uri(job.first_frame),
+            last_frame_uri=uri(job.last_frame) if job.last_frame else None,
+            prompt_extend=job.prompt_extend,
+            seed=job.seed,
+            template=job.template,
+        )
