@@ -1,5 +1,8 @@
 """SQLite behind the `Database` interface: one aiosqlite connection, WAL, writers serialised.
 
+Reads outside a transaction share the one connection, as the store's reads always have: one made while
+another coroutine's transaction is open sees that transaction's writes.
+
 Single-process by design: leases and notifications are in-process equivalents of the PostgreSQL ones, so
 the code that uses them runs unchanged with the default engine.
 """
