@@ -125,7 +125,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a full URL starting with http(s):// or ws(s)://")
         return value.rstrip("/") if value.startswith("http") else value
 
-    @field_validator("shard_count", mode="before")
+    # `.env.example` lists every optional setting with an empty value: copied as it is, that means "unset".
+    @field_validator(
+        "shard_count",
+        "dev_guild_id",
+        "dashscope_region",
+        "catalog_file",
+        "discord_token",
+        "dashscope_api_key",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -60,6 +60,18 @@ def test_env_file_is_read(tmp_path: Path) -> None:
     assert "sk-from-file" not in repr(s)
 
 
+def test_env_example_copied_as_it_is_loads_with_every_default(tmp_path: Path) -> None:
+    """An operator's first step is `cp .env.example .env`: its empty lines mean "unset", never an error."""
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text())
+    s = load_settings()
+    assert s.dev_guild_id is None and s.dashscope_region is None and s.catalog_file is None
+    assert s.discord_token is None and s.dashscope_api_key is None and s.database_url is None
+    assert s.max_concurrent_tasks == 2 and s.poll_target_delay == 2.25 and s.allowed_guilds == []
+    with pytest.raises(SettingsError, match="DISCORD_TOKEN"):
+        s.require_run_credentials()
+
+
 @pytest.mark.parametrize(
     ("name", "value", "fragment"),
     [
