@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from bot.jobs.models import Pause, PauseScope
 from bot.jobs.scheduler import RATE_WINDOW_S, AccountLimits, FairQueue, QueuedJob, Scheduler
 
 FLASH = "wan2.2-kf2v-flash"
+
+
+SINCE = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
 
 
 def q(job_id: int, guild: int, user: int, seq: int | None = None, model: str = FLASH) -> QueuedJob:
@@ -107,7 +113,7 @@ def test_scheduler_spreads_over_accounts_and_respects_pause() -> None:
     scheduler = Scheduler(AccountLimits(["a", "b"], {FLASH: (2, 2.0)}))
     for i in range(5):
         scheduler.queue.push(q(i + 1, 1, 10 + i))
-    picked = []
+    picked: list[str] = []
     now = 0.0
     while (got := scheduler.next_dispatch(now)) is not None:
         job, account = got
@@ -119,8 +125,37 @@ def test_scheduler_spreads_over_accounts_and_respects_pause() -> None:
     assert picked == ["a", "b", "a", "b"]
     assert len(scheduler.queue) == 1  # the fifth waits for a slot
     scheduler.limits.release("a", FLASH, 1)
-    scheduler.paused_reason = "owner"
+    scheduler.pause(Pause(PauseScope.ALL, "", "owner", SINCE))
     assert scheduler.next_dispatch(10.0) is None
+    assert scheduler.wake_at(10.0) is None
+    assert scheduler.pause_for(1) == Pause(PauseScope.ALL, "", "owner", SINCE)
+
+
+def test_a_paused_guild_is_skipped_without_holding_the_others() -> None:
+    scheduler = Scheduler(AccountLimits(["a"], {FLASH: (10, 100.0)}))
+    for job_id, guild in [(1, 10), (2, 20), (3, 10), (4, 20)]:
+        scheduler.queue.push(q(job_id, guild, user=guild))
+    held = Pause(PauseScope.GUILD, "10", "spring cleaning", SINCE)
+    scheduler.pause(held)
+    picked: list[int] = []
+    while (got := scheduler.next_dispatch(float(len(picked)))) is not None:
+        picked.append(got[0].job_id)
+    assert picked == [2, 4]  # guild 20's jobs went; guild 10's keep their place
+    assert scheduler.wake_at(5.0) is None  # only paused jobs left: nothing to wake for
+    assert (scheduler.pause_for(10), scheduler.pause_for(20)) == (held, None)
+    assert scheduler.queue.positions() == {1: 1, 3: 2}
+    scheduler.resume(PauseScope.GUILD, "10")
+    assert scheduler.pauses() == []
+    assert [scheduler.next_dispatch(9.0 + i)[0].job_id for i in range(2)] == [1, 3]  # type: ignore[index]
+
+
+def test_every_account_paused_holds_every_guild() -> None:
+    scheduler = Scheduler(AccountLimits(["a", "b"], {FLASH: (1, 1.0)}))
+    scheduler.limits.pause("a", "Arrearage", since=SINCE)
+    assert scheduler.pause_for(7) is None  # b still takes jobs
+    scheduler.pause(Pause(PauseScope.ACCOUNT, "b", "InvalidApiKey", SINCE))
+    assert scheduler.pause_for(7) == Pause(PauseScope.ACCOUNT, "a", "Arrearage", SINCE)
+    assert {p.target for p in scheduler.pauses()} == {"a", "b"}
 
 
 def test_a_submission_counts_in_the_rate_window_from_when_it_is_sent() -> None:

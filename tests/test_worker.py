@@ -9,7 +9,7 @@ import pytest
 
 from bot.app import Services
 from bot.errors import InvalidInput
-from bot.jobs.models import JobState
+from bot.jobs.models import JobState, PauseScope
 from bot.jobs.service import Actor
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests import corpus
@@ -248,5 +248,43 @@ async def test_retention_removes_old_videos_and_frames_but_keeps_live_ones(
         assert services.media.frame_path(waiting.first_frame).exists()  # still needed by a queued job
         assert services.media.frame_path(waiting.last_frame or "").exists()
         assert not services.media.frame_path(finished.last_frame or "").exists()
+    finally:
+        await services.stop()
+
+
+async def test_a_guild_pause_holds_only_that_guild_and_survives_a_restart(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    services, recorder = await start_engine(tmp_path, emulator.base_url)
+    try:
+        await services.jobs.pause("moderation review", guild_id=1)
+        held = await services.jobs.submit(draft(guild=1, user=11))
+        free = await services.jobs.submit(draft(guild=2, user=21))
+        await settle(services, [free.id])
+        still = await services.store.get(held.id)
+        assert still is not None and still.state is JobState.QUEUED
+        pause = services.jobs.pause_for(1)
+        assert pause is not None and (pause.scope, pause.target, pause.reason) == (
+            PauseScope.GUILD, "1", "moderation review",
+        )  # fmt: skip
+        assert services.jobs.pause_for(2) is None and not services.jobs.paused
+        assert services.jobs.progress(still).paused == "moderation review"
+        assert all(p.paused is None for job_id, _, p in recorder.updates if job_id == free.id)
+    finally:
+        await services.stop()
+    services, _ = await start_engine(tmp_path, emulator.base_url)
+    try:
+        await services.jobs.load_pause_state()
+        assert [(p.scope, p.target) for p in services.jobs.pauses()] == [(PauseScope.GUILD, "1")]
+        await services.jobs.resume(guild_id=1)
+        await settle(services, [held.id])
+        delivered = await services.store.get(held.id)
+        assert delivered is not None and delivered.state is JobState.DELIVERED
+    finally:
+        await services.stop()
+    services, _ = await start_engine(tmp_path, emulator.base_url)
+    try:
+        await services.jobs.load_pause_state()
+        assert services.jobs.pauses() == []  # the resume was persisted too
     finally:
         await services.stop()

@@ -142,6 +142,24 @@ class Job:
         return JobRequest(**{f.name: getattr(self, f.name) for f in fields(JobRequest)})
 
 
+class PauseScope(StrEnum):
+    """What a pause holds: every submission, one provider account's, or one guild's."""
+
+    ALL = "all"
+    ACCOUNT = "account"
+    GUILD = "guild"
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Submissions held by the owners (or, for an account, by a provider problem); jobs keep their place."""
+
+    scope: PauseScope
+    target: str  # "" for ALL, the account id, or the guild id as text
+    reason: str
+    since: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class GuildPolicy:
     """A guild's money and member limits; None means "the default from settings"."""

@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from statistics import fmean
+
+from bot.jobs.models import Pause, PauseScope
 
 # Keep a little room under the provider's one-second window: our clock and theirs do not tick together.
 RATE_WINDOW_S = 1.1
@@ -122,9 +125,18 @@ class FairQueue:
                 del self._guilds[job.guild_id]
         return job
 
-    def pop_next(self, eligible_models: set[str] | None = None) -> QueuedJob | None:
-        """The next job by turn whose model can be submitted now; its guild and user go to the back."""
+    def head_models(self, skip_guilds: Set[int]) -> set[str]:
+        """Models of the jobs next in line, outside `skip_guilds` (what could be dispatched next)."""
+        return {model for guild_id, counts in self._heads.items() if guild_id not in skip_guilds for model in counts}
+
+    def pop_next(
+        self, eligible_models: set[str] | None = None, skip_guilds: Set[int] = frozenset()
+    ) -> QueuedJob | None:
+        """The next job by turn whose model can be submitted now, outside `skip_guilds` (paused); its guild and
+        user go to the back."""
         for guild_id, users in self._guilds.items():
+            if guild_id in skip_guilds:
+                continue
             if eligible_models is not None and self._heads[guild_id].keys().isdisjoint(eligible_models):
                 continue
             for user_id, jobs in users.items():
@@ -190,7 +202,7 @@ class _Lane:
 @dataclass
 class _Account:
     name: str
-    paused_reason: str | None = None
+    pause: Pause | None = None  # a provider problem (bad key, arrears) or the owners
     lanes: dict[str, _Lane] = field(default_factory=dict)
 
 
@@ -223,7 +235,7 @@ class AccountLimits:
     def ready_at(self, account: str, model: str, now: float) -> float | None:
         """When this lane could take a submission: `now` if it can now, None if only a slot freeing helps."""
         acc = self._accounts[account]
-        if acc.paused_reason is not None:
+        if acc.pause is not None:
             return None
         lane = self._lane(account, model)
         if len(lane.in_flight) >= lane.max_in_flight:
@@ -323,22 +335,27 @@ class AccountLimits:
     def succeeded(self, account: str, model: str) -> None:
         self._lane(account, model).cooldown_level = 0
 
-    def pause(self, account: str, reason: str) -> None:
-        self._accounts[account].paused_reason = reason
+    def pause(self, account: str, reason: str, *, since: datetime | None = None) -> None:
+        """Hold the account's submissions (its tasks in flight are still polled)."""
+        self._accounts[account].pause = Pause(PauseScope.ACCOUNT, account, reason, since or datetime.now(UTC))
 
     def resume(self, account: str) -> None:
-        self._accounts[account].paused_reason = None
+        if account in self._accounts:
+            self._accounts[account].pause = None
 
     def paused(self) -> dict[str, str]:
-        return {n: a.paused_reason for n, a in self._accounts.items() if a.paused_reason is not None}
+        """Paused accounts and why."""
+        return {n: a.pause.reason for n, a in self._accounts.items() if a.pause is not None}
+
+    def pauses(self) -> list[Pause]:
+        """The accounts' pauses."""
+        return [a.pause for a in self._accounts.values() if a.pause is not None]
 
     def in_flight(self) -> dict[tuple[str, str], int]:
         return {(n, m): len(lane.in_flight) for n, a in self._accounts.items() for m, lane in a.lanes.items()}
 
     def capacity(self, model: str) -> int:
-        return (
-            sum(self._lane(n, model).max_in_flight for n, a in self._accounts.items() if a.paused_reason is None) or 1
-        )
+        return sum(self._lane(n, model).max_in_flight for n, a in self._accounts.items() if a.pause is None) or 1
 
 
 @dataclass
@@ -397,7 +414,8 @@ class Scheduler:
     def __init__(self, limits: AccountLimits) -> None:
         self.queue = FairQueue()
         self.limits = limits
-        self.paused_reason: str | None = None  # owners paused all submissions
+        self._paused_all: Pause | None = None  # the owners paused every submission
+        self._paused_guilds: dict[int, Pause] = {}  # guild -> its pause; other guilds' jobs go on
         self.durations: dict[tuple[str, str], DurationModel] = {}
 
     def durations_for(self, model: str, resolution: str) -> DurationModel:
@@ -407,13 +425,47 @@ class Scheduler:
             model_stats = self.durations[key] = DurationModel()
         return model_stats
 
+    # --- pauses ---------------------------------------------------------------------------------------
+    def pause(self, pause: Pause) -> None:
+        """Hold submissions in the pause's scope (queued jobs keep their place)."""
+        if pause.scope is PauseScope.ALL:
+            self._paused_all = pause
+        elif pause.scope is PauseScope.GUILD:
+            self._paused_guilds[int(pause.target)] = pause
+        else:
+            self.limits.pause(pause.target, pause.reason, since=pause.since)
+
+    def resume(self, scope: PauseScope, target: str = "") -> None:
+        """Lift the pause of that scope and target, if any."""
+        if scope is PauseScope.ALL:
+            self._paused_all = None
+        elif scope is PauseScope.GUILD:
+            self._paused_guilds.pop(int(target), None)
+        else:
+            self.limits.resume(target)
+
+    def pauses(self) -> list[Pause]:
+        """Every pause in force: all, then accounts, then guilds."""
+        everything = [self._paused_all] if self._paused_all is not None else []
+        return [*everything, *self.limits.pauses(), *self._paused_guilds.values()]
+
+    def pause_for(self, guild_id: int) -> Pause | None:
+        """What holds this guild's jobs: the pause of everything, else every account paused, else its own."""
+        if self._paused_all is not None:
+            return self._paused_all
+        accounts = self.limits.pauses()
+        if accounts and len(accounts) == len(self.limits.accounts):
+            return accounts[0]
+        return self._paused_guilds.get(guild_id)
+
     def next_dispatch(self, now: float) -> tuple[QueuedJob, str] | None:
-        if self.paused_reason is not None or not len(self.queue):
+        """The next (job, account) to submit now, or None."""
+        if self._paused_all is not None or not len(self.queue):
             return None
-        eligible = {m for m in self.queue.models() if self.limits.choose(m, now) is not None}
+        eligible = {m for m in self._dispatchable_models() if self.limits.choose(m, now) is not None}
         if not eligible:
             return None
-        job = self.queue.pop_next(eligible)
+        job = self.queue.pop_next(eligible, self._paused_guilds.keys())
         if job is None:
             return None
         account = self.limits.choose(job.model, now)
@@ -422,9 +474,14 @@ class Scheduler:
 
     def wake_at(self, now: float) -> float | None:
         """When a currently blocked queue could move without any other event (rate window, cool-down)."""
-        if self.paused_reason is not None or not len(self.queue):
+        if self._paused_all is not None or not len(self.queue):
             return None
-        return self.limits.next_ready(self.queue.models(), now)
+        return self.limits.next_ready(self._dispatchable_models(), now)
+
+    def _dispatchable_models(self) -> set[str]:
+        if not self._paused_guilds:
+            return self.queue.models()
+        return self.queue.head_models(self._paused_guilds.keys())
 
     def eta(self, position: int, model: str, resolution: str) -> float:
         """Seconds until a queued job at `position` is expected to be done (a rough, honest estimate)."""

@@ -19,10 +19,10 @@ from bot.catalog import Catalog, ModelSpec
 from bot.errors import InvalidInput, JobNotFound, NotAllowed, RateLimited
 from bot.jobs.images import CheckedImage, ImageLimits, check_image
 from bot.jobs.media import MediaStore
-from bot.jobs.models import Job, JobRequest, JobState
+from bot.jobs.models import Job, JobRequest, JobState, Pause, PauseScope
 from bot.jobs.ports import Progress
 from bot.jobs.quota import BudgetReport, BudgetService
-from bot.jobs.store import ChannelEdit, JobStore, StaleState
+from bot.jobs.store import ChannelEdit, JobStore, StaleState, utcnow
 from bot.jobs.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 MAX_PROMPT = 800
 MAX_NEGATIVE_PROMPT = 500
 MAX_SEED = 2_147_483_647
-PAUSE_KEY = "paused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,25 +321,57 @@ class JobService:
             [JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED]
         )
 
-    # --- owners --------------------------------------------------------------------------------------
-    async def pause(self, reason: str) -> None:
-        await self.store.set_meta(PAUSE_KEY, reason or "paused")
-        self.worker.scheduler.paused_reason = reason or "paused"
+    # --- owners: pauses ------------------------------------------------------------------------------
+    async def pause(self, reason: str, *, guild_id: int | None = None, account: str | None = None) -> Pause:
+        """Hold new submissions: everywhere, for one guild, or on one provider account. Jobs keep their place.
 
-    async def resume(self) -> None:
-        await self.store.set_meta(PAUSE_KEY, "")
-        self.worker.scheduler.paused_reason = None
-        for account in list(self.worker.scheduler.limits.paused()):
-            self.worker.resume_account(account)
+        The pause of everything and a guild's are kept across restarts; an account's lasts until resumed or
+        restarted (the provider problems that pause accounts are found again at the next submission).
+        """
+        if guild_id is not None:
+            scope, target = PauseScope.GUILD, str(guild_id)
+        elif account is not None:
+            scope, target = PauseScope.ACCOUNT, account
+        else:
+            scope, target = PauseScope.ALL, ""
+        held = Pause(scope, target, reason or "paused", utcnow())
+        if scope is not PauseScope.ACCOUNT:
+            await self.store.save_pause(held)
+        self.worker.scheduler.pause(held)
+        return held
+
+    async def resume(self, *, guild_id: int | None = None, account: str | None = None) -> None:
+        """Lift a pause. Without a scope: the pause of everything and every account's (not guilds')."""
+        scheduler = self.worker.scheduler
+        if guild_id is not None:
+            await self.store.delete_pause(PauseScope.GUILD, str(guild_id))
+            scheduler.resume(PauseScope.GUILD, str(guild_id))
+        elif account is not None:
+            scheduler.resume(PauseScope.ACCOUNT, account)
+        else:
+            await self.store.delete_pause(PauseScope.ALL, "")
+            scheduler.resume(PauseScope.ALL)
+            for paused_account in list(scheduler.limits.paused()):
+                scheduler.resume(PauseScope.ACCOUNT, paused_account)
         self.worker.wake()
 
+    def pauses(self) -> list[Pause]:
+        """Every pause in force."""
+        return self.worker.scheduler.pauses()
+
+    def pause_for(self, guild_id: int) -> Pause | None:
+        """What holds this guild's jobs, if anything (everything > every account > the guild)."""
+        return self.worker.scheduler.pause_for(guild_id)
+
     async def load_pause_state(self) -> None:
-        reason = await self.store.get_meta(PAUSE_KEY)
-        self.worker.scheduler.paused_reason = reason or None
+        """Restore the persisted pauses after a start."""
+        for held in await self.store.pauses():
+            self.worker.scheduler.pause(held)
 
     @property
     def paused(self) -> bool:
-        return self.worker.scheduler.paused_reason is not None
+        """Whether the owners paused everything."""
+        return any(p.scope is PauseScope.ALL for p in self.worker.scheduler.pauses())
 
     # --- for the Discord layer -----------------------------------------------------------------------
     # Queries and policy edits the cogs and the Discord layer need, so they touch nothing else of the domain.

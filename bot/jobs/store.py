@@ -29,6 +29,8 @@ from bot.jobs.models import (
     JobRequest,
     JobState,
     LedgerEntry,
+    Pause,
+    PauseScope,
     check_transition,
 )
 
@@ -534,6 +536,37 @@ class JobStore:
                 (key, value),
             )
 
+    # --- pauses (kept in meta: the owners' pause of everything, and each guild's) ------------------------
+    async def pauses(self) -> list[Pause]:
+        """The persisted pauses (scopes ALL and GUILD), including the pre-issue-11 global pause."""
+        found: list[Pause] = []
+        async with self._db.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'pause:%' OR key = ?", (_OLD_PAUSE_KEY,)
+        ) as cursor:
+            rows = list(await cursor.fetchall())
+        for key, value in rows:
+            if key == _OLD_PAUSE_KEY:
+                if value:  # a reason with no time: paused since an unknown moment, shown as now
+                    found.append(Pause(PauseScope.ALL, "", str(value), utcnow()))
+                continue
+            data = json.loads(value)
+            found.append(
+                Pause(PauseScope(data["scope"]), str(data["target"]), str(data["reason"]), _required_dt(data["since"]))
+            )
+        return found
+
+    async def save_pause(self, pause: Pause) -> None:
+        """Persist a pause (replacing one of the same scope and target)."""
+        value = json.dumps({"scope": pause.scope.value, "target": pause.target, "reason": pause.reason,
+                            "since": _iso(pause.since)})  # fmt: skip
+        await self.set_meta(_pause_key(pause.scope, pause.target), value)
+
+    async def delete_pause(self, scope: PauseScope, target: str) -> None:
+        """Forget a persisted pause (no error when there was none)."""
+        async with self._transaction() as db:
+            keys = (_pause_key(scope, target), _OLD_PAUSE_KEY if scope is PauseScope.ALL else "")
+            await db.execute("DELETE FROM meta WHERE key IN (?, ?)", keys)
+
     async def ping(self) -> bool:
         row = await _one(self._db, "SELECT 1")
         return row is not None
@@ -611,6 +644,13 @@ ChannelEdit = Callable[[tuple[int, ...]], tuple[int, ...]]
 _POLICY_COLUMNS = frozenset(
     {"daily_budget", "monthly_budget", "member_daily_videos", "user_queue_limit", "allowed_channels", "paused"}
 )
+
+
+_OLD_PAUSE_KEY = "paused"  # the owners' global pause before pauses had scopes: its reason only
+
+
+def _pause_key(scope: PauseScope, target: str) -> str:
+    return f"pause:{scope.value}:{target}"
 
 
 def _policy_db_value(name: str, value: Any) -> Any:

@@ -151,7 +151,8 @@ class WorkerContext:
         if job.state is JobState.QUEUED:
             position = self.scheduler.queue.positions().get(job.id)
             eta = self.scheduler.eta(position, job.model, job.resolution) if position else None
-            return Progress(position=position, eta_s=eta)
+            held = self.scheduler.pause_for(job.guild_id)
+            return Progress(position=position, eta_s=eta, paused=held.reason if held is not None else None)
         stats = self.scheduler.durations_for(job.model, job.resolution)
         started = self.started_mono.get(job.id)
         if job.state is JobState.RUNNING and started is not None:
