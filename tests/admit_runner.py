@@ -60,7 +60,7 @@ async def main(data_dir: Path, base_url: str, progress: Path, window_s: float, h
     settings = engine_settings(data_dir, base_url, **RUNNER_SETTINGS)
     services = await build_services(settings, RecordingNotifier())
     services.worker.config = replace(services.worker.config, delivery_backoff_s=0.05, reconcile_grace_s=1.0)
-    await services.start(None)
+    await services.start()
     _log(fd, "ready")
     i = 0
     try:

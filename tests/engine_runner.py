@@ -48,7 +48,7 @@ class FileNotifier:
 async def main(data_dir: Path, base_url: str, posts: Path, submit: int) -> int:
     settings = engine_settings(data_dir, base_url)
     services = await build_services(settings, FileNotifier(posts))
-    await services.start(None)
+    await services.start()
     try:
         for i in range(submit):
             await services.jobs.submit(draft(guild=1 + i % 3, user=100 + i % 7, prompt=f"scene {i}"))
