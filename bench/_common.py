@@ -32,8 +32,9 @@ import aiohttp
 from aiohttp import web
 from PIL import Image
 
-from bot.app import DiscordApp, Services, build_discord_app, build_services, point_discord_at
+from bot.app import DiscordApp, Services, build_discord_app, build_services
 from bot.catalog import DEFAULT_CATALOG
+from bot.discord_ui.client import point_discord_at
 from bot.jobs.ports import Notifier
 from bot.jobs.scheduler import DurationModel
 from bot.sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig
@@ -420,7 +421,7 @@ async def open_world(
         KF2V_DISCORD_GATEWAY=discord_emu.gateway_url,
         **overrides,
     )
-    point_discord_at(settings)
+    point_discord_at(settings.discord_api_base, settings.discord_gateway)
     app = await build_discord_app(settings)
     services, bot = app.services, app.bot
     retime_engine(services, time_scale)

@@ -466,7 +466,15 @@ async def test_stats_and_config_over_http(
     await api.get("nope")
     async with session.get(root + "/_sandbox/stats") as resp:
         stats = await resp.json()
-    assert stats["calls"] == {"create": 1, "get": 1, "cancel": 0, "list": 0, "video": 0, "upload_policy": 0, "upload": 0}
+    assert stats["calls"] == {
+        "create": 1,
+        "get": 1,
+        "cancel": 0,
+        "list": 0,
+        "video": 0,
+        "upload_policy": 0,
+        "upload": 0,
+    }
     assert stats["submissions_accepted"] == 1 and len(stats["tasks"]) == 1
     async with session.post(root + "/_sandbox/config", json={"throttle_rate": 1, "pending_s": [0, 0]}) as resp:
         assert resp.status == 200
