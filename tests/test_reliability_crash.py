@@ -122,7 +122,7 @@ async def test_kills_during_admission_writes_leave_no_orphaned_reservation(tmp_p
         # admissions exist (each interrupted one rolled back as a whole).
         store = await JobStore.open(data_dir / "kf2v.sqlite3")
         try:
-            integrity = await store._db.execute_fetchall("PRAGMA integrity_check")
+            integrity = await store.database.fetch_all("PRAGMA integrity_check")
             assert [tuple(r) for r in integrity] == [("ok",)]
             assert await _ledger_problems(store) == []
             admitted = {j.id for j in await store.all_jobs()}

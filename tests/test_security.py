@@ -309,7 +309,8 @@ async def test_sql_markdown_and_mention_payloads_are_verbatim_and_ping_nobody(tm
 
         await wait_until(done, within=30)
         jobs = [await world.job(i) for i in ids]
-        assert jobs[0].prompt == prompt and jobs[1].prompt == prompt + " FAIL_CONTENT"  # stored verbatim
+        stored = [j.request.prompt for j in jobs]
+        assert stored == [prompt, prompt + " FAIL_CONTENT"]  # stored verbatim
         assert [j.state for j in jobs] == [JobState.DELIVERED, JobState.FAILED]
         status = world.discord.message(jobs[0].status_message_id or 0)
         assert status is not None and status.embeds[0]["description"] == prompt  # shown verbatim
@@ -324,7 +325,7 @@ async def test_sql_markdown_and_mention_payloads_are_verbatim_and_ping_nobody(tm
             assert not message.mention_everyone and set(message.mentions) <= {ALICE}, message
             pings += message.mentions
         assert pings.count(ALICE) == 2  # the requester, once for the video and once for the failure
-        rows = await world.svc.store._db.execute_fetchall("SELECT COUNT(*) FROM jobs")
+        rows = await world.svc.store.database.fetch_all("SELECT COUNT(*) FROM jobs")
         assert next(iter(rows))[0] == 2  # the SQL in the prompt was only ever data
     finally:
         await close_world(world)

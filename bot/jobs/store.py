@@ -2,8 +2,10 @@
 
 The database is the source of truth. Each state change is one transaction that also writes the job's
 event row and, where money moves, its ledger row, so a process killed at any line finds a consistent
-picture. The interface is deliberately narrow (jobs, money, policies, meta) so a PostgreSQL
-implementation can follow with the same tests.
+picture. The same code runs on SQLite (the default: one file in KF2V_DATA_DIR) and PostgreSQL
+(KF2V_DATABASE_URL) through bot.jobs.db's `Database` interface; on PostgreSQL several processes share the
+store, so every read-check-write takes a lock first (a guild's advisory lock for admissions and policy
+changes, the job's row lock for transitions).
 """
 
 from __future__ import annotations
@@ -11,16 +13,28 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from bot.jobs.db import (
+    Database,
+    DatabaseSettings,
+    Dialect,
+    PostgresDatabase,
+    Row,
+    SqliteDatabase,
+    Transaction,
+    latest_version,
+    migrate,
+    open_database,
+    redact_url,
+)
+from bot.jobs.db import schema_version as read_schema_version
 from bot.jobs.models import (
     ChargeState,
     GuildPolicy,
@@ -101,7 +115,7 @@ _JOB_CONVERTERS: dict[str, Callable[[Any], Any]] = {
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 
 
-def _job(row: aiosqlite.Row) -> Job:
+def _job(row: Row) -> Job:
     return Job(**{name: _JOB_CONVERTERS.get(name, _same)(row[name]) for name in _JOB_FIELDS})
 
 
@@ -122,77 +136,76 @@ class StoreError(RuntimeError):
 
 
 class JobStore:
-    """aiosqlite implementation. One connection; writes are serialised by a lock."""
+    """The store over a `Database`: SQLite (one connection, writers serialised) or PostgreSQL (a pool)."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._write_lock = asyncio.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------------------
     @classmethod
     async def open(cls, path: Path) -> JobStore:
-        await asyncio.to_thread(_prepare_file, path)
-        db = await aiosqlite.connect(path, isolation_level=None)  # autocommit; we BEGIN explicitly
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
-        store = cls(db)
-        await store._migrate()
-        return store
+        """The SQLite store in the file `path` (created 0600 in a 0700 folder), migrated."""
+        return await cls._migrated(await SqliteDatabase.open(path))
+
+    @classmethod
+    async def open_url(cls, url: str) -> JobStore:
+        """The PostgreSQL store at `url` (postgresql://...), migrated."""
+        return await cls._migrated(await PostgresDatabase.open(url))
+
+    @classmethod
+    async def from_settings(cls, settings: DatabaseSettings) -> JobStore:
+        """PostgreSQL when KF2V_DATABASE_URL is set, else the SQLite file in KF2V_DATA_DIR; migrated."""
+        return cls(await open_database(settings))
+
+    @classmethod
+    async def _migrated(cls, db: Database) -> JobStore:
+        try:
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._db.dialect
+
+    def describe(self) -> str:
+        """Which engine and where, for operators (a URL's password is redacted)."""
+        if isinstance(self._db, SqliteDatabase):
+            return f"SQLite {self._db.path}"
+        return f"PostgreSQL {redact_url(getattr(self._db, '_url', ''))}"
 
     async def close(self) -> None:
         await self._db.close()
 
-    async def _migrate(self) -> None:
-        files = sorted(
-            (f for f in resources.files("bot.jobs.migrations").iterdir() if f.name.endswith(".sql")),
-            key=lambda f: f.name,
-        )
-        async with self._write_lock:
-            row = await _one(self._db, "PRAGMA user_version")
-            current = int(row[0]) if row else 0
-            pending = [(int(f.name.split("_", 1)[0]), f.read_text(encoding="utf-8")) for f in files]
-            pending = [(v, sql) for v, sql in pending if v > current]
-            if not pending:
-                return
-            # One transaction for all pending migrations: a crash leaves the old schema intact.
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for version, sql in pending:
-                    for statement in _split_sql(sql):
-                        await self._db.execute(statement)
-                    await self._db.execute(f"PRAGMA user_version = {version:d}")
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-
     async def schema_version(self) -> int:
-        row = await _one(self._db, "PRAGMA user_version")
-        return int(row[0]) if row else 0
+        return await read_schema_version(self._db)
+
+    def latest_schema_version(self) -> int:
+        """The newest migration this code ships for the store's engine."""
+        return latest_version(self._db.dialect)
 
     async def backup_to(self, target: Path) -> None:
-        """Online, consistent copy through SQLite's backup API."""
+        """Online, consistent copy through SQLite's backup API (SQLite only: PostgreSQL has pg_dump)."""
+        if not isinstance(self._db, SqliteDatabase):
+            raise StoreError(BACKUP_ON_POSTGRESQL)
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-        dest = await aiosqlite.connect(target)
+        # A second connection: its one-step backup reads one snapshot of the WAL file while the store's own
+        # connection goes on writing.
+        source = await aiosqlite.connect(self._db.path)
         try:
-            async with self._write_lock:
-                await self._db.backup(dest)
+            dest = await aiosqlite.connect(target)
+            try:
+                await source.backup(dest)
+            finally:
+                await dest.close()
         finally:
-            await dest.close()
+            await source.close()
         await asyncio.to_thread(os.chmod, target, 0o600)
 
     # --- jobs ----------------------------------------------------------------------------------------
@@ -209,54 +222,69 @@ class JobStore:
         """Reserve the cost and insert the job in one transaction.
 
         `admit` sees the guild's usage as of inside the transaction and raises to refuse; because the
-        transaction holds the write lock, concurrent requests are admitted one after the other and a
-        budget can never be over-committed.
+        transaction holds the guild's lock (on SQLite: the file's write lock), concurrent requests, from
+        this process or another, are admitted one after the other and a budget can never be over-committed.
         """
         now = now or utcnow()
-        async with self._transaction() as db:
-            policy, usage = await self._policy_and_usage(
-                db, request.guild_id, request.user_id, period_day, period_month
-            )
-            admit(usage, policy)
-            # The next queue_seq is computed inside the INSERT (indexed since 0002): one trip, not two.
-            inserted = await db.execute_fetchall(
-                """INSERT INTO jobs (guild_id, channel_id, user_id, locale, model, resolution, prompt,
-                       negative_prompt, seed, prompt_extend, template, first_frame, last_frame, parent_job_id,
-                       state, queue_seq, cost_reserved, charge_state, period_day, period_month,
-                       created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                           (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?)
-                   RETURNING *""",
-                (
-                    request.guild_id,
-                    request.channel_id,
-                    request.user_id,
-                    request.locale,
-                    request.model,
-                    request.resolution,
-                    request.prompt,
-                    request.negative_prompt,
-                    request.seed,
-                    int(request.prompt_extend),
-                    request.template,
-                    request.first_frame,
-                    request.last_frame,
-                    request.parent_job_id,
-                    JobState.QUEUED.value,
-                    cost,
-                    ChargeState.RESERVED.value,
-                    period_day,
-                    period_month,
-                    _iso(now),
-                    _iso(now),
-                ),
-            )
-            rows = list(inserted)
-            if not rows:
-                raise StoreError("insert returned no row")
-            job = _job(rows[0])  # the row as inserted: the event and ledger rows below do not change it
-            await self._event(db, job.id, JobState.QUEUED, now)
-            await self._ledger(db, job.id, request.guild_id, "reserve", cost, now)
+        return await self._db.run_in_transaction(lambda tx: self._admit(tx, request, cost, period_day,
+                                                                         period_month, admit, now))  # fmt: skip
+
+    async def _admit(
+        self,
+        db: Transaction,
+        request: JobRequest,
+        cost: int,
+        period_day: str,
+        period_month: str,
+        admit: Callable[[GuildUsage, GuildPolicy], None],
+        now: datetime,
+    ) -> Job:
+        # First thing: READ COMMITTED reads after the lock see every admission committed before it.
+        await db.lock(_guild_lock(request.guild_id))
+        policy, usage = await self._policy_and_usage(db, request.guild_id, request.user_id, period_day, period_month)
+        admit(usage, policy)
+        # The next queue_seq is computed inside the INSERT (indexed since 0002): one trip, not two.
+        # Admissions into other guilds hold other guild locks, so this second key (always taken after
+        # the guild's: no deadlock) keeps MAX + 1 unique on PostgreSQL, and only for the insert's tail.
+        await db.lock(_QUEUE_SEQ_LOCK)
+        inserted = await db.fetch_all(
+            """INSERT INTO jobs (guild_id, channel_id, user_id, locale, model, resolution, prompt,
+                   negative_prompt, seed, prompt_extend, template, first_frame, last_frame, parent_job_id,
+                   state, queue_seq, cost_reserved, charge_state, period_day, period_month,
+                   created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                       (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?)
+               RETURNING *""",
+            (
+                request.guild_id,
+                request.channel_id,
+                request.user_id,
+                request.locale,
+                request.model,
+                request.resolution,
+                request.prompt,
+                request.negative_prompt,
+                request.seed,
+                int(request.prompt_extend),
+                request.template,
+                request.first_frame,
+                request.last_frame,
+                request.parent_job_id,
+                JobState.QUEUED.value,
+                cost,
+                ChargeState.RESERVED.value,
+                period_day,
+                period_month,
+                _iso(now),
+                _iso(now),
+            ),
+        )
+        rows = list(inserted)
+        if not rows:
+            raise StoreError("insert returned no row")
+        job = _job(rows[0])  # the row as inserted: the event and ledger rows below do not change it
+        await self._event(db, job.id, JobState.QUEUED, now)
+        await self._ledger(db, job.id, request.guild_id, "reserve", cost, now)
         return job
 
     async def get(self, job_id: int) -> Job | None:
@@ -284,10 +312,13 @@ class JobStore:
         bad = set(fields) - UPDATABLE_FIELDS
         if bad:
             raise StoreError(f"not updatable: {sorted(bad)}")
-        async with self._transaction() as db:
-            job = await self._get(db, job_id)
-            if job is None:
+        async with self._db.transaction() as db:
+            # The row stays locked until commit: another process's transition of this job waits, then
+            # sees this one's outcome (and its `expect` fails as it should).
+            locked = await db.lock_rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+            if not locked:
                 raise StoreError(f"job {job_id} does not exist")
+            job = _job(locked[0])
             if expect is not None:
                 allowed = {expect} if isinstance(expect, JobState) else set(expect)
                 if job.state not in allowed:
@@ -320,7 +351,7 @@ class JobStore:
         bad = set(fields) - UPDATABLE_FIELDS
         if bad:
             raise StoreError(f"not updatable: {sorted(bad)}")
-        async with self._transaction() as db:
+        async with self._db.transaction() as db:
             values = {k: _db_value(v) for k, v in fields.items()}
             values["updated_at"] = _iso(utcnow())
             await self._update(db, job_id, values)
@@ -336,21 +367,21 @@ class JobStore:
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
         wanted = [s.value for s in states]
         marks = ",".join("?" * len(wanted))
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetch_all(
             f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY queue_seq",  # noqa: S608 - placeholders only
             wanted,
         )
         return [_job(r) for r in rows]
 
     async def jobs_for_user(self, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetch_all(
             "SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
             (guild_id, user_id, limit),
         )
         return [_job(r) for r in rows]
 
     async def all_jobs(self) -> list[Job]:
-        rows = await self._db.execute_fetchall("SELECT * FROM jobs ORDER BY id")
+        rows = await self._db.fetch_all("SELECT * FROM jobs ORDER BY id")
         return [_job(r) for r in rows]
 
     async def task_id_known(self, task_id: str) -> bool:
@@ -359,8 +390,7 @@ class JobStore:
 
     async def task_owner(self, task_id: str) -> tuple[int, str | None] | None:
         """(job id, account) of the job that has or had this provider task, None if no job ever had it."""
-        row = await _one(
-            self._db,
+        row = await self._db.fetch_one(
             """SELECT j.id, j.account FROM job_tasks AS t JOIN jobs AS j ON j.id = t.job_id WHERE t.task_id = ?
                UNION ALL SELECT id, account FROM jobs WHERE task_id = ? LIMIT 1""",
             (task_id, task_id),
@@ -369,17 +399,17 @@ class JobStore:
 
     async def provider_tasks_used(self, job_id: int) -> int:
         """How many provider tasks this job has had (a resubmission after a temporary failure adds one)."""
-        row = await _one(self._db, "SELECT COUNT(*) FROM job_tasks WHERE job_id = ?", (job_id,))
+        row = await self._db.fetch_one("SELECT COUNT(*) FROM job_tasks WHERE job_id = ?", (job_id,))
         return int(row[0]) if row else 0
 
     # --- provider accounts ---------------------------------------------------------------------------
     async def api_key_id(self, account: str) -> str | None:
         """The api_key_id the provider's task list shows on this account's tasks, once learned."""
-        row = await _one(self._db, "SELECT api_key_id FROM provider_keys WHERE account = ?", (account,))
+        row = await self._db.fetch_one("SELECT api_key_id FROM provider_keys WHERE account = ?", (account,))
         return str(row[0]) if row else None
 
     async def save_api_key_id(self, account: str, api_key_id: str, now: datetime | None = None) -> None:
-        async with self._transaction() as db:
+        async with self._db.transaction() as db:
             await db.execute(
                 """INSERT INTO provider_keys (account, api_key_id, learned_at) VALUES (?, ?, ?)
                    ON CONFLICT (account) DO UPDATE SET api_key_id = excluded.api_key_id,
@@ -388,12 +418,12 @@ class JobStore:
             )
 
     async def count_by_state(self) -> dict[JobState, int]:
-        rows = await self._db.execute_fetchall("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        rows = await self._db.fetch_all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {JobState(r[0]): int(r[1]) for r in rows}
 
     async def recent_durations(self, model: str, resolution: str, limit: int = 50) -> list[tuple[float, float]]:
         """(queued-at-provider seconds, running seconds) of the latest finished jobs of this tier."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetch_all(
             """SELECT submitted_at, started_at, finished_at FROM jobs
                WHERE model = ? AND resolution = ? AND state IN ('succeeded', 'delivered')
                  AND submitted_at IS NOT NULL AND started_at IS NOT NULL AND finished_at IS NOT NULL
@@ -408,7 +438,7 @@ class JobStore:
 
     async def recent_submissions(self, since: datetime) -> list[tuple[str, str, datetime]]:
         """(account, model, submitted_at) of submissions since `since`: the rate limiter's memory."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetch_all(
             """SELECT account, model, submitted_at FROM jobs
                WHERE submitted_at IS NOT NULL AND submitted_at >= ? AND account IS NOT NULL""",
             (_iso(since),),
@@ -417,7 +447,7 @@ class JobStore:
 
     async def jobs_with_media_before(self, before: datetime) -> list[Job]:
         """Final jobs finished before `before` that still reference a stored video."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetch_all(
             """SELECT * FROM jobs WHERE state IN ('delivered', 'failed', 'canceled')
                AND finished_at IS NOT NULL AND finished_at < ? AND video_path IS NOT NULL""",
             (_iso(before),),
@@ -426,7 +456,7 @@ class JobStore:
 
     async def frames_in_use(self, finished_after: datetime) -> set[str]:
         """Frames referenced by unfinished jobs or by jobs finished after the cut-off (regenerate needs them)."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetch_all(
             """SELECT first_frame, last_frame FROM jobs
                WHERE state NOT IN ('delivered', 'failed', 'canceled') OR finished_at IS NULL OR finished_at >= ?""",
             (_iso(finished_after),),
@@ -444,9 +474,9 @@ class JobStore:
 
     async def ledger(self, guild_id: int | None = None) -> list[LedgerEntry]:
         if guild_id is None:
-            rows = await self._db.execute_fetchall("SELECT * FROM ledger ORDER BY id")
+            rows = await self._db.fetch_all("SELECT * FROM ledger ORDER BY id")
         else:
-            rows = await self._db.execute_fetchall("SELECT * FROM ledger WHERE guild_id = ? ORDER BY id", (guild_id,))
+            rows = await self._db.fetch_all("SELECT * FROM ledger WHERE guild_id = ? ORDER BY id", (guild_id,))
         return [
             LedgerEntry(r["id"], r["job_id"], r["guild_id"], r["kind"], r["amount"], _required_dt(r["at"]))
             for r in rows
@@ -454,7 +484,7 @@ class JobStore:
 
     async def top_spenders(self, guild_id: int, period_month: str, limit: int = 5) -> list[tuple[int, int, int]]:
         """(user_id, videos, milli-CNY counted) this month, biggest first."""
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetch_all(
             """SELECT user_id, COUNT(*),
                       SUM(CASE charge_state WHEN 'settled' THEN cost_settled
                                             WHEN 'reserved' THEN cost_reserved ELSE 0 END) AS used
@@ -465,7 +495,7 @@ class JobStore:
         return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
 
     async def spend_by_guild(self) -> dict[int, int]:
-        rows = await self._db.execute_fetchall(
+        rows = await self._db.fetch_all(
             "SELECT guild_id, SUM(cost_settled) FROM jobs WHERE charge_state = 'settled' GROUP BY guild_id"
         )
         return {int(r[0]): int(r[1]) for r in rows}
@@ -510,7 +540,8 @@ class JobStore:
         unknown = set(columns) - _POLICY_COLUMNS
         if unknown:
             raise ValueError(f"not guild policy columns: {sorted(unknown)}")
-        async with self._transaction() as db:
+        async with self._db.transaction() as db:
+            await db.lock(_guild_lock(guild_id))  # the admissions' key: a change never lands mid-admission
             await db.execute("INSERT INTO guild_policies (guild_id) VALUES (?) ON CONFLICT DO NOTHING", (guild_id,))
             if edit_channels is not None:
                 columns["allowed_channels"] = edit_channels((await self._policy(db, guild_id)).allowed_channels)
@@ -526,11 +557,11 @@ class JobStore:
 
     # --- meta ----------------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
-        row = await _one(self._db, "SELECT value FROM meta WHERE key = ?", (key,))
+        row = await self._db.fetch_one("SELECT value FROM meta WHERE key = ?", (key,))
         return str(row[0]) if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
-        async with self._transaction() as db:
+        async with self._db.transaction() as db:
             await db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
@@ -540,10 +571,9 @@ class JobStore:
     async def pauses(self) -> list[Pause]:
         """The persisted pauses (scopes ALL and GUILD), including the pre-issue-11 global pause."""
         found: list[Pause] = []
-        async with self._db.execute(
+        rows = await self._db.fetch_all(
             "SELECT key, value FROM meta WHERE key LIKE 'pause:%' OR key = ?", (_OLD_PAUSE_KEY,)
-        ) as cursor:
-            rows = list(await cursor.fetchall())
+        )
         for key, value in rows:
             if key == _OLD_PAUSE_KEY:
                 if value:  # a reason with no time: paused since an unknown moment, shown as now
@@ -563,35 +593,35 @@ class JobStore:
 
     async def delete_pause(self, scope: PauseScope, target: str) -> None:
         """Forget a persisted pause (no error when there was none)."""
-        async with self._transaction() as db:
+        async with self._db.transaction() as db:
             keys = (_pause_key(scope, target), _OLD_PAUSE_KEY if scope is PauseScope.ALL else "")
             await db.execute("DELETE FROM meta WHERE key IN (?, ?)", keys)
 
     async def ping(self) -> bool:
-        row = await _one(self._db, "SELECT 1")
+        row = await self._db.fetch_one("SELECT 1")
         return row is not None
 
     # --- internals -----------------------------------------------------------------------------------
     @staticmethod
-    async def _get(db: aiosqlite.Connection, job_id: int) -> Job | None:
-        row = await _one(db, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+    async def _get(db: Transaction | Database, job_id: int) -> Job | None:
+        row = await db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return _job(row) if row else None
 
     @staticmethod
-    async def _update(db: aiosqlite.Connection, job_id: int, values: dict[str, Any]) -> None:
+    async def _update(db: Transaction | Database, job_id: int, values: dict[str, Any]) -> None:
         # Column names come from UPDATABLE_FIELDS or this module, never from users.
         assignments = ", ".join(f"{name} = ?" for name in values)
         await db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))  # noqa: S608
         task_id = values.get("task_id")
         if task_id is not None:  # remembered for good, even after a resubmission clears jobs.task_id
             await db.execute(
-                "INSERT OR IGNORE INTO job_tasks (task_id, job_id, at) VALUES (?, ?, ?)",
+                "INSERT INTO job_tasks (task_id, job_id, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 (task_id, job_id, values.get("updated_at") or _iso(utcnow())),
             )
 
     @staticmethod
     async def _event(
-        db: aiosqlite.Connection, job_id: int, state: JobState, now: datetime, detail: str | None = None
+        db: Transaction | Database, job_id: int, state: JobState, now: datetime, detail: str | None = None
     ) -> None:
         await db.execute(
             "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, ?, ?, ?)",
@@ -600,7 +630,7 @@ class JobStore:
 
     @staticmethod
     async def _ledger(
-        db: aiosqlite.Connection, job_id: int, guild_id: int, kind: str, amount: int, now: datetime
+        db: Transaction | Database, job_id: int, guild_id: int, kind: str, amount: int, now: datetime
     ) -> None:
         await db.execute(
             "INSERT INTO ledger (job_id, guild_id, kind, amount, at) VALUES (?, ?, ?, ?, ?)",
@@ -608,25 +638,25 @@ class JobStore:
         )
 
     @staticmethod
-    async def _policy(db: aiosqlite.Connection, guild_id: int) -> GuildPolicy:
-        row = await _one(db, "SELECT * FROM guild_policies WHERE guild_id = ?", (guild_id,))
+    async def _policy(db: Transaction | Database, guild_id: int) -> GuildPolicy:
+        row = await db.fetch_one("SELECT * FROM guild_policies WHERE guild_id = ?", (guild_id,))
         return _policy_from(guild_id, row)
 
     @staticmethod
     async def _usage(
-        db: aiosqlite.Connection, guild_id: int, user_id: int, period_day: str, period_month: str
+        db: Transaction | Database, guild_id: int, user_id: int, period_day: str, period_month: str
     ) -> GuildUsage:
         _, usage = await JobStore._policy_and_usage(db, guild_id, user_id, period_day, period_month)
         return usage
 
     @staticmethod
     async def _policy_and_usage(
-        db: aiosqlite.Connection, guild_id: int, user_id: int, period_day: str, period_month: str
+        db: Transaction | Database, guild_id: int, user_id: int, period_day: str, period_month: str
     ) -> tuple[GuildPolicy, GuildUsage]:
         """The guild's policy and usage in one statement: one trip to the database thread instead of four
         (admission runs this inside its transaction, under the write lock)."""
         params = (guild_id, period_day, guild_id, period_month, period_day, guild_id, user_id, guild_id)
-        row = await _one(db, _POLICY_AND_USAGE_SQL, params)
+        row = await db.fetch_one(_POLICY_AND_USAGE_SQL, params)
         assert row is not None
         usage = GuildUsage(
             spent_day=int(row["spent_day"]),
@@ -646,6 +676,17 @@ _POLICY_COLUMNS = frozenset(
 )
 
 
+_QUEUE_SEQ_LOCK = "queue_seq"
+BACKUP_ON_POSTGRESQL = (
+    "kf2v-bot backup copies the SQLite file only; with KF2V_DATABASE_URL set, back PostgreSQL up with "
+    "pg_dump (e.g. pg_dump -Fc -f kf2v.dump <database>) and keep the media volume alongside"
+)
+
+
+def _guild_lock(guild_id: int) -> str:
+    return f"guild:{guild_id}"
+
+
 _OLD_PAUSE_KEY = "paused"  # the owners' global pause before pauses had scopes: its reason only
 
 
@@ -661,7 +702,7 @@ def _policy_db_value(name: str, value: Any) -> Any:
     return value
 
 
-def _policy_from(guild_id: int, row: aiosqlite.Row | None) -> GuildPolicy:
+def _policy_from(guild_id: int, row: Row | None) -> GuildPolicy:
     """A guild_policies row (or the same columns of a join); None: the defaults apply."""
     if row is None:
         return GuildPolicy(guild_id=guild_id)
@@ -702,27 +743,6 @@ class StaleState(Exception):
     def __init__(self, job: Job) -> None:
         super().__init__(f"job {job.id} is {job.state}")
         self.job = job
-
-
-async def _one(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-    """First row of a query, executed and fetched in one step so no other coroutine's statement can
-    interleave between the two on the shared connection."""
-    rows = list(await db.execute_fetchall(sql, params))
-    return rows[0] if rows else None
-
-
-def _prepare_file(path: Path) -> None:
-    """Create the folder and an empty database file readable by the owner only (prompts are private)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
-
-
-def _split_sql(script: str) -> Sequence[str]:
-    """Split a migration file into statements (the files hold no triggers or string semicolons)."""
-    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 __all__ = ["JobStore", "StaleState", "StoreError", "utcnow"]
