@@ -1,4 +1,4 @@
-"""Command line: `kf2v-bot run | demo | sandbox | check | backup` (also `python -m bot`)."""
+"""Command line: `kf2v-bot run | demo | sandbox | check | backup | migrate-db` (also `python -m bot`)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
 
     backup = sub.add_parser("backup", help="online, consistent copy of the database")
     backup.add_argument("path", help="where to write the copy")
+
+    migrate_db = sub.add_parser(
+        "migrate-db", help="copy the (stopped) bot's SQLite database into an empty PostgreSQL database"
+    )
+    migrate_db.add_argument("--to", required=True, metavar="postgresql://…", help="the target database's URL")
     return parser
 
 
@@ -75,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.ops import run_backup
 
             return asyncio.run(run_backup(settings, args.path))
+        if args.command == "migrate-db":
+            from bot.jobs.db.copy import run_migrate_db
+
+            status, line = run_migrate_db(settings.database_path, args.to)
+            print(line, file=sys.stderr if status else sys.stdout)
+            return status
     except SettingsError as exc:
         print(f"kf2v-bot: {exc}", file=sys.stderr)
         return EXIT_CONFIG
