@@ -59,6 +59,7 @@ class Probe:
         self.held: list[discord.Interaction] = []
         self.filesize_limits: list[int] = []
         self.seen: list[tuple[str, str | None, bool, bool]] = []
+        self.targets: list[discord.Message] = []
 
 
 class PanelView(discord.ui.View):
@@ -80,6 +81,57 @@ class PanelView(discord.ui.View):
     async def size(self, interaction: discord.Interaction, select: discord.ui.Select[PanelView]) -> None:
         await interaction.response.defer()  # a component deferral: type 6, "deferred update"
         await interaction.edit_original_response(content=f"size {select.values[0]}")
+
+    @discord.ui.button(label="Edit", custom_id="emu:edit")
+    async def edit(self, interaction: discord.Interaction, button: discord.ui.Button[PanelView]) -> None:
+        current = interaction.message.content if interaction.message is not None else ""
+        await interaction.response.send_modal(EditModal(current))
+
+
+class EditModal(discord.ui.Modal, title="Edit the panel"):
+    """Opened from a button; its submit updates the panel message (type 7 from a modal submit)."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__(custom_id="emu:edit-modal")
+        self.text: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            custom_id="emu:text", default=current, max_length=50
+        )
+        self.add_item(discord.ui.Label(text="Panel text", component=self.text))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await interaction.response.edit_message(content=self.text.value)
+
+
+class InspectModal(discord.ui.Modal, title="Inspect"):
+    """Opened from the message command: a Label-wrapped text input (pre-filled) and a Label-wrapped select."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(custom_id="emu:inspect")
+        self.names = names
+        self.prompt: discord.ui.TextInput[InspectModal] = discord.ui.TextInput(
+            custom_id="emu:prompt", default="a cat", max_length=100, style=discord.TextStyle.paragraph
+        )
+        self.size: discord.ui.Select[InspectModal] = discord.ui.Select(
+            custom_id="emu:size-pick",
+            options=[discord.SelectOption(label="480P"), discord.SelectOption(label="720P", default=True)],
+        )
+        self.add_item(discord.ui.Label(text="Prompt", component=self.prompt))
+        self.add_item(discord.ui.Label(text="Resolution", description="Output size", component=self.size))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        names = ",".join(self.names)
+        await interaction.response.send_message(f"{self.prompt.value} @ {self.size.values[0]} on {names}")
+
+
+class EmuTranslator(app_commands.Translator):
+    """Localises the message command's name for zh-CN, as the bot's catalog does."""
+
+    async def translate(
+        self, string: app_commands.locale_str, locale: discord.Locale, context: app_commands.TranslationContextTypes
+    ) -> str | None:
+        if locale is discord.Locale.chinese and string.message == "Inspect image":
+            return "检查图片"
+        return None
 
 
 class JobButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=r"emu:job:(?P<job>[0-9]+)"):
@@ -110,6 +162,7 @@ class EmuBot(commands.Bot):
         self.sync_guild = sync_guild
 
     async def setup_hook(self) -> None:
+        await self.tree.set_translator(EmuTranslator())
         build_commands(self)
         self.add_view(PanelView(self.probe))
         self.add_dynamic_items(JobButton)
@@ -140,6 +193,14 @@ def build_commands(bot: EmuBot) -> None:
         await status.edit(content="done")
         await interaction.followup.send("all done", ephemeral=True)
 
+    @bot.tree.context_menu(name=app_commands.locale_str("Inspect image"))
+    async def inspect(interaction: discord.Interaction, message: discord.Message) -> None:
+        probe.targets.append(message)
+        if not message.attachments:
+            await interaction.response.send_message("no attachments", ephemeral=True)
+            return
+        await interaction.response.send_modal(InspectModal([a.filename for a in message.attachments]))
+
     tools = app_commands.Group(name="tools", description="Tools")
 
     @tools.command(name="panel", description="Post a panel with buttons")
@@ -151,6 +212,10 @@ def build_commands(bot: EmuBot) -> None:
     @tools.command(name="hold", description="Answer and keep the interaction for later")
     async def hold(interaction: discord.Interaction, ephemeral: bool = False) -> None:
         await interaction.response.send_message("holding", ephemeral=ephemeral)
+        probe.held.append(interaction)
+
+    @tools.command(name="ignore", description="Keep the interaction unanswered (the test answers it raw)")
+    async def ignore(interaction: discord.Interaction) -> None:
         probe.held.append(interaction)
 
     @tools.command(name="slow", description="Answer too late")
@@ -236,11 +301,14 @@ async def test_tree_sync_reaches_emulator(emu: DiscordEmulator, monkeypatch: pyt
         sync = emu.syncs[0]
         assert sync.guild_id == guild_id
         by_name = {c["name"]: c for c in sync.commands}
-        assert set(by_name) == {"echo", "tools"}
+        assert set(by_name) == {"echo", "tools", "Inspect image"}
+        menu = by_name["Inspect image"]
+        assert menu["type"] == 3 and "description" not in menu
+        assert menu["name_localizations"] == {"zh-CN": "检查图片"}
         assert [(o["name"], o["type"]) for o in by_name["echo"]["options"]] == [("image", 11), ("text", 3)]
-        assert {o["name"] for o in by_name["tools"]["options"]} == {"panel", "hold", "slow"}
+        assert {o["name"] for o in by_name["tools"]["options"]} == {"panel", "hold", "ignore", "slow"}
         fetched = await bot.tree.fetch_commands(guild=discord.Object(guild_id))
-        assert {c.name for c in fetched} == {"echo", "tools"}
+        assert {c.name for c in fetched} == {"echo", "tools", "Inspect image"}
         # a second sync keeps the command ids, as Discord does
         again = await bot.tree.sync(guild=discord.Object(guild_id))
         assert {c.id for c in again} == {c.id for c in fetched}
@@ -296,7 +364,7 @@ async def test_buttons_reach_the_bot(emu: DiscordEmulator, monkeypatch: pytest.M
         record = await emu.run_command(guild_id, channel_id, USER_ID, "tools", subcommand="panel")
         await record.wait_response()
         panel = record.original_message
-        assert panel is not None and panel.custom_ids() == ["emu:ping", "emu:job:42", "emu:size"]
+        assert panel is not None and panel.custom_ids() == ["emu:ping", "emu:edit", "emu:job:42", "emu:size"]
 
         press = await emu.press_button(panel.id, "emu:ping", OTHER_USER_ID)
         await press.wait_response()
@@ -675,3 +743,178 @@ async def test_raw_gateway_rejects_a_wrong_token() -> None:
         await ws.send_json({"op": 2, "d": {"token": "wrong", "intents": 1, "properties": {}}})
         closed = await ws.receive(timeout=5)
         assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 4004
+
+
+# ---------------------------------------------------------------- modals and message commands
+
+
+async def test_modal_from_a_button_updates_the_message(emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    guild_id, channel_id = world(emu)
+    async with running_bot(emu, monkeypatch, guild_id) as bot:
+        record = await emu.run_command(guild_id, channel_id, USER_ID, "tools", subcommand="panel")
+        await record.wait_response()
+        panel = record.original_message
+        assert panel is not None
+        press = await emu.press_button(panel.id, "emu:edit", OTHER_USER_ID)
+        modal = await press.wait_modal()
+        # discord.py 2.7 sends Label-wrapped inputs (component type 18), the text input pre-filled
+        assert modal["custom_id"] == "emu:edit-modal" and modal["title"] == "Edit the panel"
+        [label] = modal["components"]
+        assert label["type"] == 18 and label["label"] == "Panel text"
+        assert label["component"]["type"] == 4 and label["component"]["value"] == "panel"
+        assert press.original_message is None  # a modal is no message
+
+        with pytest.raises(ValueError, match="length 51 outside"):
+            await emu.submit_modal(press, {"emu:text": "x" * 51})
+        with pytest.raises(ValueError, match="no inputs"):
+            await emu.submit_modal(press, {"emu:nope": "x"})
+        submit = await emu.submit_modal(press, {"emu:text": "renamed"})
+        assert submit.type == 5 and submit.user_id == OTHER_USER_ID and submit.parent_id == press.id
+        data = submit.payload["data"]
+        assert data["custom_id"] == "emu:edit-modal"
+        assert data["components"][0]["component"] == {
+            "type": 4,
+            "id": label["component"].get("id"),
+            "custom_id": "emu:text",
+            "value": "renamed",
+        }
+        assert submit.payload["message"]["id"] == str(panel.id)  # submitted from a component: the message rides along
+        assert (await submit.wait_response()).type == 7
+        assert panel.content == "renamed" and submit.original_message is panel
+        with pytest.raises(ValueError, match="already submitted"):
+            await emu.submit_modal(press, {"emu:text": "again"})
+        assert bot.probe.errors == []
+
+
+async def test_message_command_with_a_localised_name_and_a_modal(
+    emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    guild_id, channel_id = world(emu)
+    async with running_bot(emu, monkeypatch, guild_id) as bot:
+        files = [
+            ("a.png", PNG, "image/png"),
+            ("b.png", make_png(8, 6), "image/png"),
+            ("notes.txt", b"hi", "text/plain"),
+        ]
+        target = emu.post_message(channel_id, USER_ID, "two frames", attachments=files)
+        assert target.author_id == USER_ID and [a.filename for a in target.attachments] == [
+            "a.png",
+            "b.png",
+            "notes.txt",
+        ]
+
+        with pytest.raises(CommandNotSyncedError):
+            await emu.run_message_command(guild_id, channel_id, USER_ID, "Animate", target.id)
+        # the user sees (and picks) the zh-CN name; Discord sends the default name
+        record = await emu.run_message_command(
+            guild_id, channel_id, OTHER_USER_ID, "检查图片", target.id, locale="zh-CN"
+        )
+        data = record.payload["data"]
+        assert record.type == 2 and record.command_type == 3 and record.name == "Inspect image"
+        assert data["type"] == 3 and data["name"] == "Inspect image" and data["target_id"] == str(target.id)
+        resolved = data["resolved"]["messages"][str(target.id)]
+        assert [a["filename"] for a in resolved["attachments"]] == ["a.png", "b.png", "notes.txt"]
+        assert resolved["attachments"][1]["width"] == 8 and resolved["author"]["id"] == str(USER_ID)
+
+        modal = await record.wait_modal()
+        assert [c["type"] for c in modal["components"]] == [18, 18]
+        assert modal["components"][1]["description"] == "Output size"
+        seen = bot.probe.targets[-1]
+        assert seen.id == target.id and [a.content_type for a in seen.attachments][:2] == ["image/png", "image/png"]
+
+        with pytest.raises(ValueError, match="option values"):
+            await emu.submit_modal(record, {"emu:size-pick": ["4K"]})
+        with pytest.raises(ValueError, match="length 0 outside"):
+            await emu.submit_modal(record, {"emu:prompt": ""})  # required by default
+        submit = await emu.submit_modal(record, {"emu:size-pick": ["480P"]})  # the prompt keeps its pre-filled text
+        await submit.wait_response()
+        reply = submit.original_message
+        assert reply is not None and reply.content == "a cat @ 480P on a.png,b.png,notes.txt"
+        assert reply.channel_id == channel_id and "message" not in submit.payload
+
+        # a message without attachments: the bot answers privately
+        bare = emu.post_message(channel_id, USER_ID, "words only")
+        refused = await emu.run_message_command(guild_id, channel_id, USER_ID, "Inspect image", bare.id)
+        await refused.wait_response()
+        assert refused.ephemeral_text == "no attachments"
+        assert refused.original_message is not None and refused.original_message.type == 23  # context menu reply
+        with pytest.raises(ValueError, match="not a visible message"):
+            await emu.run_message_command(guild_id, channel_id, USER_ID, "Inspect image", reply.id + 10**6)
+        assert bot.probe.errors == []
+
+
+async def _callback(http: aiohttp.ClientSession, emu: DiscordEmulator, record: Any, body: dict[str, Any]) -> Any:
+    url = f"{emu.api_base}/interactions/{record.id}/{record.token}/callback"
+    async with http.post(url, json=body) as resp:
+        return resp.status, (await resp.json() if resp.status != 204 else None)
+
+
+def _text_modal(count: int = 1, value: str = "v", max_length: int | None = None) -> dict[str, Any]:
+    def label(i: int) -> dict[str, Any]:
+        text_input: dict[str, Any] = {"type": 4, "custom_id": f"t{i}", "style": 1, "value": value}
+        if max_length is not None:
+            text_input["max_length"] = max_length
+        return {"type": 18, "label": f"Field {i}", "component": text_input}
+
+    return {"type": 9, "data": {"custom_id": "m", "title": "Form", "components": [label(i) for i in range(count)]}}
+
+
+async def test_modal_rules_discord_enforces(emu: DiscordEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    guild_id, channel_id = world(emu)
+    async with running_bot(emu, monkeypatch, guild_id), aiohttp.ClientSession() as http:
+
+        async def unanswered() -> Any:
+            return await emu.run_command(guild_id, channel_id, USER_ID, "tools", subcommand="ignore")
+
+        record = await unanswered()
+        status, body = await _callback(http, emu, record, _text_modal(count=6))
+        assert status == 400 and body["code"] == 50035 and "components" in body["errors"]["data"]
+        status, body = await _callback(http, emu, record, _text_modal(value="x" * 4001))
+        assert status == 400 and "value" in body["errors"]["data"]["components"]["0"]["component"]
+        status, body = await _callback(http, emu, record, _text_modal(value="x" * 11, max_length=10))
+        assert status == 400 and body["code"] == 50035
+        too_long_title = _text_modal()
+        too_long_title["data"]["title"] = "t" * 46
+        status, body = await _callback(http, emu, record, too_long_title)
+        assert status == 400 and "title" in body["errors"]["data"]
+        assert not record.acknowledged  # refused modals are no response
+        # after a deferral a modal is a second response
+        assert (await _callback(http, emu, record, {"type": 5}))[0] == 204
+        status, body = await _callback(http, emu, record, _text_modal())
+        assert status == 400 and body["code"] == 40060
+
+        # a modal submit cannot answer with another modal
+        opener = await unanswered()
+        assert (await _callback(http, emu, opener, _text_modal(count=5)))[0] == 204
+        submit = await emu.submit_modal(opener, {"t0": "filled"})
+        assert [c["component"]["value"] for c in submit.payload["data"]["components"]] == ["filled"] + ["v"] * 4
+        status, body = await _callback(http, emu, submit, _text_modal())
+        assert status == 400 and body["code"] == 50035 and "type" in body["errors"]
+        assert (await _callback(http, emu, submit, {"type": 4, "data": {"content": "thanks"}}))[0] == 204
+        assert submit.last_text == "thanks"
+
+
+async def test_modal_after_the_deadline_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with DiscordEmulator(interaction_response_deadline=0.1) as emu:
+        guild_id, channel_id = world(emu)
+        async with running_bot(emu, monkeypatch, guild_id), aiohttp.ClientSession() as http:
+            record = await emu.run_command(guild_id, channel_id, USER_ID, "tools", subcommand="ignore")
+            await asyncio.sleep(0.2)
+            status, body = await _callback(http, emu, record, _text_modal())
+            assert status == 404 and body["code"] == 10062
+            with pytest.raises(ValueError, match="did not answer with a modal"):
+                await emu.submit_modal(record)
+
+
+async def test_message_command_limits_at_sync(emu: DiscordEmulator) -> None:
+    guild_id, _ = world(emu)
+    headers = {"Authorization": f"Bot {emu.bot_token}"}
+    url = f"{emu.api_base}/applications/{emu.application_id}/guilds/{guild_id}/commands"
+    menus = [{"name": f"Menu {i}", "type": 3} for i in range(6)]
+    async with aiohttp.ClientSession() as http:
+        async with http.put(url, json=menus, headers=headers) as resp:
+            assert resp.status == 400 and (await resp.json())["code"] == 50035
+        async with http.put(url, json=[{"name": "x" * 33, "type": 3}], headers=headers) as resp:
+            assert resp.status == 400 and "name" in (await resp.json())["errors"]["0"]
+        async with http.put(url, json=menus[:5], headers=headers) as resp:
+            assert resp.status == 200 and [c["type"] for c in await resp.json()] == [3] * 5

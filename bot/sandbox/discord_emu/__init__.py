@@ -3,7 +3,8 @@
 The real discord.py talks to it unchanged once `discord.http.Route.BASE` is `emulator.api_base` and
 `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY` is `yarl.URL(emulator.gateway_url)` (or inside
 `with emulator.discord_py_overrides():`). Tests build the world (`add_guild`, `add_text_channel`,
-`add_member`), act as users (`run_command`, `press_button`, `select`), read what the bot did
+`add_member`), act as users (`run_command`, `press_button`, `select`, `post_message`, `run_message_command`,
+`submit_modal`), read what the bot did
 (`messages`, `thread_for`, `interactions`, `requests`, `events`, `syncs`) and inject faults
 (`inject_rest_errors`, `disconnect_gateway`, `expire_interaction_token`, channel permissions, boost tiers).
 Nothing here is imported by the bot at run time.
@@ -21,6 +22,8 @@ from .model import (
     UPLOAD_LIMITS,
     AttachmentRecord,
     ChannelRecord,
+    CommandType,
+    ComponentType,
     EventRecord,
     GuildRecord,
     MessageFlag,
@@ -38,7 +41,9 @@ __all__ = [
     "AttachmentRecord",
     "ChannelRecord",
     "CommandNotSyncedError",
+    "CommandType",
     "CommandUnavailableError",
+    "ComponentType",
     "DiscordEmulator",
     "EmulatorError",
     "EventRecord",

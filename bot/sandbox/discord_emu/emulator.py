@@ -14,7 +14,7 @@ import mimetypes
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -29,6 +29,8 @@ from .model import (
     CallbackType,
     ChannelRecord,
     ChannelType,
+    CommandType,
+    ComponentType,
     EventRecord,
     GuildRecord,
     Intent,
@@ -37,6 +39,7 @@ from .model import (
     MemberRecord,
     MessageFlag,
     MessageRecord,
+    MessageType,
     OptionType,
     Overwrite,
     Perm,
@@ -97,6 +100,8 @@ class InteractionRecord:
         name: str,
         payload: Json,
         source_message_id: int | None = None,
+        command_type: int | None = None,
+        parent_id: int | None = None,
     ) -> None:
         self._emulator = emulator
         self.id = id
@@ -115,7 +120,14 @@ class InteractionRecord:
         self.responses: list[ResponseRecord] = []
         self.original_message_id: int | None = None
         self.followup_ids: list[int] = []
+        # The MODAL this interaction answered with, and whether the user has submitted it (a modal closes on
+        # submit: one submission per modal).
         self.modal: Json | None = None
+        self.modal_submitted = False
+        # Application commands: 1 slash, 2 user, 3 message (context menu); None for other interactions.
+        self.command_type = command_type
+        # A modal submit: the interaction whose modal this submits.
+        self.parent_id = parent_id
 
     def __repr__(self) -> str:
         return f"<InteractionRecord id={self.id} name={self.name!r} responses={[r.type for r in self.responses]}>"
@@ -181,6 +193,13 @@ class InteractionRecord:
         """Content of the newest message this interaction produced (after edits)."""
         live = [m for m in self.messages if not m.deleted]
         return live[-1].content if live else None
+
+    async def wait_modal(self, timeout: float = 5.0) -> Json:  # noqa: ASYNC109
+        """The modal this interaction answered with (raises EmulatorError if it answered otherwise)."""
+        response = await self.wait_response(timeout)
+        if response.type != CallbackType.MODAL or self.modal is None:
+            raise EmulatorError(f"interaction {self.id} answered with callback type {response.type}, not a modal")
+        return self.modal
 
     async def wait_response(self, timeout: float = 5.0) -> ResponseRecord:  # noqa: ASYNC109
         """The first callback (defer, message, update, modal)."""
@@ -770,7 +789,15 @@ class DiscordEmulator:
             data["guild_id"] = str(scope)
         full_name = " ".join([name, *(p for p, _ in path)])
         return self._dispatch_interaction(
-            InteractionType.APPLICATION_COMMAND, guild, channel, user_id, full_name, data, locale, None
+            InteractionType.APPLICATION_COMMAND,
+            guild,
+            channel,
+            user_id,
+            full_name,
+            data,
+            locale,
+            None,
+            command_type=CommandType.CHAT_INPUT,
         )
 
     async def press_button(
@@ -793,6 +820,184 @@ class DiscordEmulator:
             raise ValueError(f"values {values} are not options of {custom_id!r}")
         data: Json = {"custom_id": custom_id, "component_type": 3, "values": list(values)}
         return self._component_interaction(message, user_id, custom_id, data, locale)
+
+    def post_message(
+        self,
+        channel_id: int,
+        user_id: int,
+        content: str = "",
+        *,
+        attachments: Sequence[tuple[str, bytes, str]] = (),
+    ) -> MessageRecord:
+        """A member posts a message (with files: (filename, bytes, content_type)) in a channel or thread, e.g. as
+        the target of a message command. Raises ValueError where Discord would not let them."""
+        channel = self.channel(channel_id)
+        guild = self.guild(channel.guild_id) if channel.guild_id is not None else None
+        if guild is None or channel.deleted or user_id not in guild.members:
+            raise ValueError(f"user {user_id} cannot post in channel {channel_id}")
+        perms = self.permissions_in(channel, user_id)
+        needed = Perm.SEND_MESSAGES_IN_THREADS if channel.is_thread else Perm.SEND_MESSAGES
+        if attachments:
+            needed |= Perm.ATTACH_FILES
+        if perms & needed != needed:
+            raise ValueError(f"user {user_id} lacks the permissions to post this in channel {channel_id}")
+        if len(attachments) > 10:
+            raise ValueError("a message holds at most 10 attachments")
+        files = [UploadedFile(i, name, data, kind) for i, (name, data, kind) in enumerate(attachments)]
+        if not content and not files:
+            raise ValueError("an empty message cannot be sent")
+        return self.create_message(channel, {"content": content}, files, type=MessageType.DEFAULT, author_id=user_id)
+
+    async def run_message_command(
+        self,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        name: str,
+        message_id: int,
+        *,
+        locale: str = "en-US",
+        ignore_default_permissions: bool = False,
+    ) -> InteractionRecord:
+        """A user picks Apps -> `name` on a message: INTERACTION_CREATE (type 2) whose data has type 3, the
+        `target_id` and the message in `resolved.messages` (attachments included), as documented at
+        https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-object-interaction-data
+        and .../application-commands#message-commands. `name` may be the default name or a localised one (what
+        the user saw); the interaction carries the default name, as Discord sends it."""
+        guild = self.guild(guild_id)
+        channel = self._usable_channel(guild, channel_id)
+        if user_id not in guild.members:
+            raise ValueError(f"user {user_id} is not a member of guild {guild_id}")
+        target = self._messages.get(message_id)
+        if target is None or target.deleted or target.ephemeral or target.channel_id != channel_id:
+            raise ValueError(f"message {message_id} is not a visible message of channel {channel_id}")
+        scope, command = self._find_context_command(guild_id, name, CommandType.MESSAGE)
+        self._check_command_available(guild, channel, user_id, command, ignore_default_permissions)
+        data: Json = {
+            "id": command["id"],
+            "name": command["name"],
+            "type": CommandType.MESSAGE,
+            "target_id": str(message_id),
+            "resolved": {"messages": {str(message_id): self.message_payload(target)}},
+        }
+        if scope is not None:
+            data["guild_id"] = str(scope)
+        return self._dispatch_interaction(
+            InteractionType.APPLICATION_COMMAND,
+            guild,
+            channel,
+            user_id,
+            str(command["name"]),
+            data,
+            locale,
+            None,
+            command_type=CommandType.MESSAGE,
+        )
+
+    def _find_context_command(self, guild_id: int, name: str, kind: int) -> tuple[int | None, Json]:
+        for scope in (guild_id, None):
+            for (found_kind, default_name), command in self.commands.get(scope, {}).items():
+                localised = command.get("name_localizations") or {}
+                if found_kind == kind and name in (default_name, *localised.values()):
+                    return scope, command
+        synced = sorted({n for scope in (guild_id, None) for (k, n) in self.commands.get(scope, {}) if k == kind})
+        raise CommandNotSyncedError(f"no command {name!r} of type {kind} was synced (synced: {synced or 'nothing'})")
+
+    async def submit_modal(
+        self,
+        interaction: InteractionRecord | int,
+        values: Mapping[str, str | Sequence[str] | Sequence[tuple[str, bytes, str]]] | None = None,
+        *,
+        locale: str = "en-US",
+    ) -> InteractionRecord:
+        """The user fills in and submits the modal `interaction` answered with: INTERACTION_CREATE (type 5,
+        MODAL_SUBMIT) whose components mirror the modal's, each input carrying its value. `values` maps a
+        custom_id to text (text inputs), option values (selects) or (filename, bytes, content_type) files (file
+        uploads); inputs left out keep what the modal pre-filled. Raises ValueError where the Discord client
+        would not let the user submit (a required input empty, a length outside min/max, unknown options)."""
+        parent = interaction if isinstance(interaction, InteractionRecord) else self.interaction(interaction)
+        modal = parent.modal
+        if modal is None:
+            raise ValueError(f"interaction {parent.id} did not answer with a modal")
+        if parent.modal_submitted:
+            raise ValueError(f"the modal of interaction {parent.id} was already submitted (it closed)")
+        guild = self.guild(parent.guild_id)
+        channel = self._usable_channel(guild, parent.channel_id)
+        wanted = dict(values or {})
+        resolved: dict[str, Json] = {}
+        components: list[Json] = []
+        for item in modal.get("components") or []:
+            kind = item.get("type")
+            if kind == ComponentType.LABEL:
+                child = self._submitted_input(channel, item["component"], wanted, resolved)
+                components.append({"type": kind, "id": item.get("id"), "component": child})
+            elif kind == ComponentType.ACTION_ROW:
+                row = [self._submitted_input(channel, c, wanted, resolved) for c in item.get("components") or []]
+                components.append({"type": kind, "id": item.get("id"), "components": row})
+            elif kind == ComponentType.TEXT_DISPLAY:
+                components.append({"type": kind, "id": item.get("id"), "content": item.get("content", "")})
+        if wanted:
+            raise ValueError(f"the modal has no inputs {sorted(wanted)}")
+        data: Json = {"custom_id": modal["custom_id"], "components": components}
+        if resolved:
+            data["resolved"] = resolved
+        source = self._messages.get(parent.source_message_id) if parent.source_message_id is not None else None
+        parent.modal_submitted = True
+        return self._dispatch_interaction(
+            InteractionType.MODAL_SUBMIT,
+            guild,
+            channel,
+            parent.user_id,
+            str(modal["custom_id"]),
+            data,
+            locale,
+            source,
+            parent_id=parent.id,
+        )
+
+    def _submitted_input(
+        self, channel: ChannelRecord, item: Json, wanted: dict[str, Any], resolved: dict[str, Json]
+    ) -> Json:
+        kind = item.get("type")
+        custom_id = str(item.get("custom_id"))
+        required = item.get("required", True) is not False
+        submitted: Json = {"type": kind, "id": item.get("id"), "custom_id": custom_id}
+        if kind == ComponentType.TEXT_INPUT:
+            value = wanted.pop(custom_id, item.get("value") or "")
+            if not isinstance(value, str):
+                raise ValueError(f"text input {custom_id!r} takes a string")
+            low = int(item.get("min_length") or 0)
+            high = int(item.get("max_length") or 4000)
+            if (required or value) and not (max(low, 1 if required else 0) <= len(value) <= high):
+                raise ValueError(f"text input {custom_id!r}: length {len(value)} outside [{low}, {high}]")
+            submitted["value"] = value
+        elif kind == ComponentType.STRING_SELECT:
+            options = item.get("options") or []
+            picked = wanted.pop(custom_id, [o.get("value") for o in options if o.get("default")])
+            allowed = {o.get("value") for o in options}
+            if isinstance(picked, str) or any(v not in allowed for v in picked):
+                raise ValueError(f"select {custom_id!r} takes a list of its option values {sorted(allowed)}")
+            self._check_count(custom_id, len(picked), item, required)
+            submitted["values"] = list(picked)
+        elif kind == ComponentType.FILE_UPLOAD:
+            files = wanted.pop(custom_id, [])
+            self._check_count(custom_id, len(files), item, required)
+            ids: list[str] = []
+            for filename, data, content_type in files:
+                stored = self.store_attachment(channel.id, filename, data, content_type, ephemeral=True)
+                resolved.setdefault("attachments", {})[str(stored.id)] = self.attachment_payload(stored)
+                ids.append(str(stored.id))
+            submitted["values"] = ids
+        else:
+            raise ValueError(f"modal input type {kind} ({custom_id!r}) is not emulated")
+        return submitted
+
+    @staticmethod
+    def _check_count(custom_id: str, count: int, item: Json, required: bool) -> None:
+        low = int(item.get("min_values", 1 if required else 0))
+        high = int(item.get("max_values", 1))
+        if not low <= count <= high:
+            raise ValueError(f"{custom_id!r}: {count} values outside [{low}, {high}]")
 
     def _component_interaction(
         self, message: MessageRecord, user_id: int, custom_id: str, data: Json, locale: str
@@ -962,6 +1167,9 @@ class DiscordEmulator:
         data: Json,
         locale: str,
         message: MessageRecord | None,
+        *,
+        command_type: int | None = None,
+        parent_id: int | None = None,
     ) -> InteractionRecord:
         ident = self.next_id()
         token = interaction_token(ident, secrets.token_urlsafe(48))
@@ -1001,6 +1209,8 @@ class DiscordEmulator:
             name=name,
             payload=payload,
             source_message_id=message.id if message is not None else None,
+            command_type=command_type,
+            parent_id=parent_id,
         )
         delivered = self.gateway.dispatch("INTERACTION_CREATE", payload, guild_id=guild.id, single=True)
         if not delivered:
@@ -1133,6 +1343,7 @@ class DiscordEmulator:
         flags: int = 0,
         interaction: InteractionRecord | None = None,
         reference: Json | None = None,
+        author_id: int | None = None,
     ) -> MessageRecord:
         ident = self.next_id()
         attachments = self.build_attachments(channel.id, payload, files)
@@ -1147,7 +1358,7 @@ class DiscordEmulator:
             id=ident,
             channel_id=channel.id,
             guild_id=channel.guild_id,
-            author_id=self.bot_user_id,
+            author_id=self.bot_user_id if author_id is None else author_id,
             content=content,
             embeds=self._normalise_embeds(embeds, attachments),
             components=list(payload.get("components") or []),
@@ -1498,7 +1709,7 @@ class DiscordEmulator:
                     "authorizing_integration_owners": {"0": str(record.guild_id)},
                 }
                 if record.type == InteractionType.APPLICATION_COMMAND:
-                    metadata |= {"name": record.name, "command_type": 1}
+                    metadata |= {"name": record.name, "command_type": record.command_type or CommandType.CHAT_INPUT}
                     payload["interaction"] = {
                         "id": str(record.id),
                         "type": record.type,

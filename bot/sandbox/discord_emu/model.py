@@ -130,6 +130,31 @@ class MessageType:
     DEFAULT = 0
     REPLY = 19
     CHAT_INPUT_COMMAND = 20
+    CONTEXT_MENU_COMMAND = 23
+
+
+class CommandType:
+    """Application command types (https://discord.com/developers/docs/interactions/application-commands)."""
+
+    CHAT_INPUT = 1
+    USER = 2
+    MESSAGE = 3
+
+
+class ComponentType:
+    """Component types (https://discord.com/developers/docs/components/reference#component-object)."""
+
+    ACTION_ROW = 1
+    BUTTON = 2
+    STRING_SELECT = 3
+    TEXT_INPUT = 4
+    USER_SELECT = 5
+    ROLE_SELECT = 6
+    MENTIONABLE_SELECT = 7
+    CHANNEL_SELECT = 8
+    TEXT_DISPLAY = 10
+    LABEL = 18
+    FILE_UPLOAD = 19
 
 
 class InteractionType:

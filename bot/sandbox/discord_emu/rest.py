@@ -21,6 +21,7 @@ from .model import (
     CallbackType,
     ChannelRecord,
     ChannelType,
+    CommandType,
     GuildRecord,
     InteractionType,
     Json,
@@ -40,6 +41,7 @@ from .rules import (
     archived_thread,
     check_command,
     check_message,
+    check_modal,
     check_thread_name,
     invalid_webhook_token,
     missing_access,
@@ -475,6 +477,11 @@ class RestApi:
                         "Application command names must be unique",
                     )
                 seen.add(key)
+        # "up to 5 user commands and 5 message commands" per scope
+        # (https://discord.com/developers/docs/interactions/application-commands#registering-a-command)
+        for kind in (CommandType.USER, CommandType.MESSAGE):
+            if sum(1 for c in body if isinstance(c, dict) and c.get("type") == kind) > 5:
+                errors.add((), "APPLICATION_COMMANDS_TOO_MANY", f"At most 5 commands of type {kind}")
         errors.raise_if_any()
         old = self.emulator.commands.get(scope, {})
         new: dict[tuple[int, str], Json] = {}
@@ -838,9 +845,11 @@ class RestApi:
         }
 
     def _response_message_type(self, record: InteractionRecord) -> int:
-        return (
-            MessageType.CHAT_INPUT_COMMAND if record.type == InteractionType.APPLICATION_COMMAND else MessageType.REPLY
-        )
+        if record.type != InteractionType.APPLICATION_COMMAND:
+            return MessageType.REPLY
+        if record.command_type == CommandType.CHAT_INPUT:
+            return MessageType.CHAT_INPUT_COMMAND
+        return MessageType.CONTEXT_MENU_COMMAND
 
     async def interaction_callback(self, request: web.Request) -> web.Response:
         arrived = time.monotonic()
@@ -858,7 +867,10 @@ class RestApi:
         if not isinstance(data, dict):
             data = {}
         message: MessageRecord | None = None
-        is_component = record.type == InteractionType.MESSAGE_COMPONENT
+        # A modal submit launched from a component may update that component's message, like the component.
+        is_component = record.type == InteractionType.MESSAGE_COMPONENT or (
+            record.type == InteractionType.MODAL_SUBMIT and record.source_message_id is not None
+        )
         if callback_type == CallbackType.CHANNEL_MESSAGE_WITH_SOURCE:
             channel = self._live_channel(record)
             check_message(data, len(files), creating=True, prefix=("data",))
@@ -895,7 +907,14 @@ class RestApi:
                 emulator.edit_message(source, data, files)
             record.original_message_id = source.id
             message = source
-        elif callback_type == CallbackType.MODAL and record.type in (2, 3):
+        elif callback_type == CallbackType.MODAL and record.type in (
+            InteractionType.APPLICATION_COMMAND,
+            InteractionType.MESSAGE_COMPONENT,
+        ):
+            # Documented: MODAL is "not available for MODAL_SUBMIT and PING interactions"
+            # (https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-response-object-
+            # interaction-callback-type); after a deferral it is simply a second response (40060 above).
+            check_modal(data)
             record.modal = data
         else:
             errors = FormErrors()

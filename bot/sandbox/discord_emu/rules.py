@@ -360,8 +360,123 @@ def check_command(errors: FormErrors, command: Any, path: tuple[str | int, ...])
         if not 1 <= len(_text(command.get("description"))) <= 100:
             errors.add((*path, "description"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
         _check_command_options(errors, command.get("options"), (*path, "options"), 0)
-    elif not isinstance(name, str) or not 1 <= len(name) <= 32:
-        errors.add((*path, "name"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length.")
+    else:
+        # User and message commands: free-text names of 1-32 characters (localised names alike) and an empty
+        # description (https://discord.com/developers/docs/interactions/application-commands#message-commands).
+        if not isinstance(name, str) or not 1 <= len(name) <= 32:
+            errors.add((*path, "name"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length.")
+        localized = command.get("name_localizations") or {}
+        for locale, text in localized.items() if isinstance(localized, dict) else []:
+            if not isinstance(text, str) or not 1 <= len(text) <= 32:
+                errors.add(
+                    (*path, "name_localizations", locale), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length."
+                )
+        if command.get("description"):
+            errors.add((*path, "description"), "APPLICATION_COMMAND_INVALID_DESCRIPTION", "Must be empty")
+
+
+# Modal limits, from the MODAL response (https://discord.com/developers/docs/interactions/receiving-and-responding
+# #interaction-response-object-modal: custom_id <= 100, title <= 45, 1-5 components), the Label component and the
+# text input (https://discord.com/developers/docs/components/reference#label, #text-input: label <= 45,
+# description <= 100, placeholder <= 100, min_length 0-4000, max_length 1-4000, value <= 4000).
+MODAL_TITLE_MAX = 45
+MODAL_COMPONENTS_MAX = 5
+LABEL_TEXT_MAX = 45
+LABEL_DESCRIPTION_MAX = 100
+TEXT_INPUT_VALUE_MAX = 4000
+PLACEHOLDER_MAX = 100
+# What a Label may wrap in a modal (text input, the selects, file upload; radio/checkbox groups 21-23 of
+# discord.py 2.7 are accepted as they are).
+_LABEL_CHILDREN = frozenset({3, 4, 5, 6, 7, 8, 19, 21, 22, 23})
+
+
+def _check_length(
+    errors: FormErrors, path: tuple[str | int, ...], value: Any, low: int, high: int, *, required: bool
+) -> None:
+    if value is None:
+        if required:
+            errors.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+        return
+    if not isinstance(value, str):
+        errors.add(path, "STRING_TYPE_CONVERT", "Could not interpret value as string.")
+    elif not low <= len(value) <= high:
+        errors.add(path, "BASE_TYPE_BAD_LENGTH", f"Must be between {low} and {high} in length.")
+
+
+def _check_text_input(errors: FormErrors, item: Json, path: tuple[str | int, ...], *, in_label: bool) -> None:
+    if item.get("style") not in (1, 2):
+        errors.add((*path, "style"), "BASE_TYPE_CHOICES", "Value must be one of {1, 2}.")
+    if in_label and item.get("label") is not None:
+        # Inside a Label the Label carries the text; Discord refuses the deprecated field there.
+        errors.add((*path, "label"), "COMPONENT_INVALID_FIELD", "label is not allowed inside a Label component")
+    elif not in_label:
+        _check_length(errors, (*path, "label"), item.get("label"), 1, LABEL_TEXT_MAX, required=True)
+    _check_length(errors, (*path, "placeholder"), item.get("placeholder"), 0, PLACEHOLDER_MAX, required=False)
+    _check_length(errors, (*path, "value"), item.get("value"), 0, TEXT_INPUT_VALUE_MAX, required=False)
+    low, high = item.get("min_length"), item.get("max_length")
+    if low is not None and (not isinstance(low, int) or not 0 <= low <= TEXT_INPUT_VALUE_MAX):
+        errors.add((*path, "min_length"), "NUMBER_TYPE_MAX", f"Must be between 0 and {TEXT_INPUT_VALUE_MAX}.")
+    if high is not None and (not isinstance(high, int) or not 1 <= high <= TEXT_INPUT_VALUE_MAX):
+        errors.add((*path, "max_length"), "NUMBER_TYPE_MAX", f"Must be between 1 and {TEXT_INPUT_VALUE_MAX}.")
+    value = item.get("value")
+    if isinstance(high, int) and isinstance(value, str) and len(value) > high:
+        errors.max_length((*path, "value"), high)
+
+
+def check_modal(data: Json) -> None:
+    """Raise the 50035 error Discord returns for a malformed MODAL response, if any."""
+    errors = FormErrors()
+    _check_length(errors, ("custom_id",), data.get("custom_id"), 1, 100, required=True)
+    _check_length(errors, ("title",), data.get("title"), 1, MODAL_TITLE_MAX, required=True)
+    components = data.get("components")
+    if not isinstance(components, list) or not 1 <= len(components) <= MODAL_COMPONENTS_MAX:
+        errors.add(("components",), "BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {MODAL_COMPONENTS_MAX} in length.")
+        components = components if isinstance(components, list) else []
+    seen: set[str] = set()
+
+    def custom_id_of(item: Json, path: tuple[str | int, ...]) -> None:
+        custom_id = item.get("custom_id")
+        _check_length(errors, (*path, "custom_id"), custom_id, 1, 100, required=True)
+        if isinstance(custom_id, str):
+            if custom_id in seen:
+                errors.add(
+                    (*path, "custom_id"), "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated"
+                )
+            seen.add(custom_id)
+
+    for index, item in enumerate(components):
+        path: tuple[str | int, ...] = ("components", index)
+        if not isinstance(item, dict):
+            errors.add(path, "MODEL_TYPE_CONVERT", "Only dictionaries may be used in a ModelType")
+            continue
+        kind = item.get("type")
+        if kind == 18:
+            _check_length(errors, (*path, "label"), item.get("label"), 1, LABEL_TEXT_MAX, required=True)
+            _check_length(
+                errors, (*path, "description"), item.get("description"), 0, LABEL_DESCRIPTION_MAX, required=False
+            )
+            child = item.get("component")
+            if not isinstance(child, dict) or child.get("type") not in _LABEL_CHILDREN:
+                errors.add((*path, "component"), "COMPONENT_TYPE_INVALID", "A Label wraps one input component")
+                continue
+            custom_id_of(child, (*path, "component"))
+            if child.get("type") == 4:
+                _check_text_input(errors, child, (*path, "component"), in_label=True)
+        elif kind == 1:
+            # The deprecated form: an action row holding exactly one text input.
+            children = item.get("components")
+            if not isinstance(children, list) or len(children) != 1 or not isinstance(children[0], dict):
+                errors.add((*path, "components"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 1 in length.")
+                continue
+            child_path = (*path, "components", 0)
+            if children[0].get("type") != 4:
+                errors.add(child_path, "COMPONENT_TYPE_INVALID", "Only text inputs may sit in a modal's action row")
+                continue
+            custom_id_of(children[0], child_path)
+            _check_text_input(errors, children[0], child_path, in_label=False)
+        elif kind != 10:
+            errors.add((*path, "type"), "COMPONENT_TYPE_INVALID", f"Component type {kind} is not allowed in a modal")
+    errors.raise_if_any(("data",))
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
