@@ -134,9 +134,14 @@ class Services:
 
 
 async def open_store(settings: Settings) -> JobStore:
+    """The store KF2V_DATABASE_URL selects (PostgreSQL), else the SQLite file in KF2V_DATA_DIR; migrated.
+
+    The data dir is made either way: frames and videos stay on this process's disk (a shared volume when
+    several hosts run against one PostgreSQL).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     settings.data_dir.chmod(0o700)
-    return await JobStore.open(settings.database_path)
+    return await JobStore.from_settings(settings)
 
 
 async def build_services(

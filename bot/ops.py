@@ -7,7 +7,10 @@ is printed.
 
 `backup` writes an online, consistent copy of the job database (SQLite's backup API, safe while the bot
 runs in WAL mode), turns the copy into a single self-contained file, verifies it and only then moves it
-into place, so PATH is either the old file or a complete verified copy, never half of one.
+into place, so PATH is either the old file or a complete verified copy, never half of one. With
+KF2V_DATABASE_URL (PostgreSQL) it refuses and names the tool for that engine, pg_dump.
+
+Every SQL statement lives in the store (bot.jobs.store); these commands only ask it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
@@ -30,8 +32,9 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.catalog import Catalog
+from bot.jobs.db import latest_version, redact_url
 from bot.jobs.models import FINAL_STATES
-from bot.jobs.store import JobStore
+from bot.jobs.store import BACKUP_ON_POSTGRESQL, STORE_UNAVAILABLE, JobStore
 from bot.settings import Settings, SettingsError, load_catalog_for
 
 # What the bot needs in a guild, and nothing more (see README, Deployment): View Channels, Send Messages,
@@ -63,8 +66,8 @@ def mask(secret: SecretStr | str | None) -> str:
 
 
 def latest_migration() -> int:
-    names = [f.name for f in resources.files("bot.jobs.migrations").iterdir() if f.name.endswith(".sql")]
-    return max((int(name.split("_", 1)[0]) for name in names), default=0)
+    """The newest SQLite migration this code ships (the PostgreSQL twins carry the same numbers)."""
+    return latest_version("sqlite")
 
 
 # --- check -----------------------------------------------------------------------------------------------
@@ -98,6 +101,13 @@ def _secrets_of(settings: Settings) -> list[str]:
     values = [k.get_secret_value() for k in settings.api_keys()]
     if settings.discord_token is not None:
         values.append(settings.discord_token.get_secret_value())
+    if settings.database_url:
+        try:
+            password = urlsplit(settings.database_url).password
+        except ValueError:
+            password = None
+        if password:
+            values.append(password)
     # Longest first, so a secret that contains another one is replaced whole.
     return sorted({v for v in values if v}, key=len, reverse=True)
 
@@ -165,6 +175,7 @@ def _check_catalog(report: Report, settings: Settings) -> Catalog | None:
         for m in models
     )
     report.line("OK", "models", offered)
+    _check_unconfirmed(report, catalog)
     for spec in models:
         limits = catalog.limits(spec.key, region)
         if settings.max_concurrent_tasks > limits.max_in_flight or settings.submit_rps > limits.submit_rps:
@@ -176,6 +187,22 @@ def _check_catalog(report: Report, settings: Settings) -> Catalog | None:
                 f"{settings.max_concurrent_tasks}, KF2V_SUBMIT_RPS={settings.submit_rps:g} will meet 429s",
             )
     return catalog
+
+
+def _check_unconfirmed(report: Report, catalog: Catalog) -> None:
+    """Catalog values no official source confirmed: the bot uses them, the operator should know which."""
+    unconfirmed = catalog.unconfirmed()
+    if not unconfirmed:
+        report.line("OK", "unconfirmed", "every catalog value is confirmed by an official source")
+        return
+    report.line(
+        "WARN",
+        "unconfirmed",
+        f"{len(unconfirmed)} catalog value(s) not confirmed by an official source (check them in the console "
+        "or override them with KF2V_CATALOG_FILE):",
+    )
+    for value in unconfirmed:
+        report.note(value)
 
 
 def _prepare_data_dir(path: Path) -> tuple[bool, str]:
@@ -219,25 +246,32 @@ async def _check_storage(report: Report, settings: Settings) -> None:
     else:
         report.line("OK", "data dir", shown)
 
+    await _check_database(report, settings)
+
+
+async def _check_database(report: Report, settings: Settings) -> None:
+    """Open the store the settings select (applying pending migrations, as `run` would) and read it."""
     db_path = settings.database_path
-    fresh = not db_path.exists()
-    latest = latest_migration()
+    fresh = not settings.database_url and not db_path.exists()
+    where = f"PostgreSQL {redact_url(settings.database_url)}" if settings.database_url else f"SQLite {db_path}"
     try:
-        store = await JobStore.open(db_path)
-    except (sqlite3.Error, OSError, ValueError) as exc:
-        report.line("FAIL", "database", f"{db_path} does not open: {_error_text(exc)}")
+        store = await JobStore.from_settings(settings)
+    except STORE_UNAVAILABLE as exc:
+        report.line("FAIL", "database", f"{where} does not open: {_error_text(exc)}")
         return
     try:
+        where = store.describe()
         version = await store.schema_version()
+        latest = store.latest_schema_version()
         counts = await store.count_by_state()
-    except sqlite3.Error as exc:
-        report.line("FAIL", "database", f"{db_path} opens but cannot be read: {_error_text(exc)}")
+    except STORE_UNAVAILABLE as exc:
+        report.line("FAIL", "database", f"{where} opens but cannot be read: {_error_text(exc)}")
         return
     finally:
         await store.close()
     total = sum(counts.values())
     unfinished = sum(n for state, n in counts.items() if state not in FINAL_STATES)
-    what = f"{db_path.name} {'created' if fresh else 'opens'}, migrations at version {version}"
+    what = f"{where} {'created' if fresh else 'opens'}, migrations at version {version}"
     if version > latest:
         report.line("FAIL", "database", f"{what}, newer than this code knows ({latest}): upgrade kf2v-bot")
     elif version < latest:
@@ -423,52 +457,14 @@ class BackupResult:
     seconds: float
 
 
-_COUNTED_TABLES = ("jobs", "job_events", "ledger", "guild_policies")
-
-
-def _schema_version_readonly(path: Path) -> int:
-    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        row = con.execute("PRAGMA user_version").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        con.close()
-
-
-def _raw_backup(source: Path, target: Path) -> None:
-    """Backup without migrating (the database is older than this code: keep it exactly as it is)."""
-    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        dest = sqlite3.connect(target)
-        try:
-            src.backup(dest)
-        finally:
-            dest.close()
-    finally:
-        src.close()
-
-
 def _finish_and_verify(path: Path, expected_version: int) -> tuple[int, dict[str, int]]:
     """Make the copy one self-contained file (no -wal), then check it thoroughly."""
-    con = sqlite3.connect(path)
-    try:
-        con.execute("PRAGMA journal_mode=DELETE")
-        problems = [str(r[0]) for r in con.execute("PRAGMA integrity_check").fetchall()]
-        if problems != ["ok"]:
-            raise BackupError(f"the copy failed its integrity check: {'; '.join(problems[:3])}")
-        row = con.execute("PRAGMA user_version").fetchone()
-        version = int(row[0]) if row else 0
-        if version != expected_version:
-            raise BackupError(f"the copy is at schema version {version}, the database at {expected_version}")
-        present = {str(r[0]) for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        rows: dict[str, int] = {}
-        for table in _COUNTED_TABLES:
-            if table in present:
-                counted = con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()  # noqa: S608 - fixed names
-                rows[table] = int(counted[0]) if counted else 0
-    finally:
-        con.close()
-    return version, rows
+    found = JobStore.seal_sqlite_copy(path)
+    if found.integrity != ["ok"]:
+        raise BackupError(f"the copy failed its integrity check: {'; '.join(found.integrity[:3])}")
+    if found.schema_version != expected_version:
+        raise BackupError(f"the copy is at schema version {found.schema_version}, the database at {expected_version}")
+    return found.schema_version, found.rows
 
 
 def _fsync_dir(path: Path) -> None:
@@ -505,6 +501,8 @@ def _cleanup(paths: Iterable[Path]) -> None:
 async def backup(settings: Settings, path: str) -> BackupResult:
     """Write a verified copy of the database to `path` (a file, or a directory for a dated name)."""
     started = time.monotonic()
+    if settings.database_url:
+        raise BackupError(BACKUP_ON_POSTGRESQL)
     source = settings.database_path
     if not source.is_file():
         raise BackupError(f"no database at {source} (is KF2V_DATA_DIR right? the bot creates it on first run)")
@@ -522,12 +520,12 @@ async def backup(settings: Settings, path: str) -> BackupResult:
         raise BackupError(f"cannot write in {target.parent}: {exc.strerror or exc}") from None
     try:
         try:
-            version = await asyncio.to_thread(_schema_version_readonly, source)
+            version = await asyncio.to_thread(JobStore.sqlite_file_version, source)
         except sqlite3.Error as exc:
             raise BackupError(f"{source} is not a readable SQLite database: {exc}") from None
         if version < latest_migration():
             # This code would migrate the database on open; a backup must capture it as it is.
-            await asyncio.to_thread(_raw_backup, source, partial)
+            await asyncio.to_thread(JobStore.copy_sqlite_file, source, partial)
         else:
             store = await JobStore.open(source)
             try:

@@ -13,16 +13,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import asyncpg
 
 from bot.jobs.db import (
     Database,
+    DatabaseError,
     DatabaseSettings,
     Dialect,
     PostgresDatabase,
@@ -135,6 +138,31 @@ class StoreError(RuntimeError):
     """The database is not in the shape this code expects (a bug or a damaged file)."""
 
 
+# What opening or reading the store can raise when the database is missing, damaged or unreachable.
+STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    sqlite3.Error,
+    OSError,
+    TimeoutError,
+    ValueError,
+    DatabaseError,
+    StoreError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteFileCheck:
+    """What `JobStore.seal_sqlite_copy` found in a copied database file."""
+
+    integrity: list[str]  # ["ok"] when sound
+    schema_version: int
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows, of the tables a backup reports
+
+
+_COUNTED_TABLES = ("jobs", "job_events", "ledger", "guild_policies")
+
+
 class JobStore:
     """The store over a `Database`: SQLite (one connection, writers serialised) or PostgreSQL (a pool)."""
 
@@ -207,6 +235,48 @@ class JobStore:
         finally:
             await source.close()
         await asyncio.to_thread(os.chmod, target, 0o600)
+
+    # --- SQLite files, without a running store (backup's helpers; blocking: run them in a thread) -------
+    @staticmethod
+    def sqlite_file_version(path: Path) -> int:
+        """The schema version of a SQLite database file, opened read-only (never migrated)."""
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = con.execute("PRAGMA user_version").fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            con.close()
+
+    @staticmethod
+    def copy_sqlite_file(source: Path, target: Path) -> None:
+        """A consistent copy of `source` as it is (an older schema stays older: nothing is migrated)."""
+        src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            dest = sqlite3.connect(target)
+            try:
+                src.backup(dest)
+            finally:
+                dest.close()
+        finally:
+            src.close()
+
+    @staticmethod
+    def seal_sqlite_copy(path: Path) -> SqliteFileCheck:
+        """Make a copied file self-contained (no -wal) and check it: integrity, version, row counts."""
+        con = sqlite3.connect(path)
+        try:
+            con.execute("PRAGMA journal_mode=DELETE")
+            integrity = [str(r[0]) for r in con.execute("PRAGMA integrity_check").fetchall()]
+            row = con.execute("PRAGMA user_version").fetchone()
+            present = {str(r[0]) for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows: dict[str, int] = {}
+            for table in _COUNTED_TABLES:
+                if table in present:
+                    counted = con.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()  # noqa: S608 - fixed names
+                    rows[table] = int(counted[0]) if counted else 0
+        finally:
+            con.close()
+        return SqliteFileCheck(integrity, int(row[0]) if row else 0, rows)
 
     # --- jobs ----------------------------------------------------------------------------------------
     async def create_job(
@@ -745,4 +815,12 @@ class StaleState(Exception):
         self.job = job
 
 
-__all__ = ["JobStore", "StaleState", "StoreError", "utcnow"]
+__all__ = [
+    "BACKUP_ON_POSTGRESQL",
+    "STORE_UNAVAILABLE",
+    "JobStore",
+    "SqliteFileCheck",
+    "StaleState",
+    "StoreError",
+    "utcnow",
+]
