@@ -51,8 +51,17 @@ def test_the_contracts_hold_on_the_tree(tmp_path: Path) -> None:
         ("bot/dashscope/errors.py", "import bot.jobs.models", {"Layers"}),
         ("bot/discord_ui/render.py", "import cogs.jobs", {"Layers"}),
         ("bot/jobs/media.py", "import bot.sandbox.video", {"Runtime code never imports the sandbox"}),
+        # the story join is the one module allowed PyAV; its neighbour is not
+        ("bot/jobs/story/frames.py", "import av", {"Runtime code never imports the sandbox"}),
     ],
-    ids=["discord-in-domain", "domain-up-to-discord-layer", "provider-up-to-domain", "layer-up-to-cogs", "sandbox"],
+    ids=[
+        "discord-in-domain",
+        "domain-up-to-discord-layer",
+        "provider-up-to-domain",
+        "layer-up-to-cogs",
+        "sandbox",
+        "pyav-outside-the-join",
+    ],
 )
 def test_a_shortcut_breaks_its_contract(tmp_path: Path, module: str, shortcut: str, broken: set[str]) -> None:
     src = _copy_tree(tmp_path)
@@ -60,7 +69,8 @@ def test_a_shortcut_breaks_its_contract(tmp_path: Path, module: str, shortcut: s
     target.write_text(target.read_text() + f"\n{shortcut}  # a deliberate shortcut\n")
     ran = _lint(src)
     assert ran.returncode != 0, ran.stdout
-    broken_lines = [line for line in ran.stdout.splitlines() if line.rstrip().endswith("BROKEN")]
+    # "BROKEN", or "BROKEN (1 ignored import)" for a contract with an exception
+    broken_lines = [line for line in ran.stdout.splitlines() if " BROKEN" in line and not line.startswith(" ")]
     assert {next(name for name in broken if line.startswith(name)) for line in broken_lines} == broken, ran.stdout
     assert len(broken_lines) == len(broken), ran.stdout
 
