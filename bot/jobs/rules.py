@@ -32,6 +32,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 DEFAULT_SCOPE = 0  # the guild id under which the owners' default list (for every guild) is kept
 MAX_RULES_PER_SCOPE = 200  # per guild, and separately for the owners' default list
@@ -60,6 +61,14 @@ _NO_SPACE_RANGES: tuple[tuple[int, int], ...] = (
 _NO_SPACE_STARTS = [start for start, _ in _NO_SPACE_RANGES]
 
 _DROP, _SPACE, _PUNCT, _WORD, _NO_SPACE_WORD = range(5)
+
+
+class RuleChange(StrEnum):
+    """What adding a rule did: added, already there (same key), or refused because the list is full."""
+
+    DONE = "done"
+    EXISTS = "exists"
+    FULL = "full"
 
 
 class InvalidRule(ValueError):
