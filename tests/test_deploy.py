@@ -303,6 +303,43 @@ def test_compose_config_when_docker_compose_exists(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("DISCORD_TOKEN=x\nDASHSCOPE_API_KEY=y\n")
     done = _run([docker, "compose", "-f", "deploy/compose.yaml", "--profile", "sandbox", "config", "-q"], tmp_path)
     assert done.returncode == 0, done.stderr
+    done = _run([docker, "compose", "-f", "deploy/compose.yaml", "--profile", "scale", "config", "-q"], tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+def test_compose_scale_profile() -> None:
+    """PostgreSQL and two bot processes splitting the shards, sharing the media volume (README, Scaling out)."""
+    top = _blocks((DEPLOY / "compose.yaml").read_text(encoding="utf-8"), 0)
+    services = _blocks(top["services"], 2)
+    volumes = set(_blocks(top["volumes"], 2))
+    networks = _blocks(top["networks"], 2)
+    assert re.search(r"^\s+internal: true$", networks["kf2v-db"], re.M), "PostgreSQL unreachable from outside"
+
+    postgres = services["postgres"]
+    assert re.search(r"^\s+profiles:\s*\n\s+- scale$", postgres, re.M)
+    assert "ports:" not in postgres, "no published port"
+    assert re.findall(r"^\s+- ([\w-]+):/var/lib/postgresql/data$", postgres, re.M)[0] in volumes
+    assert re.search(r"^\s+networks:\s*\n\s+- kf2v-db$", postgres, re.M)
+
+    single_mount = re.findall(r"^\s+- ([\w-]+):/data$", services["bot"], re.M)[0]
+    shard_ids: list[int] = []
+    for name in ("bot-0", "bot-1"):
+        bot = services[name]
+        assert "<<: *bot" in bot and re.search(r"^\s+profiles:\s*\n\s+- scale$", bot, re.M)
+        assert re.search(r"^\s+<<: \*bot-env$", bot, re.M), "keeps the bot's environment overrides"
+        assert re.search(r"^\s+KF2V_DATABASE_URL: postgresql://kf2v@postgres/kf2v$", bot, re.M)
+        assert re.search(r'^\s+KF2V_SHARD_COUNT: "2"$', bot, re.M)
+        shard_ids.append(int(re.search(r'^\s+KF2V_SHARD_IDS: "(\d+)"$', bot, re.M).group(1)))  # type: ignore[union-attr]
+        # The same volume as the single-process bot: frames and videos of every job, whoever handles it.
+        assert re.findall(r"^\s+- ([\w-]+):/data$", bot, re.M) == [single_mount]
+        assert re.search(r"^\s+- default$", bot, re.M) and re.search(r"^\s+- kf2v-db$", bot, re.M)
+        assert re.search(r"^\s+postgres:\s*\n\s+condition: service_healthy$", bot, re.M)
+    assert sorted(shard_ids) == [0, 1], "every shard served once"
+
+    copy = services["migrate-db"]
+    command = json.loads(re.search(r"^\s+command: (\[.*\])$", copy, re.M).group(1))  # type: ignore[union-attr]
+    assert command == ["migrate-db", "--to", "postgresql://kf2v@postgres/kf2v"]
+    assert re.findall(r"^\s+- ([\w-]+):/data$", copy, re.M) == [single_mount], "reads the single bot's SQLite"
 
 
 # --- systemd -------------------------------------------------------------------------------------------------
@@ -353,6 +390,49 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         pytest.skip(f"systemd-analyze cannot run here: {done.stderr.strip()[:200]}")
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "", done.stderr  # not even a warning (unknown keys, bad values)
+
+
+def _unit_settings(text: str) -> dict[str, list[str]]:
+    service = text.split("[Service]", 1)[1].split("[Install]", 1)[0]
+    settings: dict[str, list[str]] = {}
+    for line in service.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_systemd_template_unit_for_n_processes() -> None:
+    """kf2v-bot@<shard>.service: the single unit's hardening, the instance name as the shard id."""
+    single = _unit_settings((DEPLOY / "kf2v-bot.service").read_text(encoding="utf-8"))
+    text = (DEPLOY / "kf2v-bot@.service").read_text(encoding="utf-8")
+    template = _unit_settings(text)
+    for key, values in single.items():
+        if key not in ("ExecStart", "EnvironmentFile"):
+            assert template.get(key) == values, f"{key} differs from kf2v-bot.service"
+    # The shared settings file first, then the instance's own (e.g. its KF2V_HTTP_PORT), optional.
+    assert template["EnvironmentFile"] == [single["EnvironmentFile"][0], "-/etc/kf2v-bot/kf2v-bot@%i.env"]
+    # Set on the command line, so no environment file can give an instance another shard.
+    assert template["ExecStart"] == [f"/usr/bin/env KF2V_SHARD_IDS=%i {single['ExecStart'][0]}"]
+    assert "%i" in re.search(r"^Description=(.*)$", text, re.M).group(1)  # type: ignore[union-attr]
+    assert "KF2V_SHARD_COUNT" in text and "KF2V_DATABASE_URL" in text, "says what the shared file must set"
+
+
+def test_systemd_analyze_verify_template_instance(tmp_path: Path) -> None:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed here")
+    text = (DEPLOY / "kf2v-bot@.service").read_text(encoding="utf-8")
+    stand_in = tmp_path / "kf2v-bot"
+    stand_in.write_text("#!/bin/sh\nexit 0\n")
+    stand_in.chmod(0o755)
+    unit = tmp_path / "kf2v-bot@1.service"  # an instance of the template, as `systemctl start kf2v-bot@1` loads it
+    unit.write_text(text.replace("/opt/kf2v-bot/venv/bin/kf2v-bot", str(stand_in)))
+    done = _run([tool, "verify", str(unit)], tmp_path)
+    if done.returncode != 0 and "Failed to" in done.stderr and "bus" in done.stderr.lower():
+        pytest.skip(f"systemd-analyze cannot run here: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr
 
 
 # --- README --------------------------------------------------------------------------------------------------
