@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from bot.jobs.models import IllegalTransition, JobRequest, JobState
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.store import JobStore, StaleState
 from bot.ops import latest_migration
+from tests.support.postgres import OpenDatabase
 
 ZONE = __import__("zoneinfo").ZoneInfo
 
@@ -28,10 +28,9 @@ def request(guild: int = 1, user: int = 10, model: str = "wan2.2-kf2v-flash", re
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
-    s = await JobStore.open(tmp_path / "data" / "kf2v.sqlite3")
-    yield s
-    await s.close()
+async def store(open_database_of_engine: OpenDatabase) -> JobStore:
+    """The store on each engine (tests/support/postgres.py): a SQLite file, or a fresh PostgreSQL schema."""
+    return JobStore(await open_database_of_engine())  # the fixture closes what it opened
 
 
 def budget(store: JobStore, daily: int = 10_000, monthly: int = 100_000, videos: int = 1000, queue: int = 1000,
@@ -39,14 +38,53 @@ def budget(store: JobStore, daily: int = 10_000, monthly: int = 100_000, videos:
     return BudgetService(store, load_catalog(), Defaults(daily, monthly, videos, queue), ZONE(tz))
 
 
-async def test_database_is_private_and_migrated(tmp_path: Path, store: JobStore) -> None:
+async def test_database_is_private_and_migrated(tmp_path: Path) -> None:
     path = tmp_path / "data" / "kf2v.sqlite3"
+    store = await JobStore.open(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
     assert await store.schema_version() == latest_migration()
     again = await JobStore.open(path)  # reopening applies nothing twice
     assert await again.schema_version() == latest_migration()
     await again.close()
+    await store.close()
+
+
+async def test_both_engines_migrate_to_the_same_version(open_database_of_engine: OpenDatabase) -> None:
+    first = JobStore(await open_database_of_engine())
+    assert await first.schema_version() == first.latest_schema_version() == latest_migration()
+    second = JobStore(await open_database_of_engine())  # another process: finds everything applied
+    assert await second.schema_version() == latest_migration()
+    assert first.describe().split()[0] == {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[first.dialect]
+
+
+async def test_admissions_from_three_processes_never_overspend(postgres_url: str) -> None:
+    """200 simultaneous admissions into one guild's budget through three stores, each with its own pool
+    (what three bot processes have), while other guilds admit too: exactly what fits is admitted."""
+    stores = [await JobStore.open_url(postgres_url) for _ in range(3)]
+    try:
+        fits = 37  # 720P flash costs 1 CNY (1000 milli-CNY): a 37 CNY day takes 37 videos
+        services = [budget(s, daily=fits * 1000) for s in stores]
+        crowded = [services[i % 3].admit(request(guild=1, user=i)) for i in range(200)]
+        elsewhere = [services[i % 3].admit(request(guild=2 + i % 3, user=i)) for i in range(30)]
+        results = await asyncio.gather(*crowded, *elsewhere, return_exceptions=True)
+        into_one, into_others = results[:200], results[200:]
+        unexpected = [r for r in results if isinstance(r, BaseException) and not isinstance(r, QuotaExceeded)]
+        assert unexpected == []
+        assert sum(not isinstance(r, BaseException) for r in into_one) == fits
+        assert sum(isinstance(r, QuotaExceeded) for r in into_one) == 200 - fits
+        assert all(not isinstance(r, BaseException) for r in into_others)
+        report = await services[0].report(1)
+        assert report.usage.reserved_day == fits * 1000 and report.left_day == 0
+        reserved = [e for e in await stores[1].ledger(1) if e.kind == "reserve"]
+        assert len(reserved) == fits and sum(e.amount for e in reserved) == fits * 1000
+        jobs = await stores[2].all_jobs()
+        assert len(jobs) == fits + 30
+        # Different guilds hold different locks: the queue order key must still be unique.
+        assert len({j.queue_seq for j in jobs}) == len(jobs)
+    finally:
+        for s in stores:
+            await s.close()
 
 
 async def test_hundred_simultaneous_reservations_accept_exactly_what_fits(store: JobStore) -> None:
