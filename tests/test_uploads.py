@@ -20,8 +20,9 @@ from pydantic import SecretStr
 
 from bot.dashscope.client import DashScopeClient
 from bot.dashscope.errors import InvalidRequestError, ProviderUnavailableError
-from bot.jobs.uploads import MemoryUploadStore, UploadCache, UploadConfig
+from bot.jobs.uploads import DatabaseUploadStore, MemoryUploadStore, UploadCache, UploadConfig, UploadStore
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
+from tests.support.postgres import OpenDatabase
 
 MODEL = "wan2.7-i2v"
 OTHER_MODEL = "wan2.2-kf2v-flash"
@@ -60,7 +61,7 @@ def heal(emulator: DashScopeEmulator) -> None:
     emulator.update(faults=FaultConfig())
 
 
-def cache_over(store: MemoryUploadStore, config: UploadConfig | None = None, **kwargs: Any) -> UploadCache:
+def cache_over(store: UploadStore, config: UploadConfig | None = None, **kwargs: Any) -> UploadCache:
     sleeps = kwargs.pop("sleeps", None) or Sleeps()
     return UploadCache(store, config, clock=sleeps.clock, sleep=sleeps, **kwargs)
 
@@ -212,3 +213,26 @@ async def test_logs_never_hold_the_policy_or_its_signature(
     assert any("uploaded sha256=" in r.getMessage() for r in caplog.records)
     assert any(r.name == "bot.dashscope.client" and "/uploads" in r.getMessage() for r in caplog.records)
     assert any("upload failed for good" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_database_store_keeps_uploads_across_a_restart(
+    emulator: DashScopeEmulator, session: aiohttp.ClientSession, open_database_of_engine: OpenDatabase
+) -> None:
+    client = client_for(emulator, session)
+    frame = png((120, 130, 140))
+    before = cache_over(DatabaseUploadStore(await open_database_of_engine()))
+    first = await before.url_for(client, MODEL, frame, filename="a.png", content_type="image/png")
+    # Another process (or the same one after a restart) on the same database: reused, nothing sent again.
+    after_store = DatabaseUploadStore(await open_database_of_engine())
+    after = cache_over(after_store)
+    again = await after.url_for(client, MODEL, frame, filename="a.png", content_type="image/png")
+    assert again.reused and (again.url, again.expires_at) == (first.url, first.expires_at)
+    assert uploads_sent(emulator) == 1
+    # An upsert replaces the row; forget removes only what expired.
+    row = await after_store.find_upload(hashlib.sha256(frame).hexdigest(), client.account_id, MODEL)
+    assert row is not None and row.size == len(frame)
+    await after_store.save_upload(replace(row, url="oss://x/y.png", expires_at=row.expires_at - timedelta(days=3)))
+    replaced = await after_store.find_upload(row.sha256, row.account, row.model)
+    assert replaced is not None and replaced.url == "oss://x/y.png"
+    assert await after_store.forget_uploads(datetime.now(UTC)) == 1
+    assert await after_store.find_upload(row.sha256, row.account, row.model) is None

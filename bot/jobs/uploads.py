@@ -33,6 +33,7 @@ from typing import Protocol
 
 from bot.dashscope.errors import DashScopeError
 from bot.dashscope.models import UploadedFile
+from bot.jobs.db import Database, Row
 from bot.jobs.ports import Clock
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,55 @@ class MemoryUploadStore:
         for key in gone:
             del self._rows[key]
         return len(gone)
+
+
+class DatabaseUploadStore:
+    """The `uploads` table (migration 0004) on the job store's database (SQLite or PostgreSQL)."""
+
+    def __init__(self, db: Database, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._db = db
+        self._now = now
+
+    async def find_upload(self, sha256: str, account: str, model: str) -> CachedUpload | None:
+        row = await self._db.fetch_one(
+            "SELECT sha256, account, model, url, expires_at, size FROM uploads"
+            " WHERE sha256 = ? AND account = ? AND model = ?",
+            (sha256, account, model),
+        )
+        return _cached(row) if row is not None else None
+
+    async def save_upload(self, upload: CachedUpload) -> None:
+        await self._db.execute(
+            """INSERT INTO uploads (sha256, account, model, url, expires_at, size, uploaded_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (sha256, account, model) DO UPDATE SET
+                   url = excluded.url, expires_at = excluded.expires_at, size = excluded.size,
+                   uploaded_at = excluded.uploaded_at""",
+            (
+                upload.sha256,
+                upload.account,
+                upload.model,
+                upload.url,
+                _utc_text(upload.expires_at),
+                upload.size,
+                _utc_text(self._now()),
+            ),
+        )
+
+    async def forget_uploads(self, expired_before: datetime) -> int:
+        # Fixed-width UTC ISO text compares in time order.
+        return await self._db.execute("DELETE FROM uploads WHERE expires_at < ?", (_utc_text(expired_before),))
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _cached(row: Row) -> CachedUpload:
+    expires = datetime.strptime(str(row["expires_at"]), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return CachedUpload(
+        str(row["sha256"]), str(row["account"]), str(row["model"]), str(row["url"]), expires, int(row["size"])
+    )
 
 
 @dataclass(frozen=True, slots=True)
