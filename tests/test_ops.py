@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from bot.__main__ import main
+from bot.catalog import load_catalog
 from bot.jobs.models import GuildPolicy, GuildUsage, JobRequest
 from bot.jobs.store import JobStore
 from bot.ops import INVITE_PERMISSIONS, latest_migration, run_backup, run_check
@@ -287,6 +289,50 @@ async def test_check_reports_unusable_data_dir_and_region_mismatch(tmp_path: Pat
     assert _line(output, "data dir").startswith("FAIL")
     assert _line(output, "database").startswith("SKIP")
     assert _line(output, "region").startswith("FAIL") and "per region" in _line(output, "region")
+
+
+async def test_check_lists_the_catalogs_unconfirmed_values(tmp_path: Path) -> None:
+    code, output = await _check(_settings(tmp_path))
+    assert code == 0, output  # a warning: the bot runs on them
+    unconfirmed = load_catalog().unconfirmed()
+    assert unconfirmed, "the shipped catalog has unconfirmed values; this test needs one"
+    assert _line(output, "unconfirmed").startswith("WARN") and f"{len(unconfirmed)} catalog value(s)" in output
+    for value in unconfirmed:
+        assert value in output
+
+
+async def test_check_on_postgresql_names_the_engine_never_the_password(tmp_path: Path, postgres_url: str) -> None:
+    parts = urlsplit(postgres_url)
+    password = "pg-Secret-Passw0rd-in-url"  # trust authentication ignores it; check must never show it
+    netloc = f"{parts.username or 'postgres'}:{password}@{parts.hostname}:{parts.port or 5432}"
+    url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    code, output = await _check(_settings(tmp_path, database_url=url))
+    assert code == 0, output
+    line = _line(output, "database")
+    assert line.startswith("OK") and "PostgreSQL postgresql://" in line and ":***@" in line, line
+    assert f"migrations at version {latest_migration()}" in line
+    assert password not in output
+    assert not (tmp_path / "data" / "kf2v.sqlite3").exists()  # PostgreSQL chosen: no SQLite file made
+
+
+async def test_check_on_an_unreachable_postgresql_fails_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://kf2v:Another-Secret-9@127.0.0.1:{port}/kf2v"
+    code, output = await _check(_settings(tmp_path, database_url=url))
+    assert code == 1
+    line = _line(output, "database")
+    assert line.startswith("FAIL") and "does not open" in line and f"127.0.0.1:{port}" in line
+    assert "Another-Secret-9" not in output
+
+
+async def test_backup_with_a_database_url_points_at_pg_dump(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = _settings(tmp_path, database_url="postgresql://kf2v:pw-never-shown@db.example/kf2v")
+    assert await run_backup(settings, str(tmp_path / "copy.sqlite3")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pg_dump" in err and "pw-never-shown" not in err
+    assert not (tmp_path / "copy.sqlite3").exists()
 
 
 # --- backup ------------------------------------------------------------------------------------------------
