@@ -101,21 +101,28 @@ async def test_same_bytes_same_account_and_model_are_uploaded_once(
     cache = cache_over(store)
     client = client_for(emulator, session)
     frame = png((10, 200, 30))
-    first = await cache.url_for(client, MODEL, frame, filename="first.png", content_type="image/png")
-    again = await cache.url_for(client, MODEL, frame, filename="renamed.png", content_type="image/png")
+    first = await cache.url_for(client, client.account_id, MODEL, frame, filename="first.png", content_type="image/png")
+    again = await cache.url_for(
+        client, client.account_id, MODEL, frame, filename="renamed.png", content_type="image/png"
+    )
     assert first.url.startswith("oss://") and not first.reused
     assert again == type(first)(first.url, first.expires_at, reused=True)
     assert uploads_sent(emulator) == 1
     # Another model or another account: the provider binds files to both, so each gets its own copy.
-    other_model = await cache.url_for(client, OTHER_MODEL, frame, filename="first.png", content_type="image/png")
+    other = client_for(emulator, session, "sk-upl-b")
+    other_model = await cache.url_for(
+        client, client.account_id, OTHER_MODEL, frame, filename="first.png", content_type="image/png"
+    )
     other_account = await cache.url_for(
-        client_for(emulator, session, "sk-upl-b"), MODEL, frame, filename="first.png", content_type="image/png"
+        other, other.account_id, MODEL, frame, filename="first.png", content_type="image/png"
     )
     assert len({first.url, other_model.url, other_account.url}) == 3
     assert uploads_sent(emulator) == 3
     # A cache built after a restart over the same store reuses what is still valid.
     restarted = cache_over(store)
-    assert (await restarted.url_for(client, MODEL, frame, filename="f.png", content_type="image/png")).reused
+    assert (
+        await restarted.url_for(client, client.account_id, MODEL, frame, filename="f.png", content_type="image/png")
+    ).reused
     assert uploads_sent(emulator) == 3
 
 
@@ -127,15 +134,19 @@ async def test_only_what_nears_expiry_is_uploaded_again(
     cache = cache_over(store, UploadConfig(margin=timedelta(hours=6)), now=wall)
     client = client_for(emulator, session)
     old, fresh = png((1, 2, 3)), png((4, 5, 6))
-    old_first = await cache.url_for(client, MODEL, old, filename="old.png", content_type="image/png")
-    fresh_first = await cache.url_for(client, MODEL, fresh, filename="fresh.png", content_type="image/png")
+    old_first = await cache.url_for(client, client.account_id, MODEL, old, filename="old.png", content_type="image/png")
+    fresh_first = await cache.url_for(
+        client, client.account_id, MODEL, fresh, filename="fresh.png", content_type="image/png"
+    )
     # The client stamps expiry from the real clock; the store is told `fresh` was uploaded 30 h after `old`.
     row = await store.find_upload(hashlib.sha256(fresh).hexdigest(), client.account_id, MODEL)
     assert row is not None
     await store.save_upload(replace(row, expires_at=row.expires_at + timedelta(hours=30)))
     wall.at += timedelta(hours=43)  # old: 5 h left < the 6 h margin; fresh: 35 h left
-    old_again = await cache.url_for(client, MODEL, old, filename="old.png", content_type="image/png")
-    fresh_again = await cache.url_for(client, MODEL, fresh, filename="fresh.png", content_type="image/png")
+    old_again = await cache.url_for(client, client.account_id, MODEL, old, filename="old.png", content_type="image/png")
+    fresh_again = await cache.url_for(
+        client, client.account_id, MODEL, fresh, filename="fresh.png", content_type="image/png"
+    )
     assert not old_again.reused and old_again.url != old_first.url
     assert fresh_again.reused and fresh_again.url == fresh_first.url
     assert uploads_sent(emulator) == 3
@@ -152,7 +163,9 @@ async def test_temporary_errors_are_retried_and_the_rest_raised_at_once(
     # Every policy request fails with a 5xx until the second backoff; the third try goes through.
     emulator.update(faults=FaultConfig(error_rate=1.0, routes=frozenset({"upload_policy"})))
     sleeps.on_sleep.append(lambda: heal(emulator) if backoffs(sleeps) == [1.0, 2.0] else None)
-    done = await cache.url_for(client, MODEL, png((7, 7, 7)), filename="a.png", content_type="image/png")
+    done = await cache.url_for(
+        client, client.account_id, MODEL, png((7, 7, 7)), filename="a.png", content_type="image/png"
+    )
     assert done.url.startswith("oss://")
     assert sleeps.waits == [1.0, 2.0]
     assert cache.uploads_sent == 1
@@ -161,13 +174,17 @@ async def test_temporary_errors_are_retried_and_the_rest_raised_at_once(
     emulator.update(faults=FaultConfig(error_rate=1.0, routes=frozenset({"upload_policy"})))
     sleeps.on_sleep.clear()
     with pytest.raises(ProviderUnavailableError):
-        await cache.url_for(client, MODEL, png((8, 8, 8)), filename="b.png", content_type="image/png")
+        await cache.url_for(
+            client, client.account_id, MODEL, png((8, 8, 8)), filename="b.png", content_type="image/png"
+        )
     emulator.update(faults=FaultConfig())
 
     # Not retryable (over the provider's size limit): raised on the first try, nothing sent.
     before = len(backoffs(sleeps))
     with pytest.raises(InvalidRequestError):
-        await cache.url_for(client, MODEL, bytes(101 * 1024 * 1024), filename="c.wav", content_type="audio/wav")
+        await cache.url_for(
+            client, client.account_id, MODEL, bytes(101 * 1024 * 1024), filename="c.wav", content_type="audio/wav"
+        )
     assert backoffs(sleeps)[before:] == []
     assert uploads_sent(emulator) == 1
 
@@ -180,16 +197,21 @@ async def test_concurrent_askers_share_one_upload_and_uploads_are_spaced(
     client = client_for(emulator, session)
     frame = png((50, 60, 70))
     results = await asyncio.gather(
-        *(cache.url_for(client, MODEL, frame, filename="x.png", content_type="image/png") for _ in range(5))
+        *(
+            cache.url_for(client, client.account_id, MODEL, frame, filename="x.png", content_type="image/png")
+            for _ in range(5)
+        )
     )
     assert len({r.url for r in results}) == 1 and sum(not r.reused for r in results) == 1
     assert uploads_sent(emulator) == 1
     # Three more files on the same account+model with a frozen clock: each waits one more slot (1/4 s).
     for shade in (1, 2, 3):
-        await cache.url_for(client, MODEL, png((shade, 0, 0)), filename="y.png", content_type="image/png")
+        await cache.url_for(
+            client, client.account_id, MODEL, png((shade, 0, 0)), filename="y.png", content_type="image/png"
+        )
     assert sleeps.waits == [0.25, 0.5, 0.75]
     # Another model is another lane: no wait.
-    await cache.url_for(client, OTHER_MODEL, frame, filename="x.png", content_type="image/png")
+    await cache.url_for(client, client.account_id, OTHER_MODEL, frame, filename="x.png", content_type="image/png")
     assert sleeps.waits == [0.25, 0.5, 0.75]
 
 
@@ -202,11 +224,13 @@ async def test_logs_never_hold_the_policy_or_its_signature(
     sleeps = Sleeps()
     cache = cache_over(MemoryUploadStore(), UploadConfig(attempts=2), sleeps=sleeps)
     client = client_for(emulator, session)
-    await cache.url_for(client, MODEL, png((90, 9, 9)), filename="s.png", content_type="image/png")
+    await cache.url_for(client, client.account_id, MODEL, png((90, 9, 9)), filename="s.png", content_type="image/png")
     # And an upload that fails for good (the policy call answers 5xx every time), logged as a warning.
     emulator.update(faults=FaultConfig(error_rate=1.0, routes=frozenset({"upload_policy"})))
     with pytest.raises(ProviderUnavailableError):
-        await cache.url_for(client, MODEL, png((91, 9, 9)), filename="t.png", content_type="image/png")
+        await cache.url_for(
+            client, client.account_id, MODEL, png((91, 9, 9)), filename="t.png", content_type="image/png"
+        )
     # The emulator's policy is base64 JSON ("eyJ…") and its access key id is fixed; the signature is named.
     for secret in ("LTAI5tSandboxKey", "eyJ", "ignature", "policy="):
         assert secret not in caplog.text
@@ -221,11 +245,11 @@ async def test_the_database_store_keeps_uploads_across_a_restart(
     client = client_for(emulator, session)
     frame = png((120, 130, 140))
     before = cache_over(DatabaseUploadStore(await open_database_of_engine()))
-    first = await before.url_for(client, MODEL, frame, filename="a.png", content_type="image/png")
+    first = await before.url_for(client, client.account_id, MODEL, frame, filename="a.png", content_type="image/png")
     # Another process (or the same one after a restart) on the same database: reused, nothing sent again.
     after_store = DatabaseUploadStore(await open_database_of_engine())
     after = cache_over(after_store)
-    again = await after.url_for(client, MODEL, frame, filename="a.png", content_type="image/png")
+    again = await after.url_for(client, client.account_id, MODEL, frame, filename="a.png", content_type="image/png")
     assert again.reused and (again.url, again.expires_at) == (first.url, first.expires_at)
     assert uploads_sent(emulator) == 1
     # An upsert replaces the row; forget removes only what expired.

@@ -70,9 +70,6 @@ class UploadStore(Protocol):
 class Uploader(Protocol):
     """What the cache uses of a provider client (`DashScopeClient`)."""
 
-    @property
-    def account_id(self) -> str: ...
-
     async def upload_file(self, model: str, filename: str, data: bytes, content_type: str) -> UploadedFile: ...
 
 
@@ -191,14 +188,14 @@ class UploadCache:
         self.reused = 0
 
     async def url_for(
-        self, client: Uploader, model: str, data: bytes, *, filename: str, content_type: str
+        self, client: Uploader, account: str, model: str, data: bytes, *, filename: str, content_type: str
     ) -> UploadOutcome:
-        """The `oss://` URL of `data` for `client`'s account and the provider `model`.
+        """The `oss://` URL of `data` for `account` (the name `client`'s key is known by: its fingerprint, as
+        `DashScopeClient.account_id`) and the provider `model`.
 
         Raises the client's `DashScopeError` when the upload fails for good (not retryable, or out of tries).
         """
         digest = hashlib.sha256(data).hexdigest()
-        account = client.account_id
         key = (digest, account, model)
         lock, users = self._file_locks.get(key) or (asyncio.Lock(), 0)
         self._file_locks[key] = (lock, users + 1)
@@ -209,7 +206,9 @@ class UploadCache:
                     self.reused += 1
                     log.debug("upload reused: sha256=%s… model=%s account=%s", digest[:12], model, account)
                     return UploadOutcome(cached.url, cached.expires_at, reused=True)
-                uploaded = await self._upload(client, model, data, filename=filename, content_type=content_type)
+                uploaded = await self._upload(
+                    client, account, model, data, filename=filename, content_type=content_type
+                )
                 if uploaded.sha256 != digest or uploaded.model != model:
                     raise RuntimeError("the client reported an upload of other bytes or another model")
                 row = CachedUpload(digest, account, model, uploaded.url, uploaded.expires_at, uploaded.size)
@@ -223,11 +222,11 @@ class UploadCache:
                 self._file_locks[key] = (lock, users - 1)
 
     async def _upload(
-        self, client: Uploader, model: str, data: bytes, *, filename: str, content_type: str
+        self, client: Uploader, account: str, model: str, data: bytes, *, filename: str, content_type: str
     ) -> UploadedFile:
         digest = hashlib.sha256(data).hexdigest()[:12]
         for attempt in range(1, self.config.attempts + 1):
-            await self._take_turn(client.account_id, model)
+            await self._take_turn(account, model)
             try:
                 uploaded = await client.upload_file(model, filename, data, content_type)
             except DashScopeError as exc:
@@ -246,7 +245,7 @@ class UploadCache:
                 digest,
                 uploaded.size,
                 model,
-                client.account_id,
+                account,
                 uploaded.expires_at.isoformat(timespec="seconds"),
             )
             return uploaded
