@@ -276,6 +276,8 @@ async def build_discord_app(
         allowed_guilds=settings.allowed_guilds,
         dev_guild_id=settings.dev_guild_id,
         guild_ready_timeout=guild_ready_timeout,
+        shard_count=settings.shard_count,
+        shard_ids=settings.shard_ids,
     )
     owners = Owners(bot, settings.owner_ids)
     notifier = DiscordNotifier(bot, owners, edit_interval=edit_interval)

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Collection, Coroutine
+from collections.abc import Collection, Coroutine, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -52,7 +52,10 @@ class KF2VTree(app_commands.CommandTree["VideoBot"]):
         await reply_error(interaction, error)
 
 
-class VideoBot(commands.Bot):
+class VideoBot(commands.AutoShardedBot):
+    """Sharded as discord.py's AutoShardedBot: by default one process with every shard Discord recommends;
+    scaled out, each process runs `shard_ids` of `shard_count` (KF2V_SHARD_IDS / KF2V_SHARD_COUNT)."""
+
     def __init__(
         self,
         meta: MetaStore,
@@ -60,7 +63,13 @@ class VideoBot(commands.Bot):
         allowed_guilds: Collection[int] = (),
         dev_guild_id: int | None = None,
         guild_ready_timeout: float = 2.0,
+        shard_count: int | None = None,
+        shard_ids: Sequence[int] = (),
     ) -> None:
+        # Unset: discord.py asks Discord how many shards and runs them all here. A count without ids: all of them.
+        sharding: dict[str, Any] = {}
+        if shard_count is not None:
+            sharding = {"shard_count": shard_count, "shard_ids": list(shard_ids) or list(range(shard_count))}
         intents = discord.Intents.none()
         intents.guilds = True  # guild cache: locale, boost tier (upload limit), channels; nothing privileged
         super().__init__(
@@ -70,6 +79,7 @@ class VideoBot(commands.Bot):
             tree_cls=KF2VTree,
             allowed_mentions=discord.AllowedMentions.none(),  # prompts are user text: never ping @everyone
             guild_ready_timeout=guild_ready_timeout,
+            **sharding,
         )
         self.meta = meta
         self.allowed_guilds = frozenset(allowed_guilds)
