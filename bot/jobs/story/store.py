@@ -1,0 +1,237 @@
+"""Stories in the job database (migration 0006), on bot.jobs.db's Database interface (SQLite and PostgreSQL).
+
+The segment jobs themselves are ordinary jobs (JobStore); this holds the story row and the markers that make
+the join and the post happen once per generation, across restarts and processes: each is claimed by an UPDATE
+guarded on the previous value, and only the caller whose UPDATE changed a row goes ahead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.jobs.db import Database, Row, Transaction
+from bot.jobs.models import JobState
+from bot.jobs.story.plan import FINAL_STORY_STATES, SegmentJob, StoryState
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class NewStory:
+    guild_id: int
+    channel_id: int
+    user_id: int
+    locale: str
+    model: str
+    resolution: str
+    seed: int | None
+    prompts: tuple[str, ...]
+    frames: tuple[str, ...]  # media names of the normalised keyframes, in order
+    cost_reserved: int
+
+    @property
+    def segments(self) -> int:
+        return len(self.frames) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Story:
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    locale: str
+    thread_id: int | None
+    status_message_id: int | None
+    model: str
+    resolution: str
+    seed: int | None
+    prompts: tuple[str, ...]
+    frames: tuple[str, ...]
+    segments: int
+    state: StoryState
+    cost_reserved: int
+    partial_opt_in: bool
+    generation: int
+    joined_generation: int
+    posted_generation: int
+    joined_path: str | None
+    joined_message_id: int | None
+    error_key: str | None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STORY_STATES
+
+    @property
+    def join_due(self) -> bool:
+        return self.joined_generation < self.generation
+
+    @property
+    def post_due(self) -> bool:
+        return self.joined_generation == self.generation and self.posted_generation < self.generation
+
+
+def _story(row: Row) -> Story:
+    return Story(
+        id=int(row["id"]),
+        guild_id=int(row["guild_id"]),
+        channel_id=int(row["channel_id"]),
+        user_id=int(row["user_id"]),
+        locale=str(row["locale"]),
+        thread_id=_maybe_int(row["thread_id"]),
+        status_message_id=_maybe_int(row["status_message_id"]),
+        model=str(row["model"]),
+        resolution=str(row["resolution"]),
+        seed=_maybe_int(row["seed"]),
+        prompts=tuple(json.loads(row["prompts"])),
+        frames=tuple(json.loads(row["frames"])),
+        segments=int(row["segments"]),
+        state=StoryState(row["state"]),
+        cost_reserved=int(row["cost_reserved"]),
+        partial_opt_in=bool(row["partial_opt_in"]),
+        generation=int(row["generation"]),
+        joined_generation=int(row["joined_generation"]),
+        posted_generation=int(row["posted_generation"]),
+        joined_path=row["joined_path"],
+        joined_message_id=_maybe_int(row["joined_message_id"]),
+        error_key=row["error_key"],
+    )
+
+
+def _maybe_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+class StoryStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @staticmethod
+    async def insert(tx: Transaction, story: NewStory) -> int:
+        """The story row, inside the caller's admission transaction (which also inserts its segment jobs)."""
+        if len(story.prompts) != story.segments:
+            raise ValueError(f"{len(story.prompts)} prompts for {story.segments} segments")
+        now = _now()
+        rows = await tx.fetch_all(
+            """INSERT INTO stories (guild_id, channel_id, user_id, locale, model, resolution, seed, prompts, frames,
+                   segments, state, cost_reserved, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+            (
+                story.guild_id,
+                story.channel_id,
+                story.user_id,
+                story.locale,
+                story.model,
+                story.resolution,
+                story.seed,
+                json.dumps(list(story.prompts), ensure_ascii=False),
+                json.dumps(list(story.frames)),
+                story.segments,
+                StoryState.RUNNING.value,
+                story.cost_reserved,
+                now,
+                now,
+            ),
+        )
+        return int(rows[0]["id"])
+
+    @staticmethod
+    async def tag_segment(tx: Transaction, job_id: int, story_id: int, segment: int) -> None:
+        await tx.execute("UPDATE jobs SET story_id = ?, segment_index = ? WHERE id = ?", (story_id, segment, job_id))
+
+    async def get(self, story_id: int) -> Story | None:
+        row = await self._db.fetch_one("SELECT * FROM stories WHERE id = ?", (story_id,))
+        return None if row is None else _story(row)
+
+    async def unfinished(self) -> list[Story]:
+        """Stories a (re)started bot must carry on: not final, or final with a join or post still due."""
+        rows = await self._db.fetch_all(
+            """SELECT * FROM stories
+               WHERE state NOT IN (?, ?, ?, ?) OR joined_generation < generation OR posted_generation < generation
+               ORDER BY id""",
+            tuple(s.value for s in sorted(FINAL_STORY_STATES)),
+        )
+        return [_story(row) for row in rows]
+
+    async def segment_jobs(self, story_id: int) -> list[SegmentJob]:
+        rows = await self._db.fetch_all(
+            "SELECT id, segment_index, state, video_path FROM jobs WHERE story_id = ? ORDER BY id", (story_id,)
+        )
+        return [
+            SegmentJob(int(r["id"]), int(r["segment_index"]), JobState(r["state"]), bool(r["video_path"])) for r in rows
+        ]
+
+    async def current_videos(self, story_id: int) -> dict[int, str]:
+        """Segment -> the video path of its newest delivered job."""
+        rows = await self._db.fetch_all(
+            """SELECT segment_index, video_path FROM jobs
+               WHERE story_id = ? AND state = ? AND video_path IS NOT NULL ORDER BY id""",
+            (story_id, JobState.DELIVERED.value),
+        )
+        return {int(r["segment_index"]): str(r["video_path"]) for r in rows}
+
+    async def set_messages(self, story_id: int, *, thread_id: int | None, status_message_id: int | None) -> None:
+        await self._db.execute(
+            "UPDATE stories SET thread_id = ?, status_message_id = ?, updated_at = ? WHERE id = ?",
+            (thread_id, status_message_id, _now(), story_id),
+        )
+
+    async def set_state(
+        self, story_id: int, state: StoryState, *, expect: StoryState | None = None, error_key: str | None = None
+    ) -> bool:
+        """Move the story; with `expect`, only from that state. True when this call moved it."""
+        finished = _now() if state in FINAL_STORY_STATES else None
+        sql = "UPDATE stories SET state = ?, error_key = COALESCE(?, error_key), updated_at = ?, finished_at = ?"
+        params: list[Any] = [state.value, error_key, _now(), finished]
+        sql += " WHERE id = ?"
+        params.append(story_id)
+        if expect is not None:
+            sql += " AND state = ?"
+            params.append(expect.value)
+        return await self._db.execute(sql, tuple(params)) == 1
+
+    async def opt_in_partial(self, story_id: int) -> bool:
+        """The user chose "deliver as far as it got"; True only for the first press while the story waits."""
+        changed = await self._db.execute(
+            "UPDATE stories SET partial_opt_in = 1, updated_at = ? WHERE id = ? AND state = ? AND partial_opt_in = 0",
+            (_now(), story_id, StoryState.AWAITING_CHOICE.value),
+        )
+        return changed == 1
+
+    async def mark_joined(self, story_id: int, generation: int, path: str) -> bool:
+        """Record the join of `generation`; False when it was already recorded (or the story moved on)."""
+        changed = await self._db.execute(
+            """UPDATE stories SET joined_generation = ?, joined_path = ?, updated_at = ?
+               WHERE id = ? AND generation = ? AND joined_generation < ?""",
+            (generation, path, _now(), story_id, generation, generation),
+        )
+        return changed == 1
+
+    async def mark_posted(self, story_id: int, generation: int, message_id: int | None, state: StoryState) -> bool:
+        """Record the post of `generation` and the story's final state; once per generation."""
+        changed = await self._db.execute(
+            """UPDATE stories SET posted_generation = ?, joined_message_id = ?, state = ?, updated_at = ?,
+                   finished_at = ?
+               WHERE id = ? AND generation = ? AND joined_generation = ? AND posted_generation < ?""",
+            (generation, message_id, state.value, _now(), _now(), story_id, generation, generation, generation),
+        )
+        return changed == 1
+
+    @staticmethod
+    async def next_generation(tx: Transaction, story_id: int) -> int:
+        """A redone segment: the story runs again and its next join and post are due (inside the redo's
+        admission transaction)."""
+        await tx.execute(
+            "UPDATE stories SET generation = generation + 1, state = ?, updated_at = ?, finished_at = NULL "
+            "WHERE id = ?",
+            (StoryState.RUNNING.value, _now(), story_id),
+        )
+        row = await tx.fetch_one("SELECT generation FROM stories WHERE id = ?", (story_id,))
+        assert row is not None
+        return int(row["generation"])
