@@ -487,7 +487,7 @@ async def run_queue(
     """Queue `jobs` jobs (through JobService, before the worker starts), start the engine, wait until every
     one is delivered to the RecordingNotifier. Provider timings: EmulatorConfig.realistic() / time_scale.
     `accounts` > 1 adds API keys (each its own account with its own 2 slots)."""
-    from bot.jobs.models import JobState
+    from bot.jobs.models import JobRequest, JobState
     from bot.jobs.service import Draft
 
     emulator = TracingEmulator(
@@ -513,8 +513,7 @@ async def run_queue(
             locale="en-US",
             first_image=first,
             last_image=last,
-            prompt=f"benchmark job {i}: a red square turns blue",
-            resolution="480P",
+            request=JobRequest(prompt=f"benchmark job {i}: a red square turns blue", resolution="480P"),
         )
         ids.append((await services.jobs.submit(draft)).id)
     lag = LoopLag()

@@ -43,7 +43,7 @@ from bench._common import (
     rss_mb,
 )
 from bot.app import build_services
-from bot.jobs.models import JobRequest
+from bot.jobs.models import JobRequest, NewJob
 from bot.jobs.service import Draft
 from tests.support.recording import RecordingNotifier
 
@@ -67,9 +67,11 @@ def drafts(jobs: int, guilds: int) -> list[Draft]:
                 locale="en-US",
                 first_image=first,
                 last_image=last,
-                prompt=f"scale job {i}: a red square turns blue",
-                model=PLUS if plus else FLASH,
-                resolution="720P" if plus else "480P",
+                request=JobRequest(
+                    prompt=f"scale job {i}: a red square turns blue",
+                    model=PLUS if plus else FLASH,
+                    resolution="720P" if plus else "480P",
+                ),
             )
         )
     return out
@@ -144,14 +146,12 @@ async def measure(size: str, *, jobs: int | None = None, seed: int = 3) -> dict[
             await jobs_service.submit(draft)
 
         async def admit(draft: Draft) -> None:
-            model, resolution = jobs_service.check_text(draft)
-            request = JobRequest(
+            new_job = NewJob(
                 guild_id=draft.guild_id, channel_id=draft.channel_id, user_id=draft.user_id, locale=draft.locale,
-                model=model, resolution=resolution, prompt=draft.prompt, negative_prompt=None, seed=None,
-                prompt_extend=True, template=None, first_frame=refs[draft.first_image],
+                request=jobs_service.check_text(draft.request), first_frame=refs[draft.first_image],
                 last_frame=refs[draft.last_image or b""],
             )  # fmt: skip
-            worker.enqueue(await budget.admit(request))
+            worker.enqueue(await budget.admit(new_job))
 
         enqueue_s = await concurrently(submit, work[:half])
         admit_s = await concurrently(admit, work[half:])

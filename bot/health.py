@@ -210,10 +210,10 @@ class Metrics:
             self.job_events.labels(event if event in JOB_EVENTS else "other").inc()
             if event == "submitted" and job.submitted_at is not None:
                 waited = (job.submitted_at - job.created_at).total_seconds()
-                self.wait_seconds.labels(job.model).observe(max(0.0, waited))
+                self.wait_seconds.labels(job.request.model).observe(max(0.0, waited))
             elif event == "succeeded" and job.submitted_at is not None and job.finished_at is not None:
                 ran = (job.finished_at - job.submitted_at).total_seconds()
-                self.run_seconds.labels(job.model).observe(max(0.0, ran))
+                self.run_seconds.labels(job.request.model).observe(max(0.0, ran))
         except Exception:
             log.exception("metrics: could not record %s for job %s", event, getattr(job, "id", "?"))
 

@@ -14,6 +14,7 @@ from bot.discord_ui.conversation import open_conversation
 from bot.discord_ui.options import set_choices
 from bot.discord_ui.translator import _
 from bot.jobs.images import size_refusal
+from bot.jobs.models import JobRequest
 from bot.jobs.service import Draft, JobService
 
 
@@ -66,15 +67,15 @@ class GenerateCog(commands.Cog):
         seed: int | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # before any I/O: the 3 s rule
-        draft = self._draft(
-            interaction,
+        request = JobRequest(
+            model=model or "",
+            resolution=resolution or "",
             prompt=prompt,
             negative_prompt=negative_prompt or None,
-            model=model,
-            resolution=resolution,
             prompt_extend=prompt_extend,
             seed=seed,
         )
+        draft = self._draft(interaction, request)
         await self._submit(interaction, draft, first_frame, last_frame)
 
     @app_commands.command(name="kf2v-effect", description=_("cmd.kf2v_effect"))
@@ -92,19 +93,17 @@ class GenerateCog(commands.Cog):
         model: str | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        draft = self._draft(interaction, prompt="", model=model or self.jobs.effect_model(), template=template)
+        draft = self._draft(interaction, JobRequest(model=model or self.jobs.effect_model(), template=template))
         await self._submit(interaction, draft, image, None)
 
-    def _draft(self, interaction: discord.Interaction[Any], **options: Any) -> Draft:
+    def _draft(self, interaction: discord.Interaction[Any], request: JobRequest) -> Draft:
         assert interaction.guild_id is not None and interaction.channel_id is not None
         return Draft(
             guild_id=interaction.guild_id,
             channel_id=interaction.channel_id,
             user_id=interaction.user.id,
             locale=str(interaction.locale),
-            first_image=b"",
-            last_image=None,
-            **options,
+            request=request,
         )
 
     async def _submit(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from bot.app import Services, build_services
-from bot.jobs.models import Job
+from bot.jobs.models import Job, JobRequest
 from bot.jobs.ports import Notifier
 from bot.jobs.service import Draft
 from bot.settings import Settings, load_settings
@@ -49,6 +49,9 @@ async def start_engine(
 
 
 def draft(guild: int = 1, user: int = 10, prompt: str = "a cat looks up at the sky", **kw: Any) -> Draft:
+    """A /kf2v as a cog would hand it over; `kw` sets Draft fields and JobRequest options by name."""
+    options: dict[str, Any] = {"prompt": prompt, "resolution": "480P"}
+    options.update({k: kw.pop(k) for k in list(kw) if k in _OPTIONS})
     values: dict[str, Any] = {
         "guild_id": guild,
         "channel_id": guild * 100,
@@ -56,11 +59,13 @@ def draft(guild: int = 1, user: int = 10, prompt: str = "a cat looks up at the s
         "locale": "en-US",
         "first_image": corpus.good_png(320, 240, (200, 30, 30)),
         "last_image": corpus.good_png(320, 240, (30, 30, 200)),
-        "prompt": prompt,
-        "resolution": "480P",
+        "request": JobRequest(**options),
     }
     values.update(kw)
     return Draft(**values)
+
+
+_OPTIONS = frozenset(f.name for f in fields(JobRequest))
 
 
 async def wait_until(predicate: Callable[[], Any], within: float = 30.0, interval: float = 0.02) -> None:

@@ -159,7 +159,7 @@ async def test_regenerate_meets_every_check_of_kf2v(world: World) -> None:
     # Everything allowed again: the same button queues a new job with the same request.
     assert "queued" in await press()
     new_job = await world.latest_job()
-    assert new_job.parent_job_id == job.id and new_job.prompt == job.prompt
+    assert new_job.parent_job_id == job.id and new_job.request.prompt == job.request.prompt
     assert new_job.channel_id == world.channel and new_job.guild_id == world.guild
     assert svc.jobs.image_workers.checked == 2  # only the first job's frames were ever decoded
     print("\nADMISSION regenerate-checks refused=4 (channel, permissions, budget, member limit) accepted=1")

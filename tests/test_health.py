@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from bot.health import HealthServer, Metrics
-from bot.jobs.models import GuildPolicy, GuildUsage, Job, JobRequest, JobState
+from bot.jobs.models import GuildPolicy, GuildUsage, Job, JobRequest, JobState, NewJob
 from bot.jobs.scheduler import AccountLimits, QueuedJob, Scheduler
 from bot.jobs.store import JobStore
 from bot.settings import load_settings
@@ -32,22 +32,16 @@ def _admit(usage: GuildUsage, policy: GuildPolicy) -> None:
 
 
 async def _job(store: JobStore, guild_id: int, user_id: int, model: str = FLASH, cost: int = 1000) -> Job:
-    request = JobRequest(
+    new_job = NewJob(
         guild_id=guild_id,
         channel_id=guild_id * 10,
         user_id=user_id,
         locale="en-US",
-        model=model,
-        resolution="720P",
-        prompt="a cat walks",
-        negative_prompt=None,
-        seed=None,
-        prompt_extend=True,
-        template=None,
+        request=JobRequest(model=model, resolution="720P", prompt="a cat walks"),
         first_frame="a" * 64 + ".png",
         last_frame="b" * 64 + ".png",
     )
-    return await store.create_job(request, cost=cost, period_day="2025-01-01", period_month="2025-01", admit=_admit)
+    return await store.create_job(new_job, cost=cost, period_day="2025-01-01", period_month="2025-01", admit=_admit)
 
 
 @pytest.fixture
@@ -137,7 +131,7 @@ async def test_metrics_families_from_real_store_and_scheduler(store: JobStore, h
     # Guild 1: two queued jobs (two users); guild 2: one queued; one job settled (spent) in guild 2.
     queued = [await _job(store, 1, 11), await _job(store, 1, 12), await _job(store, 2, 21)]
     for job in queued:
-        scheduler.queue.push(QueuedJob(job.id, job.guild_id, job.user_id, job.model, job.resolution, job.queue_seq))
+        scheduler.queue.push(QueuedJob.of(job))
     done = await _job(store, 2, 22, cost=1000)
     await store.transition(done.id, JobState.SUBMITTING, account="acct-1111")
     await store.transition(done.id, JobState.PENDING, task_id="t-1")

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from bot.__main__ import main
 from bot.catalog import load_catalog
-from bot.jobs.models import GuildPolicy, GuildUsage, JobRequest
+from bot.jobs.models import GuildPolicy, GuildUsage, JobRequest, NewJob
 from bot.jobs.store import JobStore
 from bot.ops import INVITE_PERMISSIONS, latest_migration, run_backup, run_check
 from bot.settings import Settings, load_settings
@@ -340,19 +340,13 @@ def _admit(usage: GuildUsage, policy: GuildPolicy) -> None:
     return None
 
 
-def _request(n: int) -> JobRequest:
-    return JobRequest(
+def _request(n: int) -> NewJob:
+    return NewJob(
         guild_id=1 + n % 3,
         channel_id=10,
         user_id=100 + n % 7,
         locale="en-US",
-        model="wan2.2-kf2v-flash",
-        resolution="720P",
-        prompt=f"prompt {n}",
-        negative_prompt=None,
-        seed=n,
-        prompt_extend=True,
-        template=None,
+        request=JobRequest(model="wan2.2-kf2v-flash", resolution="720P", prompt=f"prompt {n}", seed=n),
         first_frame="a" * 64 + ".png",
         last_frame="b" * 64 + ".png",
     )

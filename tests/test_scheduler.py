@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.jobs.models import Pause, PauseScope
+from bot.jobs.models import JobRequest, Pause, PauseScope
 from bot.jobs.scheduler import RATE_WINDOW_S, AccountLimits, FairQueue, QueuedJob, Scheduler
 
 FLASH = "wan2.2-kf2v-flash"
@@ -14,7 +14,8 @@ SINCE = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
 
 
 def q(job_id: int, guild: int, user: int, seq: int | None = None, model: str = FLASH) -> QueuedJob:
-    return QueuedJob(job_id, guild, user, model, "720P", seq if seq is not None else job_id)
+    request = JobRequest(model=model, resolution="720P")
+    return QueuedJob(job_id, guild, user, seq if seq is not None else job_id, request)
 
 
 def drain(queue: FairQueue) -> list[int]:

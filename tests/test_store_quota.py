@@ -10,7 +10,7 @@ import pytest
 
 from bot.catalog import load_catalog
 from bot.errors import QueueFull, QuotaExceeded
-from bot.jobs.models import IllegalTransition, JobRequest, JobState
+from bot.jobs.models import IllegalTransition, JobRequest, JobState, NewJob
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.store import JobStore, StaleState
 from bot.ops import latest_migration
@@ -19,11 +19,11 @@ from tests.support.postgres import OpenDatabase
 ZONE = __import__("zoneinfo").ZoneInfo
 
 
-def request(guild: int = 1, user: int = 10, model: str = "wan2.2-kf2v-flash", resolution: str = "720P") -> JobRequest:
-    return JobRequest(
-        guild_id=guild, channel_id=5, user_id=user, locale="en-US", model=model, resolution=resolution,
-        prompt="hello'); DROP TABLE jobs; -- @everyone", negative_prompt=None, seed=7, prompt_extend=True,
-        template=None, first_frame="ab/ab.png", last_frame="cd/cd.png",
+def request(guild: int = 1, user: int = 10, model: str = "wan2.2-kf2v-flash", resolution: str = "720P") -> NewJob:
+    options = JobRequest(model=model, resolution=resolution, prompt="hello'); DROP TABLE jobs; -- @everyone", seed=7)
+    return NewJob(
+        guild_id=guild, channel_id=5, user_id=user, locale="en-US", request=options,
+        first_frame="ab/ab.png", last_frame="cd/cd.png",
     )  # fmt: skip
 
 
@@ -154,7 +154,7 @@ async def test_periods_follow_the_configured_zone(store: JobStore) -> None:
 async def test_prompts_are_stored_verbatim(store: JobStore) -> None:
     job = await budget(store).admit(request())
     again = await store.get(job.id)
-    assert again is not None and again.prompt == "hello'); DROP TABLE jobs; -- @everyone"
+    assert again is not None and again.request.prompt == "hello'); DROP TABLE jobs; -- @everyone"
 
 
 async def test_manager_limits_never_touch_budgets(store: JobStore) -> None:

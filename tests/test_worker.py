@@ -9,7 +9,7 @@ import pytest
 
 from bot.app import Services
 from bot.errors import InvalidInput
-from bot.jobs.models import JobState, PauseScope
+from bot.jobs.models import ChargeState, JobState, PauseScope
 from bot.jobs.service import Actor
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests import corpus
@@ -36,7 +36,7 @@ async def ledger_balances(services: Services) -> None:
     settled = sum(e.amount for e in ledger if e.kind == "settle")
     reserved = sum(e.amount for e in ledger if e.kind == "reserve")
     released = sum(e.amount for e in ledger if e.kind == "release")
-    settled_jobs = [j for j in jobs if j.charge_state.value == "settled"]
+    settled_jobs = [j for j in jobs if j.charge_state is ChargeState.SETTLED]
     assert settled == sum(j.cost_settled for j in jobs if j.state is JobState.DELIVERED)
     assert reserved - released - sum(j.cost_reserved for j in settled_jobs) == 0  # nothing left reserved
     for job in jobs:
@@ -128,7 +128,7 @@ async def test_content_check_failure_is_explained_and_released(tmp_path: Path, e
         for job in await jobs_by_id(services, [late.id, early.id]):
             assert job.state is JobState.FAILED
             assert job.error_key == "job.failed.content"
-            assert job.charge_state.value == "released"
+            assert job.charge_state is ChargeState.RELEASED
         assert sorted(recorder.failed) == sorted([(late.id, "job.failed.content"), (early.id, "job.failed.content")])
         await ledger_balances(services)
     finally:
@@ -189,7 +189,7 @@ async def test_bad_key_pauses_the_account_and_keeps_jobs_queued(tmp_path: Path) 
         await wait_until(lambda: bool(recorder.alerts), within=20)
         assert recorder.alerts[0][0] == "alert.account_problem"
         again = await services.store.get(job.id)
-        assert again is not None and again.state is JobState.QUEUED and again.charge_state.value == "reserved"
+        assert again is not None and again.state is JobState.QUEUED and again.charge_state is ChargeState.RESERVED
         assert "sk-the-right-one" not in repr(recorder.alerts)
     finally:
         await services.stop()
@@ -206,14 +206,14 @@ async def test_cancel_while_queued_and_while_pending(tmp_path: Path, emulator: D
             await services.jobs.cancel(queued.id, Actor(user_id=999))
         assert getattr(info.value, "key", "") == "job.not_yours"
         cancelled = await services.jobs.cancel(queued.id, Actor(user_id=1))
-        assert cancelled.state is JobState.CANCELED and cancelled.charge_state.value == "released"
+        assert cancelled.state is JobState.CANCELED and cancelled.charge_state is ChargeState.RELEASED
         pending = await services.jobs.submit(draft(user=2))
         await services.jobs.resume()
         await wait_until(lambda: _state_is(services, pending.id, JobState.PENDING), within=20)
         await services.jobs.cancel(pending.id, Actor(user_id=2))
         await settle(services, [pending.id])
         done = await services.store.get(pending.id)
-        assert done is not None and done.state is JobState.CANCELED and done.charge_state.value == "released"
+        assert done is not None and done.state is JobState.CANCELED and done.charge_state is ChargeState.RELEASED
         assert emulator.stats()["cancels"] == 1
         with pytest.raises(InvalidInput):
             await services.jobs.cancel(pending.id, Actor(user_id=2))

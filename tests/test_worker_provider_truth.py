@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from bot.app import Services
-from bot.jobs.models import Job, JobState
+from bot.jobs.models import ChargeState, Job, JobState
 from bot.jobs.quota import Settlement
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, api_key_id
 from tests.harness import API_KEY, all_final, draft, jobs_by_id, start_engine, wait_until
@@ -246,7 +246,7 @@ async def test_a_job_that_keeps_crashing_fails_released_with_a_reference(
             await settle(services, [job.id])
         done = await services.store.get(job.id)
         assert done is not None and done.state is JobState.FAILED
-        assert done.error_key == "job.failed.internal" and done.charge_state.value == "released"
+        assert done.error_key == "job.failed.internal" and done.charge_state is ChargeState.RELEASED
         assert services.worker.counters["job_crashes"] == 3
         refs = {getattr(r, "ref", None) for r in caplog.records if r.exc_info}
         assert len(refs) == 3 and None not in refs

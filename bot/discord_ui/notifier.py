@@ -19,7 +19,7 @@ from bot.catalog import format_cny
 from bot.discord_ui.checks import Owners
 from bot.discord_ui.render import NO_PINGS, STATE_COLOURS, clip, job_buttons, status_embed
 from bot.i18n import t
-from bot.jobs.models import Job, JobState
+from bot.jobs.models import ChargeState, Job, JobState
 from bot.jobs.ports import DeliveryError, Progress, Video
 
 log = logging.getLogger(__name__)
@@ -150,10 +150,10 @@ class DiscordNotifier:
 
     def _result_embed(self, job: Job, locale: str) -> discord.Embed:
         embed = discord.Embed(colour=STATE_COLOURS[JobState.DELIVERED])
-        if job.actual_prompt and job.actual_prompt != job.prompt:
+        if job.actual_prompt and job.actual_prompt != job.request.prompt:
             embed.add_field(name=t(locale, "result.actual_prompt"), value=clip(job.actual_prompt, 1024), inline=False)
-        if job.seed is not None:
-            embed.add_field(name=t(locale, "result.seed"), value=str(job.seed), inline=True)
+        if job.request.seed is not None:
+            embed.add_field(name=t(locale, "result.seed"), value=str(job.request.seed), inline=True)
         embed.add_field(name=t(locale, "result.cost"), value=f"¥{format_cny(job.cost_settled)}", inline=True)
         embed.set_footer(text=MARKER.format(job_id=job.id))
         return embed
@@ -194,7 +194,7 @@ class DiscordNotifier:
             text = t(locale, "result.cancelled", user=f"<@{job.user_id}>", job_id=job.id)
         else:
             text = t(locale, "result.failed", user=f"<@{job.user_id}>", job_id=job.id, reason=t(locale, key))
-        if job.charge_state.value == "released":
+        if job.charge_state is ChargeState.RELEASED:
             text += "\n" + t(locale, "result.not_charged")
         mention = discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False, roles=False)
         try:

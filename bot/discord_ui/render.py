@@ -12,7 +12,7 @@ import discord
 
 from bot.catalog import format_cny
 from bot.i18n import t
-from bot.jobs.models import Job, JobState
+from bot.jobs.models import ChargeState, Job, JobState
 from bot.jobs.ports import Progress
 from bot.jobs.quota import BudgetReport
 
@@ -44,14 +44,15 @@ def status_embed(job: Job, progress: Progress, locale: str | None, paused: bool 
     state_text = t(locale, f"state.{job.state.value}")
     embed = discord.Embed(
         title=clip(t(locale, "status.title", job_id=job.id, state=state_text), 256),
-        description=clip(job.prompt or t(locale, "status.effect", template=job.template or ""), 4000),
+        description=clip(job.request.prompt or t(locale, "status.effect", template=job.request.template or ""), 4000),
         colour=STATE_COLOURS[job.state],
     )
-    cost = job.cost_settled if job.charge_state.value == "settled" else job.cost_reserved
-    cost_key = "status.cost_settled" if job.charge_state.value == "settled" else "status.cost_estimated"
-    if job.charge_state.value == "released":
+    cost = job.cost_settled if job.charge_state is ChargeState.SETTLED else job.cost_reserved
+    cost_key = "status.cost_settled" if job.charge_state is ChargeState.SETTLED else "status.cost_estimated"
+    if job.charge_state is ChargeState.RELEASED:
         cost_key, cost = "status.cost_none", 0
-    embed.add_field(name=t(locale, "status.model"), value=f"{job.model} · {job.resolution}", inline=True)
+    tier = f"{job.request.model} · {job.request.resolution}"
+    embed.add_field(name=t(locale, "status.model"), value=tier, inline=True)
     embed.add_field(name=t(locale, "status.cost"), value=t(locale, cost_key, cost=format_cny(cost)), inline=True)
     embed.add_field(name=t(locale, "status.requester"), value=f"<@{job.user_id}>", inline=True)
     if job.state is JobState.QUEUED:
@@ -71,8 +72,8 @@ def status_embed(job: Job, progress: Progress, locale: str | None, paused: bool 
         embed.add_field(name=t(locale, "status.progress"), value=value, inline=False)
     elif job.state in (JobState.FAILED, JobState.CANCELED) and job.error_key:
         embed.add_field(name=t(locale, "status.outcome"), value=t(locale, job.error_key), inline=False)
-    if job.seed is not None:
-        embed.set_footer(text=t(locale, "status.seed", seed=job.seed))
+    if job.request.seed is not None:
+        embed.set_footer(text=t(locale, "status.seed", seed=job.request.seed))
     return embed
 
 
@@ -87,15 +88,16 @@ def channel_mentions(channel_ids: Iterable[int]) -> str:
 def job_line(job: Job, locale: str, position: int | None, eta_s: float | None) -> str:
     state = t(locale, f"state.{job.state.value}")
     where = channel_mention(job.thread_id or job.channel_id)
-    cost = job.cost_settled if job.charge_state.value == "settled" else job.cost_reserved
-    money = t(locale, "status.cost_none") if job.charge_state.value == "released" else f"¥{format_cny(cost)}"
+    cost = job.cost_settled if job.charge_state is ChargeState.SETTLED else job.cost_reserved
+    money = t(locale, "status.cost_none") if job.charge_state is ChargeState.RELEASED else f"¥{format_cny(cost)}"
     extra = ""
     if job.state is JobState.QUEUED and position is not None:
         extra = " · " + t(locale, "status.position", position=position)
     if eta_s is not None and not job.is_final:
         extra += " · " + t(locale, "status.eta", ts=int(time.time() + eta_s))
-    prompt = clip(" ".join((job.prompt or job.template or "").split()), 60)
-    return f"**#{job.id}** {state} · {job.model} {job.resolution} · {money}{extra} · {where}\n> {prompt}"
+    request = job.request
+    prompt = clip(" ".join((request.prompt or request.template or "").split()), 60)
+    return f"**#{job.id}** {state} · {request.model} {request.resolution} · {money}{extra} · {where}\n> {prompt}"
 
 
 def report_embed(report: BudgetReport, locale: str, title: str) -> discord.Embed:

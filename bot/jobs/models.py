@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -21,14 +21,9 @@ class JobState(StrEnum):
     def is_final(self) -> bool:
         return self in FINAL_STATES
 
-    @property
-    def holds_provider_slot(self) -> bool:
-        return self in SLOT_STATES
-
 
 FINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.CANCELED})
 SLOT_STATES = frozenset({JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING})
-WAITING_STATES = frozenset({JobState.QUEUED, *SLOT_STATES})
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.SUBMITTING, JobState.CANCELED, JobState.FAILED}),
@@ -64,40 +59,48 @@ class ChargeState(StrEnum):
     RELEASED = "released"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobRequest:
-    """What a member asked for, with the input frames already checked and stored (by content hash)."""
+    """The options a member chose for one video: the one place a request option is declared.
+
+    The command fills it, the store keeps it in columns named as these fields, the checks, the scheduler,
+    Regenerate (`replace(job.request, seed=...)`) and the provider request read it. An empty `model` or
+    `resolution` means "the default"; JobService fills both in before admission, so a stored job names them.
+    """
+
+    model: str = ""
+    resolution: str = ""
+    prompt: str = ""  # empty for an effect, which the template describes
+    negative_prompt: str | None = None
+    prompt_extend: bool = True
+    seed: int | None = None  # None: the provider picks one
+    template: str | None = None  # an effect template (kf2v-effect); None for a keyframe video
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """A job about to be admitted: who asked where, their request, and its checked, stored frames."""
 
     guild_id: int
     channel_id: int
     user_id: int
     locale: str
-    model: str
-    resolution: str
-    prompt: str
-    negative_prompt: str | None
-    seed: int | None
-    prompt_extend: bool
-    template: str | None
+    request: JobRequest
     first_frame: str  # media reference (sha256 + extension)
     last_frame: str | None
-    parent_job_id: int | None = None
+    parent_job_id: int | None = None  # the job Regenerate started from
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
+    """A stored job: its request, where it stands, what it cost, and where it is shown."""
+
     id: int
     guild_id: int
     channel_id: int
     user_id: int
     locale: str
-    model: str
-    resolution: str
-    prompt: str
-    negative_prompt: str | None
-    seed: int | None
-    prompt_extend: bool
-    template: str | None
+    request: JobRequest
     first_frame: str
     last_frame: str | None
     parent_job_id: int | None
@@ -132,14 +135,6 @@ class Job:
     @property
     def is_final(self) -> bool:
         return self.state.is_final
-
-    @property
-    def is_effect(self) -> bool:
-        return self.template is not None
-
-    def as_request(self) -> JobRequest:
-        """What was asked for, to ask again (Regenerate)."""
-        return JobRequest(**{f.name: getattr(self, f.name) for f in fields(JobRequest)})
 
 
 class PauseScope(StrEnum):

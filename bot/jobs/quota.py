@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from bot.catalog import VIDEO_SECONDS, Catalog, format_cny
 from bot.errors import QueueFull, QuotaExceeded
-from bot.jobs.models import GuildPolicy, GuildUsage, Job, JobRequest
+from bot.jobs.models import GuildPolicy, GuildUsage, Job, NewJob
 from bot.jobs.store import ChannelEdit, JobStore, utcnow
 
 
@@ -49,7 +49,6 @@ class EffectivePolicy:
     member_daily_videos: int
     user_queue_limit: int
     allowed_channels: tuple[int, ...]
-    paused: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +95,7 @@ class BudgetService:
             seconds, clamped = float(fixed), True
         else:
             seconds, clamped = billed_seconds, False
-        cost = self._catalog.model(job.model).cost_milli(job.resolution, seconds)
+        cost = self._catalog.model(job.request.model).cost_milli(job.request.resolution, seconds)
         return Settlement(cost=min(cost, job.cost_reserved), billed_seconds=billed_seconds, clamped=clamped)
 
     def actual_cost(self, job: Job, billed_seconds: float | None) -> int:
@@ -125,7 +124,6 @@ class BudgetService:
             ),
             user_queue_limit=d.user_queue_limit if policy.user_queue_limit is None else policy.user_queue_limit,
             allowed_channels=policy.allowed_channels,
-            paused=policy.paused,
         )
 
     # --- admission -----------------------------------------------------------------------------------
@@ -163,16 +161,16 @@ class BudgetService:
         policy, usage = await self._store.policy_and_usage(guild_id, user_id, periods.day, periods.month)
         self.refuse_if_over(usage, policy, self.estimate(model, resolution), periods)
 
-    async def admit(self, request: JobRequest, now: datetime | None = None) -> Job:
+    async def admit(self, new_job: NewJob, now: datetime | None = None) -> Job:
         """Reserve the job's cost and create it, or raise a refusal that says what is left and when."""
-        cost = self.estimate(request.model, request.resolution)
+        cost = self.estimate(new_job.request.model, new_job.request.resolution)
         periods = self.periods(now)
 
         def decide(usage: GuildUsage, policy: GuildPolicy) -> None:
             self.refuse_if_over(usage, policy, cost, periods)
 
         return await self._store.create_job(
-            request, cost=cost, period_day=periods.day, period_month=periods.month, admit=decide, now=now
+            new_job, cost=cost, period_day=periods.day, period_month=periods.month, admit=decide, now=now
         )
 
     # --- reports and settings ------------------------------------------------------------------------

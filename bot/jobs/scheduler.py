@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from statistics import fmean
 
-from bot.jobs.models import Pause, PauseScope
+from bot.jobs.models import Job, JobRequest, Pause, PauseScope
 
 # Keep a little room under the provider's one-second window: our clock and theirs do not tick together.
 RATE_WINDOW_S = 1.1
@@ -28,12 +28,25 @@ COOLDOWN_MAX_S = 60.0
 
 @dataclass(frozen=True, slots=True)
 class QueuedJob:
+    """The scheduler's view of a queued job: whose turn it is, and the request that says which lane."""
+
     job_id: int
     guild_id: int
     user_id: int
-    model: str
-    resolution: str
     queue_seq: int
+    request: JobRequest
+
+    @classmethod
+    def of(cls, job: Job) -> QueuedJob:
+        return cls(job.id, job.guild_id, job.user_id, job.queue_seq, job.request)
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def resolution(self) -> str:
+        return self.request.resolution
 
 
 class FairQueue:

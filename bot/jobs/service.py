@@ -19,7 +19,7 @@ from bot.catalog import Catalog, ModelSpec
 from bot.errors import InvalidInput, JobNotFound, NotAllowed, RateLimited
 from bot.jobs.images import CheckedImage, ImageLimits, check_image
 from bot.jobs.media import MediaStore
-from bot.jobs.models import Job, JobRequest, JobState, Pause, PauseScope
+from bot.jobs.models import Job, JobRequest, JobState, NewJob, Pause, PauseScope
 from bot.jobs.ports import Progress
 from bot.jobs.quota import BudgetReport, BudgetService
 from bot.jobs.store import ChannelEdit, JobStore, StaleState, utcnow
@@ -32,23 +32,17 @@ MAX_NEGATIVE_PROMPT = 500
 MAX_SEED = 2_147_483_647
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Draft:
-    """A member's request as the cog read it."""
+    """A member's request as the cog read it: who asked where, the options, the uploaded frames' bytes."""
 
     guild_id: int
     channel_id: int
     user_id: int
     locale: str
-    first_image: bytes
-    last_image: bytes | None
-    prompt: str
-    negative_prompt: str | None = None
-    model: str | None = None
-    resolution: str | None = None
-    prompt_extend: bool = True
-    seed: int | None = None
-    template: str | None = None
+    request: JobRequest
+    first_image: bytes = b""  # empty until the attachments are downloaded (after `precheck`)
+    last_image: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,33 +147,38 @@ class JobService:
         self.image_workers = image_workers or ImageWorkers(2)
 
     # --- new jobs ------------------------------------------------------------------------------------
-    def check_text(self, draft: Draft) -> tuple[str, str]:
-        """Model/resolution/prompt/seed/template rules, before any image work. Returns (model, resolution)."""
-        model_key = draft.model or self.catalog.default_model
+    def check_text(self, request: JobRequest) -> JobRequest:
+        """Model/resolution/prompt/seed/template rules, before any image work.
+
+        Returns the request with the default model and resolution filled in.
+        """
+        model_key = request.model or self.catalog.default_model
         if model_key not in self.catalog.models or self.region not in self.catalog.model(model_key).provider_names:
             raise InvalidInput("input.unknown_model", model=model_key)
         spec = self.catalog.model(model_key)
-        resolution = draft.resolution or spec.default_resolution
+        resolution = request.resolution or spec.default_resolution
         if resolution not in spec.resolutions:
             raise InvalidInput(
                 "input.resolution", model=model_key, resolution=resolution, allowed=", ".join(spec.resolutions)
             )
-        if draft.template is not None:
+        if request.template is not None:
             if not spec.templates:
                 with_templates = [m.key for m in self.catalog.models_in(self.region) if m.templates]
                 raise InvalidInput("input.template_model", model=model_key, models=", ".join(with_templates))
-            if draft.template not in spec.templates:
-                raise InvalidInput("input.template_unknown", template=draft.template, allowed=", ".join(spec.templates))
+            if request.template not in spec.templates:
+                raise InvalidInput(
+                    "input.template_unknown", template=request.template, allowed=", ".join(spec.templates)
+                )
         else:
-            if not visible_text(draft.prompt):
+            if not visible_text(request.prompt):
                 raise InvalidInput("input.prompt_blank")
-            if len(draft.prompt) > MAX_PROMPT:
-                raise InvalidInput("input.prompt_long", length=len(draft.prompt), limit=MAX_PROMPT)
-        if draft.negative_prompt is not None and len(draft.negative_prompt) > MAX_NEGATIVE_PROMPT:
-            raise InvalidInput("input.negative_long", length=len(draft.negative_prompt), limit=MAX_NEGATIVE_PROMPT)
-        if draft.seed is not None and not 0 <= draft.seed <= MAX_SEED:
+            if len(request.prompt) > MAX_PROMPT:
+                raise InvalidInput("input.prompt_long", length=len(request.prompt), limit=MAX_PROMPT)
+        if request.negative_prompt is not None and len(request.negative_prompt) > MAX_NEGATIVE_PROMPT:
+            raise InvalidInput("input.negative_long", length=len(request.negative_prompt), limit=MAX_NEGATIVE_PROMPT)
+        if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
             raise InvalidInput("input.seed", limit=MAX_SEED)
-        return model_key, resolution
+        return replace(request, model=model_key, resolution=resolution)
 
     async def check_channel(self, guild_id: int, channel_id: int) -> None:
         policy = await self.budget.policy(guild_id)
@@ -189,18 +188,17 @@ class JobService:
     async def precheck(self, draft: Draft) -> None:
         """Everything that needs no image bytes: run before downloading attachments."""
         self.rate_limiter.hit(draft.user_id)
-        await self._request_checks(draft)
+        await self._request_checks(draft.guild_id, draft.channel_id, draft.user_id, draft.request)
 
-    async def _request_checks(self, draft: Draft) -> tuple[str, str]:
+    async def _request_checks(self, guild_id: int, channel_id: int, user_id: int, request: JobRequest) -> None:
         """Text, channel and budget: the checks /kf2v, /kf2v-effect and Regenerate share, cheapest first.
 
         The budget is read here only to refuse early (before downloads and decoding); the reservation
-        itself is made atomically at admission. Returns (model, resolution).
+        itself is made atomically at admission.
         """
-        model, resolution = self.check_text(draft)
-        await self.check_channel(draft.guild_id, draft.channel_id)
-        await self.budget.precheck(draft.guild_id, draft.user_id, model, resolution)
-        return model, resolution
+        request = self.check_text(request)
+        await self.check_channel(guild_id, channel_id)
+        await self.budget.precheck(guild_id, user_id, request.model, request.resolution)
 
     async def submit(self, draft: Draft) -> Job:
         await self.precheck(draft)
@@ -208,14 +206,12 @@ class JobService:
 
     async def submit_checked(self, draft: Draft) -> Job:
         """Check the images, store them, reserve the budget and queue the job (after `precheck`)."""
-        model, resolution = self.check_text(draft)
+        request = self.check_text(draft.request)
         first = await self.image_workers.check(draft.first_image, self.image_limits)
         last = await self.image_workers.check(draft.last_image, self.image_limits) if draft.last_image else None
-        return await self._admit(draft, model, resolution, first, last)
+        return await self._admit(draft, request, first, last)
 
-    async def _admit(
-        self, draft: Draft, model: str, resolution: str, first: CheckedImage, last: CheckedImage | None
-    ) -> Job:
+    async def _admit(self, draft: Draft, request: JobRequest, first: CheckedImage, last: CheckedImage | None) -> Job:
         written: list[str] = []
         first_ref, new = await asyncio.to_thread(self.media.put_frame, first.data, first.mime)
         written += [first_ref] if new else []
@@ -223,29 +219,24 @@ class JobService:
         if last is not None:
             last_ref, new = await asyncio.to_thread(self.media.put_frame, last.data, last.mime)
             written += [last_ref] if new else []
-        request = JobRequest(
+        new_job = NewJob(
             guild_id=draft.guild_id,
             channel_id=draft.channel_id,
             user_id=draft.user_id,
             locale=draft.locale,
-            model=model,
-            resolution=resolution,
-            prompt=draft.prompt if draft.template is None else (draft.prompt or ""),
-            negative_prompt=draft.negative_prompt,
-            seed=draft.seed,
-            prompt_extend=draft.prompt_extend,
-            template=draft.template,
+            request=request,
             first_frame=first_ref,
             last_frame=last_ref,
         )
         try:
-            job = await self.budget.admit(request)
+            job = await self.budget.admit(new_job)
         except BaseException:
             for ref in written:  # a refused request leaves nothing behind
                 self.media.remove_frame(ref)
             raise
         log.info(
-            "job %s accepted: guild %s user %s %s %s", job.id, job.guild_id, job.user_id, job.model, job.resolution,
+            "job %s accepted: guild %s user %s %s %s",
+            job.id, job.guild_id, job.user_id, request.model, request.resolution,
             extra={"job_id": job.id, "guild_id": job.guild_id, "user_id": job.user_id},
         )  # fmt: skip
         self.worker.enqueue(job)
@@ -258,18 +249,20 @@ class JobService:
         job = await self._job_for(job_id, actor)
         if job.guild_id != guild_id:  # a button can only spend the budget of the guild it was pressed in
             raise NotAllowed("job.not_yours")
-        request = replace(
-            job.as_request(),
+        again = NewJob(
+            guild_id=job.guild_id,
             channel_id=channel_id,
             user_id=actor.user_id,
             locale=locale,
-            seed=random.randint(0, MAX_SEED),  # noqa: S311 - a seed, not a secret
+            request=replace(job.request, seed=random.randint(0, MAX_SEED)),  # noqa: S311 - a seed, not a secret
+            first_frame=job.first_frame,
+            last_frame=job.last_frame,
             parent_job_id=job.id,
         )
-        await self._request_checks(_draft_of(request))
+        await self._request_checks(again.guild_id, again.channel_id, again.user_id, again.request)
         if not self.media.frame_path(job.first_frame).exists():
             raise InvalidInput("input.frames_gone")
-        new_job = await self.budget.admit(request)
+        new_job = await self.budget.admit(again)
         self.worker.enqueue(new_job)
         return new_job
 
@@ -424,25 +417,6 @@ class JobService:
             user_queue_limit=user_queue_limit,
             edit_channels=edit_channels,
         )
-
-
-def _draft_of(request: JobRequest) -> Draft:
-    """A stored request as the checks see a new one (the frames are already checked and stored)."""
-    return Draft(
-        guild_id=request.guild_id,
-        channel_id=request.channel_id,
-        user_id=request.user_id,
-        locale=request.locale,
-        first_image=b"",
-        last_image=None,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        model=request.model,
-        resolution=request.resolution,
-        prompt_extend=request.prompt_extend,
-        seed=request.seed,
-        template=request.template,
-    )
 
 
 __all__ = ["Actor", "Draft", "ImageWorkers", "JobService", "UserRateLimiter", "visible_text"]

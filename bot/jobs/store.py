@@ -46,6 +46,7 @@ from bot.jobs.models import (
     JobRequest,
     JobState,
     LedgerEntry,
+    NewJob,
     Pause,
     PauseScope,
     check_transition,
@@ -115,11 +116,21 @@ _JOB_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "created_at": _required_dt,
     "updated_at": _required_dt,
 }
-_JOB_FIELDS = tuple(f.name for f in fields(Job))
+_REQUEST_FIELDS = tuple(f.name for f in fields(JobRequest))  # the job's options: columns of the same names
+_JOB_FIELDS = tuple(f.name for f in fields(Job) if f.name != "request")
+_NEW_JOB_FIELDS = tuple(f.name for f in fields(NewJob) if f.name != "request")
 
 
 def _job(row: Row) -> Job:
-    return Job(**{name: _JOB_CONVERTERS.get(name, _same)(row[name]) for name in _JOB_FIELDS})
+    request = JobRequest(**{name: _JOB_CONVERTERS.get(name, _same)(row[name]) for name in _REQUEST_FIELDS})
+    return Job(request=request, **{name: _JOB_CONVERTERS.get(name, _same)(row[name]) for name in _JOB_FIELDS})
+
+
+def _new_job_columns(new_job: NewJob) -> dict[str, Any]:
+    """A new job's column values, by field name: a request option added to JobRequest needs only its column."""
+    given = {name: getattr(new_job, name) for name in _NEW_JOB_FIELDS}
+    given.update((name, getattr(new_job.request, name)) for name in _REQUEST_FIELDS)
+    return {name: _db_value(value) for name, value in given.items()}
 
 
 def _same(value: Any) -> Any:
@@ -281,7 +292,7 @@ class JobStore:
     # --- jobs ----------------------------------------------------------------------------------------
     async def create_job(
         self,
-        request: JobRequest,
+        new_job: NewJob,
         *,
         cost: int,
         period_day: str,
@@ -296,13 +307,13 @@ class JobStore:
         this process or another, are admitted one after the other and a budget can never be over-committed.
         """
         now = now or utcnow()
-        return await self._db.run_in_transaction(lambda tx: self._admit(tx, request, cost, period_day,
+        return await self._db.run_in_transaction(lambda tx: self._admit(tx, new_job, cost, period_day,
                                                                          period_month, admit, now))  # fmt: skip
 
     async def _admit(
         self,
         db: Transaction,
-        request: JobRequest,
+        new_job: NewJob,
         cost: int,
         period_day: str,
         period_month: str,
@@ -310,36 +321,23 @@ class JobStore:
         now: datetime,
     ) -> Job:
         # First thing: READ COMMITTED reads after the lock see every admission committed before it.
-        await db.lock(_guild_lock(request.guild_id))
-        policy, usage = await self._policy_and_usage(db, request.guild_id, request.user_id, period_day, period_month)
+        await db.lock(_guild_lock(new_job.guild_id))
+        policy, usage = await self._policy_and_usage(db, new_job.guild_id, new_job.user_id, period_day, period_month)
         admit(usage, policy)
         # The next queue_seq is computed inside the INSERT (indexed since 0002): one trip, not two.
         # Admissions into other guilds hold other guild locks, so this second key (always taken after
         # the guild's: no deadlock) keeps MAX + 1 unique on PostgreSQL, and only for the insert's tail.
         await db.lock(_QUEUE_SEQ_LOCK)
+        given = _new_job_columns(new_job)
+        columns = ", ".join(given)  # field names, never user input
         inserted = await db.fetch_all(
-            """INSERT INTO jobs (guild_id, channel_id, user_id, locale, model, resolution, prompt,
-                   negative_prompt, seed, prompt_extend, template, first_frame, last_frame, parent_job_id,
-                   state, queue_seq, cost_reserved, charge_state, period_day, period_month,
+            f"""INSERT INTO jobs ({columns}, state, queue_seq, cost_reserved, charge_state, period_day, period_month,
                    created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                       (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?)
-               RETURNING *""",
+               VALUES ({", ".join("?" * len(given))}, ?, (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs),
+                       ?, ?, ?, ?, ?, ?)
+               RETURNING *""",  # noqa: S608
             (
-                request.guild_id,
-                request.channel_id,
-                request.user_id,
-                request.locale,
-                request.model,
-                request.resolution,
-                request.prompt,
-                request.negative_prompt,
-                request.seed,
-                int(request.prompt_extend),
-                request.template,
-                request.first_frame,
-                request.last_frame,
-                request.parent_job_id,
+                *given.values(),
                 JobState.QUEUED.value,
                 cost,
                 ChargeState.RESERVED.value,
@@ -354,7 +352,7 @@ class JobStore:
             raise StoreError("insert returned no row")
         job = _job(rows[0])  # the row as inserted: the event and ledger rows below do not change it
         await self._event(db, job.id, JobState.QUEUED, now)
-        await self._ledger(db, job.id, request.guild_id, "reserve", cost, now)
+        await self._ledger(db, job.id, new_job.guild_id, "reserve", cost, now)
         return job
 
     async def get(self, job_id: int) -> Job | None:

@@ -29,9 +29,9 @@ from bot.jobs.media import MediaStore
 from bot.jobs.models import SLOT_STATES, Job, JobState
 from bot.jobs.ports import Clock, Notifier, Progress, ProviderClient
 from bot.jobs.quota import BudgetService
-from bot.jobs.scheduler import Scheduler
+from bot.jobs.scheduler import QueuedJob, Scheduler
 from bot.jobs.store import JobStore, utcnow
-from bot.jobs.worker.context import WorkerConfig, WorkerContext, describe_failure, queued
+from bot.jobs.worker.context import WorkerConfig, WorkerContext, describe_failure
 from bot.jobs.worker.delivery import Delivery
 from bot.jobs.worker.dispatch import Dispatcher
 from bot.jobs.worker.polling import Poller
@@ -159,7 +159,7 @@ class Worker:
         for account, model, at in await ctx.store.recent_submissions(now_wall - timedelta(seconds=5)):
             scheduler.limits.remember_submit(account, model, now_mono - (now_wall - at).total_seconds())
         jobs = await ctx.store.jobs_in_states([*SLOT_STATES, JobState.QUEUED, JobState.SUCCEEDED])
-        seen_tiers = {(j.model, j.resolution) for j in jobs}
+        seen_tiers = {(j.request.model, j.request.resolution) for j in jobs}
         for model, resolution in seen_tiers:
             stats = scheduler.durations_for(model, resolution)
             for queued_s, running_s in reversed(await ctx.store.recent_durations(model, resolution)):
@@ -175,7 +175,7 @@ class Worker:
         limits = ctx.scheduler.limits
         if job.state is JobState.QUEUED:
             limits.forget(job.id)
-            ctx.scheduler.queue.push(queued(job))
+            ctx.scheduler.queue.push(QueuedJob.of(job))
             self.wake()
             return
         if job.state is JobState.SUCCEEDED:
@@ -185,7 +185,7 @@ class Worker:
             await ctx.fail(job, "job.failed.account_gone", code="AccountRemoved", release=True)
             return
         assert job.account is not None
-        limits.occupy(job.account, job.model, job.id)
+        limits.occupy(job.account, job.request.model, job.id)
         # No create of this job is in the air any more (a crash may have left its marker, which would keep
         # other lost answers on the lane from being decided).
         limits.end_submit(job.account, job.id)
@@ -199,7 +199,7 @@ class Worker:
     # --- entry points for the service layer ----------------------------------------------------------
     def enqueue(self, job: Job) -> None:
         """Queue a freshly admitted job."""
-        self._ctx.scheduler.queue.push(queued(job))
+        self._ctx.scheduler.queue.push(QueuedJob.of(job))
         self.wake()
 
     def dequeue(self, job_id: int) -> bool:

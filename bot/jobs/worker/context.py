@@ -59,11 +59,6 @@ def describe_failure(code: str | None) -> str:
     return "job.failed.provider"
 
 
-def queued(job: Job) -> QueuedJob:
-    """The scheduler's view of a queued job."""
-    return QueuedJob(job.id, job.guild_id, job.user_id, job.model, job.resolution, job.queue_seq)
-
-
 class RateGate:
     """Spaces out calls to at most `rate` per second (polls per account)."""
 
@@ -150,10 +145,10 @@ class WorkerContext:
         """Where the job stands: its queue position and ETA, or its running time."""
         if job.state is JobState.QUEUED:
             position = self.scheduler.queue.positions().get(job.id)
-            eta = self.scheduler.eta(position, job.model, job.resolution) if position else None
+            eta = self.scheduler.eta(position, job.request.model, job.request.resolution) if position else None
             held = self.scheduler.pause_for(job.guild_id)
             return Progress(position=position, eta_s=eta, paused=held.reason if held is not None else None)
-        stats = self.scheduler.durations_for(job.model, job.resolution)
+        stats = self.scheduler.durations_for(job.request.model, job.request.resolution)
         started = self.started_mono.get(job.id)
         if job.state is JobState.RUNNING and started is not None:
             elapsed = self.clock() - started
@@ -204,7 +199,7 @@ class WorkerContext:
         except StaleState:
             self.free_slot(job.id)
             return
-        self.scheduler.queue.push(queued(job), front=True)
+        self.scheduler.queue.push(QueuedJob.of(job), front=True)
         self.free_slot(job.id)
 
     async def account_problem(self, account: str, exc: DashScopeError) -> None:

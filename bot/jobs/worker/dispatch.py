@@ -107,7 +107,7 @@ class Dispatcher:
         ctx = self._ctx
         limits = ctx.scheduler.limits
         ctx.counters["submissions"] += 1
-        limits.mark_sent(account, job.model, job.id, ctx.clock())  # the rate window counts from here
+        limits.mark_sent(account, job.request.model, job.id, ctx.clock())  # the rate window counts from here
         try:
             created = await ctx.clients[account].create_task(request)
         except DashScopeError as exc:
@@ -116,13 +116,13 @@ class Dispatcher:
             await self._create_refused(job, account, exc)
             return
         limits.end_submit(account, job.id)
-        limits.succeeded(account, job.model)
+        limits.succeeded(account, job.request.model)
         job = await ctx.store.transition(
             job.id, JobState.PENDING, expect=JobState.SUBMITTING, task_id=created.task_id,
             request_id=created.request_id,
         )  # fmt: skip
         if not self._key_ids.knows(account) and job.task_id is not None and job.submitted_at is not None:
-            provider_model = ctx.catalog.provider_name(job.model, ctx.region)
+            provider_model = ctx.catalog.provider_name(job.request.model, ctx.region)
             self._key_ids.learn_soon(account, provider_model, job.task_id, job.submitted_at)
         # The create's own answer (PENDING) just came: the first poll can wait for the planner.
         await self._poller.track(job, account, fresh=True)
@@ -131,10 +131,10 @@ class Dispatcher:
         ctx = self._ctx
         if isinstance(exc, ThrottledError):
             ctx.counters["throttled"] += 1
-            delay = ctx.scheduler.limits.throttled(account, job.model, ctx.clock())
+            delay = ctx.scheduler.limits.throttled(account, job.request.model, ctx.clock())
             log.warning(
                 "throttled (%s); %s/%s cools down %.0fs, job %s back to the front",
-                exc.code, account, job.model, delay, job.id, extra={"job_id": job.id},
+                exc.code, account, job.request.model, delay, job.id, extra={"job_id": job.id},
             )  # fmt: skip
             await ctx.requeue(job, "throttled")
         elif isinstance(exc, AccountProblemError):
@@ -150,7 +150,7 @@ class Dispatcher:
         elif job.attempts >= ctx.config.max_submit_attempts:
             await ctx.fail(job, "job.failed.provider", code=exc.code, release=True)
         else:  # ProviderUnavailableError and unknown codes: nothing was created
-            ctx.scheduler.limits.throttled(account, job.model, ctx.clock())
+            ctx.scheduler.limits.throttled(account, job.request.model, ctx.clock())
             await ctx.requeue(job, f"provider error {exc.code}")
 
     def _build_request(self, job: Job) -> CreateTaskRequest:
@@ -162,13 +162,13 @@ class Dispatcher:
         return CreateTaskRequest.build(
             self._ctx.catalog,
             self._ctx.region,
-            model_key=job.model,
-            resolution=job.resolution,
-            prompt=job.prompt or None,
-            negative_prompt=job.negative_prompt,
+            model_key=job.request.model,
+            resolution=job.request.resolution,
+            prompt=job.request.prompt or None,
+            negative_prompt=job.request.negative_prompt,
             first_frame_uri=uri(job.first_frame),
             last_frame_uri=uri(job.last_frame) if job.last_frame else None,
-            prompt_extend=job.prompt_extend,
-            seed=job.seed,
-            template=job.template,
+            prompt_extend=job.request.prompt_extend,
+            seed=job.request.seed,
+            template=job.request.template,
         )

@@ -9,8 +9,9 @@ import math
 from bot.dashscope.errors import AccountProblemError, DashScopeError, MalformedAnswerError, ProviderUnavailableError
 from bot.dashscope.models import TaskResult, TaskStatus
 from bot.jobs.models import Job, JobState
+from bot.jobs.scheduler import QueuedJob
 from bot.jobs.store import utcnow
-from bot.jobs.worker.context import TASK_LIFETIME, WorkerContext, describe_failure, queued
+from bot.jobs.worker.context import TASK_LIFETIME, WorkerContext, describe_failure
 from bot.jobs.worker.delivery import Delivery
 from bot.jobs.worker.supervision import Supervisor
 
@@ -65,7 +66,7 @@ class Poller:
         def after_previous(seconds: float) -> float:
             return max(0.0, previous_poll + max(lo_gap, min(hi_gap, seconds)) - now)
 
-        stats = ctx.scheduler.durations_for(job.model, job.resolution)
+        stats = ctx.scheduler.durations_for(job.request.model, job.request.resolution)
         r_lo, r_hi = stats.running_bounds()
         gap = max(lo_gap, 2 * cfg.detection_target_s)
         started = ctx.started_mono.get(job.id)
@@ -201,7 +202,7 @@ class Poller:
         ctx.counters["resubmitted_after_failure"] += 1
         log.warning("job %s: task failed with %s; sending it once more", job.id, code, extra={"job_id": job.id})
         ctx.forget_task(job.id)
-        ctx.scheduler.queue.push(queued(job), front=True)
+        ctx.scheduler.queue.push(QueuedJob.of(job), front=True)
         ctx.free_slot(job.id)
 
     async def _succeeded(self, job: Job, result: TaskResult, polled_at: float) -> None:
@@ -223,7 +224,7 @@ class Poller:
             job.id, JobState.SUCCEEDED, settle=settlement.cost, actual_prompt=result.actual_prompt,
             video_url_expires_at=expires, started_at=job.started_at or now,
         )  # fmt: skip
-        stats = ctx.scheduler.durations_for(job.model, job.resolution)
+        stats = ctx.scheduler.durations_for(job.request.model, job.request.resolution)
         queued_s, running_s = result.queued_seconds, result.running_seconds
         if _plausible(queued_s) and _plausible(running_s):
             assert queued_s is not None and running_s is not None

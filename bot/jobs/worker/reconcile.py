@@ -140,7 +140,7 @@ class Reconciler:
         assert job.account is not None and job.submitted_at is not None
         account, sent, cfg = job.account, job.submitted_at, ctx.config
         client = ctx.clients[account]
-        provider_model = ctx.catalog.provider_name(job.model, ctx.region)
+        provider_model = ctx.catalog.provider_name(job.request.model, ctx.region)
         earliest, latest = _create_window(ctx, sent)
         if lost_at is None:  # resumed after a restart: the answer was lost by the time the request timed out
             lost_at = min(utcnow(), sent + timedelta(seconds=cfg.request_timeout_s))
@@ -185,7 +185,7 @@ class Reconciler:
     ) -> TaskSummary | None:
         """The candidate that is provably this job's, or None to look again later."""
         ctx = self._ctx
-        lane_busy = ctx.scheduler.limits.outstanding_creates(account, job.model) - {job.id}
+        lane_busy = ctx.scheduler.limits.outstanding_creates(account, job.request.model) - {job.id}
         if lane_busy:
             # Another create of ours is in the air: its task may be listed already with no owner yet. Decide
             # once its answer has come (at most a request timeout away).
@@ -265,7 +265,7 @@ def _echo_matches(job: Job, result: TaskResult) -> bool | None:
     (the prompt is echoed once the task has succeeded; an effect sends no prompt, so echoes none)."""
     if result.orig_prompt is None:
         return None
-    sent_prompt = "" if job.template is not None else job.prompt
+    sent_prompt = "" if job.request.template is not None else job.request.prompt
     return result.orig_prompt == sent_prompt
 
 

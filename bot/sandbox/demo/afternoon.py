@@ -150,7 +150,7 @@ class Afternoon:
         return self._names.get(user_id, str(user_id))
 
     def what(self, job: Job) -> str:
-        key = self._prompts.get((job.guild_id, job.prompt), job.prompt[:24])
+        key = self._prompts.get((job.guild_id, job.request.prompt), job.request.prompt[:24])
         return f"{key} (regenerated)" if job.parent_job_id is not None else key
 
     def humanise(self, text: str) -> str:
@@ -341,7 +341,7 @@ class Afternoon:
             if (
                 job.guild_id == outcome.guild_id
                 and job.user_id == outcome.user_id
-                and job.prompt == outcome.spec.prompt
+                and job.request.prompt == outcome.spec.prompt
                 and job.parent_job_id is None
             ):
                 return job
@@ -438,7 +438,7 @@ class Afternoon:
             self.guild_name(job.guild_id),
             self.user_name(job.user_id),
             self.what(job),
-            job.resolution,
+            job.request.resolution,
             state.value,
             note,
         )

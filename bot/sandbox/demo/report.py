@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.catalog import format_cny
 from bot.i18n import MESSAGES, language, t
-from bot.jobs.models import Job, JobState, LedgerEntry
+from bot.jobs.models import ChargeState, Job, JobState, LedgerEntry
 from bot.sandbox.demo.afternoon import Afternoon, Outcome
 from bot.sandbox.demo.live import provider_time
 from bot.sandbox.demo.script import GUILDS, Expect, guild_spec
@@ -169,13 +169,13 @@ class ReportBuilder:
                 outcome = "failed: the provider's content check rejected it"
         else:
             outcome = job.state.value
-        if job.charge_state.value == "settled":
+        if job.charge_state is ChargeState.SETTLED:
             cost = f"¥{format_cny(job.cost_settled)}"
-        elif job.charge_state.value == "released":
+        elif job.charge_state is ChargeState.RELEASED:
             cost = "not charged"
         else:
             cost = f"¥{format_cny(job.cost_reserved)} reserved"
-        row = JobRow(job.id, a.guild_name(job.guild_id), a.user_name(job.user_id), a.what(job), job.resolution,
+        row = JobRow(job.id, a.guild_name(job.guild_id), a.user_name(job.user_id), a.what(job), job.request.resolution,
                      outcome, wait, run, cost, parent_job_id=job.parent_job_id)  # fmt: skip
         data = self.video_in_thread(job) if job.state is JobState.DELIVERED else None
         if data is not None:
@@ -277,7 +277,7 @@ class ReportBuilder:
             total = {
                 kind: sum(e.amount for e in entries if e.kind == kind) for kind in ("reserve", "settle", "release")
             }
-            charged = [j for j in jobs if j.guild_id == guild_id and j.charge_state.value == "settled"]
+            charged = [j for j in jobs if j.guild_id == guild_id and j.charge_state is ChargeState.SETTLED]
             out.append(
                 {
                     "guild": spec.name,
@@ -383,7 +383,7 @@ class ReportBuilder:
             ok = (
                 job.state is JobState.FAILED
                 and job.error_key == "job.failed.content"
-                and job.charge_state.value == "released"
+                and job.charge_state is ChargeState.RELEASED
                 and explained
             )
             detail = f"#{job.id} {job.state.value} ({job.error_code}), {job.charge_state.value}"
@@ -414,7 +414,7 @@ class ReportBuilder:
                 outcome.cancel_pressed_in_state == JobState.QUEUED.value
                 and job.state is JobState.CANCELED
                 and job.task_id is None
-                and job.charge_state.value == "released"
+                and job.charge_state is ChargeState.RELEASED
                 and outcome.cancel_reply == expected
             )
             detail = (
@@ -434,14 +434,15 @@ class ReportBuilder:
                 parent is not None
                 and child is not None
                 and child.parent_job_id == parent.id
-                and child.prompt == parent.prompt
+                and child.request.prompt == parent.request.prompt
                 and child.first_frame == parent.first_frame
                 and child.state is JobState.DELIVERED
                 and child.thread_id is not None
                 and child.thread_id != parent.thread_id
             )
             detail = (
-                f"#{parent.id if parent else '?'} -> #{child.id} {child.state.value}, seed {child.seed}, own thread"
+                f"#{parent.id if parent else '?'} -> #{child.id} {child.state.value}, "
+                f"seed {child.request.seed}, own thread"
                 if child is not None
                 else "no regenerated job"
             )
@@ -471,21 +472,21 @@ class ReportBuilder:
             amount = {e.kind: e.amount for e in entries}
             if amount.get("reserve") != job.cost_reserved:
                 problems.append(f"#{job.id} reserve")
-            if job.charge_state.value == "settled":
+            if job.charge_state is ChargeState.SETTLED:
                 if kinds != ["reserve", "settle"] or amount["settle"] != job.cost_settled:
                     problems.append(f"#{job.id} settle {kinds}")
-            elif job.charge_state.value == "released":
+            elif job.charge_state is ChargeState.RELEASED:
                 if kinds != ["release", "reserve"] or amount["release"] != job.cost_reserved:
                     problems.append(f"#{job.id} release {kinds}")
             else:
                 problems.append(f"#{job.id} still reserved")
         stats = self.world.dashscope.stats()
         succeeded = {task["task_id"] for task in stats["tasks"] if task["status"] == "SUCCEEDED"}
-        settled = {job.task_id for job in jobs if job.charge_state.value == "settled"}
+        settled = {job.task_id for job in jobs if job.charge_state is ChargeState.SETTLED}
         if succeeded != settled:
             problems.append(f"provider made {len(succeeded)} videos, the ledger charged {len(settled)}")
         problems += [f"{g['guild']} over its budget" for g in spend if not g["within_budget"]]
-        charged = sum(job.cost_settled for job in jobs if job.charge_state.value == "settled")
+        charged = sum(job.cost_settled for job in jobs if job.charge_state is ChargeState.SETTLED)
         self.check(
             "ledger balanced: one reserve per job, then one settle or release; charges match the provider",
             not problems,
