@@ -63,9 +63,3 @@ class RateLimited(BotError):
 
 class JobNotFound(BotError):
     key = "error.job_not_found"
-
-
-class ServicePaused(BotError):
-    """The owners paused submissions (new jobs still queue) or the bot is shutting down."""
-
-    key = "error.paused"

@@ -15,7 +15,7 @@ from discord import app_commands
 from bot.catalog import MILLI_PER_CNY
 from bot.discord_ui.checks import Owners
 from bot.discord_ui.errors import RefusedCheck
-from bot.discord_ui.render import NO_PINGS, clip, job_line, report_embed
+from bot.discord_ui.render import NO_PINGS, clip, job_line, pause_line, report_embed
 from bot.discord_ui.translator import _
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
@@ -86,21 +86,32 @@ class AdminGroup(app_commands.Group, name="kf2v-admin", description=_("cmd.kf2v_
         assert target is not None
         report = await self.jobs.budget_report(target)
         locale = str(interaction.locale)
+        title = t(locale, "admin.show_title", guild=target)
         await interaction.followup.send(
-            embed=report_embed(report, locale, t(locale, "admin.show_title", guild=target)), ephemeral=True
+            embed=report_embed(report, locale, title, self.jobs.pause_for(target)), ephemeral=True
         )
 
     @app_commands.command(name="pause", description=_("cmd.admin_pause"))
-    async def pause(self, interaction: discord.Interaction[Any], reason: str | None = None) -> None:
+    @app_commands.describe(reason=_("opt.pause_reason"), guild_id=_("opt.pause_guild_id"))
+    async def pause(
+        self, interaction: discord.Interaction[Any], reason: str | None = None, guild_id: str | None = None
+    ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.jobs.pause(reason or "paused by an owner")
-        await interaction.followup.send(t(str(interaction.locale), "admin.paused"), ephemeral=True)
+        target = parse_guild_id(guild_id) if guild_id else None
+        await self.jobs.pause(reason or "paused by an owner", guild_id=target)
+        locale = str(interaction.locale)
+        text = t(locale, "admin.paused") if target is None else t(locale, "admin.paused_guild", guild=target)
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="resume", description=_("cmd.admin_resume"))
-    async def resume(self, interaction: discord.Interaction[Any]) -> None:
+    @app_commands.describe(guild_id=_("opt.resume_guild_id"))
+    async def resume(self, interaction: discord.Interaction[Any], guild_id: str | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await self.jobs.resume()
-        await interaction.followup.send(t(str(interaction.locale), "admin.resumed"), ephemeral=True)
+        target = parse_guild_id(guild_id) if guild_id else None
+        await self.jobs.resume(guild_id=target)
+        locale = str(interaction.locale)
+        text = t(locale, "admin.resumed") if target is None else t(locale, "admin.resumed_guild", guild=target)
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="queue", description=_("cmd.admin_queue"))
     async def queue(self, interaction: discord.Interaction[Any]) -> None:
@@ -109,15 +120,13 @@ class AdminGroup(app_commands.Group, name="kf2v-admin", description=_("cmd.kf2v_
         jobs = await self.jobs.queue_view()
         in_flight = self.jobs.slots_in_flight()
         slots = ", ".join(f"{acct}/{model}: {n}" for (acct, model), n in sorted(in_flight.items())) or "—"
-        header = t(locale, "admin.queue_header", count=len(jobs), slots=slots,
-                   paused=t(locale, "admin.paused") if self.jobs.paused else "")  # fmt: skip
+        header = t(locale, "admin.queue_header", count=len(jobs), slots=slots)
         positions = self.jobs.queue_positions()
         lines = [f"`{job.guild_id}` " + job_line(job, locale, positions.get(job.id), None) for job in jobs[:25]]
-        await interaction.followup.send(
-            embed=discord.Embed(title=header, description=clip("\n".join(lines) or "—", 4000)),
-            ephemeral=True,
-            allowed_mentions=NO_PINGS,
-        )
+        embed = discord.Embed(title=header, description=clip("\n".join(lines) or "—", 4000))
+        pauses = "\n".join(pause_line(p, locale) for p in self.jobs.pauses()) or t(locale, "admin.no_pauses")
+        embed.add_field(name=t(locale, "admin.pauses"), value=clip(pauses, 1024), inline=False)
+        await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="cancel", description=_("cmd.admin_cancel"))
     async def cancel(self, interaction: discord.Interaction[Any], job_id: int) -> None:

@@ -83,5 +83,7 @@ class QuotaCog(commands.Cog):
         report = await jobs.budget_report(interaction.guild_id, interaction.user.id)
         title = t(locale, "quota.updated" if changing else "quota.title")
         await interaction.followup.send(
-            embed=report_embed(report, locale, title), ephemeral=True, allowed_mentions=NO_PINGS
+            embed=report_embed(report, locale, title, jobs.pause_for(interaction.guild_id)),
+            ephemeral=True,
+            allowed_mentions=NO_PINGS,
         )

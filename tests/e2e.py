@@ -77,6 +77,7 @@ class World:
         last: bytes | None = None,
         locale: str = "en-US",
         channel: int | None = None,
+        guild: int | None = None,
         **options: Any,
     ) -> Any:
         files = {
@@ -92,7 +93,7 @@ class World:
             ),
         }
         record = await self.discord.run_command(
-            self.guild, channel or self.channel, user, "kf2v", {"prompt": prompt, **options},
+            guild or self.guild, channel or self.channel, user, "kf2v", {"prompt": prompt, **options},
             attachments=files, locale=locale,
         )  # fmt: skip
         await record.wait_response(5)

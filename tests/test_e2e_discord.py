@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.catalog import DEFAULT_CATALOG
-from bot.jobs.models import JobState
+from bot.jobs.models import ChargeState, JobState
 from tests import corpus
 from tests.e2e import ALICE, BOB, MANAGER, OWNER, World, close_world, make_world
 from tests.harness import wait_until
@@ -202,7 +202,7 @@ async def test_cancel_and_regenerate_buttons_after_a_restart(world: World) -> No
     cancel = await world.discord.press_button(job.status_message_id, f"kf2v:cancel:{job.id}", ALICE)
     assert "cancelled" in await world.reply(cancel)
     job = await world.job(job.id)
-    assert job.state is JobState.CANCELED and job.charge_state.value == "released"
+    assert job.state is JobState.CANCELED and job.charge_state is ChargeState.RELEASED
     await world.svc.jobs.resume()
 
     async def has_regen() -> bool:
@@ -213,7 +213,7 @@ async def test_cancel_and_regenerate_buttons_after_a_restart(world: World) -> No
     regen = await world.discord.press_button(job.status_message_id or 0, f"kf2v:regen:{job.id}", ALICE)
     assert "queued" in await world.reply(regen)
     new_job = await world.latest_job()
-    assert new_job.parent_job_id == job.id and new_job.prompt == job.prompt
+    assert new_job.parent_job_id == job.id and new_job.request.prompt == job.request.prompt
     await delivered(world, new_job.id)
 
 
@@ -247,6 +247,50 @@ async def test_jobs_quota_and_admin_views(world: World) -> None:
     await delivered(world, (await world.latest_job()).id)
 
 
+async def test_an_owner_pauses_one_server_its_job_waits_while_another_server_is_served(world: World) -> None:
+    other_guild = world.discord.add_guild("Guild B", locale="en-US")
+    other_channel = world.discord.add_text_channel(other_guild, "videos")
+    world.discord.add_member(other_guild, BOB, "bob")
+    pause = await world.discord.run_command(
+        world.guild, world.channel, OWNER, "kf2v-admin", {"reason": "maintenance", "guild_id": str(world.guild)},
+        subcommand="pause",
+    )  # fmt: skip
+    assert f"server {world.guild} are paused" in await world.reply(pause)
+    held = await world.kf2v()
+    assert "Paused by the bot's owners (maintenance)" in await world.reply(held)
+    held_job = await world.latest_job()
+    served = await world.kf2v(user=BOB, guild=other_guild, channel=other_channel)
+    assert "queued" in await world.reply(served)
+    served_job = await world.latest_job()
+    assert served_job.guild_id == other_guild
+    await delivered(world, served_job.id)
+    held_job = await world.job(held_job.id)
+    assert held_job.state is JobState.QUEUED and held_job.status_message_id is not None
+    status = world.discord.message(held_job.status_message_id)
+    assert status is not None and "Paused by the bot's owners (maintenance)" in json.dumps(status.embeds)
+    # The owners see the pause in force; the paused server's members see it in /kf2v-quota.
+    queue = await world.discord.run_command(world.guild, world.channel, OWNER, "kf2v-admin", subcommand="queue")
+    assert f"server {world.guild} · since" in await world.reply(queue)
+    quota = await world.discord.run_command(world.guild, world.channel, ALICE, "kf2v-quota")
+    await world.reply(quota)
+    assert "maintenance" in json.dumps([m.embeds for m in quota.messages])
+    other_quota = await world.discord.run_command(other_guild, other_channel, BOB, "kf2v-quota")
+    await world.reply(other_quota)
+    assert "maintenance" not in json.dumps([m.embeds for m in other_quota.messages])
+    resume = await world.discord.run_command(
+        world.guild, world.channel, OWNER, "kf2v-admin", {"guild_id": str(world.guild)}, subcommand="resume"
+    )
+    assert f"server {world.guild} resumed" in await world.reply(resume)
+    await delivered(world, held_job.id)
+
+    async def status_done() -> bool:
+        msg = world.discord.message(held_job.status_message_id or 0)
+        return msg is not None and any("Done" in (e.get("title") or "") for e in msg.embeds)
+
+    await wait_until(status_done, within=10)
+    assert "maintenance" not in json.dumps(world.discord.message(held_job.status_message_id).embeds)  # type: ignore[union-attr]
+
+
 async def test_command_tree_is_synced_once_across_restarts(world: World) -> None:
     assert world.discord.sync_count == 1
     await world.stop_bot()
@@ -269,7 +313,7 @@ async def test_effect_template_makes_a_video_with_the_plus_model(world: World) -
     )  # fmt: skip
     assert "queued" in await world.reply(record)
     job = await world.latest_job()
-    assert job.model == "wanx2.1-kf2v-plus" and job.template == "hanfu-1" and job.last_frame is None
+    assert job.request.model == "wanx2.1-kf2v-plus" and job.request.template == "hanfu-1" and job.last_frame is None
     await delivered(world, job.id)
     assert (await world.job(job.id)).cost_settled == 3500
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import discord
 
-from bot.discord_ui.render import NO_PINGS, channel_mention, job_buttons, status_embed, thread_name
+from bot.discord_ui.render import NO_PINGS, channel_mention, job_buttons, paused_text, status_embed, thread_name
 from bot.i18n import t
 from bot.jobs.models import Job
 from bot.jobs.service import JobService
@@ -23,7 +23,7 @@ async def open_conversation(interaction: discord.Interaction[Any], job: Job, job
     """Post the status message (with frames as thumbnails), start a thread, confirm privately."""
     locale = str(interaction.locale)
     progress = jobs.progress(job)
-    embed = status_embed(job, progress, locale, jobs.paused)
+    embed = status_embed(job, progress, locale)
     files = []
     first = jobs.frame_path(job.first_frame)
     files.append(discord.File(first, filename=f"first.{first.suffix.lstrip('.')}"))
@@ -45,7 +45,7 @@ async def open_conversation(interaction: discord.Interaction[Any], job: Job, job
     if status is not None:
         if isinstance(channel, discord.TextChannel):
             try:
-                thread = await status.create_thread(name=thread_name(job.prompt, job.id, "kf2v"))
+                thread = await status.create_thread(name=thread_name(job.request.prompt, job.id, "kf2v"))
                 thread_id = thread.id
             except discord.HTTPException as exc:
                 log.info("job %s: no thread (%s); replies go to the channel", job.id, exc.status)
@@ -56,6 +56,6 @@ async def open_conversation(interaction: discord.Interaction[Any], job: Job, job
     text = t(locale, "submit.accepted", job_id=job.id, where=where)
     if progress.position is not None:
         text += " " + t(locale, "status.position", position=progress.position)
-    if jobs.paused:
-        text += "\n" + t(locale, "status.paused")
+    if progress.paused is not None:
+        text += "\n" + paused_text(progress.paused, locale)
     await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)

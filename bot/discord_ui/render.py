@@ -12,7 +12,7 @@ import discord
 
 from bot.catalog import format_cny
 from bot.i18n import t
-from bot.jobs.models import ChargeState, Job, JobState
+from bot.jobs.models import ChargeState, Job, JobState, Pause
 from bot.jobs.ports import Progress
 from bot.jobs.quota import BudgetReport
 
@@ -39,8 +39,8 @@ def thread_name(prompt: str, job_id: int, fallback: str) -> str:
     return clip(f"#{job_id} {base}", 100)
 
 
-def status_embed(job: Job, progress: Progress, locale: str | None, paused: bool = False) -> discord.Embed:
-    """The public status message: prompt, model, tier, cost, position/ETA or elapsed time, state."""
+def status_embed(job: Job, progress: Progress, locale: str | None) -> discord.Embed:
+    """The public status message: prompt, model, tier, cost, position/ETA (or the pause holding it), state."""
     state_text = t(locale, f"state.{job.state.value}")
     embed = discord.Embed(
         title=clip(t(locale, "status.title", job_id=job.id, state=state_text), 256),
@@ -56,8 +56,8 @@ def status_embed(job: Job, progress: Progress, locale: str | None, paused: bool 
     embed.add_field(name=t(locale, "status.cost"), value=t(locale, cost_key, cost=format_cny(cost)), inline=True)
     embed.add_field(name=t(locale, "status.requester"), value=f"<@{job.user_id}>", inline=True)
     if job.state is JobState.QUEUED:
-        if paused or progress.paused:
-            embed.add_field(name=t(locale, "status.queue"), value=t(locale, "status.paused"), inline=False)
+        if progress.paused is not None:
+            embed.add_field(name=t(locale, "status.queue"), value=paused_text(progress.paused, locale), inline=False)
         elif progress.position is not None:
             value = t(locale, "status.position", position=progress.position)
             if progress.eta_s is not None:
@@ -75,6 +75,22 @@ def status_embed(job: Job, progress: Progress, locale: str | None, paused: bool 
     if job.request.seed is not None:
         embed.set_footer(text=t(locale, "status.seed", seed=job.request.seed))
     return embed
+
+
+def paused_text(reason: str, locale: str | None) -> str:
+    """Why a job waits: the owners' pause and their reason (their own words, clipped)."""
+    return t(locale, "status.paused", reason=clip(reason, 200))
+
+
+def pause_line(pause: Pause, locale: str | None) -> str:
+    """One pause in force for the owners' view: what it holds, since when, why."""
+    return t(
+        locale,
+        "admin.pause_line",
+        scope=t(locale, f"admin.pause_scope.{pause.scope.value}", target=pause.target),
+        since_ts=int(pause.since.timestamp()),
+        reason=clip(pause.reason, 200),
+    )
 
 
 def channel_mention(channel_id: int) -> str:
@@ -100,7 +116,8 @@ def job_line(job: Job, locale: str, position: int | None, eta_s: float | None) -
     return f"**#{job.id}** {state} · {request.model} {request.resolution} · {money}{extra} · {where}\n> {prompt}"
 
 
-def report_embed(report: BudgetReport, locale: str, title: str) -> discord.Embed:
+def report_embed(report: BudgetReport, locale: str, title: str, pause: Pause | None = None) -> discord.Embed:
+    """The guild's budget, usage and limits (/kf2v-quota, /kf2v-admin show); `pause` is what holds its jobs."""
     usage, policy = report.usage, report.policy
     embed = discord.Embed(title=title)
     embed.add_field(
@@ -136,18 +153,19 @@ def report_embed(report: BudgetReport, locale: str, title: str) -> discord.Embed
             for user, videos, spent in report.top_users
         )
         embed.add_field(name=t(locale, "quota.top"), value=top, inline=False)
-    if policy.paused:
-        embed.set_footer(text=t(locale, "status.paused"))
+    if pause is not None:
+        embed.set_footer(text=paused_text(pause.reason, locale))
     return embed
 
 
 CANCELLABLE = frozenset({JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING})
 CANCEL_ID = "kf2v:cancel:{job_id}"
 REGENERATE_ID = "kf2v:regen:{job_id}"
+REMIX_ID = "kf2v:remix:{job_id}"
 
 
 def job_buttons(job: Job, locale: str | None) -> discord.ui.View:
-    """Cancel while it can still be stopped; Regenerate once it is over."""
+    """Cancel while it can still be stopped; Regenerate and Remix once it is over."""
     view = discord.ui.View(timeout=None)
     if job.state in CANCELLABLE and not job.cancel_requested:
         view.add_item(
@@ -163,6 +181,13 @@ def job_buttons(job: Job, locale: str | None) -> discord.ui.View:
                 label=t(locale, "button.regenerate"),
                 style=discord.ButtonStyle.secondary,
                 custom_id=REGENERATE_ID.format(job_id=job.id),
+            )
+        )
+        view.add_item(
+            discord.ui.Button(
+                label=t(locale, "button.remix"),
+                style=discord.ButtonStyle.secondary,
+                custom_id=REMIX_ID.format(job_id=job.id),
             )
         )
     return view
