@@ -89,6 +89,8 @@ class NewJob:
     first_frame: str  # media reference (sha256 + extension)
     last_frame: str | None
     parent_job_id: int | None = None  # the job Regenerate started from
+    story_id: int | None = None  # a story's segment job (bot.jobs.story): its story ...
+    segment_index: int | None = None  # ... and 0-based segment (frame k -> frame k+1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,8 @@ class Job:
     finished_at: datetime | None
     delivered_at: datetime | None
     updated_at: datetime
+    story_id: int | None = None  # set on a story's segment jobs: they are joined, not posted one by one
+    segment_index: int | None = None
 
     @property
     def is_final(self) -> bool:
