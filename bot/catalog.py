@@ -410,10 +410,6 @@ class ModelSpec:
     notes: dict[str, str] = field(default_factory=dict)
 
     @property
-    def supports_template(self) -> bool:
-        return bool(self.templates)
-
-    @property
     def fixed_duration(self) -> bool:
         return self.duration_range[0] == self.duration_range[1]
 

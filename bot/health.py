@@ -6,8 +6,9 @@ one), and the metrics read the store, the scheduler and the worker through narro
 
 Wiring (bot/app.py)::
 
-    metrics = Metrics(store=store, scheduler=scheduler, worker=worker)
-    worker.on_event = metrics.observe_job
+    metrics = Metrics(store=store, scheduler=scheduler)  # before the worker: it reports every job event
+    worker = Worker(..., on_event=metrics.observe_job)  # a constructor argument, never patched in later
+    metrics.attach(worker=worker)  # the worker's counters, read at scrape time
     server = HealthServer.from_settings(
         settings, metrics,
         {"database": store.ping, "gateway": lambda: bot.is_ready() and not bot.is_closed(),
@@ -147,7 +148,7 @@ class Metrics:
 
     Job counts and spend come from the database, read by `refresh()` just before each scrape (`render()`
     does both); queue depth, slots in flight and the provider counters are read live at collection time;
-    the wait and run time histograms are fed by `observe_job`, which the app sets as `worker.on_event`.
+    the wait and run time histograms are fed by `observe_job`, which the app passes as `Worker(on_event=...)`.
     """
 
     def __init__(

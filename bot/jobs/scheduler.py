@@ -400,12 +400,6 @@ class DurationModel:
             return (0.5 * mean, 1.5 * mean)
         return _bounds(self.running)
 
-    def queued_bounds(self) -> tuple[float, float]:
-        if len(self.queued) < 3:
-            mean = self.mean_queued
-            return (0.0, 2.5 * mean)
-        return _bounds(self.queued)
-
 
 def _bounds(samples: list[float]) -> tuple[float, float]:
     """The smallest and largest sample, each pushed out by the mean gap between neighbouring samples.
