@@ -28,6 +28,7 @@ from bot.jobs.db import (
     DatabaseError,
     DatabaseSettings,
     Dialect,
+    LeaseLost,
     PostgresDatabase,
     Row,
     SqliteDatabase,
@@ -179,6 +180,9 @@ class JobStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Set by the dispatcher lease when several processes share the database: account -> (lease name,
+        # epoch) this process submits under. None (SQLite, one process): no fencing, as always.
+        self.fence_for: Callable[[str], tuple[str, int] | None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
     @classmethod
@@ -392,6 +396,7 @@ class JobStore:
                 if job.state not in allowed:
                     raise StaleState(job)
             check_transition(job_id, job.state, new_state)
+            await self._check_fence(db, job, new_state, fields)
             values: dict[str, Any] = {k: _db_value(v) for k, v in fields.items()}
             stamp = _STATE_TIMESTAMPS.get(new_state)
             if stamp and stamp not in values:
@@ -413,6 +418,19 @@ class JobStore:
             updated = await self._get(db, job_id)
         assert updated is not None
         return updated
+
+    async def _check_fence(self, db: Transaction, job: Job, new_state: JobState, fields: dict[str, Any]) -> None:
+        """A submission write (SUBMITTING, or a task id recorded) commits only under the live dispatcher lease
+        of its account: a process that lost the lease gets `LeaseLost` and writes nothing (issue 14)."""
+        if self.fence_for is None:
+            return
+        if new_state is not JobState.SUBMITTING and fields.get("task_id") is None:
+            return
+        account = fields.get("account") or job.account
+        fence = self.fence_for(account) if account else None
+        if fence is None:
+            raise LeaseLost(f"job {job.id}: this process holds no dispatcher lease for account {account!r}")
+        await db.check_epoch(*fence)
 
     async def update(self, job_id: int, **fields: Any) -> Job:
         """Set non-state fields (status message, thread, delivery attempts, ...)."""

@@ -1,0 +1,138 @@
+"""One dispatcher per provider account across processes: the `dispatch:<account>` leases (issue 14).
+
+The process holding an account's lease is the only one that submits, polls and delivers for it. It renews
+the lease every `ttl / 3`; a process that dies stops renewing, and a standby takes the lease once it expired
+(at most `ttl + retry_s` after the last renewal) with a larger epoch. Fencing: the store checks the epoch in
+the same transaction as every submission write (`JobStore.fence_for`), so a holder that was paused past
+its lease (a GC pause, a frozen VM) and wakes up still believing it holds it cannot write SUBMITTING or a
+task id once another process took over; it gets `LeaseLost` and stops.
+
+All accounts are taken together (in sorted order, all or none) so one process is the dispatcher: the
+worker's scheduler decides across accounts, and splitting them would need one scheduler per account.
+
+On SQLite (one process) the leases are in-process and always granted: behaviour is exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable
+
+from bot.jobs.db import Database, DatabaseError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_S = 6.0  # takeover within ttl + retry (<= 10 s, issue 14's target)
+DEFAULT_RETRY_S = 1.0
+RELEASED_CHANNEL = "kf2v_lease_released"  # a graceful stop tells standbys to try at once
+
+
+def lease_name(account: str) -> str:
+    return f"dispatch:{account}"
+
+
+class DispatchLease:
+    """The dispatcher leases of every account, held together by this process (`holder`)."""
+
+    def __init__(
+        self,
+        db: Database,
+        accounts: Iterable[str],
+        holder: str,
+        *,
+        ttl: float = DEFAULT_TTL_S,
+        retry_s: float = DEFAULT_RETRY_S,
+    ) -> None:
+        self._db = db
+        self.accounts = sorted(set(accounts))
+        self.holder = holder
+        self.ttl = ttl
+        self.retry_s = retry_s
+        self.epochs: dict[str, int] = {}
+        self._released = asyncio.Event()
+
+    @property
+    def held(self) -> bool:
+        return bool(self.accounts) and len(self.epochs) == len(self.accounts)
+
+    def fence_for(self, account: str) -> tuple[str, int] | None:
+        """(lease name, epoch) to check with a submission write for `account`; None when not held."""
+        epoch = self.epochs.get(account)
+        return None if epoch is None else (lease_name(account), epoch)
+
+    async def acquire(self) -> bool:
+        """Take every account's lease, or none of them."""
+        taken: dict[str, int] = {}
+        for account in self.accounts:
+            epoch = await self._db.acquire_lease(lease_name(account), self.holder, self.ttl)
+            if epoch is None:
+                for got, got_epoch in taken.items():  # let the holder of the rest have these too
+                    await self._db.release_lease(lease_name(got), self.holder, got_epoch)
+                return False
+            taken[account] = epoch
+        self.epochs = taken
+        return True
+
+    async def renew(self) -> bool:
+        """Extend every lease; False (and nothing held any more) when any was taken over."""
+        for account, epoch in list(self.epochs.items()):
+            if not await self._db.renew_lease(lease_name(account), self.holder, epoch, self.ttl):
+                self.epochs.clear()
+                return False
+        return True
+
+    async def release(self) -> None:
+        epochs, self.epochs = self.epochs, {}
+        for account, epoch in epochs.items():
+            with contextlib.suppress(DatabaseError, OSError):
+                await self._db.release_lease(lease_name(account), self.holder, epoch)
+        if epochs:
+            with contextlib.suppress(DatabaseError, OSError):
+                await self._db.notify(RELEASED_CHANNEL, self.holder)
+
+    async def hold(
+        self,
+        on_acquired: Callable[[], Awaitable[None]],
+        on_lost: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Until cancelled: wait for the leases, run `on_acquired`, renew; on a takeover run `on_lost` and wait
+        again. Cancelling releases the leases (a graceful stop hands over at once)."""
+        stop_listening = await self._db.listen(RELEASED_CHANNEL, lambda _c, _p: self._released.set())
+        try:
+            while True:
+                await self._wait_for_leases()
+                log.info("dispatcher leases taken for %s (epochs %s)", ", ".join(self.accounts), self.epochs)
+                await on_acquired()
+                while await self._renew_after(self.ttl / 3):
+                    pass
+                log.warning("dispatcher lease lost to another process; this one stops dispatching")
+                await on_lost()
+        finally:
+            await self.release()
+            with contextlib.suppress(DatabaseError, OSError):
+                await stop_listening()
+
+    async def _wait_for_leases(self) -> None:
+        while True:
+            try:
+                if await self.acquire():
+                    return
+            except (DatabaseError, OSError) as exc:  # the database is away: stay a standby, try again
+                log.warning("dispatcher lease: %s", exc)
+            self._released.clear()
+            # Jitter so standbys don't all ask in the same instant after a release.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), self.retry_s * random.uniform(0.5, 1.0))  # noqa: S311
+
+    async def _renew_after(self, delay: float) -> bool:
+        await asyncio.sleep(delay)
+        try:
+            return await self.renew()
+        except (DatabaseError, OSError) as exc:
+            # Unsure whether it was renewed: keep trying until the lease would have expired; fencing
+            # protects the writes meanwhile.
+            log.warning("dispatcher lease renewal failed: %s", exc)
+            return True
