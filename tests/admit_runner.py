@@ -21,10 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from bot.app import build_services
 from bot.errors import BotError
+from bot.jobs.db import Transaction
 from bot.jobs.store import JobStore
 from tests.harness import draft, engine_settings
 from tests.support.recording import RecordingNotifier
@@ -46,9 +45,7 @@ async def main(data_dir: Path, base_url: str, progress: Path, window_s: float, h
     fd = os.open(progress, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     reservations = 0
 
-    async def slow_ledger(
-        db: aiosqlite.Connection, job_id: int, guild_id: int, kind: str, amount: int, now: datetime
-    ) -> None:
+    async def slow_ledger(db: Transaction, job_id: int, guild_id: int, kind: str, amount: int, now: datetime) -> None:
         nonlocal reservations
         if kind == "reserve":
             reservations += 1

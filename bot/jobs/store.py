@@ -694,7 +694,7 @@ class JobStore:
         return _job(row) if row else None
 
     @staticmethod
-    async def _update(db: Transaction | Database, job_id: int, values: dict[str, Any]) -> None:
+    async def _update(db: Transaction, job_id: int, values: dict[str, Any]) -> None:
         # Column names come from UPDATABLE_FIELDS or this module, never from users.
         assignments = ", ".join(f"{name} = ?" for name in values)
         await db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))  # noqa: S608
@@ -706,18 +706,14 @@ class JobStore:
             )
 
     @staticmethod
-    async def _event(
-        db: Transaction | Database, job_id: int, state: JobState, now: datetime, detail: str | None = None
-    ) -> None:
+    async def _event(db: Transaction, job_id: int, state: JobState, now: datetime, detail: str | None = None) -> None:
         await db.execute(
             "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, ?, ?, ?)",
             (job_id, state.value, _iso(now), detail),
         )
 
     @staticmethod
-    async def _ledger(
-        db: Transaction | Database, job_id: int, guild_id: int, kind: str, amount: int, now: datetime
-    ) -> None:
+    async def _ledger(db: Transaction, job_id: int, guild_id: int, kind: str, amount: int, now: datetime) -> None:
         await db.execute(
             "INSERT INTO ledger (job_id, guild_id, kind, amount, at) VALUES (?, ?, ?, ?, ?)",
             (job_id, guild_id, kind, amount, _iso(now)),
