@@ -34,6 +34,7 @@ from bot.jobs.worker import Worker, WorkerConfig
 from bot.logs import register_secret, setup_logging
 from bot.settings import Settings, load_catalog_for
 from cogs.admin import AdminGroup
+from cogs.animate import AnimateCog
 from cogs.generate import GenerateCog
 from cogs.jobs import JobsCog
 from cogs.quota import QuotaCog
@@ -284,6 +285,7 @@ async def build_discord_app(
     services = await build_services(settings, notifier, store=store, gateway=bot)
     jobs = services.jobs
     await bot.add_cog(GenerateCog(jobs, image_max_bytes=settings.image_max_bytes))
+    await bot.add_cog(AnimateCog(bot.tree, jobs, image_max_bytes=settings.image_max_bytes))
     await bot.add_cog(JobsCog(jobs))
     await bot.add_cog(QuotaCog(jobs))
     bot.tree.add_command(AdminGroup(jobs, owners))

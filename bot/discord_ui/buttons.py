@@ -1,4 +1,4 @@
-"""Persistent job buttons (Cancel, Regenerate) that survive restarts.
+"""Persistent job buttons (Cancel, Regenerate, Remix) that survive restarts.
 
 The job id lives in the custom id (`kf2v:cancel:<job_id>`); nothing is kept in memory, so a button on a
 message posted before a restart still works. The id is user-controlled input: whoever presses is checked
@@ -9,6 +9,7 @@ registers to answer them, each holding the service it calls.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection
 from typing import Any
@@ -18,10 +19,14 @@ import discord
 from bot.discord_ui.checks import Owners, is_manager, outside_allowed_guilds, require_post_permissions
 from bot.discord_ui.conversation import open_conversation
 from bot.discord_ui.errors import reply_error
-from bot.discord_ui.render import CANCEL_ID, REGENERATE_ID
+from bot.discord_ui.modals import RemixModal
+from bot.discord_ui.render import CANCEL_ID, NO_PINGS, REGENERATE_ID, REMIX_ID, channel_mention
+from bot.errors import NotAllowed
 from bot.i18n import t
-from bot.jobs.models import JobState
-from bot.jobs.service import Actor, JobService
+from bot.jobs.models import Job, JobState
+from bot.jobs.service import Actor, JobService, RemixEdits
+
+log = logging.getLogger(__name__)
 
 ButtonItem = discord.ui.DynamicItem[discord.ui.Button[Any]]
 
@@ -74,7 +79,59 @@ class JobButtons:
         except Exception as exc:
             await reply_error(interaction, exc)
 
-    def items(self) -> tuple[type[ButtonItem], type[ButtonItem]]:
+    async def remix(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """Answer with the pre-filled modal: it must be the first response (no deferral), so only a quick
+        read of the job and the presser's right to it come first."""
+        try:
+            job = await self.jobs.get(job_id)
+            actor = await self.actor_for(interaction, job.guild_id)
+            if not (actor.is_owner or actor.is_manager or actor.user_id == job.user_id):
+                raise NotAllowed("job.not_yours")  # the refusal Cancel and Regenerate give
+            spec = next((m for m in self.jobs.models() if m.key == job.request.model), None)
+
+            async def submitted(modal_interaction: discord.Interaction[Any], edits: RemixEdits) -> None:
+                await self.remix_submitted(modal_interaction, job_id, edits)
+
+            await interaction.response.send_modal(RemixModal(job, spec, str(interaction.locale), submitted))
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    async def remix_submitted(self, interaction: discord.Interaction[Any], job_id: int, edits: RemixEdits) -> None:
+        """The same frames with the edits, through every check and the budget; a new conversation (status
+        message and thread) where the button was, and a link to it in the old job's thread."""
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            assert interaction.guild_id is not None and interaction.channel_id is not None  # guild messages only
+            require_post_permissions(interaction)
+            old = await self.jobs.get(job_id)
+            new_job = await self.jobs.remix(
+                job_id,
+                await self.actor_for(interaction, old.guild_id),
+                edits,
+                str(interaction.locale),
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+            )
+            await open_conversation(interaction, new_job, self.jobs)
+            await self._link_from(interaction, old, await self.jobs.get(new_job.id))
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    async def _link_from(self, interaction: discord.Interaction[Any], old: Job, new: Job) -> None:
+        """Post "remixed as #new" where the old job's conversation is; a failure here costs nothing."""
+        where_id = old.thread_id or old.channel_id
+        if new.thread_id is None and new.status_message_id is None:
+            return
+        target = channel_mention(new.thread_id) if new.thread_id else channel_mention(new.channel_id)
+        try:
+            channel = interaction.client.get_channel(where_id) or await interaction.client.fetch_channel(where_id)
+            if isinstance(channel, discord.abc.Messageable):
+                text = t(old.locale, "remix.linked", job_id=new.id, old_job_id=old.id, where=target)
+                await channel.send(text, allowed_mentions=NO_PINGS)
+        except discord.HTTPException as exc:
+            log.info("job %s: no link to remix #%s in its thread (%s)", old.id, new.id, exc.status)
+
+    def items(self) -> tuple[type[ButtonItem], ...]:
         """The DynamicItem classes the client registers; each press is handed to this object."""
         handler = self
 
@@ -112,4 +169,21 @@ class JobButtons:
             async def callback(self, interaction: discord.Interaction[Any]) -> None:
                 await handler.regenerate(interaction, self.job_id)
 
-        return CancelButton, RegenerateButton
+        class RemixButton(ButtonItem, template=r"kf2v:remix:(?P<job_id>[0-9]{1,18})"):
+            def __init__(self, job_id: int) -> None:
+                super().__init__(discord.ui.Button(custom_id=REMIX_ID.format(job_id=job_id)))
+                self.job_id = job_id
+
+            @classmethod
+            async def from_custom_id(
+                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+            ) -> RemixButton:
+                return cls(int(match["job_id"]))
+
+            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+                return await handler.allowed(interaction)
+
+            async def callback(self, interaction: discord.Interaction[Any]) -> None:
+                await handler.remix(interaction, self.job_id)
+
+        return CancelButton, RegenerateButton, RemixButton

@@ -1,7 +1,8 @@
 """Discord's app-command localisation fed from the message catalog.
 
 Command and option descriptions are written as `locale_str(english, key=...)`; for Chinese locales the
-translator looks the key up in `bot.i18n`. Names stay as in the contract (they are the fixed interface).
+translator looks the key up in `bot.i18n`. Names stay as in the contract (they are the fixed interface),
+except a context menu's, which is display text.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class CatalogTranslator(app_commands.Translator):
         text = MESSAGES[ZH].get(key)
         if text is None:
             return None
+        if isinstance(context.data, app_commands.ContextMenu):
+            # A context menu's name is free text the user reads in Apps (1-32 characters), so it is localised.
+            return text[:32]
         if context.location in (
             app_commands.TranslationContextLocation.command_name,
             app_commands.TranslationContextLocation.group_name,

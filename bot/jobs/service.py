@@ -45,6 +45,16 @@ class Draft:
     last_image: bytes | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemixEdits:
+    """What the Remix modal lets a member change; None duration: keep the job's."""
+
+    prompt: str
+    negative_prompt: str | None
+    resolution: str
+    duration: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Actor:
     user_id: int
@@ -245,6 +255,40 @@ class JobService:
     async def regenerate(self, job_id: int, actor: Actor, locale: str, *, guild_id: int, channel_id: int) -> Job:
         """Same frames and prompt, a new seed, through every check a new /kf2v meets (rate limit, channel,
         budget; the caller checks it can post here), then the same atomic admission."""
+        new_seed = random.randint(0, MAX_SEED)  # noqa: S311 - a seed, not a secret
+        return await self._rerun(
+            job_id, actor, locale, guild_id, channel_id, lambda request: replace(request, seed=new_seed)
+        )
+
+    async def remix(
+        self, job_id: int, actor: Actor, edits: RemixEdits, locale: str, *, guild_id: int, channel_id: int
+    ) -> Job:
+        """Same frames (and seed) with the edited prompt, negative prompt, resolution and duration, through the
+        path Regenerate takes: every check of a new /kf2v, then the atomic admission with the budget."""
+
+        def edited(request: JobRequest) -> JobRequest:
+            changed = replace(
+                request,
+                prompt=edits.prompt,
+                negative_prompt=edits.negative_prompt or None,
+                resolution=edits.resolution or request.resolution,
+            )
+            if edits.duration is not None and hasattr(changed, "duration"):
+                changed = replace(changed, duration=edits.duration)  # type: ignore[call-arg,unused-ignore]
+            return changed
+
+        return await self._rerun(job_id, actor, locale, guild_id, channel_id, edited)
+
+    async def _rerun(
+        self,
+        job_id: int,
+        actor: Actor,
+        locale: str,
+        guild_id: int,
+        channel_id: int,
+        change: Callable[[JobRequest], JobRequest],
+    ) -> Job:
+        """A new job from an existing one's stored frames with `change` applied to its request."""
         self.rate_limiter.hit(actor.user_id)
         job = await self._job_for(job_id, actor)
         if job.guild_id != guild_id:  # a button can only spend the budget of the guild it was pressed in
@@ -254,7 +298,7 @@ class JobService:
             channel_id=channel_id,
             user_id=actor.user_id,
             locale=locale,
-            request=replace(job.request, seed=random.randint(0, MAX_SEED)),  # noqa: S311 - a seed, not a secret
+            request=change(job.request),
             first_frame=job.first_frame,
             last_frame=job.last_frame,
             parent_job_id=job.id,

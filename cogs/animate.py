@@ -1,0 +1,93 @@
+"""The "Animate with kf2v" message command: a message's first two images + a prompt from a modal -> /kf2v.
+
+The modal must be the first answer (within Discord's 3 s), so before it only the attachments Discord sent
+with the message are looked at; the download, every check of /kf2v and the budget come after submit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.discord_ui.checks import require_post_permissions
+from bot.discord_ui.conversation import open_conversation
+from bot.discord_ui.errors import reply_error
+from bot.discord_ui.modals import AnimateModal
+from bot.discord_ui.translator import _
+from bot.i18n import t
+from bot.jobs.models import JobRequest
+from bot.jobs.service import Draft, JobService
+from cogs.generate import read_attachment
+
+FRAMES = 2
+
+
+def is_image(attachment: discord.Attachment) -> bool:
+    """What the uploader's client claimed; the bytes are sniffed at admission like any /kf2v frame."""
+    return (attachment.content_type or "").split(";")[0].strip().lower().startswith("image/")
+
+
+class AnimateCog(commands.Cog):
+    def __init__(self, tree: app_commands.CommandTree[Any], jobs: JobService, *, image_max_bytes: int) -> None:
+        self.tree = tree
+        self.jobs = jobs
+        self.image_max_bytes = image_max_bytes
+        # Context menus can't be declared in a cog's body; the name is display text, localised by the
+        # translator (see bot.discord_ui.translator).
+        self.menu = app_commands.ContextMenu(name=_("menu.animate"), callback=self.animate)
+        app_commands.guild_only()(self.menu)
+
+    async def cog_load(self) -> None:
+        self.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    async def animate(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
+        locale = str(interaction.locale)
+        images = [a for a in message.attachments if is_image(a)]
+        if len(images) < FRAMES:
+            others = [a.filename for a in message.attachments if not is_image(a)]
+            text = t(locale, "animate.missing", found=len(images), needed=FRAMES)
+            if others:
+                text += " " + t(locale, "animate.not_images", names=", ".join(f"`{n}`" for n in others))
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        frames = images[:FRAMES]
+        spec = next((m for m in self.jobs.models() if m.key == self.jobs.catalog.default_model), None)
+
+        async def submitted(modal_interaction: discord.Interaction[Any], prompt: str, negative: str | None) -> None:
+            await self._submit(modal_interaction, frames, prompt, negative)
+
+        await interaction.response.send_modal(AnimateModal(message.id, spec, locale, submitted))
+
+    async def _submit(
+        self,
+        interaction: discord.Interaction[Any],
+        frames: list[discord.Attachment],
+        prompt: str,
+        negative: str | None,
+    ) -> None:
+        """As /kf2v: defer, cheap checks, download, admission (budget), conversation in the message's channel."""
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            assert interaction.guild_id is not None and interaction.channel_id is not None  # guild_only
+            require_post_permissions(interaction)
+            draft = Draft(
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                user_id=interaction.user.id,
+                locale=str(interaction.locale),
+                request=JobRequest(prompt=prompt, negative_prompt=negative),
+            )
+            await self.jobs.precheck(draft)
+            first = await read_attachment(frames[0], self.image_max_bytes)
+            last = await read_attachment(frames[1], self.image_max_bytes)
+            job = await self.jobs.submit_checked(replace(draft, first_image=first, last_image=last))
+            await open_conversation(interaction, job, self.jobs)
+        except Exception as exc:
+            await reply_error(interaction, exc)
