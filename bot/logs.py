@@ -60,9 +60,11 @@ _LOOSE_PARAM: Final = re.compile(
 )
 # "Bot <token>" is covered by the token shape below; "Bot" alone starts too many ordinary sentences.
 _AUTH_HEADER: Final = re.compile(r"(?P<scheme>\bBearer\s+)[A-Za-z0-9._~+/=-]{8,}")
-_DASHSCOPE_KEY: Final = re.compile(r"\bsk-[A-Za-z0-9]{16,}")
+_DASHSCOPE_KEY: Final = re.compile(r"\bsk-[A-Za-z0-9_-]{6,}")
 _DISCORD_TOKEN: Final = re.compile(r"\b[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,}")
 _DATA_URI: Final = re.compile(r"(?P<head>data:[\w.+-]+/[\w.+-]+;base64,)[A-Za-z0-9+/=]+")
+# A long bare base64 run (an image or a key pasted without its data: head); 120 characters is 90 bytes.
+_BASE64_RUN: Final = re.compile(r"[A-Za-z0-9+/]{120,}={0,2}")
 # Interaction tokens in webhook/callback paths (discord.py logs those URLs at DEBUG): 15 minutes of posting
 # as the bot in that channel.
 _INTERACTION_TOKEN: Final = re.compile(r"(?P<head>/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.-]{20,}")
@@ -76,8 +78,14 @@ def _mask_query(match: re.Match[str]) -> str:
     return match[0]
 
 
-def redact(text: str) -> str:
-    """`text` with every registered secret and credential-looking token masked."""
+def redact(text: str, *secrets: str) -> str:
+    """`text` with every registered secret, the given `secrets` and credential-looking tokens masked.
+
+    The one redaction of the project: the log filter and the provider client's error texts both use it.
+    """
+    for secret in sorted(secrets, key=len, reverse=True):  # longest first: a secret containing another goes whole
+        if len(secret.strip()) >= MIN_SECRET_LENGTH:
+            text = text.replace(secret, REDACTED)
     pattern = _secrets_pattern
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
@@ -87,6 +95,7 @@ def redact(text: str) -> str:
         text = _LOOSE_PARAM.sub(rf"\g<name>{REDACTED}", text)
     if "data:" in text:
         text = _DATA_URI.sub(lambda m: f"{m['head']}<{len(m[0]) - len(m['head'])} chars>", text)
+    text = _BASE64_RUN.sub(lambda m: f"<base64, {len(m[0])} chars>", text)
     text = _AUTH_HEADER.sub(rf"\g<scheme>{REDACTED}", text)
     text = _DASHSCOPE_KEY.sub(REDACTED, text)
     if "/webhooks/" in text or "/interactions/" in text:

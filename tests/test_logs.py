@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -8,6 +9,7 @@ from typing import Literal
 
 import pytest
 
+from bot.dashscope.errors import classify
 from bot.logs import REDACTED, SecretRedactor, redact, register_secret, setup_logging
 
 API_KEY = "sk-3f9a2c71d04e4b0c9e1f6a8d2b5c7e90"
@@ -163,3 +165,25 @@ def test_level_is_applied_and_setup_is_idempotent(capture: Callable[..., io.Stri
     logging.getLogger("kf2v").info("hidden")
     logging.getLogger("kf2v").warning("shown")
     assert [line.split(": ", 1)[1] for line in lines(out)] == ["shown"]
+
+
+def test_provider_error_texts_and_log_lines_redact_alike(capture: Callable[..., io.StringIO]) -> None:
+    """One redaction: a provider error's text and a log line of the same text come out the same."""
+    key = "sk-0a1b2c3d4e5f"  # shorter than an issued key: still a key's shape
+    image = base64.b64encode(bytes(900)).decode()
+    bare = base64.b64encode(bytes(range(120))).decode()  # base64 without a data: head
+    raw = (
+        f"InvalidApiKey {key} for https://oss.example/v.mp4?Expires=1&Signature=abc "
+        f"frame data:image/png;base64,{image} and {bare}"
+    )
+    error = classify(401, "InvalidApiKey", raw, "req-1")
+    out = capture()
+    logging.getLogger("kf2v.worker").warning("%s", raw)
+    assert error.message == redact(raw)
+    assert error.message in out.getvalue()
+    for secret in (key, "Signature=abc", image, bare):
+        assert secret not in error.message
+    assert error.message == (
+        f"InvalidApiKey {REDACTED} for https://oss.example/v.mp4?{REDACTED} "
+        f"frame data:image/png;base64,<{len(image)} chars> and <base64, {len(bare)} chars>"
+    )

@@ -50,7 +50,6 @@ from bot.dashscope.errors import (
     VideoTooLargeError,
     VideoUnavailableError,
     classify,
-    redact,
 )
 from bot.dashscope.models import (
     CREATE_PATHS,
@@ -65,6 +64,7 @@ from bot.dashscope.models import (
     UploadedFile,
     UploadPolicy,
 )
+from bot.logs import redact
 
 log = logging.getLogger(__name__)
 

@@ -11,41 +11,24 @@ The split follows what the caller must do, not where the error came from:
 * `ForeignVideoUrlError`, `NotAVideoError`, `VideoTooLargeError` — the result video must not (or cannot usefully)
   be fetched: permanent, one attempt only.
 
-`str()` of every error is `"<Class> http=<s> code=<c> request_id=<r>: <message>"` and goes through `redact`, so
+`str()` of every error is `"<Class> http=<s> code=<c> request_id=<r>: <message>"` and goes through `bot.logs.redact`, so
 it is safe to log: no API key, no base64 payload, no signed query string.
 """
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar
 
-# A data URI's payload, a long bare base64 run, a URL's query string, an "sk-..." key: what must never be logged.
-_DATA_URI = re.compile(r"data:([\w/+.-]*);base64,([A-Za-z0-9+/=]*)")
-_QUERY = re.compile(r"(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{120,}={0,2}")
-_SK_KEY = re.compile(r"\bsk-[A-Za-z0-9_-]{6,}")
+from bot.logs import redact
+
+# Error texts are for a log line, not for reading a whole provider answer.
 _MAX_MESSAGE = 300
 
 
-def describe_data_uri(mime: str, payload_chars: int) -> str:
-    """`data:image/png;base64,<183 KB>`: enough to recognise the image, nothing of its content."""
-    kib = max(1, round(payload_chars * 3 / 4 / 1024))
-    return f"data:{mime};base64,<{kib} KB>"
-
-
-def redact(text: str, *secrets: str) -> str:
-    """Strip what must not reach a log line: the given secrets, data URIs, base64 runs, query strings, keys."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<secret>")
-    text = _DATA_URI.sub(lambda m: describe_data_uri(m.group(1), len(m.group(2))), text)
-    text = _QUERY.sub(r"\1?<redacted>", text)
-    text = _BASE64_RUN.sub("<base64>", text)
-    text = _SK_KEY.sub("sk-<redacted>", text)
-    if len(text) > _MAX_MESSAGE:
-        text = text[: _MAX_MESSAGE - 1] + "…"
-    return text
+def clip_message(text: str) -> str:
+    """`text` redacted (see `bot.logs.redact`) and cut to a log line's length."""
+    text = redact(text)
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
 class DashScopeError(Exception):
@@ -64,7 +47,7 @@ class DashScopeError(Exception):
     ) -> None:
         self.http_status = http_status
         self.code = code or ""
-        self.message = redact(message or "")
+        self.message = clip_message(message or "")
         self.request_id = request_id
         # Seconds the server asked us to wait (Retry-After), when it said so.
         self.retry_after = retry_after

@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.catalog import MEDIA_TYPES, Catalog, Family, MediaType, ModelSpec, TimedMediaLimits
-from bot.dashscope.errors import DashScopeError, classify, redact
+from bot.dashscope.errors import DashScopeError, classify
+from bot.logs import redact
 
 PROVIDER_TZ = timezone(timedelta(hours=8), "UTC+8")
 # The kf2v family's limits (each model's own are in the catalog: `ModelSpec.prompt_max_chars`).
