@@ -27,6 +27,7 @@ KEYS = {
     "ack": {"ack_p50_ms", "ack_p99_ms", "ack_max_ms"},
     "scale": {"enqueue_per_s", "dispatch_p99_ms", "rss_mb", "recovery_s"},
     "delivery": {"deliver_p50_s", "deliver_p95_s"},
+    "failover": {"takeover_s_p50", "takeover_s_max"},
 }
 
 
@@ -99,4 +100,16 @@ def _delivery(f: dict[str, Any]) -> None:
     assert f["after_poll_p50_s"] >= 0 and f["deliver_p95_s"] >= f["deliver_p50_s"]
 
 
-CHECKS = {"throughput": _throughput, "polling": _polling, "ack": _ack, "scale": _scale, "delivery": _delivery}
+def _failover(f: dict[str, Any]) -> None:
+    assert f["kills"] >= 1 and f["processes"] == 3  # a holder was SIGKILLed and another one took over
+    assert 0 < f["takeover_s_p50"] <= f["takeover_s_max"]
+
+
+CHECKS = {
+    "throughput": _throughput,
+    "polling": _polling,
+    "ack": _ack,
+    "scale": _scale,
+    "delivery": _delivery,
+    "failover": _failover,
+}
