@@ -14,7 +14,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,6 +314,34 @@ class JobStore:
         return await self._db.run_in_transaction(lambda tx: self._admit(tx, new_job, cost, period_day,
                                                                          period_month, admit, now))  # fmt: skip
 
+    async def create_jobs(
+        self,
+        guild_id: int,
+        user_id: int,
+        *,
+        cost: int,
+        period_day: str,
+        period_month: str,
+        admit: Callable[[GuildUsage, GuildPolicy], None],
+        prepare: Callable[[Transaction], Awaitable[Sequence[NewJob]]],
+        now: datetime | None = None,
+    ) -> list[Job]:
+        """Several jobs of one guild and member admitted together, all or none, in one transaction (a story's
+        segments; a segment's retry).
+
+        `admit` decides once for the whole batch (it knows what the batch costs in all; `cost` is each job's
+        reservation). `prepare` runs inside the transaction after the decision and returns the jobs to insert
+        (a story writes its row first and puts its id on them; a retry may find it is no longer needed: []).
+        """
+        now = now or utcnow()
+
+        async def work(tx: Transaction) -> list[Job]:
+            await self._lock_and_decide(tx, guild_id, user_id, period_day, period_month, admit)
+            batch = await prepare(tx)
+            return [await self._insert_job(tx, job, cost, period_day, period_month, now) for job in batch]
+
+        return await self._db.run_in_transaction(work)
+
     async def _admit(
         self,
         db: Transaction,
@@ -324,10 +352,26 @@ class JobStore:
         admit: Callable[[GuildUsage, GuildPolicy], None],
         now: datetime,
     ) -> Job:
+        await self._lock_and_decide(db, new_job.guild_id, new_job.user_id, period_day, period_month, admit)
+        return await self._insert_job(db, new_job, cost, period_day, period_month, now)
+
+    async def _lock_and_decide(
+        self,
+        db: Transaction,
+        guild_id: int,
+        user_id: int,
+        period_day: str,
+        period_month: str,
+        admit: Callable[[GuildUsage, GuildPolicy], None],
+    ) -> None:
         # First thing: READ COMMITTED reads after the lock see every admission committed before it.
-        await db.lock(_guild_lock(new_job.guild_id))
-        policy, usage = await self._policy_and_usage(db, new_job.guild_id, new_job.user_id, period_day, period_month)
+        await db.lock(_guild_lock(guild_id))
+        policy, usage = await self._policy_and_usage(db, guild_id, user_id, period_day, period_month)
         admit(usage, policy)
+
+    async def _insert_job(
+        self, db: Transaction, new_job: NewJob, cost: int, period_day: str, period_month: str, now: datetime
+    ) -> Job:
         # The next queue_seq is computed inside the INSERT (indexed since 0002): one trip, not two.
         # Admissions into other guilds hold other guild locks, so this second key (always taken after
         # the guild's: no deadlock) keeps MAX + 1 unique on PostgreSQL, and only for the insert's tail.
