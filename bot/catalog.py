@@ -345,12 +345,16 @@ class _RawCatalog(_Strict):
 
 @dataclass(frozen=True, slots=True)
 class ModelLimits:
+    """How hard one provider account may drive a model: submissions per second, tasks in flight."""
+
     submit_rps: float
     max_in_flight: int
 
 
 @dataclass(frozen=True, slots=True)
 class ImageLimits:
+    """What a model accepts as a frame image: formats, side lengths, aspect ratio, size, alpha."""
+
     formats: tuple[str, ...]  # Pillow format names
     min_side: int
     max_side: int
@@ -374,6 +378,8 @@ class TimedMediaLimits:
 
 @dataclass(frozen=True, slots=True)
 class InputLimits:
+    """Every input limit of a model: frames, and driving audio or a clip to continue where it takes them."""
+
     image: ImageLimits
     audio: TimedMediaLimits | None = None  # None: the model takes no driving audio
     clip: TimedMediaLimits | None = None  # None: the model continues no clip
@@ -381,6 +387,8 @@ class InputLimits:
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
+    """One model as the bot offers it: provider names per region, tiers, durations, prices, limits, sources."""
+
     key: str
     provider_names: dict[str, str]
     resolutions: tuple[str, ...]
@@ -438,6 +446,8 @@ class ModelSpec:
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
+    """The models the bot runs with (built in, or `KF2V_CATALOG_FILE`) and each region's API base URL."""
+
     models: dict[str, ModelSpec]
     region_base_urls: dict[str, str]
     default_model: str

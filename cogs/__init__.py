@@ -1,0 +1,1 @@
+"""The thin slash-command cogs: parse the interaction, call `JobService`, render the answer via `bot.discord_ui`."""

@@ -1,0 +1,5 @@
+"""The provider client: DashScope's asynchronous video API (create, poll, list, uploads) over aiohttp.
+
+`client.py` talks HTTP, `models.py` builds requests and reads answers as untrusted input, `errors.py` is the one
+exception family (each error says whether to retry). Nothing here knows jobs or Discord.
+"""

@@ -137,6 +137,8 @@ def _retry_after(headers: Any) -> float | None:
 
 
 class DashScopeClient:
+    """One provider account's HTTP client: create, poll, list and cancel tasks, upload frames, fetch videos."""
+
     def __init__(
         self,
         session: aiohttp.ClientSession,

@@ -51,6 +51,8 @@ class RequestValidationError(ValueError):
 
 
 class TaskStatus(StrEnum):
+    """A task's status as the provider names it (see the module docstring for unreadable values)."""
+
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUSPENDED = "SUSPENDED"
@@ -175,6 +177,8 @@ class TaskInput(BaseModel):
 
 
 class MediaItem(BaseModel):
+    """One input of a media-family (wan2.7) request: its type and where the provider fetches it."""
+
     model_config = ConfigDict(frozen=True)
 
     type: MediaType
@@ -195,6 +199,8 @@ class MediaInput(BaseModel):
 
 
 class TaskParameters(BaseModel):
+    """The `parameters` object of a create request: resolution, duration, prompt extension, seed."""
+
     model_config = ConfigDict(frozen=True)
 
     resolution: str
@@ -445,6 +451,8 @@ class _Lenient(BaseModel):
 
 
 class CreatedTask(_Lenient):
+    """The create answer: the task id the provider gave and its first status."""
+
     task_id: str
     status: TaskStatus
     request_id: str | None = None
@@ -464,6 +472,8 @@ class CreatedTask(_Lenient):
 
 
 class Usage(_Lenient):
+    """What a finished task reports as billed: the video seconds (field names differ per family)."""
+
     video_duration: float | None = None
     # The media family (wan2.7) bills `duration` (total seconds, an input clip's included) and reports
     # `input_video_duration`/`output_video_duration`; SDK examples also show `video_duration: 0` beside it.
@@ -661,6 +671,8 @@ def _checked_epoch_ms(value: int | str | None) -> None:
 
 
 class TaskPage(_Lenient):
+    """One page of the provider's task list (used to find a task whose create answer was lost)."""
+
     request_id: str | None = None
     total: int = 0
     total_page: int = 0

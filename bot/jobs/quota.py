@@ -21,6 +21,8 @@ from bot.jobs.store import ChannelEdit, JobStore, utcnow
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
+    """The limits a guild has until the owners or its managers set its own (from settings)."""
+
     daily_budget: int
     monthly_budget: int
     member_daily_videos: int
@@ -29,6 +31,8 @@ class Defaults:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
+    """What a finished job is charged and why (the provider's billed seconds, clamped if impossible)."""
+
     cost: int  # milli-CNY, at most the job's reservation
     billed_seconds: float | None  # as the provider sent it
     clamped: bool  # the bill was impossible and was replaced by the catalog's fixed duration
@@ -36,6 +40,8 @@ class Settlement:
 
 @dataclass(frozen=True, slots=True)
 class Periods:
+    """The budget day and month in the bot's time zone, and when each resets."""
+
     day: str
     month: str
     day_resets_at: datetime
@@ -44,6 +50,8 @@ class Periods:
 
 @dataclass(frozen=True, slots=True)
 class EffectivePolicy:
+    """A guild's limits with the defaults filled in."""
+
     daily_budget: int
     monthly_budget: int
     member_daily_videos: int
@@ -71,6 +79,8 @@ class BudgetReport:
 
 
 class BudgetService:
+    """Reserves, settles and releases job costs against guild budgets and member limits."""
+
     def __init__(self, store: JobStore, catalog: Catalog, defaults: Defaults, tz: ZoneInfo) -> None:
         self._store = store
         self._catalog = catalog
