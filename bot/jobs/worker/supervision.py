@@ -24,8 +24,14 @@ class Supervisor:
         self._crashes: dict[int, int] = {}
 
     def run(self, job_id: int, kind: str, work: Coroutine[Any, Any, None]) -> None:
-        """Start one job's work under the supervisor."""
-        self._ctx.tasks.spawn(self._supervised(job_id, kind, work), f"{kind}-{job_id}")
+        """Start one job's work under the supervisor (not once the worker is stopping: the row resumes it)."""
+        if self._ctx.tasks.closing:
+            work.close()  # never started: closing it avoids a "never awaited" warning
+            return
+        task = self._ctx.tasks.spawn(self._supervised(job_id, kind, work), f"{kind}-{job_id}")
+        # A task cancelled before its first step (a stop) never awaits `work`: close it then, quietly. Once the
+        # task is done, `work` is finished or never started, so closing it is always safe.
+        task.add_done_callback(lambda _: work.close())
 
     async def _supervised(self, job_id: int, kind: str, work: Coroutine[Any, Any, None]) -> None:
         """Run `work`; on an unexpected exception resume the job from its row with backoff, and after
