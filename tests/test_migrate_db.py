@@ -174,7 +174,7 @@ async def test_a_table_without_a_postgresql_twin_is_refused_and_rolled_back(tmp_
     source = tmp_path / "kf2v.sqlite3"
     await _make_source(source)
     src = sqlite3.connect(source)
-    src.execute("CREATE TABLE stories (id INTEGER PRIMARY KEY, title TEXT)")
+    src.execute("CREATE TABLE only_in_sqlite (id INTEGER PRIMARY KEY, title TEXT)")
     src.commit()
     src.close()
     with pytest.raises(CopyRefused, match="schemas differ"):
