@@ -250,6 +250,8 @@ async def test_a_job_that_keeps_crashing_fails_released_with_a_reference(
         assert services.worker.counters["job_crashes"] == 3
         refs = {getattr(r, "ref", None) for r in caplog.records if r.exc_info}
         assert len(refs) == 3 and None not in refs
+        # The owners' alert follows the FAILED row (the row commits first): wait for it, then count.
+        await wait_until(lambda: any(key == "alert.job_crashed" for key, _ in recorder.alerts), within=10)
         alerts = [params for key, params in recorder.alerts if key == "alert.job_crashed"]
         assert len(alerts) == 1 and alerts[0]["ref"] in refs
         assert done.error_detail == f"ref {alerts[0]['ref']}"
