@@ -141,9 +141,10 @@ class StoryStore:
         )
         return int(rows[0]["id"])
 
-    @staticmethod
-    async def tag_segment(tx: Transaction, job_id: int, story_id: int, segment: int) -> None:
-        await tx.execute("UPDATE jobs SET story_id = ?, segment_index = ? WHERE id = ?", (story_id, segment, job_id))
+    async def charged(self, story_id: int) -> int:
+        """What the story's jobs have been charged so far (milli-CNY), retries and redos included."""
+        row = await self._db.fetch_one("SELECT SUM(cost_settled) AS charged FROM jobs WHERE story_id = ?", (story_id,))
+        return int(row["charged"] or 0) if row is not None else 0
 
     async def get(self, story_id: int) -> Story | None:
         row = await self._db.fetch_one("SELECT * FROM stories WHERE id = ?", (story_id,))

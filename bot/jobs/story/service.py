@@ -1,0 +1,444 @@
+"""StoryService: admits a story whole, watches its segment jobs, joins them once and has the result posted once.
+
+Segment jobs are ordinary jobs (the scheduler gives them fair turns under the account's limits, the worker
+settles or releases each one); what differs is only who talks to the user: `SegmentRouter` sits in front of
+the real notifier and turns a segment job's events into `advance(story)`, which decides the next step from
+the database alone (bot.jobs.story.plan). That makes a restart safe: `resume()` simply advances every
+unfinished story; the join and the post are each recorded once per generation (StoryStore), a retry is
+admitted only while its failed job is still the segment's newest, and a segment job is never submitted twice
+(the worker's own rule).
+
+No PyAV here: the join function is passed in (bot.jobs.story.join.join_segments, from the story cog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.errors import BotError, InvalidInput, NotAllowed, QueueFull, QuotaExceeded
+from bot.jobs.db import Transaction
+from bot.jobs.models import Job, JobRequest, JobState, NewJob
+from bot.jobs.ports import DeliveryError, Notifier, Progress, Video
+from bot.jobs.service import Actor, JobService
+from bot.jobs.story.frames import MAX_FRAMES, MIN_FRAMES, FrameError, normalise_frames
+from bot.jobs.story.plan import (
+    EmptySegmentPrompt,
+    NextStep,
+    PromptCountMismatch,
+    SegmentStatus,
+    StoryState,
+    decide,
+    new_seed,
+    segment_statuses,
+    split_prompts,
+)
+from bot.jobs.story.store import NewStory, Story, StoryStore
+
+log = logging.getLogger(__name__)
+
+Joiner = Callable[[Sequence[Path], Path], object]  # (segments in order, destination); raises on failure
+
+
+class StoryNotifier(Protocol):
+    """How a story talks to people (the Discord implementation lives in the Discord layer)."""
+
+    async def story_updated(self, story: Story, statuses: Sequence[SegmentStatus]) -> None:
+        """Refresh the story's status message: each segment's state."""
+
+    async def story_deliver(self, story: Story, video: Video, *, partial: bool, redelivery: bool) -> int | None:
+        """Post the joined video in the story's thread; returns the message id. Raise DeliveryError on failure.
+
+        `redelivery`: an earlier attempt may have posted it already; check before posting again.
+        """
+
+    async def story_failed(self, story: Story, *, charged: int, ready: int, can_deliver_partial: bool) -> None:
+        """The story cannot be completed: say what was charged; offer "deliver as far as it got" when allowed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoryDraft:
+    guild_id: int
+    channel_id: int
+    user_id: int
+    locale: str
+    request: JobRequest  # model, resolution, seed and the whole prompt (`|`-separated, or one for all)
+    frames: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoryQuote:
+    segments: int
+    cost_each: int
+    total: int
+
+
+class StoryService:
+    def __init__(self, jobs: JobService, stories: StoryStore, joiner: Joiner) -> None:
+        self.jobs = jobs
+        self.stories = stories
+        self._joiner = joiner
+        self.notifier: StoryNotifier | None = None
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._shown: dict[int, tuple[SegmentStatus, ...]] = {}
+
+    # --- admission -------------------------------------------------------------------------------------
+    def quote(self, request: JobRequest, frames: int) -> StoryQuote:
+        request = self.jobs.check_text(replace(request, prompt=request.prompt or "-"))
+        each = self.jobs.budget.estimate(request.model, request.resolution)
+        return StoryQuote(frames - 1, each, each * (frames - 1))
+
+    def segment_requests(self, request: JobRequest, frames: int) -> list[JobRequest]:
+        """One checked request per segment (its own prompt); refusals name what is wrong."""
+        if not MIN_FRAMES <= frames <= MAX_FRAMES:
+            raise InvalidInput("story.frame_count", count=frames, low=MIN_FRAMES, high=MAX_FRAMES)
+        try:
+            prompts = split_prompts(request.prompt, frames - 1)
+        except PromptCountMismatch as exc:
+            raise InvalidInput("story.prompt_count", prompts=exc.prompts, segments=exc.segments) from None
+        except EmptySegmentPrompt as exc:
+            raise InvalidInput("story.prompt_empty", segment=exc.segment + 1) from None
+        return [self.jobs.check_text(replace(request, prompt=prompt)) for prompt in prompts]
+
+    async def precheck(self, draft: StoryDraft, frames: int) -> None:
+        """What needs no image bytes: rate limit, prompts, channel, a first look at the budget."""
+        self.jobs.rate_limiter.hit(draft.user_id)
+        requests = self.segment_requests(draft.request, frames)
+        await self.jobs.check_channel(draft.guild_id, draft.channel_id)
+        await self.jobs.budget.precheck(draft.guild_id, draft.user_id, requests[0].model, requests[0].resolution)
+
+    async def submit(self, draft: StoryDraft) -> tuple[Story, list[Job]]:
+        """Check and normalise the frames, then reserve the whole story and queue every segment, or refuse whole."""
+        requests = self.segment_requests(draft.request, len(draft.frames))
+        checked = [await self.jobs.image_workers.check(data, self.jobs.image_limits) for data in draft.frames]
+        try:
+            normalised = await asyncio.to_thread(normalise_frames, [c.data for c in checked])
+        except FrameError as exc:
+            raise InvalidInput("story.frame_unreadable", frame=exc.index + 1) from None
+        media = self.jobs.media
+        refs: list[str] = []
+        written: list[str] = []
+        for frame in normalised:
+            ref, new = await asyncio.to_thread(media.put_frame, frame.data, frame.content_type)
+            refs.append(ref)
+            written += [ref] if new else []
+        budget = self.jobs.budget
+        cost_each = budget.estimate(requests[0].model, requests[0].resolution)
+        total = cost_each * len(requests)
+        periods = budget.periods()
+        new_story = NewStory(
+            guild_id=draft.guild_id,
+            channel_id=draft.channel_id,
+            user_id=draft.user_id,
+            locale=draft.locale,
+            model=requests[0].model,
+            resolution=requests[0].resolution,
+            seed=draft.request.seed,
+            prompts=tuple(r.prompt for r in requests),
+            frames=tuple(refs),
+            cost_reserved=total,
+        )
+
+        def admit_whole(usage: Any, policy: Any) -> None:
+            # The story as one request for the member limits, and its whole cost against the budgets.
+            budget.refuse_if_over(usage, policy, total, periods)
+
+        async def insert_story(tx: Transaction) -> list[NewJob]:
+            story_id = await StoryStore.insert(tx, new_story)
+            return [
+                NewJob(
+                    guild_id=draft.guild_id,
+                    channel_id=draft.channel_id,
+                    user_id=draft.user_id,
+                    locale=draft.locale,
+                    request=request,
+                    first_frame=refs[k],
+                    last_frame=refs[k + 1],
+                    story_id=story_id,
+                    segment_index=k,
+                )
+                for k, request in enumerate(requests)
+            ]
+
+        try:
+            segment_jobs = await self.jobs.store.create_jobs(
+                draft.guild_id, draft.user_id, cost=cost_each, period_day=periods.day, period_month=periods.month,
+                admit=admit_whole, prepare=insert_story,
+            )  # fmt: skip
+        except BaseException:
+            for ref in written:  # a refused story leaves nothing behind
+                media.remove_frame(ref)
+            raise
+        story_id = segment_jobs[0].story_id
+        assert story_id is not None
+        story = await self.stories.get(story_id)
+        assert story is not None
+        log.info(
+            "story %s accepted: guild %s user %s, %d segments, %s %s, reserved %d",
+            story.id, story.guild_id, story.user_id, story.segments, story.model, story.resolution, total,
+            extra={"guild_id": story.guild_id, "user_id": story.user_id},
+        )  # fmt: skip
+        for job in segment_jobs:
+            self.jobs.worker.enqueue(job)
+        return story, segment_jobs
+
+    async def attach_conversation(self, story_id: int, *, thread_id: int | None, status_message_id: int | None) -> None:
+        await self.stories.set_messages(story_id, thread_id=thread_id, status_message_id=status_message_id)
+
+    # --- the story's progress ----------------------------------------------------------------------------
+    def segment_changed(self, job: Job) -> None:
+        """A segment job moved (called by SegmentRouter): advance its story in the background."""
+        if job.story_id is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._advance_logged(job.story_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _advance_logged(self, story_id: int) -> None:
+        try:
+            await self.advance(story_id)
+        except Exception:
+            log.exception("story %s: advancing failed; it resumes at the next segment event or restart", story_id)
+
+    async def resume(self) -> int:
+        """After a (re)start: carry on every unfinished story. Returns how many were looked at."""
+        unfinished = await self.stories.unfinished()
+        for story in unfinished:
+            await self._advance_logged(story.id)
+        return len(unfinished)
+
+    async def wait_idle(self) -> None:
+        """Tests and shutdown: let scheduled advances finish."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def advance(self, story_id: int) -> None:
+        lock = self._locks.setdefault(story_id, asyncio.Lock())
+        async with lock:
+            await self._advance(story_id)
+
+    async def _advance(self, story_id: int) -> None:
+        story = await self.stories.get(story_id)
+        if story is None:
+            return
+        jobs = await self.stories.segment_jobs(story.id)
+        statuses = segment_statuses(story.segments, jobs)
+        decision = decide(story.segments, jobs)
+        if story.state is StoryState.AWAITING_CHOICE:
+            if story.partial_opt_in and decision.ready_prefix >= 1:
+                await self._join_and_post(story, decision.ready_prefix, partial=True)
+            return
+        if story.state in (StoryState.FAILED, StoryState.CANCELED):
+            return
+        if story.state in (StoryState.DELIVERED, StoryState.PARTIAL) and not (story.join_due or story.post_due):
+            return
+        await self._show(story, statuses)
+        if decision.step is NextStep.RETRY:
+            for segment in decision.retry:
+                await self._retry(story, segment, jobs)
+        elif decision.step is NextStep.JOIN:
+            await self._join_and_post(story, story.segments, partial=False)
+        elif decision.step is NextStep.ASK:
+            if await self.stories.set_state(story.id, StoryState.AWAITING_CHOICE, expect=StoryState.RUNNING):
+                await self._tell_failed(story, decision.ready_prefix)
+        elif decision.step is NextStep.CANCEL:
+            await self._cancel_rest(story, jobs)
+
+    async def _show(self, story: Story, statuses: Sequence[SegmentStatus]) -> None:
+        shown = tuple(statuses)
+        if self.notifier is None or self._shown.get(story.id) == shown:
+            return
+        self._shown[story.id] = shown
+        try:
+            await self.notifier.story_updated(story, shown)
+        except Exception:
+            log.exception("story %s: status update failed", story.id)
+
+    async def _retry(self, story: Story, segment: int, jobs: Sequence[Any]) -> None:
+        failed = max((j for j in jobs if j.segment == segment), key=lambda j: j.job_id)
+        old = await self.jobs.store.get(failed.job_id)
+        assert old is not None
+        request = replace(old.request, seed=new_seed(old.request.seed))
+        try:
+            new_jobs = await self._admit_segment(story, segment, request, old, expect_newest=failed.job_id)
+        except (QuotaExceeded, QueueFull) as exc:
+            log.warning("story %s: the retry of segment %d was refused (%s)", story.id, segment + 1, exc.key)
+            if await self.stories.set_state(story.id, StoryState.AWAITING_CHOICE, expect=StoryState.RUNNING):
+                await self._tell_failed(story, decide(story.segments, jobs).ready_prefix)
+            return
+        for job in new_jobs:
+            log.info("story %s: segment %d retried as job %s with a new seed", story.id, segment + 1, job.id)
+            self.jobs.worker.enqueue(job)
+
+    async def _admit_segment(
+        self, story: Story, segment: int, request: JobRequest, template: Job, *, expect_newest: int | None
+    ) -> list[Job]:
+        """One new job for `segment`, reserved like any job. With `expect_newest`, admitted only while that job
+        is still the segment's newest (two advances, or two processes, never both retry it)."""
+        budget = self.jobs.budget
+        cost = budget.estimate(request.model, request.resolution)
+        periods = budget.periods()
+
+        def admit_money(usage: Any, policy: Any) -> None:
+            budget.refuse_if_over(usage, policy, cost, periods)
+
+        async def still_newest(tx: Transaction) -> list[NewJob]:
+            if expect_newest is not None:
+                row = await tx.fetch_one(
+                    "SELECT MAX(id) AS newest FROM jobs WHERE story_id = ? AND segment_index = ?", (story.id, segment)
+                )
+                if row is None or int(row["newest"]) != expect_newest:
+                    return []
+            else:
+                await StoryStore.next_generation(tx, story.id)
+            return [
+                NewJob(
+                    guild_id=story.guild_id,
+                    channel_id=story.channel_id,
+                    user_id=story.user_id,
+                    locale=story.locale,
+                    request=request,
+                    first_frame=template.first_frame,
+                    last_frame=template.last_frame,
+                    parent_job_id=template.id,
+                    story_id=story.id,
+                    segment_index=segment,
+                )
+            ]
+
+        return await self.jobs.store.create_jobs(
+            story.guild_id, story.user_id, cost=cost, period_day=periods.day, period_month=periods.month,
+            admit=admit_money, prepare=still_newest,
+        )  # fmt: skip
+
+    def joined_path(self, story: Story) -> Path:
+        return self.jobs.media.videos / f"story-{story.id}-{story.generation}.mp4"
+
+    async def _join_and_post(self, story: Story, segments: int, *, partial: bool) -> None:
+        destination = self.joined_path(story)
+        redelivery = not story.join_due  # joined by an earlier pass, maybe posted before a crash
+        if story.join_due:
+            videos = await self.stories.current_videos(story.id)
+            paths = [Path(videos[k]) for k in range(segments)]
+            if segments == 1:
+                await asyncio.to_thread(_copy_atomically, paths[0], destination)
+            else:
+                await asyncio.to_thread(self._joiner, paths, destination)
+            if not await self.stories.mark_joined(story.id, story.generation, str(destination)):
+                return  # another pass recorded this generation's join first; it posts
+            refreshed = await self.stories.get(story.id)
+            assert refreshed is not None
+            story = refreshed
+        if not story.post_due or self.notifier is None:
+            return
+        video = Video(path=destination, size=destination.stat().st_size, url=None, url_expires_at=None)
+        try:
+            message_id = await self.notifier.story_deliver(story, video, partial=partial, redelivery=redelivery)
+        except DeliveryError as exc:
+            log.warning("story %s: posting failed (%s); retried at the next advance", story.id, exc.reason)
+            if exc.permanent:
+                await self.stories.set_state(story.id, StoryState.FAILED, error_key="job.failed.undeliverable")
+            return
+        final = StoryState.PARTIAL if partial else StoryState.DELIVERED
+        await self.stories.mark_posted(story.id, story.generation, message_id, final)
+        log.info("story %s delivered (generation %d, %s)", story.id, story.generation, final.value)
+
+    async def _tell_failed(self, story: Story, ready: int) -> None:
+        if self.notifier is None:
+            return
+        charged = await self.stories.charged(story.id)
+        await self.notifier.story_failed(story, charged=charged, ready=ready, can_deliver_partial=ready >= 1)
+
+    async def _cancel_rest(self, story: Story, jobs: Sequence[Any]) -> None:
+        actor = Actor(story.user_id)
+        for job in jobs:
+            if job.state in (JobState.QUEUED, JobState.PENDING):
+                with contextlib.suppress(BotError):  # already running or finished: it settles or releases itself
+                    await self.jobs.cancel(job.job_id, actor)
+        if await self.stories.set_state(story.id, StoryState.CANCELED, expect=StoryState.RUNNING):
+            await self._tell_failed(story, 0)
+
+    # --- the user's choices -----------------------------------------------------------------------------
+    async def deliver_partial(self, story_id: int, actor: Actor) -> Story:
+        story = await self._story_for(story_id, actor)
+        if not await self.stories.opt_in_partial(story.id):
+            raise InvalidInput("story.no_choice")
+        await self.advance(story.id)
+        refreshed = await self.stories.get(story.id)
+        assert refreshed is not None
+        return refreshed
+
+    async def redo(self, story_id: int, segment: int, actor: Actor) -> Job:
+        """Run one segment again with a new seed, budgeted like a new job; the story re-joins when it is done."""
+        self.jobs.rate_limiter.hit(actor.user_id)
+        story = await self._story_for(story_id, actor)
+        if story.state is not StoryState.DELIVERED or not 0 <= segment < story.segments:
+            raise InvalidInput("story.no_redo")
+        current = [j for j in await self.stories.segment_jobs(story.id) if j.segment == segment]
+        if not current:
+            raise InvalidInput("story.no_redo")
+        old = await self.jobs.store.get(max(current, key=lambda j: j.job_id).job_id)
+        assert old is not None
+        await self.jobs.check_channel(story.guild_id, story.channel_id)
+        request = replace(old.request, seed=new_seed(old.request.seed))
+        new_jobs = await self._admit_segment(story, segment, request, old, expect_newest=None)
+        self._shown.pop(story.id, None)
+        for job in new_jobs:
+            self.jobs.worker.enqueue(job)
+        return new_jobs[0]
+
+    async def _story_for(self, story_id: int, actor: Actor) -> Story:
+        story = await self.stories.get(story_id)
+        if story is None:
+            raise InvalidInput("story.unknown")
+        if not (actor.is_owner or actor.is_manager or actor.user_id == story.user_id):
+            raise NotAllowed("job.not_yours")
+        return story
+
+
+def _copy_atomically(source: Path, destination: Path) -> None:
+    temp = destination.with_name(f".{destination.name}.part")
+    shutil.copyfile(source, temp)
+    temp.replace(destination)
+
+
+class SegmentRouter:
+    """The notifier the worker talks to: a story's segment jobs go to the story, every other job to `inner`.
+
+    A segment's video is not posted on its own: `deliver` only confirms it is on disk (the worker then
+    records the job DELIVERED), and the job's events advance its story instead of editing a message.
+    """
+
+    def __init__(self, inner: Notifier) -> None:
+        self.inner = inner
+        self.stories: StoryService | None = None  # attached once the services exist
+
+    async def job_updated(self, job: Job, progress: Progress) -> None:
+        if job.story_id is None:
+            await self.inner.job_updated(job, progress)
+        elif self.stories is not None and job.state in (JobState.DELIVERED, JobState.RUNNING, JobState.PENDING):
+            self.stories.segment_changed(job)
+
+    async def deliver(self, job: Job, video: Video, *, redelivery: bool) -> None:
+        if job.story_id is None:
+            await self.inner.deliver(job, video, redelivery=redelivery)
+            return
+        if not video.path.exists():
+            # Too large to download: a segment can't be joined from a link.
+            raise DeliveryError("the segment's video is not on disk", permanent=True)
+
+    async def job_failed(self, job: Job) -> None:
+        if job.story_id is None:
+            await self.inner.job_failed(job)
+        elif self.stories is not None:
+            self.stories.segment_changed(job)
+
+    async def owner_alert(self, key: str, **params: Any) -> None:
+        await self.inner.owner_alert(key, **params)
