@@ -38,6 +38,7 @@ from cogs.animate import AnimateCog
 from cogs.generate import GenerateCog
 from cogs.jobs import JobsCog
 from cogs.quota import QuotaCog
+from cogs.rules import RulesGroup
 
 
 class Gateway(Protocol):
@@ -224,6 +225,7 @@ async def build_services(
         image_limits=ImageLimits.from_settings(settings),
         rate_limiter=UserRateLimiter(settings.user_commands_per_minute),
         image_workers=ImageWorkers(settings.image_workers),
+        on_rule_refusal=metrics.observe_rule_refusal if metrics is not None else None,
     )
     return Services(
         settings=settings,
@@ -289,6 +291,7 @@ async def build_discord_app(
     await bot.add_cog(JobsCog(jobs))
     await bot.add_cog(QuotaCog(jobs))
     bot.tree.add_command(AdminGroup(jobs, owners))
+    bot.tree.add_command(RulesGroup(jobs, owners))
     bot.add_job_buttons(JobButtons(jobs, owners, settings.allowed_guilds))
     return DiscordApp(bot, services)
 

@@ -63,3 +63,18 @@ class RateLimited(BotError):
 
 class JobNotFound(BotError):
     key = "error.job_not_found"
+
+
+class ContentRefused(BotError):
+    """A prompt or negative prompt contains a phrase the guild's managers or the bot's owners banned.
+
+    The message names the field, the rule as it was typed, and whose rule it is.
+    """
+
+    key = "rules.refused_prompt_guild"
+
+    def __init__(self, *, field: str, phrase: str, is_default: bool) -> None:
+        scope = "default" if is_default else "guild"  # field: "prompt" or "negative_prompt"
+        super().__init__(f"rules.refused_{field}_{scope}", rule=phrase)
+        self.field = field
+        self.phrase = phrase

@@ -37,6 +37,7 @@ from prometheus_client.metrics_core import Metric
 
 from bot.catalog import MILLI_PER_CNY
 from bot.jobs.models import Job, JobState
+from bot.jobs.rules import ContentRule
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,21 @@ class Metrics:
         )
         for event in JOB_EVENTS:
             self.job_events.labels(event)  # every series exists from the first scrape
+        # No guild label on purpose: guild ids are unbounded; per-guild refusals are in /kf2v-quota.
+        self.content_rule_refusals = Counter(
+            "kf2v_content_rule_refusals",
+            "Prompts refused by a content rule, by whose rule (guild/default) and the field that matched.",
+            ["scope", "field"],
+            registry=self.registry,
+        )
+        for scope in ("guild", "default"):
+            for field in ("prompt", "negative_prompt"):
+                self.content_rule_refusals.labels(scope, field)
         self.registry.register(_Collector(self))
+
+    def observe_rule_refusal(self, rule: ContentRule, field: str) -> None:
+        """JobService's `on_rule_refusal`: one prompt (or negative prompt) refused by a content rule."""
+        self.content_rule_refusals.labels("default" if rule.is_default else "guild", field).inc()
 
     def attach(
         self,

@@ -82,8 +82,18 @@ class QuotaCog(commands.Cog):
             )
         report = await jobs.budget_report(interaction.guild_id, interaction.user.id)
         title = t(locale, "quota.updated" if changing else "quota.title")
+        embed = report_embed(report, locale, title, jobs.pause_for(interaction.guild_id))
+        rules = await jobs.rules_summary(interaction.guild_id)
+        embed.add_field(
+            name=t(locale, "quota.rules"),
+            value=t(
+                locale, "quota.rules_line", count=rules.own + rules.default, own=rules.own, default=rules.default,
+                refusals=rules.refusals_this_month,
+            ),
+            inline=False,
+        )  # fmt: skip
         await interaction.followup.send(
-            embed=report_embed(report, locale, title, jobs.pause_for(interaction.guild_id)),
+            embed=embed,
             ephemeral=True,
             allowed_mentions=NO_PINGS,
         )

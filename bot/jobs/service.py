@@ -16,12 +16,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot.catalog import Catalog, ModelSpec
-from bot.errors import InvalidInput, JobNotFound, NotAllowed, RateLimited
+from bot.errors import ContentRefused, InvalidInput, JobNotFound, NotAllowed, RateLimited
 from bot.jobs.images import CheckedImage, ImageLimits, check_image
 from bot.jobs.media import MediaStore
 from bot.jobs.models import Job, JobRequest, JobState, NewJob, Pause, PauseScope
 from bot.jobs.ports import Progress
 from bot.jobs.quota import BudgetReport, BudgetService
+from bot.jobs.rules import (
+    DEFAULT_SCOPE,
+    MAX_RULES_PER_SCOPE,
+    CompiledRules,
+    ContentRule,
+    InvalidRule,
+    RuleChange,
+    RulesCache,
+    compile_rules,
+    phrase_key,
+)
 from bot.jobs.store import ChannelEdit, JobStore, StaleState, utcnow
 from bot.jobs.worker import Worker
 
@@ -145,6 +156,7 @@ class JobService:
         image_limits: ImageLimits,
         rate_limiter: UserRateLimiter,
         image_workers: ImageWorkers | None = None,
+        on_rule_refusal: Callable[[ContentRule, str], None] | None = None,
     ) -> None:
         self.store = store
         self.media = media
@@ -155,6 +167,8 @@ class JobService:
         self.image_limits = image_limits
         self.rate_limiter = rate_limiter
         self.image_workers = image_workers or ImageWorkers(2)
+        self.on_rule_refusal = on_rule_refusal  # (rule, field): the metrics' counter
+        self._rules = RulesCache()
 
     # --- new jobs ------------------------------------------------------------------------------------
     def check_text(self, request: JobRequest) -> JobRequest:
@@ -201,14 +215,42 @@ class JobService:
         await self._request_checks(draft.guild_id, draft.channel_id, draft.user_id, draft.request)
 
     async def _request_checks(self, guild_id: int, channel_id: int, user_id: int, request: JobRequest) -> None:
-        """Text, channel and budget: the checks /kf2v, /kf2v-effect and Regenerate share, cheapest first.
+        """Text, content rules, channel and budget: the checks /kf2v, /kf2v-effect, Regenerate and Remix
+        share, cheapest first.
 
         The budget is read here only to refuse early (before downloads and decoding); the reservation
         itself is made atomically at admission.
         """
         request = self.check_text(request)
+        await self.check_content_rules(guild_id, request)
         await self.check_channel(guild_id, channel_id)
         await self.budget.precheck(guild_id, user_id, request.model, request.resolution)
+
+    async def check_content_rules(self, guild_id: int, request: JobRequest) -> None:
+        """Refuse a prompt or negative prompt that contains one of the guild's or the owners' banned phrases.
+
+        Counted per guild and month (for /kf2v-quota) and in the metrics; nothing else is touched.
+        """
+        compiled = await self._compiled_rules(guild_id)
+        for field, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
+            rule = compiled.match(text)
+            if rule is None:
+                continue
+            await self.store.count_rule_refusal(guild_id, self.budget.periods().month)
+            if self.on_rule_refusal is not None:
+                self.on_rule_refusal(rule, field)
+            log.info("prompt refused by a content rule in guild %s (%s)", guild_id, field, extra={"guild_id": guild_id})
+            raise ContentRefused(field=field, phrase=rule.phrase, is_default=rule.is_default)
+
+    async def _compiled_rules(self, guild_id: int) -> CompiledRules:
+        """The guild's rules and the defaults, compiled once per change (another process's too: by version)."""
+        version = await self.store.content_rule_versions(guild_id)
+        compiled = self._rules.get(guild_id, version)
+        if compiled is None:
+            own, defaults = await self.store.content_rules(guild_id), await self.store.content_rules(DEFAULT_SCOPE)
+            compiled = compile_rules(own, defaults)
+            self._rules.put(guild_id, version, compiled)
+        return compiled
 
     async def submit(self, draft: Draft) -> Job:
         await self.precheck(draft)
@@ -462,5 +504,45 @@ class JobService:
             edit_channels=edit_channels,
         )
 
+    # --- content rules (guild_id DEFAULT_SCOPE: the owners' list for every guild) --------------------------
+    async def content_rules(self, guild_id: int) -> list[ContentRule]:
+        """One list: a guild's own rules, or (DEFAULT_SCOPE) the owners' default rules."""
+        return await self.store.content_rules(guild_id)
 
-__all__ = ["Actor", "Draft", "ImageWorkers", "JobService", "UserRateLimiter", "visible_text"]
+    async def add_content_rule(
+        self, guild_id: int, phrase: str, user_id: int
+    ) -> tuple[RuleChange, ContentRule, int, int]:
+        """(what happened, the rule as listed, rules in that list now, the list's limit)."""
+        try:
+            key = phrase_key(phrase)
+        except InvalidRule as invalid:
+            raise InvalidInput(f"rules.{invalid.reason}", limit=invalid.limit) from None
+        change, rule, count = await self.store.add_content_rule(
+            guild_id, key, phrase.strip(), user_id, limit=MAX_RULES_PER_SCOPE
+        )
+        self._rules.invalidate(guild_id)
+        return change, rule, count, MAX_RULES_PER_SCOPE
+
+    async def remove_content_rule(self, guild_id: int, phrase: str) -> ContentRule | None:
+        """Remove the rule `phrase` stands for (any case or width); None when the list has no such rule."""
+        try:
+            key = phrase_key(phrase)
+        except InvalidRule:
+            return None
+        removed = await self.store.remove_content_rule(guild_id, key)
+        self._rules.invalidate(guild_id)
+        return removed
+
+    async def rules_summary(self, guild_id: int) -> RulesSummary:
+        own, default, refusals = await self.store.rules_summary(guild_id, self.budget.periods().month)
+        return RulesSummary(own=own, default=default, refusals_this_month=refusals)
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSummary:
+    own: int  # the guild's own rules
+    default: int  # the owners' rules for every guild
+    refusals_this_month: int
+
+
+__all__ = ["Actor", "Draft", "ImageWorkers", "JobService", "RulesSummary", "UserRateLimiter", "visible_text"]

@@ -52,6 +52,7 @@ from bot.jobs.models import (
     PauseScope,
     check_transition,
 )
+from bot.jobs.rules import DEFAULT_SCOPE, ContentRule, RuleChange
 
 # Columns callers may set alongside a transition or on their own; anything else is a bug.
 UPDATABLE_FIELDS = frozenset(
@@ -685,6 +686,95 @@ class JobStore:
                 )
             return await self._policy(db, guild_id)
 
+    # --- content rules (issue 13): banned phrases per guild; DEFAULT_SCOPE (0) holds the owners' default ----
+    async def content_rules(self, *guild_ids: int) -> list[ContentRule]:
+        """The rules of the given scopes, oldest first within each scope, in the order the scopes are given."""
+        if not guild_ids:
+            return []
+        marks = ", ".join("?" for _ in guild_ids)
+        rows = await self._db.fetch_all(
+            f"SELECT guild_id, phrase FROM content_rules WHERE guild_id IN ({marks})"  # noqa: S608 (only `?` marks)
+            " ORDER BY added_at, phrase_key",
+            tuple(guild_ids),
+        )
+        order = {guild_id: i for i, guild_id in enumerate(guild_ids)}
+        rules = [ContentRule(str(r["phrase"]), int(r["guild_id"])) for r in rows]
+        return sorted(rules, key=lambda rule: order[rule.guild_id])  # stable: keeps the age order per scope
+
+    async def content_rule_versions(self, guild_id: int) -> tuple[int, int]:
+        """(this guild's list version, the default list's version): 0 for a list never changed."""
+        rows = await self._db.fetch_all(
+            "SELECT guild_id, version FROM content_rule_versions WHERE guild_id IN (?, ?)", (guild_id, DEFAULT_SCOPE)
+        )
+        versions = {int(r["guild_id"]): int(r["version"]) for r in rows}
+        return versions.get(guild_id, 0), versions.get(DEFAULT_SCOPE, 0)
+
+    async def add_content_rule(
+        self, guild_id: int, key: str, phrase: str, added_by: int, *, limit: int, now: datetime | None = None
+    ) -> tuple[RuleChange, ContentRule, int]:
+        """Add a rule unless one with the same `key` exists or the scope holds `limit` rules already.
+
+        Returns (what happened, the rule now in the list under that key, how many rules the scope holds).
+        """
+        async with self._db.transaction() as db:
+            await db.lock(_rules_lock(guild_id))  # count-then-insert: two managers can't both take the last place
+            existing = await db.fetch_one(
+                "SELECT phrase FROM content_rules WHERE guild_id = ? AND phrase_key = ?", (guild_id, key)
+            )
+            count_row = await db.fetch_one("SELECT COUNT(*) FROM content_rules WHERE guild_id = ?", (guild_id,))
+            count = int(count_row[0]) if count_row else 0
+            if existing is not None:
+                return RuleChange.EXISTS, ContentRule(str(existing["phrase"]), guild_id), count
+            if count >= limit:
+                return RuleChange.FULL, ContentRule(phrase, guild_id), count
+            await db.execute(
+                "INSERT INTO content_rules (guild_id, phrase_key, phrase, added_by, added_at) VALUES (?, ?, ?, ?, ?)",
+                (guild_id, key, phrase, added_by, _iso(now or utcnow())),
+            )
+            await self._bump_rules_version(db, guild_id)
+            return RuleChange.DONE, ContentRule(phrase, guild_id), count + 1
+
+    async def remove_content_rule(self, guild_id: int, key: str) -> ContentRule | None:
+        """Remove the rule stored under `key`; the removed rule, or None when there was none."""
+        async with self._db.transaction() as db:
+            await db.lock(_rules_lock(guild_id))
+            row = await db.fetch_one(
+                "SELECT phrase FROM content_rules WHERE guild_id = ? AND phrase_key = ?", (guild_id, key)
+            )
+            if row is None:
+                return None
+            await db.execute("DELETE FROM content_rules WHERE guild_id = ? AND phrase_key = ?", (guild_id, key))
+            await self._bump_rules_version(db, guild_id)
+            return ContentRule(str(row["phrase"]), guild_id)
+
+    async def count_rule_refusal(self, guild_id: int, period_month: str) -> None:
+        async with self._db.transaction() as db:
+            await db.execute(
+                "INSERT INTO content_rule_refusals (guild_id, month, refusals) VALUES (?, ?, 1)"
+                " ON CONFLICT (guild_id, month) DO UPDATE SET refusals = content_rule_refusals.refusals + 1",
+                (guild_id, period_month),
+            )
+
+    async def rules_summary(self, guild_id: int, period_month: str) -> tuple[int, int, int]:
+        """(the guild's own rules, the default rules, prompts refused by a rule in the guild this month)."""
+        rows = await self._db.fetch_all(
+            "SELECT guild_id, COUNT(*) FROM content_rules WHERE guild_id IN (?, ?) GROUP BY guild_id",
+            (guild_id, DEFAULT_SCOPE),
+        )
+        counts = {int(r[0]): int(r[1]) for r in rows}
+        refused = await self._db.fetch_one(
+            "SELECT refusals FROM content_rule_refusals WHERE guild_id = ? AND month = ?", (guild_id, period_month)
+        )
+        return counts.get(guild_id, 0), counts.get(DEFAULT_SCOPE, 0), int(refused[0]) if refused else 0
+
+    @staticmethod
+    async def _bump_rules_version(db: Transaction, guild_id: int) -> None:
+        await db.execute(
+            "INSERT INTO content_rule_versions (guild_id, version) VALUES (?, 1)"
+            " ON CONFLICT (guild_id) DO UPDATE SET version = content_rule_versions.version + 1",
+            (guild_id,),
+        )
+
     # --- meta ----------------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
         row = await self._db.fetch_one("SELECT value FROM meta WHERE key = ?", (key,))
@@ -807,6 +897,10 @@ BACKUP_ON_POSTGRESQL = (
     "kf2v-bot backup copies the SQLite file only; with KF2V_DATABASE_URL set, back PostgreSQL up with "
     "pg_dump (e.g. pg_dump -Fc -f kf2v.dump <database>) and keep the media volume alongside"
 )
+
+
+def _rules_lock(guild_id: int) -> str:
+    return f"content_rules:{guild_id}"
 
 
 def _guild_lock(guild_id: int) -> str:
