@@ -111,6 +111,8 @@ class StoryService:
         """What needs no image bytes: rate limit, prompts, channel, a first look at the budget."""
         self.jobs.rate_limiter.hit(draft.user_id)
         requests = self.segment_requests(draft.request, frames)
+        for request in requests:  # each segment's prompt (and the shared negative prompt) against the rules
+            await self.jobs.check_content_rules(draft.guild_id, request)
         await self.jobs.check_channel(draft.guild_id, draft.channel_id)
         await self.jobs.budget.precheck(draft.guild_id, draft.user_id, requests[0].model, requests[0].resolution)
 
@@ -218,6 +220,12 @@ class StoryService:
         """Tests and shutdown: let scheduled advances finish."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Shutdown: cancel advances in progress (each resumes from the database at the next start)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def advance(self, story_id: int) -> None:
         lock = self._locks.setdefault(story_id, asyncio.Lock())
@@ -388,6 +396,7 @@ class StoryService:
         assert old is not None
         await self.jobs.check_channel(story.guild_id, story.channel_id)
         request = replace(old.request, seed=new_seed(old.request.seed))
+        await self.jobs.check_content_rules(story.guild_id, request)  # a rule added since the story began counts
         new_jobs = await self._admit_segment(story, segment, request, old, expect_newest=None)
         self._shown.pop(story.id, None)
         for job in new_jobs:
@@ -442,3 +451,10 @@ class SegmentRouter:
 
     async def owner_alert(self, key: str, **params: Any) -> None:
         await self.inner.owner_alert(key, **params)
+
+    async def close(self) -> None:
+        if self.stories is not None:
+            await self.stories.stop()
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            await close()
