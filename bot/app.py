@@ -6,6 +6,7 @@ One aiohttp session, one database connection, one worker; passed down explicitly
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -30,6 +31,8 @@ from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.scheduler import AccountLimits, Scheduler
 from bot.jobs.service import ImageWorkers, JobService, UserRateLimiter
 from bot.jobs.store import JobStore, utcnow
+from bot.jobs.story import stories_available
+from bot.jobs.story.service import SegmentRouter
 from bot.jobs.worker import Worker, WorkerConfig
 from bot.logs import register_secret, setup_logging
 from bot.settings import Settings, load_catalog_for
@@ -52,6 +55,7 @@ class Gateway(Protocol):
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 3600.0
+STORY_COG = "cogs.story"  # imported only when PyAV is installed
 
 
 @dataclass
@@ -284,7 +288,9 @@ async def build_discord_app(
     )
     owners = Owners(bot, settings.owner_ids)
     notifier = DiscordNotifier(bot, owners, edit_interval=edit_interval)
-    services = await build_services(settings, notifier, store=store, gateway=bot)
+    # Story segments are joined, not posted one by one: the router sends their events to the story.
+    router = SegmentRouter(notifier)
+    services = await build_services(settings, router, store=store, gateway=bot)
     jobs = services.jobs
     await bot.add_cog(GenerateCog(jobs, image_max_bytes=settings.image_max_bytes))
     await bot.add_cog(AnimateCog(bot.tree, jobs, image_max_bytes=settings.image_max_bytes))
@@ -293,6 +299,14 @@ async def build_discord_app(
     bot.tree.add_command(AdminGroup(jobs, owners))
     bot.tree.add_command(RulesGroup(jobs, owners))
     bot.add_job_buttons(JobButtons(jobs, owners, settings.allowed_guilds))
+    if stories_available():
+        # cogs.story imports PyAV (the `video` extra): loaded by name, only when it is installed.
+        story_cog = importlib.import_module(STORY_COG)
+        await story_cog.install(
+            bot, jobs, router, owners, allowed_guilds=settings.allowed_guilds, image_max_bytes=settings.image_max_bytes
+        )
+    else:
+        log.info("/kf2v-story is off: PyAV is not installed (pip install 'kf2v-bot[video]')")
     return DiscordApp(bot, services)
 
 

@@ -135,6 +135,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "opt.resolution": "Resolution tier (default 720P)",
         "opt.prompt_extend": "Let the model enrich the prompt (default on)",
         "opt.seed": "Random seed for repeatable results",
+        "opt.duration": "Seconds of video, for models with a duration range (wan2.7-i2v: 2-15)",
+        "opt.sound": "Sound on or off, where the model can switch it (default: the model's own)",
+        "opt.audio": "A wav/mp3 file that drives the video, for models that take one",
         "opt.image": "The picture to animate (JPEG, PNG, BMP or WEBP)",
         "opt.template": "The effect",
         "opt.effect_model": "Model (effects need wanx2.1-kf2v-plus)",
@@ -388,6 +391,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "opt.resolution": "分辨率档位(默认 720P)",
         "opt.prompt_extend": "让模型扩写提示词(默认开启)",
         "opt.seed": "随机种子,用于复现结果",
+        "opt.duration": "视频秒数,适用于支持时长范围的模型(wan2.7-i2v:2-15)",
+        "opt.sound": "开启或关闭声音,仅限可切换的模型(默认:模型自身设定)",
+        "opt.audio": "驱动视频的 wav/mp3 文件,仅限支持的模型",
         "opt.image": "要动起来的图片(JPEG、PNG、BMP 或 WEBP)",
         "opt.template": "特效",
         "opt.effect_model": "模型(特效需要 wanx2.1-kf2v-plus)",
@@ -513,6 +519,91 @@ MESSAGES: dict[str, dict[str, str]] = {
         "extend.started": "正在续写 #{parent_id}:完整视频时长 {total} 秒,费用 ¥{cost}。",
     },
 }
+
+
+# --- stories (/kf2v-story, bot/jobs/story, bot/discord_ui/story.py) ---
+MESSAGES[EN].update(
+    {
+        "cmd.kf2v_story": "Join three to six keyframes into one continuous video",
+        "opt.frame1": "Keyframe 1: the story starts here (its size sets the video's shape)",
+        "opt.frame2": "Keyframe 2",
+        "opt.frame3": "Keyframe 3",
+        "opt.frame_more": "Another keyframe (optional)",
+        "opt.story_prompt": "What happens: one prompt for all, or one per segment separated by |",
+        "story.frame_count": "A story takes {low} to {high} keyframes; this one has {count}.",
+        "story.prompt_count": "You gave {prompts} prompts for {segments} segments. Give one prompt for all, "
+        "or exactly {segments} separated by |.",
+        "story.prompt_empty": "The prompt for segment {segment} is empty (between two |).",
+        "story.frame_unreadable": "Keyframe {frame} can't be read as a picture.",
+        "story.no_choice": "That story isn't waiting for a choice any more.",
+        "story.no_redo": "That segment can't be redone now (only a finished story's segments can).",
+        "story.unknown": "That story doesn't exist.",
+        "story.title": "Story #{story_id} · {segments} segments",
+        "story.segment.waiting": "waiting",
+        "story.segment.ready": "done",
+        "story.segment.retrying": "failed once, retrying with a new seed",
+        "story.segment.failed": "failed",
+        "story.segment.canceled": "cancelled",
+        "story.segment_line": "{mark} Segment {segment} (frame {first} → {last}): {state} · {prompt}",
+        "story.reserved": "Reserved",
+        "story.redo": "Redo segment…",
+        "story.redo_option": "Redo segment {segment} (frame {first} → {last})",
+        "story.partial_button": "Deliver as far as it got",
+        "story.accepted": "Story #{story_id} is queued: {segments} segments, ¥{cost} reserved. Follow it in {where}.",
+        "story.ready": "{user} your story #{story_id} is ready.",
+        "story.ready_partial": "{user} here is story #{story_id} as far as it got.",
+        "story.too_large": "{user} story #{story_id} is ready but, at {size_mb} MB, larger than this server "
+        "allows for uploads, and a joined video has no download link. Redo it at a lower resolution.",
+        "story.link": "{user} story #{story_id} is larger than this server allows for uploads. Download it here: {url}",
+        "story.failed": "{user} story #{story_id} failed: a segment failed twice. Charged so far: ¥{charged}; "
+        "everything else was released.",
+        "story.partial_offer": "{ready} of {segments} segments are done from the start. Press the button to get "
+        "them as one video.",
+        "story.partial_chosen": "Story #{story_id} will be delivered as far as it got.",
+        "story.redo_started": "Redoing segment {segment} of story #{story_id} as video #{job_id} (¥{cost} "
+        "reserved); the story is joined again when it is done.",
+    }
+)
+MESSAGES[ZH].update(
+    {
+        "cmd.kf2v_story": "把三到六张关键帧连成一段连续视频",
+        "opt.frame1": "关键帧 1:故事从这里开始(它的尺寸决定视频的画幅)",
+        "opt.frame2": "关键帧 2",
+        "opt.frame3": "关键帧 3",
+        "opt.frame_more": "更多关键帧(可选)",
+        "opt.story_prompt": "发生什么:一个提示词用于全部,或每段一个,用 | 分隔",
+        "story.frame_count": "一个故事需要 {low} 到 {high} 张关键帧;这里有 {count} 张。",
+        "story.prompt_count": "你给了 {prompts} 个提示词,但有 {segments} 段。请给一个通用提示词,"
+        "或正好 {segments} 个,用 | 分隔。",
+        "story.prompt_empty": "第 {segment} 段的提示词是空的(两个 | 之间)。",
+        "story.frame_unreadable": "关键帧 {frame} 无法作为图片读取。",
+        "story.no_choice": "这个故事已不再等待你的选择。",
+        "story.no_redo": "现在不能重做这一段(只能重做已完成故事的段落)。",
+        "story.unknown": "这个故事不存在。",
+        "story.title": "故事 #{story_id} · {segments} 段",
+        "story.segment.waiting": "等待中",
+        "story.segment.ready": "完成",
+        "story.segment.retrying": "失败一次,正在用新种子重试",
+        "story.segment.failed": "失败",
+        "story.segment.canceled": "已取消",
+        "story.segment_line": "{mark} 第 {segment} 段(帧 {first} → {last}):{state} · {prompt}",
+        "story.reserved": "已预留",
+        "story.redo": "重做某一段…",
+        "story.redo_option": "重做第 {segment} 段(帧 {first} → {last})",
+        "story.partial_button": "交付已完成的部分",
+        "story.accepted": "故事 #{story_id} 已排队:{segments} 段,已预留 ¥{cost}。请在 {where} 查看进度。",
+        "story.ready": "{user} 你的故事 #{story_id} 已完成。",
+        "story.ready_partial": "{user} 这是故事 #{story_id} 已完成的部分。",
+        "story.too_large": "{user} 故事 #{story_id} 已完成,但大小为 {size_mb} MB,超过本服务器的上传上限,"
+        "而拼接后的视频没有下载链接。请用更低的分辨率重做。",
+        "story.link": "{user} 故事 #{story_id} 超过本服务器的上传上限。请在此下载:{url}",
+        "story.failed": "{user} 故事 #{story_id} 失败:有一段连续失败两次。目前已扣费 ¥{charged};其余预留已释放。",
+        "story.partial_offer": "从开头起已完成 {ready}/{segments} 段。按下按钮即可把它们合成一段视频。",
+        "story.partial_chosen": "故事 #{story_id} 将按已完成的部分交付。",
+        "story.redo_started": "正在重做故事 #{story_id} 的第 {segment} 段,作为视频 #{job_id}(已预留 ¥{cost});"
+        "完成后会重新拼接故事。",
+    }
+)
 
 
 def language(locale: str | None) -> str:

@@ -1,0 +1,337 @@
+"""The Discord side of a story: its status message and thread, the joined video, and its two components.
+
+One thread per story: the status message (each segment's state) starts it; the joined mp4 is posted there with
+a **Redo segment** select; a story that can't be completed says what was charged and may offer a
+**Deliver as far as it got** button. Both components carry the story id in their custom id (persistent across
+restarts, like the job buttons); whoever uses them is checked against the story by StoryService.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import discord
+
+from bot.catalog import format_cny
+from bot.discord_ui.checks import Owners, is_manager, outside_allowed_guilds
+from bot.discord_ui.errors import reply_error
+from bot.discord_ui.render import NO_PINGS, channel_mention, clip, thread_name
+from bot.errors import InvalidInput, NotAllowed
+from bot.i18n import t
+from bot.jobs.ports import DeliveryError, Video
+from bot.jobs.service import Actor
+from bot.jobs.story.plan import SegmentStatus
+from bot.jobs.story.service import StoryService
+from bot.jobs.story.store import Story
+
+log = logging.getLogger(__name__)
+
+STORY_MARKER = "kf2v-story-{story_id}-{generation}"  # in the joined video's embed footer: found by a redelivery
+PARTIAL_ID = "kf2v:story-partial:{story_id}"
+REDO_ID = "kf2v:story-redo:{story_id}"
+_SEGMENT_COLOURS = {
+    SegmentStatus.WAITING: "⏳",
+    SegmentStatus.READY: "✅",
+    SegmentStatus.RETRYING: "🔁",
+    SegmentStatus.FAILED: "❌",
+    SegmentStatus.CANCELED: "⛔",
+}
+
+
+def story_embed(story: Story, statuses: Sequence[SegmentStatus], locale: str | None) -> discord.Embed:
+    embed = discord.Embed(title=t(locale, "story.title", story_id=story.id, segments=story.segments))
+    lines = []
+    for k, status in enumerate(statuses):
+        state = t(locale, f"story.segment.{status.value}")
+        prompt = clip(story.prompts[k], 80)
+        lines.append(
+            t(locale, "story.segment_line", mark=_SEGMENT_COLOURS[status], segment=k + 1, first=k + 1, last=k + 2,
+              state=state, prompt=prompt)
+        )  # fmt: skip
+    embed.description = "\n".join(lines)
+    embed.add_field(name=t(locale, "status.model"), value=f"`{story.model}` · {story.resolution}", inline=True)
+    embed.add_field(name=t(locale, "story.reserved"), value=f"¥{format_cny(story.cost_reserved)}", inline=True)
+    embed.add_field(name=t(locale, "status.requester"), value=f"<@{story.user_id}>", inline=True)
+    return embed
+
+
+def redo_view(story: Story, locale: str | None) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    select: discord.ui.Select[Any] = discord.ui.Select(
+        custom_id=REDO_ID.format(story_id=story.id),
+        placeholder=t(locale, "story.redo"),
+        options=[
+            discord.SelectOption(
+                label=t(locale, "story.redo_option", segment=k + 1, first=k + 1, last=k + 2),
+                value=str(k),
+                description=clip(story.prompts[k], 100),
+            )
+            for k in range(story.segments)
+        ],
+    )
+    view.add_item(select)
+    return view
+
+
+def partial_view(story: Story, locale: str | None) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(
+        discord.ui.Button(
+            custom_id=PARTIAL_ID.format(story_id=story.id),
+            label=t(locale, "story.partial_button"),
+            style=discord.ButtonStyle.primary,
+        )
+    )
+    return view
+
+
+class DiscordStoryNotifier:
+    """StoryService's notifier: edits the story's status message and posts in its thread with the bot token."""
+
+    def __init__(self, client: discord.Client) -> None:
+        self.bot = client
+
+    def locale_for(self, story: Story) -> str:
+        guild = self.bot.get_guild(story.guild_id)
+        if guild is not None and guild.preferred_locale is not None:
+            return str(guild.preferred_locale.value)
+        return story.locale
+
+    async def _channel(self, channel_id: int) -> discord.abc.Messageable:
+        channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise DeliveryError(f"channel {channel_id} cannot hold messages", permanent=True)
+        return channel
+
+    async def _target(self, story: Story) -> discord.abc.Messageable:
+        if story.thread_id:
+            try:
+                return await self._channel(story.thread_id)
+            except discord.NotFound:
+                log.info("thread of story %s is gone; using the channel", story.id)
+        return await self._channel(story.channel_id)
+
+    async def story_updated(self, story: Story, statuses: Sequence[SegmentStatus]) -> None:
+        if not story.status_message_id:
+            return
+        try:
+            channel = await self._channel(story.channel_id)
+            message = channel.get_partial_message(story.status_message_id)  # type: ignore[attr-defined]
+            await message.edit(embed=story_embed(story, statuses, self.locale_for(story)), allowed_mentions=NO_PINGS)
+        except (discord.HTTPException, DeliveryError) as exc:
+            log.info("status edit of story %s failed: %s", story.id, exc)
+
+    async def story_deliver(self, story: Story, video: Video, *, partial: bool, redelivery: bool) -> int | None:
+        locale = self.locale_for(story)
+        try:
+            target = await self._target(story)
+            if redelivery:
+                earlier = await self._posted(target, story)
+                if earlier is not None:
+                    log.info("story %s was already posted before a restart", story.id)
+                    return earlier
+            return await self._post(target, story, video, locale, partial)
+        except DeliveryError:
+            raise
+        except discord.NotFound as exc:
+            raise DeliveryError(f"channel gone ({exc.code})", permanent=True) from exc
+        except discord.Forbidden as exc:
+            raise DeliveryError(f"missing permission ({exc.code})", permanent=True) from exc
+        except discord.HTTPException as exc:
+            raise DeliveryError(f"discord error {exc.status}/{exc.code}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise DeliveryError(f"network: {type(exc).__name__}") from exc
+
+    async def _posted(self, target: discord.abc.Messageable, story: Story) -> int | None:
+        marker = STORY_MARKER.format(story_id=story.id, generation=story.generation)
+        me = self.bot.user.id if self.bot.user else None
+        async for message in target.history(limit=50):
+            if message.author.id == me and any(e.footer and e.footer.text == marker for e in message.embeds):
+                return message.id
+        return None
+
+    async def _post(
+        self, target: discord.abc.Messageable, story: Story, video: Video, locale: str, partial: bool
+    ) -> int:
+        guild = self.bot.get_guild(story.guild_id)
+        limit = guild.filesize_limit if guild is not None else 10 * 1024 * 1024
+        mention = discord.AllowedMentions(users=[discord.Object(story.user_id)], everyone=False, roles=False)
+        embed = discord.Embed(colour=discord.Colour.green())
+        embed.set_footer(text=STORY_MARKER.format(story_id=story.id, generation=story.generation))
+        key = "story.ready_partial" if partial else "story.ready"
+        text = t(locale, key, user=f"<@{story.user_id}>", story_id=story.id)
+        view = None if partial else redo_view(story, locale)
+        if video.size <= limit and await asyncio.to_thread(Path(video.path).exists):
+            try:
+                sent = await target.send(
+                    text,
+                    embed=embed,
+                    file=discord.File(Path(video.path), filename=f"kf2v-story-{story.id}.mp4"),
+                    view=view or discord.utils.MISSING,
+                    allowed_mentions=mention,
+                )
+                return sent.id
+            except discord.HTTPException as exc:
+                if exc.status != 413 and exc.code != 40005:
+                    raise
+        if not video.url:
+            # A joined video exists only here (it is made locally), so there is no provider link to fall back
+            # on; say so rather than fail silently.
+            sent = await target.send(
+                t(locale, "story.too_large", user=f"<@{story.user_id}>", story_id=story.id,
+                  size_mb=f"{video.size / 1048576:.1f}"),
+                embed=embed, view=view or discord.utils.MISSING, allowed_mentions=mention,
+            )  # fmt: skip
+            return sent.id
+        sent = await target.send(
+            t(locale, "story.link", user=f"<@{story.user_id}>", story_id=story.id, url=video.url),
+            embed=embed, view=view or discord.utils.MISSING, allowed_mentions=mention,
+        )  # fmt: skip
+        return sent.id
+
+    async def story_failed(self, story: Story, *, charged: int, ready: int, can_deliver_partial: bool) -> None:
+        locale = self.locale_for(story)
+        text = t(locale, "story.failed", user=f"<@{story.user_id}>", story_id=story.id, charged=format_cny(charged))
+        if can_deliver_partial:
+            text += "\n" + t(locale, "story.partial_offer", ready=ready, segments=story.segments)
+        mention = discord.AllowedMentions(users=[discord.Object(story.user_id)], everyone=False, roles=False)
+        try:
+            target = await self._target(story)
+            view = partial_view(story, locale) if can_deliver_partial else discord.utils.MISSING
+            await target.send(text, view=view, allowed_mentions=mention)
+        except (discord.HTTPException, DeliveryError) as exc:
+            log.warning("could not tell the thread of story %s about its failure: %s", story.id, exc)
+
+
+async def open_story_conversation(interaction: discord.Interaction[Any], story: Story, stories: StoryService) -> None:
+    """Post the story's status message with its first keyframe, start its thread, confirm privately."""
+    locale = str(interaction.locale)
+    statuses = [SegmentStatus.WAITING] * story.segments
+    embed = story_embed(story, statuses, locale)
+    first = stories.jobs.frame_path(story.frames[0])
+    name = f"first.{first.suffix.lstrip('.')}"
+    embed.set_thumbnail(url=f"attachment://{name}")
+    channel = interaction.channel
+    status: discord.Message | None = None
+    thread_id: int | None = None
+    if isinstance(channel, discord.abc.Messageable):
+        try:
+            status = await channel.send(embed=embed, file=discord.File(first, filename=name), allowed_mentions=NO_PINGS)
+        except discord.HTTPException as exc:
+            log.warning("story %s: could not post its status message (%s)", story.id, exc.status)
+    if status is not None:
+        if isinstance(channel, discord.TextChannel):
+            try:
+                thread = await status.create_thread(name=thread_name(story.prompts[0], story.id, "kf2v-story"))
+                thread_id = thread.id
+            except discord.HTTPException as exc:
+                log.info("story %s: no thread (%s); replies go to the channel", story.id, exc.status)
+        elif isinstance(channel, discord.Thread):
+            thread_id = channel.id
+        await stories.attach_conversation(story.id, thread_id=thread_id, status_message_id=status.id)
+    where = channel_mention(thread_id) if thread_id else (status.jump_url if status is not None else "")
+    text = t(
+        locale, "story.accepted", story_id=story.id, segments=story.segments,
+        cost=format_cny(story.cost_reserved), where=where,
+    )  # fmt: skip
+    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+    # Segments may have moved while the conversation opened: show where they are now.
+    await stories.advance(story.id)
+
+
+ButtonItem = discord.ui.DynamicItem[discord.ui.Button[Any]]
+SelectItem = discord.ui.DynamicItem[discord.ui.Select[Any]]
+
+
+class StoryComponents:
+    """What the story's button and select do; registered as dynamic items so they survive restarts."""
+
+    def __init__(self, stories: StoryService, owners: Owners, allowed_guilds: Collection[int]) -> None:
+        self.stories = stories
+        self.owners = owners
+        self.allowed_guilds = frozenset(allowed_guilds)
+
+    async def allowed(self, interaction: discord.Interaction[Any]) -> bool:
+        refusal = outside_allowed_guilds(interaction, self.allowed_guilds)
+        if refusal is None:
+            return True
+        await reply_error(interaction, refusal)
+        return False
+
+    async def actor(self, interaction: discord.Interaction[Any], guild_id: int) -> Actor:
+        managing = interaction.guild_id == guild_id and is_manager(interaction)
+        return Actor(interaction.user.id, is_manager=managing, is_owner=await self.owners.is_owner(interaction.user.id))
+
+    async def deliver_partial(self, interaction: discord.Interaction[Any], story_id: int) -> None:
+        locale = str(interaction.locale)
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            story = await self.stories.stories.get(story_id)
+            guild_id = story.guild_id if story is not None else 0
+            await self.stories.deliver_partial(story_id, await self.actor(interaction, guild_id))
+            await interaction.followup.send(t(locale, "story.partial_chosen", story_id=story_id), ephemeral=True)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    async def redo(self, interaction: discord.Interaction[Any], story_id: int, values: Sequence[str]) -> None:
+        locale = str(interaction.locale)
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            if interaction.guild_id is None or not values or not values[0].isdigit():
+                raise InvalidInput("story.no_redo")
+            segment = int(values[0])
+            story = await self.stories.stories.get(story_id)
+            if story is None or story.guild_id != interaction.guild_id:
+                raise NotAllowed("job.not_yours")  # a select only spends the budget of the guild it is in
+            job = await self.stories.redo(story_id, segment, await self.actor(interaction, story.guild_id))
+            await interaction.followup.send(
+                t(locale, "story.redo_started", segment=segment + 1, story_id=story_id, job_id=job.id,
+                  cost=format_cny(job.cost_reserved)),
+                ephemeral=True,
+            )  # fmt: skip
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    def items(self) -> tuple[type[ButtonItem] | type[SelectItem], ...]:
+        handler = self
+
+        class PartialButton(ButtonItem, template=r"kf2v:story-partial:(?P<story_id>[0-9]{1,18})"):
+            def __init__(self, story_id: int) -> None:
+                super().__init__(discord.ui.Button(custom_id=PARTIAL_ID.format(story_id=story_id)))
+                self.story_id = story_id
+
+            @classmethod
+            async def from_custom_id(
+                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+            ) -> PartialButton:
+                return cls(int(match["story_id"]))
+
+            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+                return await handler.allowed(interaction)
+
+            async def callback(self, interaction: discord.Interaction[Any]) -> None:
+                await handler.deliver_partial(interaction, self.story_id)
+
+        class RedoSelect(SelectItem, template=r"kf2v:story-redo:(?P<story_id>[0-9]{1,18})"):
+            def __init__(self, story_id: int) -> None:
+                super().__init__(discord.ui.Select(custom_id=REDO_ID.format(story_id=story_id)))
+                self.story_id = story_id
+
+            @classmethod
+            async def from_custom_id(
+                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+            ) -> RedoSelect:
+                return cls(int(match["story_id"]))
+
+            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+                return await handler.allowed(interaction)
+
+            async def callback(self, interaction: discord.Interaction[Any]) -> None:
+                await handler.redo(interaction, self.story_id, self.item.values)  # the chosen segment
+
+        return PartialButton, RedoSelect
