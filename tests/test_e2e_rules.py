@@ -12,6 +12,7 @@ import pytest
 
 from bot.sandbox.discord_emu import CommandUnavailableError
 from tests.e2e import ALICE, BOB, MANAGER, OWNER, World, close_world, make_world
+from tests.harness import wait_until
 
 
 def free_port() -> int:
@@ -106,7 +107,9 @@ async def test_banned_phrases_are_refused_privately_in_english_and_chinese_with_
 async def test_a_manager_adds_and_removes_rules_and_a_member_cannot(world: World) -> None:
     # Discord hides the command from members by default ...
     with pytest.raises(CommandUnavailableError):
-        await world.discord.run_command(world.guild, world.channel, BOB, "kf2v-rules", {"phrase": "x"}, subcommand="add")
+        await world.discord.run_command(
+            world.guild, world.channel, BOB, "kf2v-rules", {"phrase": "x"}, subcommand="add"
+        )
     # ... and the bot refuses a member who was shown it anyway.
     assert "Only this server's managers" in await rules(world, BOB, "add", phrase="gore")
     assert "Only this server's managers" in await rules(world, BOB, "list")
@@ -152,3 +155,23 @@ async def test_the_owners_default_list_applies_in_every_guild(world: World) -> N
     assert "Removed" in await rules(world, OWNER, "remove", phrase="血腥", scope="all")
     accepted = await world.kf2v(user=BOB, prompt="非常血腥的画面")
     assert "queued" in await world.reply(accepted)
+
+
+async def test_regenerate_meets_a_rule_added_after_the_first_video(world: World) -> None:
+    first = await world.kf2v(prompt="a knight in a blood bath")
+    assert "queued" in await world.reply(first)
+    job = await world.latest_job()
+
+    async def has_regen() -> bool:
+        msg = world.discord.message((await world.job(job.id)).status_message_id or 0)
+        return msg is not None and "kf2v:regen:" in str(msg.components)
+
+    await wait_until(has_regen, within=30)
+    assert "Added" in await rules(world, MANAGER, "add", phrase="blood bath")
+    ledger_before = await world.svc.store.ledger()
+    status_id = (await world.job(job.id)).status_message_id or 0
+    regen = await world.discord.press_button(status_id, f"kf2v:regen:{job.id}", ALICE)
+    text = await world.reply(regen)
+    assert "blood bath" in text and "Nothing was charged" in text
+    assert [j.id for j in await world.svc.store.all_jobs()] == [job.id]
+    assert await world.svc.store.ledger() == ledger_before
