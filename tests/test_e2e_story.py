@@ -1,0 +1,149 @@
+"""/kf2v-story end to end: the real bot (discord.py) between the Discord and DashScope emulators.
+
+A four-frame story is three segment jobs; one mp4 is posted in the story's thread whose length follows the
+seam rule of bot.jobs.story.join (sum of the segments' frames minus one per seam) and whose frames at the
+seams are the keyframes; the ledger balances; Redo segment re-joins; a story over budget is refused whole.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from PIL import Image, ImageStat
+
+from bot.jobs.models import ChargeState
+from bot.jobs.story.join import expected_frames, seam_indices
+from bot.jobs.story.plan import StoryState
+from bot.jobs.story.store import StoryStore
+from bot.sandbox.discord_emu import MessageRecord
+from tests import corpus
+from tests.e2e import ALICE, BOB, World, close_world, make_world
+from tests.harness import wait_until
+
+KEYFRAMES = [(220, 30, 30), (30, 200, 40), (30, 40, 210), (235, 235, 235)]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    w = await make_world(tmp_path)
+    try:
+        yield w
+    finally:
+        await close_world(w)
+
+
+async def run_story(world: World, prompt: str, frames: int = 4, user: int = ALICE, locale: str = "en-US") -> Any:
+    files = {
+        f"frame{k + 1}": (f"k{k + 1}.png", corpus.good_png(320 + 40 * k, 240, KEYFRAMES[k]), "image/png")
+        for k in range(frames)
+    }
+    record = await world.discord.run_command(
+        world.guild, world.channel, user, "kf2v-story", {"prompt": prompt}, attachments=files, locale=locale
+    )
+    await record.wait_response(5)
+    return record
+
+
+def story_videos(world: World) -> list[tuple[MessageRecord, bytes]]:
+    return [
+        (message, attachment.data)
+        for message in world.discord.all_messages()
+        for attachment in message.attachments
+        if attachment.filename.startswith("kf2v-story-")
+    ]
+
+
+def decoded(data: bytes) -> list[Image.Image]:
+    with av.open(io.BytesIO(data), mode="r") as container:
+        return [f.to_image() for f in container.decode(video=0)]  # type: ignore[no-untyped-call]
+
+
+def frame_count(path: str) -> int:
+    with av.open(path) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def close_to(image: Image.Image, colour: tuple[int, int, int]) -> bool:
+    mean = ImageStat.Stat(image.convert("RGB")).mean
+    return all(abs(m - c) <= 10 for m, c in zip(mean, colour, strict=True))
+
+
+async def segment_paths(world: World, story_id: int) -> list[str]:
+    newest: dict[int, int] = {}
+    for j in await StoryStore(world.svc.store.database).segment_jobs(story_id):
+        newest[j.segment] = j.job_id
+    return [(await world.job(newest[k])).video_path or "" for k in sorted(newest)]
+
+
+async def test_a_four_frame_story_is_posted_once_as_one_video_with_the_keyframes_at_its_seams(world: World) -> None:
+    record = await run_story(world, "dawn | noon | dusk")
+    assert "Story #1 is queued: 3 segments" in await world.reply(record)
+
+    await wait_until(lambda: len(story_videos(world)) == 1, within=90)
+    message, data = story_videos(world)[0]
+    stories = StoryStore(world.svc.store.database)
+    story = await stories.get(1)
+    assert story is not None and story.state is StoryState.DELIVERED
+    assert message.channel_id == story.thread_id  # in the story's one thread
+    # No segment was posted on its own.
+    assert [a.filename for m in world.discord.all_messages() for a in m.attachments if a.filename.endswith(".mp4")] == [
+        "kf2v-story-1.mp4"
+    ]
+    counts = [frame_count(p) for p in await segment_paths(world, 1)]
+    frames = decoded(data)
+    assert len(frames) == expected_frames(counts) == sum(counts) - 2
+    assert close_to(frames[0], KEYFRAMES[0]) and close_to(frames[-1], KEYFRAMES[3])
+    for k, index in enumerate(seam_indices(counts)):
+        assert close_to(frames[index], KEYFRAMES[k + 1]), (k, index)
+    # The status message shows every segment done.
+    status = world.discord.message(story.status_message_id or 0)
+    assert status is not None and status.embeds[0]["description"].count("✅") == 3
+    # Reserved whole, settled segment by segment, nothing left reserved.
+    jobs = [j for j in await world.svc.store.all_jobs() if j.story_id == 1]
+    assert len(jobs) == 3 and all(j.charge_state is ChargeState.SETTLED for j in jobs)
+    ledger = [e for e in await world.svc.store.ledger() if e.job_id in {j.id for j in jobs}]
+    assert sum(e.amount for e in ledger if e.kind == "reserve") == story.cost_reserved
+    assert sum(e.amount for e in ledger if e.kind in ("settle", "release")) == story.cost_reserved
+    assert world.dashscope.stats()["submissions_accepted"] == 3
+
+    # Redo segment 2 from the select under the video: one more job, budgeted, and the story re-joined.
+    press = await world.discord.select(message.id, "kf2v:story-redo:1", ["1"], ALICE)
+    await press.wait_response(5)
+    await wait_until(lambda: len(story_videos(world)) == 2, within=90)
+    again = await stories.get(1)
+    assert again is not None and again.generation == 2 and again.posted_generation == 2
+    counts = [frame_count(p) for p in await segment_paths(world, 1)]
+    assert len(decoded(story_videos(world)[1][1])) == expected_frames(counts)
+    assert world.dashscope.stats()["submissions_accepted"] == 4
+    redo_job = (await world.svc.store.all_jobs())[-1]
+    assert redo_job.segment_index == 1 and redo_job.charge_state is ChargeState.SETTLED
+
+
+async def test_someone_else_cannot_redo_a_segment(world: World) -> None:
+    await run_story(world, "the light changes", frames=3)
+    await wait_until(lambda: len(story_videos(world)) == 1, within=90)
+    message, _ = story_videos(world)[0]
+    press = await world.discord.select(message.id, "kf2v:story-redo:1", ["0"], BOB)
+    await press.wait_response(5)
+    assert "belongs to someone else" in await world.reply(press)
+    assert world.dashscope.stats()["submissions_accepted"] == 2
+
+
+async def test_a_story_over_budget_is_refused_whole_with_nothing_reserved(world: World) -> None:
+    each = world.svc.budget.estimate("wan2.2-kf2v-flash", "720P")
+    await world.svc.jobs.set_budgets(world.guild, daily=each * 2 + 1, monthly=None)  # two segments fit, not three
+    record = await run_story(world, "dawn | noon | dusk")
+    assert "budget" in await world.reply(record)
+    assert await world.svc.store.all_jobs() == []
+    assert await world.svc.store.ledger() == []
+
+
+async def test_a_prompt_count_mismatch_names_both_numbers_in_chinese(world: World) -> None:
+    record = await run_story(world, "黎明 | 正午", locale="zh-CN")
+    assert "你给了 2 个提示词,但有 3 段" in await world.reply(record)
+    assert await world.svc.store.all_jobs() == []
