@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from bot.discord_ui.options import set_choices
 from bot.discord_ui.translator import _
 from bot.jobs.images import size_refusal
 from bot.jobs.models import JobRequest
+from bot.jobs.probe import InvalidMedia
 from bot.jobs.service import Draft, JobService
 
 
@@ -26,6 +28,24 @@ async def read_attachment(attachment: discord.Attachment, max_bytes: int) -> byt
     if len(data) > max_bytes:  # the claimed size was wrong
         raise size_refusal(len(data), max_bytes)
     return data
+
+
+async def read_audio(attachment: discord.Attachment, max_bytes: int) -> bytes:
+    """A driving audio file's bytes, refused before download when Discord already says it is too big (its
+    format and length are probed by JobService against the model's limits before anything is reserved)."""
+    if attachment.size > max_bytes:
+        raise InvalidMedia(
+            "media.too_large", kind="audio", size_mb=_mb(attachment.size), limit_mb=_mb(max_bytes, up=False)
+        )
+    data = await attachment.read()
+    if len(data) > max_bytes:
+        raise InvalidMedia("media.too_large", kind="audio", size_mb=_mb(len(data)), limit_mb=_mb(max_bytes, up=False))
+    return data
+
+
+def _mb(size: int, *, up: bool = True) -> float:
+    tenths = size * 10 / (1024 * 1024)
+    return (math.ceil(tenths) if up else math.floor(tenths)) / 10
 
 
 class GenerateCog(commands.Cog):
@@ -51,6 +71,9 @@ class GenerateCog(commands.Cog):
         resolution=_("opt.resolution"),
         prompt_extend=_("opt.prompt_extend"),
         seed=_("opt.seed"),
+        duration=_("opt.duration"),
+        sound=_("opt.sound"),
+        audio=_("opt.audio"),
     )
     async def kf2v(
         self,
@@ -65,6 +88,11 @@ class GenerateCog(commands.Cog):
         resolution: str | None = None,
         prompt_extend: bool = True,
         seed: int | None = None,
+        # Issue 12, appended after the contract's first eight. Ranges are the model's (checked in code, naming
+        # the model's range); sound off is refused where the model can't switch it.
+        duration: int | None = None,
+        sound: bool | None = None,
+        audio: discord.Attachment | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # before any I/O: the 3 s rule
         request = JobRequest(
@@ -74,9 +102,11 @@ class GenerateCog(commands.Cog):
             negative_prompt=negative_prompt or None,
             prompt_extend=prompt_extend,
             seed=seed,
+            duration=duration,
+            sound=sound,
         )
-        draft = self._draft(interaction, request)
-        await self._submit(interaction, draft, first_frame, last_frame)
+        draft = replace(self._draft(interaction, request), audio_attached=audio is not None)
+        await self._submit(interaction, draft, first_frame, last_frame, audio)
 
     @app_commands.command(name="kf2v-effect", description=_("cmd.kf2v_effect"))
     @app_commands.guild_only()
@@ -112,6 +142,7 @@ class GenerateCog(commands.Cog):
         draft: Draft,
         first_frame: discord.Attachment,
         last_frame: discord.Attachment | None,
+        audio: discord.Attachment | None = None,
     ) -> None:
         """Cheap checks first, then download, then hand over; refusals reach the tree's error handler."""
         require_post_permissions(interaction)
@@ -120,5 +151,6 @@ class GenerateCog(commands.Cog):
         cap = self.image_max_bytes
         first = await read_attachment(first_frame, cap)
         last = await read_attachment(last_frame, cap) if last_frame is not None else None
-        job = await jobs.submit_checked(replace(draft, first_image=first, last_image=last))
+        sound = await read_audio(audio, jobs.audio_max_bytes(draft.request.model)) if audio is not None else None
+        job = await jobs.submit_checked(replace(draft, first_image=first, last_image=last, audio=sound))
         await open_conversation(interaction, job, jobs)

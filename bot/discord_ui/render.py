@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import discord
 
-from bot.catalog import format_cny
+from bot.catalog import VIDEO_SECONDS, format_cny
 from bot.i18n import t
 from bot.jobs.models import ChargeState, Job, JobState, Pause
 from bot.jobs.ports import Progress
@@ -39,6 +39,12 @@ def thread_name(prompt: str, job_id: int, fallback: str) -> str:
     return clip(f"#{job_id} {base}", 100)
 
 
+def length_and_sound(job: Job, locale: str | None) -> str:
+    """'8 s, with sound' / '5 s, silent': jobs stored before issue 12 were 5-second silent kf2v videos."""
+    seconds = job.request.duration if job.request.duration is not None else VIDEO_SECONDS
+    return t(locale, "status.seconds_sound" if job.request.sound else "status.seconds_silent", seconds=seconds)
+
+
 def status_embed(job: Job, progress: Progress, locale: str | None) -> discord.Embed:
     """The public status message: prompt, model, tier, cost, position/ETA (or the pause holding it), state."""
     state_text = t(locale, f"state.{job.state.value}")
@@ -51,7 +57,7 @@ def status_embed(job: Job, progress: Progress, locale: str | None) -> discord.Em
     cost_key = "status.cost_settled" if job.charge_state is ChargeState.SETTLED else "status.cost_estimated"
     if job.charge_state is ChargeState.RELEASED:
         cost_key, cost = "status.cost_none", 0
-    tier = f"{job.request.model} · {job.request.resolution}"
+    tier = f"{job.request.model} · {job.request.resolution} · {length_and_sound(job, locale)}"
     embed.add_field(name=t(locale, "status.model"), value=tier, inline=True)
     embed.add_field(name=t(locale, "status.cost"), value=t(locale, cost_key, cost=format_cny(cost)), inline=True)
     embed.add_field(name=t(locale, "status.requester"), value=f"<@{job.user_id}>", inline=True)

@@ -12,7 +12,17 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/bmp": "bmp", "image/webp": "webp"}
+EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/bmp": "bmp",
+    "image/webp": "webp",
+    # the media family's driving audio and continued clips (issue 12), stored like frames
+    "audio/wav": "wav",
+    "audio/mpeg": "mp3",
+    "video/mp4": "mp4",
+    "video/quicktime": "mov",
+}
 MIME_BY_EXTENSION = {ext: mime for mime, ext in EXTENSIONS.items()}
 
 

@@ -75,6 +75,12 @@ class JobRequest:
     prompt_extend: bool = True
     seed: int | None = None  # None: the provider picks one
     template: str | None = None  # an effect template (kf2v-effect); None for a keyframe video
+    # The media family (issue 12). JobService fills in `duration` and `sound` before admission (the model's
+    # defaults when not asked), so a stored job names them; NULL in older rows = a 5-second silent kf2v video.
+    duration: int | None = None  # seconds of output; for a continued clip, the whole video
+    sound: bool | None = None  # whether the video has a soundtrack
+    audio: str | None = None  # driving audio: a stored media reference (sha256 + extension)
+    first_clip: str | None = None  # the video this one continues (Extend): a stored media reference
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -88,17 +88,26 @@ class BudgetService:
         self._tz = tz
 
     # --- prices and periods --------------------------------------------------------------------------
-    def estimate(self, model: str, resolution: str) -> int:
-        return self._catalog.model(model).cost_milli(resolution, VIDEO_SECONDS)
+    def estimate(self, model: str, resolution: str, seconds: int | None = None) -> int:
+        """Price x duration (None: the model's default duration), reserved at admission."""
+        spec = self._catalog.model(model)
+        return spec.cost_milli(resolution, spec.default_duration if seconds is None else seconds)
+
+    def seconds_of(self, job: Job) -> int:
+        """The length the job's reservation was made for (older rows without one: the model's default)."""
+        if job.request.duration is not None:
+            return job.request.duration
+        spec = self._catalog.models.get(job.request.model)
+        return spec.default_duration if spec is not None else VIDEO_SECONDS
 
     def settlement(self, job: Job, billed_seconds: float | None) -> Settlement:
-        """What to charge for a finished job: the billed seconds, never more than the catalog's fixed duration.
+        """What to charge for a finished job: the billed seconds, never more than the job's duration.
 
         The bill is the provider's word, i.e. untrusted input: more than the video can last, negative or not
-        a finite number is clamped to the fixed duration (what the reservation was made for) and flagged so
-        the caller can log, count and report it. Without `usage` the fixed duration is charged.
+        a finite number is clamped to the job's duration (what the reservation was made for) and flagged so
+        the caller can log, count and report it. Without `usage` the job's duration is charged.
         """
-        fixed = VIDEO_SECONDS
+        fixed = self.seconds_of(job)
         if billed_seconds is None:
             seconds, clamped = float(fixed), False
         elif not math.isfinite(billed_seconds) or billed_seconds < 0 or billed_seconds > fixed:
@@ -163,17 +172,24 @@ class BudgetService:
                 )
 
     async def precheck(
-        self, guild_id: int, user_id: int, model: str, resolution: str, now: datetime | None = None
+        self,
+        guild_id: int,
+        user_id: int,
+        model: str,
+        resolution: str,
+        now: datetime | None = None,
+        *,
+        seconds: int | None = None,
     ) -> None:
         """The admission decision on a read-only snapshot, to refuse before any costly work (downloads,
         image decoding). Passing it reserves nothing: `admit` decides again, atomically."""
         periods = self.periods(now)
         policy, usage = await self._store.policy_and_usage(guild_id, user_id, periods.day, periods.month)
-        self.refuse_if_over(usage, policy, self.estimate(model, resolution), periods)
+        self.refuse_if_over(usage, policy, self.estimate(model, resolution, seconds), periods)
 
     async def admit(self, new_job: NewJob, now: datetime | None = None) -> Job:
         """Reserve the job's cost and create it, or raise a refusal that says what is left and when."""
-        cost = self.estimate(new_job.request.model, new_job.request.resolution)
+        cost = self.estimate(new_job.request.model, new_job.request.resolution, new_job.request.duration)
         periods = self.periods(now)
 
         def decide(usage: GuildUsage, policy: GuildPolicy) -> None:

@@ -19,8 +19,10 @@ from bot.catalog import Catalog, ModelSpec
 from bot.errors import ContentRefused, InvalidInput, JobNotFound, NotAllowed, RateLimited
 from bot.jobs.images import CheckedImage, ImageLimits, check_image
 from bot.jobs.media import MediaStore
+from bot.jobs.media_options import check_media_options
 from bot.jobs.models import Job, JobRequest, JobState, NewJob, Pause, PauseScope
 from bot.jobs.ports import Progress
+from bot.jobs.probe import probe_audio
 from bot.jobs.quota import BudgetReport, BudgetService
 from bot.jobs.rules import (
     DEFAULT_SCOPE,
@@ -54,6 +56,10 @@ class Draft:
     request: JobRequest
     first_image: bytes = b""  # empty until the attachments are downloaded (after `precheck`)
     last_image: bytes | None = None
+    # A driving audio file (issue 12): `audio_attached` is known before the download (for `precheck`),
+    # `audio` holds the bytes after it; both are checked against the model's catalog entry before reserving.
+    audio_attached: bool = False
+    audio: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,10 +177,11 @@ class JobService:
         self._rules = RulesCache()
 
     # --- new jobs ------------------------------------------------------------------------------------
-    def check_text(self, request: JobRequest) -> JobRequest:
-        """Model/resolution/prompt/seed/template rules, before any image work.
+    def check_text(self, request: JobRequest, *, with_audio: bool = False) -> JobRequest:
+        """Model/resolution/prompt/seed/template/duration/sound/audio rules, before any image work.
 
-        Returns the request with the default model and resolution filled in.
+        Returns the request with the default model, resolution, duration and sound filled in. `with_audio`:
+        a driving audio file comes with the request (not stored yet).
         """
         model_key = request.model or self.catalog.default_model
         if model_key not in self.catalog.models or self.region not in self.catalog.model(model_key).provider_names:
@@ -196,13 +203,27 @@ class JobService:
         else:
             if not visible_text(request.prompt):
                 raise InvalidInput("input.prompt_blank")
-            if len(request.prompt) > MAX_PROMPT:
-                raise InvalidInput("input.prompt_long", length=len(request.prompt), limit=MAX_PROMPT)
-        if request.negative_prompt is not None and len(request.negative_prompt) > MAX_NEGATIVE_PROMPT:
-            raise InvalidInput("input.negative_long", length=len(request.negative_prompt), limit=MAX_NEGATIVE_PROMPT)
+            # The model's own limit (wan2.7 takes 5000 and silently truncates longer text: refuse it here).
+            prompt_limit = spec.prompt_max_chars
+            if len(request.prompt) > prompt_limit:
+                raise InvalidInput("input.prompt_long", length=len(request.prompt), limit=prompt_limit)
+        negative_limit = spec.negative_prompt_max_chars
+        if request.negative_prompt is not None and len(request.negative_prompt) > negative_limit:
+            raise InvalidInput("input.negative_long", length=len(request.negative_prompt), limit=negative_limit)
         if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
             raise InvalidInput("input.seed", limit=MAX_SEED)
-        return replace(request, model=model_key, resolution=resolution)
+        choice = check_media_options(
+            self.catalog,
+            self.region,
+            spec,
+            duration=request.duration,
+            sound=request.sound,
+            with_audio=with_audio or request.audio is not None,
+            # /kf2v always has a last frame; an Extend continues a clip alone; an effect uses its first frame.
+            with_last_frame=request.first_clip is None and request.template is None,
+            with_clip=request.first_clip is not None,
+        )
+        return replace(request, model=model_key, resolution=resolution, duration=choice.duration, sound=choice.sound)
 
     async def check_channel(self, guild_id: int, channel_id: int) -> None:
         policy = await self.budget.policy(guild_id)
@@ -212,19 +233,23 @@ class JobService:
     async def precheck(self, draft: Draft) -> None:
         """Everything that needs no image bytes: run before downloading attachments."""
         self.rate_limiter.hit(draft.user_id)
-        await self._request_checks(draft.guild_id, draft.channel_id, draft.user_id, draft.request)
+        await self._request_checks(
+            draft.guild_id, draft.channel_id, draft.user_id, draft.request, with_audio=draft.audio_attached
+        )
 
-    async def _request_checks(self, guild_id: int, channel_id: int, user_id: int, request: JobRequest) -> None:
+    async def _request_checks(
+        self, guild_id: int, channel_id: int, user_id: int, request: JobRequest, *, with_audio: bool = False
+    ) -> None:
         """Text, content rules, channel and budget: the checks /kf2v, /kf2v-effect, Regenerate and Remix
         share, cheapest first.
 
         The budget is read here only to refuse early (before downloads and decoding); the reservation
         itself is made atomically at admission.
         """
-        request = self.check_text(request)
+        request = self.check_text(request, with_audio=with_audio)
         await self.check_content_rules(guild_id, request)
         await self.check_channel(guild_id, channel_id)
-        await self.budget.precheck(guild_id, user_id, request.model, request.resolution)
+        await self.budget.precheck(guild_id, user_id, request.model, request.resolution, seconds=request.duration)
 
     async def check_content_rules(self, guild_id: int, request: JobRequest) -> None:
         """Refuse a prompt or negative prompt that contains one of the guild's or the owners' banned phrases.
@@ -257,11 +282,29 @@ class JobService:
         return await self.submit_checked(draft)
 
     async def submit_checked(self, draft: Draft) -> Job:
-        """Check the images, store them, reserve the budget and queue the job (after `precheck`)."""
-        request = self.check_text(draft.request)
+        """Check the images (and audio), store them, reserve the budget and queue the job (after `precheck`)."""
+        request = self.check_text(draft.request, with_audio=draft.audio is not None)
         first = await self.image_workers.check(draft.first_image, self.image_limits)
         last = await self.image_workers.check(draft.last_image, self.image_limits) if draft.last_image else None
-        return await self._admit(draft, request, first, last)
+        audio_written = False
+        if draft.audio is not None:
+            request, audio_written = await self._store_audio(request, draft.audio)
+        try:
+            return await self._admit(draft, request, first, last)
+        except BaseException:
+            if audio_written and request.audio is not None:
+                self.media.remove_frame(request.audio)  # a refused request leaves nothing behind
+            raise
+
+    async def _store_audio(self, request: JobRequest, data: bytes) -> tuple[JobRequest, bool]:
+        """Probe a driving audio file against the model's limits (format, length, size) and store it: before
+        any reservation, so a file the provider would refuse costs nothing."""
+        limits = self.catalog.model(request.model).inputs.audio
+        if limits is None:  # check_text refused this already; kept for a direct caller
+            raise InvalidInput("input.audio_model", model=request.model, models="-")
+        info = await asyncio.to_thread(probe_audio, data, limits)
+        ref, written = await asyncio.to_thread(self.media.put_frame, data, info.content_type)
+        return replace(request, audio=ref), written
 
     async def _admit(self, draft: Draft, request: JobRequest, first: CheckedImage, last: CheckedImage | None) -> Job:
         written: list[str] = []
@@ -465,6 +508,13 @@ class JobService:
     def models(self) -> list[ModelSpec]:
         """The models of the running catalog in this region, in catalog order (the commands' choices)."""
         return self.catalog.models_in(self.region)
+
+    def audio_max_bytes(self, model: str) -> int:
+        """The largest driving audio file worth downloading for `model` (any model's limit when unknown)."""
+        spec = self.catalog.models.get(model or self.catalog.default_model)
+        if spec is not None and spec.inputs.audio is not None:
+            return spec.inputs.audio.max_bytes
+        return max((m.inputs.audio.max_bytes for m in self.models() if m.inputs.audio is not None), default=0)
 
     def effect_model(self) -> str:
         """The default model for /kf2v-effect: the first one in this region that has templates."""

@@ -107,6 +107,7 @@ def _required_dt(value: str) -> datetime:
 # Columns are named as Job's fields; these need converting from SQLite's types.
 _JOB_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "prompt_extend": bool,
+    "sound": lambda value: None if value is None else bool(value),
     "cancel_requested": bool,
     "state": JobState,
     "charge_state": ChargeState,
@@ -586,18 +587,14 @@ class JobStore:
         return [_job(r) for r in rows]
 
     async def frames_in_use(self, finished_after: datetime) -> set[str]:
-        """Frames referenced by unfinished jobs or by jobs finished after the cut-off (regenerate needs them)."""
+        """Media (frames, driving audio, continued clips) referenced by unfinished jobs or by jobs finished after
+        the cut-off (regenerate needs them)."""
         rows = await self._db.fetch_all(
-            """SELECT first_frame, last_frame FROM jobs
+            """SELECT first_frame, last_frame, audio, first_clip FROM jobs
                WHERE state NOT IN ('delivered', 'failed', 'canceled') OR finished_at IS NULL OR finished_at >= ?""",
             (_iso(finished_after),),
         )
-        refs: set[str] = set()
-        for first, last in rows:
-            refs.add(first)
-            if last:
-                refs.add(last)
-        return refs
+        return {ref for row in rows for ref in tuple(row) if ref}
 
     # --- money ---------------------------------------------------------------------------------------
     async def guild_usage(self, guild_id: int, user_id: int, period_day: str, period_month: str) -> GuildUsage:

@@ -31,6 +31,7 @@ from bot.jobs.ports import Clock, Notifier, Progress, ProviderClient
 from bot.jobs.quota import BudgetService
 from bot.jobs.scheduler import QueuedJob, Scheduler
 from bot.jobs.store import JobStore, utcnow
+from bot.jobs.uploads import DatabaseUploadStore, UploadCache
 from bot.jobs.worker.context import WorkerConfig, WorkerContext, describe_failure
 from bot.jobs.worker.delivery import Delivery
 from bot.jobs.worker.dispatch import Dispatcher
@@ -60,10 +61,12 @@ class Worker:
         config: WorkerConfig,
         clock: Clock = time.monotonic,
         on_event: Callable[[str, Job], None] | None = None,  # metrics: ("submitted" | "running" | ..., job)
+        uploads: UploadCache | None = None,  # default: kept in the store's database, so restarts reuse uploads
     ) -> None:
+        uploads = uploads or UploadCache(DatabaseUploadStore(store.database))
         self._ctx = ctx = WorkerContext(
             store=store, media=media, clients=dict(clients), catalog=catalog, region=region, scheduler=scheduler,
-            budget=budget, notifier=notifier, config=config, clock=clock, on_event=on_event,
+            budget=budget, notifier=notifier, config=config, clock=clock, on_event=on_event, uploads=uploads,
         )  # fmt: skip
         self._supervisor = Supervisor(ctx, resume=self._resume)
         self._delivery = Delivery(ctx)

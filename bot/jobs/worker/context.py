@@ -18,6 +18,7 @@ from bot.jobs.ports import Clock, Notifier, Progress, ProviderClient
 from bot.jobs.quota import BudgetService
 from bot.jobs.scheduler import QueuedJob, Scheduler
 from bot.jobs.store import JobStore, StaleState
+from bot.jobs.uploads import UploadCache
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class WorkerContext:
     config: WorkerConfig
     clock: Clock
     on_event: Callable[[str, Job], None] | None = None  # metrics
+    # The media family's temporary uploads (frames, audio, clips), reused while valid (issue 12).
+    uploads: UploadCache | None = None
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
     wake_event: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False

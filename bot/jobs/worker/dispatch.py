@@ -96,10 +96,18 @@ class Dispatcher:
             ctx.free_slot(queued.job_id)
             return
         try:
-            request = await asyncio.to_thread(self._build_request, job)
+            request = await self._request_for(job, account)
         except (RequestValidationError, OSError, KeyError) as exc:
             log.error("job %s cannot be sent: %s", job.id, exc, extra={"job_id": job.id})
             await ctx.fail(job, "job.failed.invalid", code="LocalValidation", release=True)
+            return
+        except DashScopeError as exc:
+            # An upload failed for good (the cache retried the temporary errors): nothing was created, so the
+            # create's own classification applies (throttled/unavailable -> queue again, invalid -> fail).
+            ctx.scheduler.limits.end_submit(account, job.id)
+            ctx.count_error(exc)
+            log.warning("job %s: media upload failed: %s", job.id, exc, extra={"job_id": job.id})
+            await self._create_refused(job, account, exc)
             return
         await self._send(job, account, request)
 
@@ -153,22 +161,61 @@ class Dispatcher:
             ctx.scheduler.limits.throttled(account, job.request.model, ctx.clock())
             await ctx.requeue(job, f"provider error {exc.code}")
 
-    def _build_request(self, job: Job) -> CreateTaskRequest:
+    async def _request_for(self, job: Job, account: str) -> CreateTaskRequest:
+        """The create body. The kf2v family sends frames inline (data URIs); the media family's audio and clips
+        must be URLs, so its media go through the upload cache (per account and provider model; a job resumed
+        after a restart re-uploads only what expired) and are sent as oss:// URLs."""
+        ctx = self._ctx
+        spec = ctx.catalog.model(job.request.model)
+        if spec.family != "media" or ctx.uploads is None:
+            return await asyncio.to_thread(self._build_request, job, {})
+        provider_model = ctx.catalog.provider_name(job.request.model, ctx.region)
+        client = ctx.clients[account]
+        urls: dict[str, str] = {}
+        for ref in self._media_refs(job):
+            data = await asyncio.to_thread(ctx.media.read_frame, ref)
+            uploaded = await ctx.uploads.url_for(
+                client,  # type: ignore[arg-type]  # DashScopeClient; test clients without uploads fail here
+                account,
+                provider_model,
+                data,
+                filename=f"job-{job.id}-{ref.rsplit('/', 1)[-1][:16]}.{ref.rsplit('.', 1)[-1]}",
+                content_type=ctx.media.mime_of(ref),
+            )
+            urls[ref] = uploaded.url
+        return await asyncio.to_thread(self._build_request, job, urls)
+
+    @staticmethod
+    def _media_refs(job: Job) -> list[str]:
+        """What a media-family job sends: a continued clip replaces the first frame."""
+        request = job.request
+        refs = [request.first_clip] if request.first_clip else [job.first_frame]
+        refs += [ref for ref in (job.last_frame, request.audio) if ref]
+        return refs
+
+    def _build_request(self, job: Job, uploaded: dict[str, str]) -> CreateTaskRequest:
         media = self._ctx.media
+        request = job.request
 
         def uri(ref: str) -> str:
+            if ref in uploaded:
+                return uploaded[ref]
             return f"data:{media.mime_of(ref)};base64,{base64.b64encode(media.read_frame(ref)).decode()}"
 
         return CreateTaskRequest.build(
             self._ctx.catalog,
             self._ctx.region,
-            model_key=job.request.model,
-            resolution=job.request.resolution,
-            prompt=job.request.prompt or None,
-            negative_prompt=job.request.negative_prompt,
-            first_frame_uri=uri(job.first_frame),
+            model_key=request.model,
+            resolution=request.resolution,
+            prompt=request.prompt or None,
+            negative_prompt=request.negative_prompt,
+            first_frame_uri=None if request.first_clip else uri(job.first_frame),
             last_frame_uri=uri(job.last_frame) if job.last_frame else None,
-            prompt_extend=job.request.prompt_extend,
-            seed=job.request.seed,
-            template=job.request.template,
+            prompt_extend=request.prompt_extend,
+            seed=request.seed,
+            template=request.template,
+            duration=request.duration,
+            driving_audio_url=uploaded[request.audio] if request.audio else None,
+            first_clip_url=uploaded[request.first_clip] if request.first_clip else None,
+            sound=request.sound,
         )
