@@ -54,7 +54,7 @@ def story_videos(world: World) -> list[tuple[MessageRecord, bytes]]:
         (message, attachment.data)
         for message in world.discord.all_messages()
         for attachment in message.attachments
-        if attachment.filename.startswith("kf2v-story-")
+        if attachment.filename.startswith("story-")
     ]
 
 
@@ -92,7 +92,7 @@ async def test_a_four_frame_story_is_posted_once_as_one_video_with_the_keyframes
     assert message.channel_id == story.thread_id  # in the story's one thread
     # No segment was posted on its own.
     assert [a.filename for m in world.discord.all_messages() for a in m.attachments if a.filename.endswith(".mp4")] == [
-        "kf2v-story-1.mp4"
+        "story-1.mp4"
     ]
     counts = [frame_count(p) for p in await segment_paths(world, 1)]
     frames = decoded(data)

@@ -171,7 +171,8 @@ class DiscordStoryNotifier:
                 sent = await target.send(
                     text,
                     embed=embed,
-                    file=discord.File(Path(video.path), filename=f"kf2v-story-{story.id}.mp4"),
+                    # Not "kf2v-<job id>.mp4": that name means one job's video.
+                    file=discord.File(Path(video.path), filename=f"story-{story.id}.mp4"),
                     view=view or discord.utils.MISSING,
                     allowed_mentions=mention,
                 )
