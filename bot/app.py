@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
+import secrets
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -34,6 +37,8 @@ from bot.jobs.store import JobStore, utcnow
 from bot.jobs.story import stories_available
 from bot.jobs.story.service import SegmentRouter
 from bot.jobs.worker import Worker, WorkerConfig
+from bot.jobs.worker.follow import JobFollower
+from bot.jobs.worker.lease import DispatchLease
 from bot.logs import register_secret, setup_logging
 from bot.settings import Settings, load_catalog_for
 from cogs.admin import AdminGroup
@@ -55,6 +60,9 @@ class Gateway(Protocol):
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 3600.0
+# `run` exits with this (EX_TEMPFAIL) after losing the dispatcher lease: its supervisor (systemd
+# Restart=on-failure, Compose restart: unless-stopped) starts it again, as a standby.
+EXIT_LEASE_LOST = 75
 STORY_COG = "cogs.story"  # imported only when PyAV is installed
 
 
@@ -75,13 +83,61 @@ class Services:
     background: BackgroundTasks = field(default_factory=BackgroundTasks)
     metrics: Metrics | None = None
     gateway: Gateway | None = None
+    # PostgreSQL (several processes): the dispatcher leases, other processes' job changes, and the signal
+    # that this process lost the leases and must go (run_bot exits EXIT_LEASE_LOST).
+    lease: DispatchLease | None = None
+    follower: JobFollower | None = None
+    lease_lost: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
+        """SQLite: the worker starts here, as always. PostgreSQL: every process follows the others' job changes
+        and admits jobs; only the holder of the dispatcher leases runs the worker (submits, polls, delivers)."""
         await self.jobs.load_pause_state()
-        await self.worker.start()
+        if self.store.dialect == "postgresql":
+            await self._start_shared()
+        else:
+            await self.worker.start()
         self.background.spawn(self._housekeeping(), "housekeeping")
         if self.settings.http_port:
             await self._start_health()
+
+    @property
+    def standby(self) -> bool:
+        """A process waiting for the dispatcher leases (it serves interactions and admits jobs meanwhile)."""
+        return self.lease is not None and not self.worker.alive and not self.lease_lost.is_set()
+
+    async def _start_shared(self) -> None:
+        self.follower = JobFollower(self.worker)
+        await self.follower.start()
+        # "none" is the scheduler's account when no key is configured: still one dispatcher, not one per process.
+        lease = self.lease = DispatchLease(self.store.database, sorted(self.worker.clients) or ["none"], process_name())
+        self.store.fence_for = lease.fence_for
+        self.background.spawn(lease.hold(self._start_dispatching, self._lease_taken_over), "dispatch-lease")
+        self.background.spawn(self._leave_when_fenced(), "lease-loss")
+
+    async def _start_dispatching(self) -> None:
+        """The leases are ours: recover SUBMITTING jobs through reconciliation, poll PENDING/RUNNING ones, deliver
+        SUCCEEDED ones, and dispatch the queue."""
+        # The standby's mirror of the queue may hold jobs that are in flight by now; recovery rebuilds it from
+        # the rows (a mirrored job that is in flight would otherwise free that job's slot when picked).
+        queue = self.worker.scheduler.queue
+        for job_id in list(queue.positions()):
+            queue.remove(job_id)
+        await self.jobs.load_pause_state()  # pauses set through other processes meanwhile
+        await self.worker.start()
+
+    async def _lease_taken_over(self) -> None:
+        """The heartbeat found another holder: stop as a refused fenced write does, then wait for the shutdown
+        (this process never dispatches again: its supervisor restarts it as a standby)."""
+        self.worker.lease_lost.set()
+        await asyncio.Event().wait()
+
+    async def _leave_when_fenced(self) -> None:
+        await self.worker.lease_lost.wait()
+        log.error("dispatcher lease lost to another process: stopping the worker; exiting for a restart as a standby")
+        # Nothing more is submitted (fencing refuses the writes anyway); in-flight work stays in its rows.
+        await self.worker.stop(grace_s=1.0)
+        self.lease_lost.set()
 
     async def _start_health(self) -> None:
         assert self.metrics is not None
@@ -94,7 +150,7 @@ class Services:
             return self.gateway is None or (self.gateway.is_ready() and not self.gateway.is_closed())
 
         def worker_ok() -> bool:
-            return self.worker.alive
+            return self.worker.alive or self.standby
 
         self.health = HealthServer(
             metrics,
@@ -128,8 +184,10 @@ class Services:
 
     async def stop(self) -> None:
         """Stop taking jobs; in-flight ones stay resumable from their rows."""
+        if self.follower is not None:
+            await self.follower.stop()
         await self.worker.stop()
-        await self.background.close(2.0)
+        await self.background.close(2.0)  # after the worker: the lease is released (standbys told) once it stopped
         close = getattr(self.notifier, "close", None)
         if close is not None:
             await close()
@@ -137,6 +195,11 @@ class Services:
             await self.health.stop()
         await self.http.close()
         await self.store.close()
+
+
+def process_name() -> str:
+    """Who holds a dispatcher lease, for operators reading the leases table: host, pid, and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 async def open_store(settings: Settings) -> JobStore:
@@ -326,6 +389,13 @@ async def run_bot(settings: Settings) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    lost = app.services.lease_lost
+
+    async def stop_on_lease_loss() -> None:
+        await lost.wait()
+        stop.set()
+
+    lease_watch = asyncio.create_task(stop_on_lease_loss())
     assert settings.discord_token is not None
     try:
         async with app.bot:
@@ -337,8 +407,9 @@ async def run_bot(settings: Settings) -> int:
         print(f"kf2v-bot: {refused.line}", file=sys.stderr)
         return refused.exit_code
     finally:
+        lease_watch.cancel()
         await app.close()
-    return 0
+    return EXIT_LEASE_LOST if lost.is_set() else 0
 
 
 __all__ = ["DiscordApp", "Services", "build_discord_app", "build_services", "open_store", "register_secrets", "run_bot"]

@@ -330,6 +330,14 @@ class AccountLimits:
             self._lane(account, model).in_flight.discard(job_id)
             self.end_submit(account, job_id)
 
+    def holds(self, job_id: int) -> bool:
+        """Whether the job holds a slot or a create in the air on any account."""
+        return any(
+            job_id in lane.in_flight or job_id in lane.sending
+            for acc in self._accounts.values()
+            for lane in acc.lanes.values()
+        )
+
     def forget(self, job_id: int) -> None:
         """Free whatever slot the job holds, on any account (a job whose work crashed goes back to the queue)."""
         for acc in self._accounts.values():

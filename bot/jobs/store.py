@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -185,6 +186,8 @@ class JobStore:
         # Set by the dispatcher lease when several processes share the database: account -> (lease name,
         # epoch) this process submits under. None (SQLite, one process): no fencing, as always.
         self.fence_for: Callable[[str], tuple[str, int] | None] | None = None
+        # Tags this store's job notifications so a process can tell its own changes from other processes'.
+        self.origin = secrets.token_hex(6)
 
     # --- lifecycle -----------------------------------------------------------------------------------
     @classmethod
@@ -836,12 +839,15 @@ class JobStore:
                 (task_id, job_id, values.get("updated_at") or _iso(utcnow())),
             )
 
-    @staticmethod
-    async def _event(db: Transaction, job_id: int, state: JobState, now: datetime, detail: str | None = None) -> None:
+    async def _event(
+        self, db: Transaction, job_id: int, state: JobState, now: datetime, detail: str | None = None
+    ) -> None:
         await db.execute(
             "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, ?, ?, ?)",
             (job_id, state.value, _iso(now), detail),
         )
+        # Every admission and state change has its event row: other processes hear of it on commit (issue 14).
+        db.notify(JOB_CHANNEL, job_notice(job_id, state, self.origin))
 
     @staticmethod
     async def _ledger(db: Transaction, job_id: int, guild_id: int, kind: str, amount: int, now: datetime) -> None:
@@ -890,10 +896,27 @@ _POLICY_COLUMNS = frozenset(
 
 
 _QUEUE_SEQ_LOCK = "queue_seq"
+JOB_CHANNEL = "kf2v_jobs"  # LISTEN/NOTIFY channel of job admissions and state changes
 BACKUP_ON_POSTGRESQL = (
     "kf2v-bot backup copies the SQLite file only; with KF2V_DATABASE_URL set, back PostgreSQL up with "
     "pg_dump (e.g. pg_dump -Fc -f kf2v.dump <database>) and keep the media volume alongside"
 )
+
+
+def job_notice(job_id: int, state: JobState, origin: str) -> str:
+    """The payload of a job notification: `<job id> <state> <origin store>`."""
+    return f"{job_id} {state.value} {origin}"
+
+
+def read_job_notice(payload: str) -> tuple[int, JobState, str] | None:
+    """(job id, state, origin) of a job notification; None for anything else on the channel."""
+    parts = payload.split(" ")
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    try:
+        return int(parts[0]), JobState(parts[1]), parts[2]
+    except ValueError:
+        return None
 
 
 def _rules_lock(guild_id: int) -> str:

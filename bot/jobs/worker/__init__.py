@@ -130,6 +130,11 @@ class Worker:
         return self._ctx.errors_by_code
 
     @property
+    def lease_lost(self) -> asyncio.Event:
+        """Set when a submission write was refused because another process took the dispatcher lease."""
+        return self._ctx.lease_lost
+
+    @property
     def alive(self) -> bool:
         """Whether the dispatcher is running."""
         return self._dispatch_task is not None and not self._dispatch_task.done()

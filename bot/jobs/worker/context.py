@@ -105,6 +105,8 @@ class WorkerContext:
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
     wake_event: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
+    # Set when a fenced write found the dispatcher lease taken over (issue 14): this process stops dispatching.
+    lease_lost: asyncio.Event = field(default_factory=asyncio.Event)
     poll_gates: dict[str, RateGate] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=_new_counters)
     errors_by_code: dict[str, int] = field(default_factory=dict)

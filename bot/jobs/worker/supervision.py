@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from bot.jobs.db import LeaseLost
 from bot.jobs.models import Job
 from bot.jobs.worker.context import WorkerContext
 
@@ -39,6 +40,14 @@ class Supervisor:
         ctx = self._ctx
         try:
             await work
+            return
+        except LeaseLost as exc:
+            # Another process holds the dispatcher lease now: not a crash of this job. Stop dispatching at
+            # once; the row is left as it is and the new holder resumes it.
+            log.warning("job %s: %s stopped, dispatcher lease lost (%s)", job_id, kind, exc, extra={"job_id": job_id})
+            ctx.stopping = True
+            ctx.wake()
+            ctx.lease_lost.set()
             return
         except Exception:
             crashes = self._crashes[job_id] = self._crashes.get(job_id, 0) + 1
