@@ -16,6 +16,7 @@ Every SQL statement lives in the store (bot.jobs.store); these commands only ask
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import ipaddress
 import os
 import sqlite3
@@ -35,6 +36,7 @@ from bot.catalog import Catalog
 from bot.jobs.db import latest_version, redact_url
 from bot.jobs.models import FINAL_STATES
 from bot.jobs.store import BACKUP_ON_POSTGRESQL, STORE_UNAVAILABLE, JobStore
+from bot.jobs.story import stories_available
 from bot.settings import Settings, SettingsError, load_catalog_for
 
 # What the bot needs in a guild, and nothing more (see README, Deployment): View Channels, Send Messages,
@@ -422,6 +424,17 @@ async def _check_dashscope(
         await _check_dashscope_key(report, settings, session, key, item, region)
 
 
+def _check_stories(report: Report) -> None:
+    """/kf2v-story needs PyAV to join segments (the `video` extra); without it the command is not offered."""
+    if stories_available():
+        report.line("OK", "stories", f"/kf2v-story available (PyAV {importlib.metadata.version('av')} joins segments)")
+    else:
+        report.line(
+            "SKIP", "stories", "/kf2v-story is off: PyAV is not installed (pip install 'kf2v-bot[video]'; "
+            "Docker: --build-arg EXTRAS=video)"
+        )  # fmt: skip
+
+
 async def run_check(
     settings: Settings, *, out: TextIO | None = None, client_timeout: aiohttp.ClientTimeout | None = None
 ) -> int:
@@ -430,6 +443,7 @@ async def run_check(
     print("kf2v-bot check", file=report.out)
     _check_settings(report, settings)
     catalog = _check_catalog(report, settings)
+    _check_stories(report)
     await _check_storage(report, settings)
     async with aiohttp.ClientSession(timeout=client_timeout or CHECK_TIMEOUT) as session:
         await _check_discord(report, settings, session)
