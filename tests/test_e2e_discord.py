@@ -332,6 +332,7 @@ async def test_a_model_added_by_the_catalog_file_is_a_choice_and_its_pairs_are_c
         options = {option["name"]: option for option in synced["kf2v"]["options"]}
         assert [o["name"] for o in synced["kf2v"]["options"]] == [
             "first_frame", "last_frame", "prompt", "negative_prompt", "model", "resolution", "prompt_extend", "seed",
+            "duration", "sound", "audio",  # issue 12: appended after the contract's first eight
         ]  # fmt: skip
         assert "wan-house-kf2v" in [choice["value"] for choice in options["model"]["choices"]]
         record = await world.kf2v(model="wan-house-kf2v", resolution="1080P")

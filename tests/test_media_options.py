@@ -59,6 +59,11 @@ def test_audio_needs_a_model_that_takes_it_and_a_documented_combination() -> Non
     assert err.key == "input.media_combination"
 
 
+def test_an_effect_uses_the_template_combinations() -> None:
+    assert check("wanx2.1-kf2v-plus", with_last_frame=False, with_template=True).duration == 5
+    assert refusal("wanx2.1-kf2v-plus", with_last_frame=False).key == "input.media_combination"
+
+
 def test_extend_totals_count_the_clip_and_stay_in_range() -> None:
     assert extend_total(WAN27, 5.0, 3) == 8
     assert extend_total(WAN27, 4.2, 3) == 8  # a partial second of clip counts as a whole one

@@ -31,6 +31,7 @@ def check_media_options(
     with_audio: bool,
     with_last_frame: bool,
     with_clip: bool = False,
+    with_template: bool = False,
 ) -> MediaChoice:
     """Refuse what the model can't do (InvalidInput naming its range or the models that can); else the choice.
 
@@ -58,7 +59,9 @@ def check_media_options(
     kinds = {"first_clip" if with_clip else "first_frame"}
     kinds |= {"last_frame"} if with_last_frame else set()
     kinds |= {"driving_audio"} if with_audio else set()
-    if frozenset(kinds) not in spec.media_combinations:
+    # An effect template has its own combinations (kf2v-plus: the first frame alone).
+    allowed = spec.template_combinations if with_template else spec.media_combinations
+    if frozenset(kinds) not in allowed:
         raise InvalidInput("input.media_combination", model=spec.key, asked=" + ".join(sorted(kinds)))
     return MediaChoice(duration=chosen_duration, sound=chosen_sound)
 
