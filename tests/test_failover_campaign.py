@@ -29,9 +29,9 @@ from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.harness import wait_until
 
 PROCESSES = 3
-KILLS = 5
-JOBS = 15
-COMMANDS_PER_ROUND = 2
+KILLS = 8
+JOBS = 24
+COMMANDS_PER_ROUND = 3
 MAX_IN_FLIGHT = 2  # the emulator's (and the catalog's) per-account limit
 
 
