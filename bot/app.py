@@ -355,6 +355,7 @@ async def build_discord_app(
     router = SegmentRouter(notifier)
     services = await build_services(settings, router, store=store, gateway=bot)
     jobs = services.jobs
+    notifier.extendable = lambda job: jobs.extend_limits(job) is not None
     await bot.add_cog(GenerateCog(jobs, image_max_bytes=settings.image_max_bytes))
     await bot.add_cog(AnimateCog(bot.tree, jobs, image_max_bytes=settings.image_max_bytes))
     await bot.add_cog(JobsCog(jobs))

@@ -159,3 +159,39 @@ async def test_a_restart_in_the_middle_of_the_uploads_resumes_without_paying_twi
     assert await reservations(world) == 1
     assert job.cost_settled == 3 * WAN27.price_per_second_milli["720P"]
     assert len(world.videos()) == 1
+
+
+async def test_extend_continues_the_delivered_video_in_its_thread_with_the_whole_video_billed(world: World) -> None:
+    record = await kf2v(world, model="wan2.7-i2v", resolution="720P", duration=3)
+    await world.reply(record)
+    parent = await world.latest_job()
+    await delivered(world, parent.id)
+    parent = await world.job(parent.id)
+    extend_id = f"kf2v:extend:{parent.id}"
+
+    def extend_button() -> bool:
+        status = world.discord.message(parent.status_message_id or 0)
+        return status is not None and extend_id in status.custom_ids()
+
+    await wait_until(extend_button, within=10)
+    press = await world.discord.press_button(parent.status_message_id or 0, extend_id, ALICE)
+    modal = await press.wait_modal()
+    prompt, seconds = (c["component"] for c in modal["components"])
+    submit = await world.discord.submit_modal(
+        press, {prompt["custom_id"]: "the card flies away", seconds["custom_id"]: "4"}
+    )
+    price = WAN27.price_per_second_milli["720P"]
+    text = await world.reply(submit)
+    # The cost is shown before it starts: the whole video (3 s + 4 s) at the tier's price.
+    assert f"#{parent.id}" in text and "7 s" in text and f"¥{7 * price / 1000:.2f}" in text
+    child = await world.latest_job()
+    assert child.parent_job_id == parent.id and child.request.first_clip is not None
+    assert (child.request.duration, child.cost_reserved) == (7, 7 * price)
+    await delivered(world, child.id)
+    child = await world.job(child.id)
+    assert child.thread_id == parent.thread_id  # followed and delivered in the same thread
+    posted = [(m, a) for m, a in world.videos() if m.channel_id == parent.thread_id]
+    assert len(posted) == 2
+    kinds, seconds_long = decoded(posted[-1][1].data)
+    assert "audio" in kinds and seconds_long == pytest.approx(7, abs=0.2)  # the whole video, as posted
+    assert child.cost_settled == 7 * price

@@ -67,6 +67,7 @@ def test_an_effect_uses_the_template_combinations() -> None:
 def test_extend_totals_count_the_clip_and_stay_in_range() -> None:
     assert extend_total(WAN27, 5.0, 3) == 8
     assert extend_total(WAN27, 4.2, 3) == 8  # a partial second of clip counts as a whole one
+    assert extend_total(WAN27, 3.02, 4) == 7  # ... but not a container's few hundredths of audio priming
     for spec, clip, added, key in (
         (WAN27, 8.0, 8, "input.extend_seconds"),  # 16 s > 15
         (WAN27, 12.0, 1, "input.extend_clip_long"),  # clips of at most 10 s

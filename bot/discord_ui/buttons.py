@@ -1,4 +1,4 @@
-"""Persistent job buttons (Cancel, Regenerate, Remix) that survive restarts.
+"""Persistent job buttons (Cancel, Regenerate, Remix, Extend) that survive restarts.
 
 The job id lives in the custom id (`kf2v:cancel:<job_id>`); nothing is kept in memory, so a button on a
 message posted before a restart still works. The id is user-controlled input: whoever presses is checked
@@ -19,9 +19,10 @@ import discord
 from bot.discord_ui.checks import Owners, is_manager, outside_allowed_guilds, require_post_permissions
 from bot.discord_ui.conversation import open_conversation
 from bot.discord_ui.errors import reply_error
+from bot.discord_ui.extend import ExtendModal, post_in_parent_thread
 from bot.discord_ui.modals import RemixModal
-from bot.discord_ui.render import CANCEL_ID, NO_PINGS, REGENERATE_ID, REMIX_ID, channel_mention
-from bot.errors import NotAllowed
+from bot.discord_ui.render import CANCEL_ID, EXTEND_ID, NO_PINGS, REGENERATE_ID, REMIX_ID, channel_mention
+from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
 from bot.jobs.models import Job, JobState
 from bot.jobs.service import Actor, JobService, RemixEdits
@@ -131,6 +132,50 @@ class JobButtons:
         except discord.HTTPException as exc:
             log.info("job %s: no link to remix #%s in its thread (%s)", old.id, new.id, exc.status)
 
+    async def extend(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """Answer with the Extend modal (first response: no deferral), after the presser's right to the job and
+        whether the video can still be continued."""
+        try:
+            job = await self.jobs.get(job_id)
+            actor = await self.actor_for(interaction, job.guild_id)
+            if not (actor.is_owner or actor.is_manager or actor.user_id == job.user_id):
+                raise NotAllowed("job.not_yours")
+            added = self.jobs.extend_limits(job)
+            spec = self.jobs.catalog.models.get(job.request.model)
+            if added is None or spec is None:
+                raise InvalidInput("input.extend_model", model=job.request.model)
+
+            async def submitted(modal_interaction: discord.Interaction[Any], prompt: str, seconds: int) -> None:
+                await self.extend_submitted(modal_interaction, job_id, prompt, seconds)
+
+            locale = str(interaction.locale)
+            await interaction.response.send_modal(ExtendModal(job, spec.prompt_max_chars, added, locale, submitted))
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    async def extend_submitted(
+        self, interaction: discord.Interaction[Any], job_id: int, prompt: str, seconds: int
+    ) -> None:
+        """Every check and the budget (price x the new total), then the job is followed in the parent's thread."""
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            assert interaction.guild_id is not None and interaction.channel_id is not None  # guild messages only
+            require_post_permissions(interaction)
+            parent = await self.jobs.get(job_id)
+            new_job = await self.jobs.extend(
+                job_id,
+                await self.actor_for(interaction, parent.guild_id),
+                prompt,
+                seconds,
+                str(interaction.locale),
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                post_channel_id=parent.thread_id or parent.channel_id,
+            )
+            await post_in_parent_thread(interaction, parent, new_job, self.jobs)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
     def items(self) -> tuple[type[ButtonItem], ...]:
         """The DynamicItem classes the client registers; each press is handed to this object."""
         handler = self
@@ -186,4 +231,21 @@ class JobButtons:
             async def callback(self, interaction: discord.Interaction[Any]) -> None:
                 await handler.remix(interaction, self.job_id)
 
-        return CancelButton, RegenerateButton, RemixButton
+        class ExtendButton(ButtonItem, template=r"kf2v:extend:(?P<job_id>[0-9]{1,18})"):
+            def __init__(self, job_id: int) -> None:
+                super().__init__(discord.ui.Button(custom_id=EXTEND_ID.format(job_id=job_id)))
+                self.job_id = job_id
+
+            @classmethod
+            async def from_custom_id(
+                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+            ) -> ExtendButton:
+                return cls(int(match["job_id"]))
+
+            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+                return await handler.allowed(interaction)
+
+            async def callback(self, interaction: discord.Interaction[Any]) -> None:
+                await handler.extend(interaction, self.job_id)
+
+        return CancelButton, RegenerateButton, RemixButton, ExtendButton

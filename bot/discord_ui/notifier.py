@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ class DiscordNotifier:
         self._last_edit: dict[int, float] = {}
         self._pending_edit: dict[int, tuple[Job, Progress]] = {}
         self._flushers: dict[int, asyncio.Task[None]] = {}
+        # Whether a delivered job gets the Extend button (the app sets it from the catalog: JobService).
+        self.extendable: Callable[[Job], bool] = lambda job: False
 
     def locale_for(self, job: Job) -> str:
         """Thread messages follow the guild's language; fall back to the requester's."""
@@ -93,7 +96,7 @@ class DiscordNotifier:
             message = channel.get_partial_message(job.status_message_id)  # type: ignore[attr-defined]
             await message.edit(
                 embed=status_embed(job, progress, self.locale_for(job)),
-                view=job_buttons(job, self.locale_for(job)),
+                view=job_buttons(job, self.locale_for(job), extendable=self.extendable(job)),
                 allowed_mentions=NO_PINGS,
             )
         except discord.HTTPException as exc:

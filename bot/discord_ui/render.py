@@ -168,10 +168,12 @@ CANCELLABLE = frozenset({JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING}
 CANCEL_ID = "kf2v:cancel:{job_id}"
 REGENERATE_ID = "kf2v:regen:{job_id}"
 REMIX_ID = "kf2v:remix:{job_id}"
+EXTEND_ID = "kf2v:extend:{job_id}"
 
 
-def job_buttons(job: Job, locale: str | None) -> discord.ui.View:
-    """Cancel while it can still be stopped; Regenerate and Remix once it is over."""
+def job_buttons(job: Job, locale: str | None, *, extendable: bool = False) -> discord.ui.View:
+    """Cancel while it can still be stopped; Regenerate and Remix once it is over; Extend on a delivered video
+    whose model continues clips (`extendable`, decided by the caller who knows the catalog)."""
     view = discord.ui.View(timeout=None)
     if job.state in CANCELLABLE and not job.cancel_requested:
         view.add_item(
@@ -194,6 +196,14 @@ def job_buttons(job: Job, locale: str | None) -> discord.ui.View:
                 label=t(locale, "button.remix"),
                 style=discord.ButtonStyle.secondary,
                 custom_id=REMIX_ID.format(job_id=job.id),
+            )
+        )
+    if extendable and job.state is JobState.DELIVERED:
+        view.add_item(
+            discord.ui.Button(
+                label=t(locale, "button.extend"),
+                style=discord.ButtonStyle.primary,
+                custom_id=EXTEND_ID.format(job_id=job.id),
             )
         )
     return view

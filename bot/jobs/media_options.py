@@ -7,10 +7,13 @@ any money is reserved: the refusal names the model's own range or limit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bot.catalog import Catalog, ModelSpec
 from bot.errors import InvalidInput
+
+CLIP_SLACK_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,7 @@ def check_media_options(
 
 
 def extend_total(spec: ModelSpec, clip_seconds: float, added: int) -> int:
-    """The whole length of an extended video: the clip (rounded up to whole seconds) plus `added` seconds.
+    """The whole length of an extended video: the clip (in whole seconds) plus `added` seconds.
 
     The provider's `duration` is the total, clip included, and it bills the total (wan2.7 guide, 视频续写:
     https://help.aliyun.com/zh/model-studio/wan-image-to-video-guide). Refused when the model's range can't hold it.
@@ -78,7 +81,9 @@ def extend_total(spec: ModelSpec, clip_seconds: float, added: int) -> int:
     if clip_seconds > clip.max_seconds:
         raise InvalidInput("input.extend_clip_long", model=spec.key, seconds=round(clip_seconds, 1),
                            max=f"{clip.max_seconds:g}")  # fmt: skip
-    whole_clip = int(-(-clip_seconds // 1))
+    # Whole seconds, rounded up, but a container a few hundredths longer than its frames (AAC priming) is not
+    # a second longer: 3.02 s counts as 3.
+    whole_clip = max(1, math.ceil(clip_seconds - CLIP_SLACK_S))
     low, high = spec.duration_range
     if added < 1 or whole_clip + added > high or whole_clip + added < low:
         raise InvalidInput("input.extend_seconds", model=spec.key, clip=whole_clip, most=max(0, high - whole_clip))

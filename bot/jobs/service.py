@@ -19,10 +19,10 @@ from bot.catalog import Catalog, ModelSpec
 from bot.errors import ContentRefused, InvalidInput, JobNotFound, NotAllowed, RateLimited
 from bot.jobs.images import CheckedImage, ImageLimits, check_image
 from bot.jobs.media import MediaStore
-from bot.jobs.media_options import check_media_options
+from bot.jobs.media_options import check_media_options, extend_total
 from bot.jobs.models import Job, JobRequest, JobState, NewJob, Pause, PauseScope
 from bot.jobs.ports import Progress
-from bot.jobs.probe import probe_audio
+from bot.jobs.probe import probe_audio, probe_clip
 from bot.jobs.quota import BudgetReport, BudgetService
 from bot.jobs.rules import (
     DEFAULT_SCOPE,
@@ -419,6 +419,87 @@ class JobService:
         new_job = await self.budget.admit(again)
         self.worker.enqueue(new_job)
         return new_job
+
+    # --- Extend (issue 12) ---------------------------------------------------------------------------
+    def can_extend(self, job: Job) -> bool:
+        """Whether a delivered job's video can be continued: its model continues clips and the file is here."""
+        spec = self.catalog.models.get(job.request.model)
+        return (
+            job.state is JobState.DELIVERED
+            and spec is not None
+            and spec.extends_clips
+            and job.video_path is not None
+            and Path(job.video_path).exists()
+        )
+
+    def extend_limits(self, job: Job) -> tuple[int, int] | None:
+        """(fewest, most) seconds the Extend modal may add to this job's video; None when it can't be extended."""
+        spec = self.catalog.models.get(job.request.model)
+        if spec is None or spec.inputs.clip is None or not self.can_extend(job):
+            return None
+        high = spec.duration_range[1]
+        current = job.request.duration if job.request.duration is not None else spec.default_duration
+        if current > spec.inputs.clip.max_seconds or current >= high:
+            return None  # too long to be continued, or nothing left to add
+        return 1, high - current
+
+    async def extend(
+        self,
+        job_id: int,
+        actor: Actor,
+        prompt: str,
+        added_seconds: int,
+        locale: str,
+        *,
+        guild_id: int,
+        channel_id: int,
+        post_channel_id: int | None = None,
+    ) -> Job:
+        """Continue a delivered video by `added_seconds`: a new job with that video as its first clip.
+
+        The provider returns (and bills) the WHOLE video, clip included, so the job's duration is the new
+        total and it is budgeted as price x total (wan2.7 guide, 视频续写). Every check of a new /kf2v runs
+        (rate limit, text, content rules, channel, budget) and the clip is probed against the model's clip
+        limits, all before the reservation. `channel_id` is where the button was pressed (the channel rules
+        apply there); `post_channel_id` where the job is followed (the parent's thread), default the same.
+        """
+        self.rate_limiter.hit(actor.user_id)
+        parent = await self._job_for(job_id, actor)
+        if parent.guild_id != guild_id:  # a button can only spend the budget of the guild it was pressed in
+            raise NotAllowed("job.not_yours")
+        spec = self.catalog.models.get(parent.request.model)
+        if spec is None or not spec.extends_clips or spec.inputs.clip is None:
+            raise InvalidInput("input.extend_model", model=parent.request.model)
+        if not self.can_extend(parent) or parent.video_path is None:
+            raise InvalidInput("input.frames_gone")
+        data = await asyncio.to_thread(Path(parent.video_path).read_bytes)
+        # Length is judged by extend_total (naming the clip limit); the probe checks format, size and sides.
+        info = await asyncio.to_thread(probe_clip, data, replace(spec.inputs.clip, max_seconds=float("inf")))
+        total = extend_total(spec, info.seconds, added_seconds)
+        request = replace(parent.request, prompt=prompt, duration=total, audio=None, seed=None, first_clip="clip")
+        await self._request_checks(parent.guild_id, channel_id, actor.user_id, request)
+        clip_ref, written = await asyncio.to_thread(self.media.put_frame, data, info.content_type)
+        new_job = NewJob(
+            guild_id=parent.guild_id,
+            channel_id=post_channel_id or channel_id,
+            user_id=actor.user_id,
+            locale=locale,
+            request=self.check_text(replace(request, first_clip=clip_ref)),
+            first_frame=parent.first_frame,  # kept for the status thumbnail; a clip job never sends it
+            last_frame=None,
+            parent_job_id=parent.id,
+        )
+        try:
+            job = await self.budget.admit(new_job)
+        except BaseException:
+            if written:
+                self.media.remove_frame(clip_ref)
+            raise
+        log.info(
+            "job %s extends job %s to %s s", job.id, parent.id, total, extra={"job_id": job.id, "guild_id": guild_id}
+        )
+        self.worker.enqueue(job)
+        return job
 
     # --- existing jobs -------------------------------------------------------------------------------
     async def get(self, job_id: int) -> Job:
