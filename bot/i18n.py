@@ -562,6 +562,15 @@ MESSAGES[EN].update(
         "story.partial_chosen": "Story #{story_id} will be delivered as far as it got.",
         "story.redo_started": "Redoing segment {segment} of story #{story_id} as video #{job_id} (¥{cost} "
         "reserved); the story is joined again when it is done.",
+        "story.cancel_button": "Cancel story",
+        "story.cancel_done": "Story #{story_id} was cancelled.",
+        "story.cancelled": "{user} story #{story_id} was cancelled. Charged: ¥{charged} (a segment already being "
+        "generated is paid, as for any video); everything else was released.",
+        "story.join_failed": "{user} story #{story_id} failed: its segments could not be joined. Charged: "
+        "¥{charged}. The bot's owners have the details.",
+        "story.not_running": "That story isn't running any more.",
+        "story.videos_gone": "The other segments of that story were already removed from storage, so it can't be "
+        "joined again. Start a new /kf2v-story.",
     }
 )
 MESSAGES[ZH].update(
@@ -602,6 +611,13 @@ MESSAGES[ZH].update(
         "story.partial_chosen": "故事 #{story_id} 将按已完成的部分交付。",
         "story.redo_started": "正在重做故事 #{story_id} 的第 {segment} 段,作为视频 #{job_id}(已预留 ¥{cost});"
         "完成后会重新拼接故事。",
+        "story.cancel_button": "取消故事",
+        "story.cancel_done": "故事 #{story_id} 已取消。",
+        "story.cancelled": "{user} 故事 #{story_id} 已取消。已扣费 ¥{charged}(已在生成中的段落照常计费);"
+        "其余预留已释放。",
+        "story.join_failed": "{user} 故事 #{story_id} 失败:无法拼接各段。已扣费 ¥{charged}。机器人所有者已收到详情。",
+        "story.not_running": "这个故事已不在进行中。",
+        "story.videos_gone": "该故事的其他段落已从存储中删除,无法重新拼接。请发起新的 /kf2v-story。",
     }
 )
 

@@ -34,7 +34,7 @@ class StoryCog(commands.Cog):
         self.image_max_bytes = image_max_bytes
         self._resumed = False
         models = stories.jobs.models()
-        set_choices(self.kf2v_story, "model", [m.key for m in models if not m.templates or m.resolutions])
+        set_choices(self.kf2v_story, "model", [m.key for m in models])
         set_choices(self.kf2v_story, "resolution", [r for m in models for r in m.resolutions])
 
     @app_commands.command(name="kf2v-story", description=_("cmd.kf2v_story"))

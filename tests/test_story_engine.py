@@ -37,6 +37,7 @@ class RecordingStoryNotifier:
     updates: list[tuple[int, tuple[SegmentStatus, ...]]] = field(default_factory=list)
     delivered: list[tuple[int, int, Video, bool]] = field(default_factory=list)  # story, generation, video, partial
     failed: list[tuple[int, int, int, bool]] = field(default_factory=list)  # story, charged, ready, offer
+    reasons: list[str] = field(default_factory=list)
 
     async def story_updated(self, story: Story, statuses: Sequence[SegmentStatus]) -> None:
         self.updates.append((story.id, tuple(statuses)))
@@ -47,8 +48,11 @@ class RecordingStoryNotifier:
         self.delivered.append((story.id, story.generation, video, partial))
         return 1000 + len(self.delivered)
 
-    async def story_failed(self, story: Story, *, charged: int, ready: int, can_deliver_partial: bool) -> None:
+    async def story_failed(
+        self, story: Story, *, charged: int, ready: int, can_deliver_partial: bool, reason: str = "story.failed"
+    ) -> None:
         self.failed.append((story.id, charged, ready, can_deliver_partial))
+        self.reasons.append(reason)
 
 
 @pytest.fixture
@@ -280,3 +284,68 @@ async def test_redo_segment_runs_it_again_and_re_joins(tmp_path: Path, emulator:
 
 async def posted_generation(engine: Engine, story_id: int, generation: int) -> bool:
     return (await story_now(engine, story_id)).posted_generation >= generation
+
+
+async def test_a_cancelled_story_releases_what_was_not_spent_and_is_never_posted(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    engine = await start(tmp_path, emulator)
+    try:
+        story, jobs = await engine.stories.submit(story_draft())
+        with pytest.raises(NotAllowed):
+            await engine.stories.cancel(story.id, Actor(user_id=999))
+        cancelled = await engine.stories.cancel(story.id, Actor(user_id=10))
+        assert cancelled.state is StoryState.CANCELED
+
+        async def all_final() -> bool:
+            return all(j.state.is_final for j in await engine.stories.stories.segment_jobs(story.id))
+
+        await wait_until(all_final, within=60)
+        await engine.stories.wait_idle()
+        final = [await engine.services.store.get(j.id) for j in jobs]
+        assert any(j is not None and j.state is JobState.CANCELED for j in final)  # the queued ones never ran
+        assert all(j is not None and j.charge_state is not ChargeState.RESERVED for j in final)
+        totals = await ledger_of(engine, story.id)
+        assert totals["settle"] + totals["release"] == totals["reserve"] == story.cost_reserved
+        assert totals["settle"] == await engine.stories.stories.charged(story.id)
+        assert engine.told.reasons == ["story.cancelled"] and engine.told.delivered == []
+        assert (await story_now(engine, story.id)).state is StoryState.CANCELED
+        with pytest.raises(InvalidInput):
+            await engine.stories.cancel(story.id, Actor(user_id=10))  # once
+    finally:
+        await engine.stories.wait_idle()
+        await engine.services.stop()
+
+
+async def test_a_redo_needs_the_other_segments_and_a_broken_one_fails_the_join_with_what_was_charged(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    engine = await start(tmp_path, emulator)
+    try:
+        story, _ = await engine.stories.submit(story_draft(frames=4))
+        await wait_until(lambda: delivered(engine, story.id), within=90)
+        await engine.stories.wait_idle()
+        segments = await jobs_of(engine, story.id)
+
+        kept = Path(segments[2].video_path or "").read_bytes()
+        Path(segments[2].video_path or "").unlink()
+        with pytest.raises(InvalidInput) as caught:
+            await engine.stories.redo(story.id, 0, Actor(user_id=10))
+        assert caught.value.key == "story.videos_gone"
+        assert len(await engine.stories.stories.segment_jobs(story.id)) == 3  # nothing admitted
+
+        Path(segments[2].video_path or "").write_bytes(b"\x00\x00\x00\x18ftypmp42" + kept[-4096:])  # unreadable
+        await engine.stories.redo(story.id, 0, Actor(user_id=10))
+        await wait_until(lambda: failed(engine, story.id), within=90)
+        await engine.stories.wait_idle()
+        assert engine.told.reasons == ["story.join_failed"]
+        charged = await engine.stories.stories.charged(story.id)
+        assert engine.told.failed[-1][1] == charged > 0
+        assert len(engine.told.delivered) == 1  # only the first join was posted
+    finally:
+        await engine.stories.wait_idle()
+        await engine.services.stop()
+
+
+async def failed(engine: Engine, story_id: int) -> bool:
+    return (await story_now(engine, story_id)).state is StoryState.FAILED

@@ -25,7 +25,7 @@ from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
 from bot.jobs.ports import DeliveryError, Video
 from bot.jobs.service import Actor
-from bot.jobs.story.plan import SegmentStatus
+from bot.jobs.story.plan import SegmentStatus, StoryState
 from bot.jobs.story.service import StoryService
 from bot.jobs.story.store import Story
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 STORY_MARKER = "kf2v-story-{story_id}-{generation}"  # in the joined video's embed footer: found by a redelivery
 PARTIAL_ID = "kf2v:story-partial:{story_id}"
+CANCEL_STORY_ID = "kf2v:story-cancel:{story_id}"
 REDO_ID = "kf2v:story-redo:{story_id}"
 _SEGMENT_COLOURS = {
     SegmentStatus.WAITING: "⏳",
@@ -75,6 +76,20 @@ def redo_view(story: Story, locale: str | None) -> discord.ui.View:
         ],
     )
     view.add_item(select)
+    return view
+
+
+def status_view(story: Story, locale: str | None) -> discord.ui.View:
+    """Cancel while the story runs; nothing once it has ended."""
+    view = discord.ui.View(timeout=None)
+    if story.state is StoryState.RUNNING:
+        view.add_item(
+            discord.ui.Button(
+                custom_id=CANCEL_STORY_ID.format(story_id=story.id),
+                label=t(locale, "story.cancel_button"),
+                style=discord.ButtonStyle.secondary,
+            )
+        )
     return view
 
 
@@ -122,7 +137,10 @@ class DiscordStoryNotifier:
         try:
             channel = await self._channel(story.channel_id)
             message = channel.get_partial_message(story.status_message_id)  # type: ignore[attr-defined]
-            await message.edit(embed=story_embed(story, statuses, self.locale_for(story)), allowed_mentions=NO_PINGS)
+            locale = self.locale_for(story)
+            await message.edit(
+                embed=story_embed(story, statuses, locale), view=status_view(story, locale), allowed_mentions=NO_PINGS
+            )
         except (discord.HTTPException, DeliveryError) as exc:
             log.info("status edit of story %s failed: %s", story.id, exc)
 
@@ -195,9 +213,11 @@ class DiscordStoryNotifier:
         )  # fmt: skip
         return sent.id
 
-    async def story_failed(self, story: Story, *, charged: int, ready: int, can_deliver_partial: bool) -> None:
+    async def story_failed(
+        self, story: Story, *, charged: int, ready: int, can_deliver_partial: bool, reason: str = "story.failed"
+    ) -> None:
         locale = self.locale_for(story)
-        text = t(locale, "story.failed", user=f"<@{story.user_id}>", story_id=story.id, charged=format_cny(charged))
+        text = t(locale, reason, user=f"<@{story.user_id}>", story_id=story.id, charged=format_cny(charged))
         if can_deliver_partial:
             text += "\n" + t(locale, "story.partial_offer", ready=ready, segments=story.segments)
         mention = discord.AllowedMentions(users=[discord.Object(story.user_id)], everyone=False, roles=False)
@@ -222,7 +242,12 @@ async def open_story_conversation(interaction: discord.Interaction[Any], story: 
     thread_id: int | None = None
     if isinstance(channel, discord.abc.Messageable):
         try:
-            status = await channel.send(embed=embed, file=discord.File(first, filename=name), allowed_mentions=NO_PINGS)
+            status = await channel.send(
+                embed=embed,
+                file=discord.File(first, filename=name),
+                view=status_view(story, locale),
+                allowed_mentions=NO_PINGS,
+            )
         except discord.HTTPException as exc:
             log.warning("story %s: could not post its status message (%s)", story.id, exc.status)
     if status is not None:
@@ -279,6 +304,17 @@ class StoryComponents:
         except Exception as exc:
             await reply_error(interaction, exc)
 
+    async def cancel(self, interaction: discord.Interaction[Any], story_id: int) -> None:
+        locale = str(interaction.locale)
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            story = await self.stories.stories.get(story_id)
+            guild_id = story.guild_id if story is not None else 0
+            await self.stories.cancel(story_id, await self.actor(interaction, guild_id))
+            await interaction.followup.send(t(locale, "story.cancel_done", story_id=story_id), ephemeral=True)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
     async def redo(self, interaction: discord.Interaction[Any], story_id: int, values: Sequence[str]) -> None:
         locale = str(interaction.locale)
         try:
@@ -318,6 +354,23 @@ class StoryComponents:
             async def callback(self, interaction: discord.Interaction[Any]) -> None:
                 await handler.deliver_partial(interaction, self.story_id)
 
+        class CancelStoryButton(ButtonItem, template=r"kf2v:story-cancel:(?P<story_id>[0-9]{1,18})"):
+            def __init__(self, story_id: int) -> None:
+                super().__init__(discord.ui.Button(custom_id=CANCEL_STORY_ID.format(story_id=story_id)))
+                self.story_id = story_id
+
+            @classmethod
+            async def from_custom_id(
+                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+            ) -> CancelStoryButton:
+                return cls(int(match["story_id"]))
+
+            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+                return await handler.allowed(interaction)
+
+            async def callback(self, interaction: discord.Interaction[Any]) -> None:
+                await handler.cancel(interaction, self.story_id)
+
         class RedoSelect(SelectItem, template=r"kf2v:story-redo:(?P<story_id>[0-9]{1,18})"):
             def __init__(self, story_id: int) -> None:
                 super().__init__(discord.ui.Select(custom_id=REDO_ID.format(story_id=story_id)))
@@ -335,4 +388,4 @@ class StoryComponents:
             async def callback(self, interaction: discord.Interaction[Any]) -> None:
                 await handler.redo(interaction, self.story_id, self.item.values)  # the chosen segment
 
-        return PartialButton, RedoSelect
+        return PartialButton, CancelStoryButton, RedoSelect

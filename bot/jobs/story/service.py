@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,8 +58,11 @@ class StoryNotifier(Protocol):
         `redelivery`: an earlier attempt may have posted it already; check before posting again.
         """
 
-    async def story_failed(self, story: Story, *, charged: int, ready: int, can_deliver_partial: bool) -> None:
-        """The story cannot be completed: say what was charged; offer "deliver as far as it got" when allowed."""
+    async def story_failed(
+        self, story: Story, *, charged: int, ready: int, can_deliver_partial: bool, reason: str = "story.failed"
+    ) -> None:
+        """The story ended without its video: say why (`reason`, a message key) and what was charged; offer
+        "deliver as far as it got" when allowed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,12 +90,12 @@ class StoryService:
         self.notifier: StoryNotifier | None = None
         self._locks: dict[int, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._shown: dict[int, tuple[SegmentStatus, ...]] = {}
+        self._shown: dict[int, tuple[StoryState, tuple[SegmentStatus, ...]]] = {}
 
     # --- admission -------------------------------------------------------------------------------------
     def quote(self, request: JobRequest, frames: int) -> StoryQuote:
         request = self.jobs.check_text(replace(request, prompt=request.prompt or "-"))
-        each = self.jobs.budget.estimate(request.model, request.resolution)
+        each = self._cost(request)
         return StoryQuote(frames - 1, each, each * (frames - 1))
 
     def segment_requests(self, request: JobRequest, frames: int) -> list[JobRequest]:
@@ -108,13 +111,23 @@ class StoryService:
         return [self.jobs.check_text(replace(request, prompt=prompt)) for prompt in prompts]
 
     async def precheck(self, draft: StoryDraft, frames: int) -> None:
-        """What needs no image bytes: rate limit, prompts, channel, a first look at the budget."""
+        """What needs no image bytes, as for /kf2v: rate limit, prompts, content rules, channel, budget."""
         self.jobs.rate_limiter.hit(draft.user_id)
         requests = self.segment_requests(draft.request, frames)
         for request in requests:  # each segment's prompt (and the shared negative prompt) against the rules
             await self.jobs.check_content_rules(draft.guild_id, request)
         await self.jobs.check_channel(draft.guild_id, draft.channel_id)
-        await self.jobs.budget.precheck(draft.guild_id, draft.user_id, requests[0].model, requests[0].resolution)
+        # A first look at the budget for the whole story (read-only; admission decides again, atomically).
+        budget = self.jobs.budget
+        periods = budget.periods()
+        total = sum(self._cost(r) for r in requests)
+        policy, usage = await self.jobs.store.policy_and_usage(
+            draft.guild_id, draft.user_id, periods.day, periods.month
+        )
+        budget.refuse_if_over(usage, policy, total, periods)
+
+    def _cost(self, request: JobRequest) -> int:
+        return self.jobs.budget.estimate(request.model, request.resolution, request.duration)
 
     async def submit(self, draft: StoryDraft) -> tuple[Story, list[Job]]:
         """Check and normalise the frames, then reserve the whole story and queue every segment, or refuse whole."""
@@ -132,7 +145,7 @@ class StoryService:
             refs.append(ref)
             written += [ref] if new else []
         budget = self.jobs.budget
-        cost_each = budget.estimate(requests[0].model, requests[0].resolution)
+        cost_each = self._cost(requests[0])
         total = cost_each * len(requests)
         periods = budget.periods()
         new_story = NewStory(
@@ -260,12 +273,12 @@ class StoryService:
             await self._cancel_rest(story, jobs)
 
     async def _show(self, story: Story, statuses: Sequence[SegmentStatus]) -> None:
-        shown = tuple(statuses)
+        shown = (story.state, tuple(statuses))
         if self.notifier is None or self._shown.get(story.id) == shown:
             return
         self._shown[story.id] = shown
         try:
-            await self.notifier.story_updated(story, shown)
+            await self.notifier.story_updated(story, shown[1])
         except Exception:
             log.exception("story %s: status update failed", story.id)
 
@@ -291,7 +304,7 @@ class StoryService:
         """One new job for `segment`, reserved like any job. With `expect_newest`, admitted only while that job
         is still the segment's newest (two advances, or two processes, never both retry it)."""
         budget = self.jobs.budget
-        cost = budget.estimate(request.model, request.resolution)
+        cost = self._cost(request)
         periods = budget.periods()
 
         def admit_money(usage: Any, policy: Any) -> None:
@@ -334,11 +347,20 @@ class StoryService:
         redelivery = not story.join_due  # joined by an earlier pass, maybe posted before a crash
         if story.join_due:
             videos = await self.stories.current_videos(story.id)
-            paths = [Path(videos[k]) for k in range(segments)]
-            if segments == 1:
-                await asyncio.to_thread(_copy_atomically, paths[0], destination)
-            else:
-                await asyncio.to_thread(self._joiner, paths, destination)
+            try:
+                if await asyncio.to_thread(_videos_missing, videos, range(segments)):
+                    raise FileNotFoundError("a segment's video is missing")
+                paths = [Path(videos[k]) for k in range(segments)]
+                if segments == 1:
+                    await asyncio.to_thread(_copy_atomically, paths[0], destination)
+                else:
+                    await asyncio.to_thread(self._joiner, paths, destination)
+            except Exception:
+                # Unreadable or missing segments: retrying the same files can't help. The segments stay paid.
+                log.exception("story %s: the join failed", story.id)
+                if await self.stories.set_state(story.id, StoryState.FAILED, error_key="story.join_failed"):
+                    await self._tell_failed(story, 0, reason="story.join_failed")
+                return
             if not await self.stories.mark_joined(story.id, story.generation, str(destination)):
                 return  # another pass recorded this generation's join first; it posts
             refreshed = await self.stories.get(story.id)
@@ -356,13 +378,26 @@ class StoryService:
             return
         final = StoryState.PARTIAL if partial else StoryState.DELIVERED
         await self.stories.mark_posted(story.id, story.generation, message_id, final)
+        await self._refresh_status(story.id)
         log.info("story %s delivered (generation %d, %s)", story.id, story.generation, final.value)
 
-    async def _tell_failed(self, story: Story, ready: int) -> None:
+    async def _refresh_status(self, story_id: int) -> None:
+        """Show the story's status message as it now stands (a final state drops its Cancel button)."""
+        story = await self.stories.get(story_id)
+        if story is not None:
+            await self._show(story, segment_statuses(story.segments, await self.stories.segment_jobs(story.id)))
+
+    async def _tell_failed(self, story: Story, ready: int, *, reason: str = "story.failed") -> None:
+        await self._refresh_status(story.id)
         if self.notifier is None:
             return
         charged = await self.stories.charged(story.id)
-        await self.notifier.story_failed(story, charged=charged, ready=ready, can_deliver_partial=ready >= 1)
+        try:
+            await self.notifier.story_failed(
+                story, charged=charged, ready=ready, can_deliver_partial=ready >= 1, reason=reason
+            )
+        except Exception:
+            log.exception("story %s: telling its thread failed", story.id)
 
     async def _cancel_rest(self, story: Story, jobs: Sequence[Any]) -> None:
         actor = Actor(story.user_id)
@@ -371,9 +406,21 @@ class StoryService:
                 with contextlib.suppress(BotError):  # already running or finished: it settles or releases itself
                     await self.jobs.cancel(job.job_id, actor)
         if await self.stories.set_state(story.id, StoryState.CANCELED, expect=StoryState.RUNNING):
-            await self._tell_failed(story, 0)
+            await self._tell_failed(story, 0, reason="story.cancelled")
 
     # --- the user's choices -----------------------------------------------------------------------------
+    async def cancel(self, story_id: int, actor: Actor) -> Story:
+        """Stop a running story: segments still queued or waiting at the provider are cancelled (their money
+        released); one already generating finishes and is paid, as for any job; the rest never starts."""
+        story = await self._story_for(story_id, actor)
+        if story.state is not StoryState.RUNNING:
+            raise InvalidInput("story.not_running")
+        async with self._locks.setdefault(story.id, asyncio.Lock()):
+            await self._cancel_rest(story, await self.stories.segment_jobs(story.id))
+        refreshed = await self.stories.get(story.id)
+        assert refreshed is not None
+        return refreshed
+
     async def deliver_partial(self, story_id: int, actor: Actor) -> Story:
         story = await self._story_for(story_id, actor)
         if not await self.stories.opt_in_partial(story.id):
@@ -394,6 +441,10 @@ class StoryService:
             raise InvalidInput("story.no_redo")
         old = await self.jobs.store.get(max(current, key=lambda j: j.job_id).job_id)
         assert old is not None
+        videos = await self.stories.current_videos(story.id)
+        others = [k for k in range(story.segments) if k != segment]
+        if await asyncio.to_thread(_videos_missing, videos, others):
+            raise InvalidInput("story.videos_gone")  # the other segments are needed for the new join
         await self.jobs.check_channel(story.guild_id, story.channel_id)
         request = replace(old.request, seed=new_seed(old.request.seed))
         await self.jobs.check_content_rules(story.guild_id, request)  # a rule added since the story began counts
@@ -410,6 +461,10 @@ class StoryService:
         if not (actor.is_owner or actor.is_manager or actor.user_id == story.user_id):
             raise NotAllowed("job.not_yours")
         return story
+
+
+def _videos_missing(videos: Mapping[int, str], segments: Iterable[int]) -> bool:
+    return any(k not in videos or not Path(videos[k]).is_file() for k in segments)
 
 
 def _copy_atomically(source: Path, destination: Path) -> None:
