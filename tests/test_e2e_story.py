@@ -147,3 +147,57 @@ async def test_a_prompt_count_mismatch_names_both_numbers_in_chinese(world: Worl
     record = await run_story(world, "黎明 | 正午", locale="zh-CN")
     assert "你给了 2 个提示词,但有 3 段" in await world.reply(record)
     assert await world.svc.store.all_jobs() == []
+
+
+def message_with_component(world: World, custom_id: str) -> MessageRecord | None:
+    for message in world.discord.all_messages():
+        for row in message.components:
+            if any(c.get("custom_id") == custom_id for c in row.get("components", [])):
+                return message
+    return None
+
+
+async def test_a_segment_failing_twice_offers_the_partial_delivery_button(world: World) -> None:
+    await run_story(world, "dawn | FAIL_CONTENT noon | dusk")
+    await wait_until(lambda: message_with_component(world, "kf2v:story-partial:1") is not None, within=90)
+    offer = message_with_component(world, "kf2v:story-partial:1")
+    assert offer is not None and "failed: a segment failed twice" in offer.content and "Charged so far" in offer.content
+    assert story_videos(world) == []
+
+    press = await world.discord.press_button(offer.id, "kf2v:story-partial:1", ALICE)
+    await press.wait_response(5)
+    await wait_until(lambda: len(story_videos(world)) == 1, within=60)
+    story = await StoryStore(world.svc.store.database).get(1)
+    assert story is not None and story.state is StoryState.PARTIAL
+    first_segment = (await segment_paths(world, 1))[0]
+    assert len(decoded(story_videos(world)[0][1])) == frame_count(first_segment)  # segment 1 only
+    # Failed segments were released, the rest settled: nothing left reserved.
+    assert all(j.charge_state is not ChargeState.RESERVED for j in await world.svc.store.all_jobs())
+
+
+async def test_cancel_story_from_its_status_message(world: World) -> None:
+    await run_story(world, "dawn | noon | dusk")
+    await wait_until(lambda: message_with_component(world, "kf2v:story-cancel:1") is not None, within=30)
+    status = message_with_component(world, "kf2v:story-cancel:1")
+    assert status is not None
+    press = await world.discord.press_button(status.id, "kf2v:story-cancel:1", BOB)
+    await press.wait_response(5)
+    assert "belongs to someone else" in await world.reply(press)
+
+    press = await world.discord.press_button(status.id, "kf2v:story-cancel:1", ALICE)
+    await press.wait_response(5)
+    assert "was cancelled" in await world.reply(press)
+
+    async def all_final() -> bool:
+        return all(j.state.is_final for j in await world.svc.store.all_jobs())
+
+    await wait_until(all_final, within=60)
+    story = await StoryStore(world.svc.store.database).get(1)
+    assert story is not None and story.state is StoryState.CANCELED
+    assert story_videos(world) == []
+    jobs = await world.svc.store.all_jobs()
+    ledger = await world.svc.store.ledger()
+    assert sum(e.amount for e in ledger if e.kind == "reserve") == story.cost_reserved
+    assert sum(e.amount for e in ledger if e.kind in ("settle", "release")) == story.cost_reserved
+    assert all(j.charge_state is not ChargeState.RESERVED for j in jobs)
+    await wait_until(lambda: message_with_component(world, "kf2v:story-cancel:1") is None, within=10)  # button gone
