@@ -149,3 +149,19 @@ async def test_a_stopped_dispatcher_hands_over_and_the_next_one_finishes_its_job
     await wait_until(lambda: all_delivered(standby, [job.id for job in jobs]), within=30)
     assert emulator.stats()["submissions_accepted"] == len(jobs)
     assert sorted(job_id for job_id, _ in standby_notes.delivered) == sorted(job.id for job in jobs)
+
+
+async def test_a_holder_whose_lease_was_taken_over_stops_dispatching(
+    start_engines: StartEngines, postgres_url: str
+) -> None:
+    engines = await start_engines(2)
+    (holder, _), [(standby, _)] = holder_of(engines)
+    # Another holder took the leases (as after this process froze past its lease): its next heartbeat sees it.
+    await holder.store.database.execute("UPDATE kf2v_leases SET holder = 'elsewhere', epoch = epoch + 1")
+
+    await wait_until(lambda: holder.lease_lost.is_set(), within=15)
+    assert not holder.worker.alive, "the worker stopped: nothing more is submitted from here"
+    assert holder.lease is not None and not holder.lease.held and holder.lease.epochs == {}
+    job = await holder.jobs.submit(draft())  # it still admits; the job waits for the live dispatcher
+    assert job.state is JobState.QUEUED
+    assert not standby.worker.alive, "the leases are 'elsewhere''s until they expire"
