@@ -51,13 +51,19 @@ async def test_the_demo_plays_the_afternoon_and_reports_it(tmp_path: Path) -> No
 
     jobs = report["jobs"]
     outcomes = [job["outcome"] for job in jobs]
-    expected_deliveries = sum(1 for r in REQUESTS if r.expect is Expect.DELIVERED) + sum(r.regenerate for r in REQUESTS)
-    assert len(jobs) == len(REQUESTS) + 1  # every request, plus the regenerated one
+    extended = sum(1 for r in REQUESTS if r.extend_seconds)
+    expected_deliveries = (
+        sum(1 for r in REQUESTS if r.expect is Expect.DELIVERED) + sum(r.regenerate for r in REQUESTS) + extended
+    )
+    assert len(jobs) == len(REQUESTS) + 1 + extended  # every request, plus the regenerated and the extended one
     assert sum(o.startswith("delivered") for o in outcomes) == expected_deliveries
     assert sum("content check" in o for o in outcomes) == 1
     assert outcomes.count("cancelled while queued") == 1
     assert outcomes.count("refused: over the guild's budget") == 1
     assert sum("regenerated from #" in o for o in outcomes) == 1
+    # wan2.7-i2v (issue 12): 8 seconds with sound, then an Extend that posts the whole 11-second video.
+    assert sum(o == "delivered (8 s with sound)" for o in outcomes) == 1
+    assert sum("11 s with sound, extended from #" in o for o in outcomes) == extended == 1
     for job in jobs:
         assert job["guild"] and job["user"]
         if job["job_id"] is not None:
@@ -80,6 +86,10 @@ async def test_the_demo_plays_the_afternoon_and_reports_it(tmp_path: Path) -> No
         with av.open(str(path)) as container:
             frame = next(iter(container.decode(video=0)))
             assert frame.width >= 480 and frame.height >= 270
+    for name, seconds in (("lantern-with-sound.mp4", 8), ("lantern-with-sound-extended.mp4", 11)):
+        with av.open(str(next(p for p in files if p.name.endswith(name)))) as container:
+            assert {s.type for s in container.streams} >= {"audio", "video"}
+            assert container.duration is not None and abs(container.duration / 1e6 - seconds) < 0.3
     # The sunrise really rises: its video starts in the dark and ends in daylight, like the frames sent.
     sunrise = next(p for p in files if "sunrise-over-the-sea" in p.name and "regenerated" not in p.name)
     first, last = first_and_last_frames(sunrise)

@@ -68,6 +68,8 @@ class Outcome:
     cancel_reply: str | None = None
     regen_reply: str | None = None
     regen_job_id: int | None = None
+    extend_reply: str | None = None
+    extend_job_id: int | None = None
     refused: bool = False  # answered without a job being created
     problems: list[str] = field(default_factory=list)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,6 +140,7 @@ class Afternoon:
             for m in spec.members:
                 self._names[m.user_id] = m.name
         self._prompts = {(world.guilds[r.guild].guild_id, r.prompt): r.key for r in REQUESTS}
+        self._extended: dict[int, str] = {}  # an Extend's job id -> the request it continues
 
     # --- labels --------------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -151,6 +154,8 @@ class Afternoon:
 
     def what(self, job: Job) -> str:
         key = self._prompts.get((job.guild_id, job.request.prompt), job.request.prompt[:24])
+        if job.request.first_clip is not None:
+            return f"{self._extended.get(job.id, key)} (extended)"
         return f"{key} (regenerated)" if job.parent_job_id is not None else key
 
     def humanise(self, text: str) -> str:
@@ -245,7 +250,12 @@ class Afternoon:
             outcome.channel_id,
             outcome.user_id,
             "kf2v",
-            {"prompt": spec.prompt, "resolution": spec.resolution},
+            {
+                "prompt": spec.prompt,
+                "resolution": spec.resolution,
+                **({"model": spec.model} if spec.model else {}),
+                **({"duration": spec.duration} if spec.duration else {}),
+            },
             attachments={
                 "first_frame": (f"{spec.key}-first.{ext}", frames[0], mime),
                 "last_frame": (f"{spec.key}-last.{ext}", frames[1], mime),
@@ -281,6 +291,8 @@ class Afternoon:
             await self._press_cancel(outcome, job)
         if spec.regenerate:
             await self._press_regenerate(outcome, job)
+        if spec.extend_seconds:
+            await self._press_extend(outcome, job, spec.extend_seconds)
 
     async def _press_cancel(self, outcome: Outcome, job: Job) -> None:
         store = self.world.services.store
@@ -330,6 +342,50 @@ class Afternoon:
         assert new_job is not None
         outcome.regen_job_id = new_job.id
         self.said(outcome.user_name, outcome.regen_reply)
+
+    async def _press_extend(self, outcome: Outcome, job: Job, seconds: int) -> None:
+        """Once delivered: Extend, fill the modal (a prompt for what follows, the seconds to add), submit."""
+        store = self.world.services.store
+
+        async def delivered() -> Job | None:
+            current = await store.get(job.id)
+            if current is None or (current.is_final and current.state is not JobState.DELIVERED):
+                raise ScriptProblem(f"#{job.id} ended {current.state.value if current else 'missing'}, not delivered")
+            return current if current.state is JobState.DELIVERED else None
+
+        current: Job = await wait_for(delivered, self.timeout_s, f"#{job.id} to be delivered")
+        custom_id = f"kf2v:extend:{job.id}"
+
+        def has_button() -> MessageRecord | None:
+            message = self.world.discord.message(current.status_message_id or 0)
+            return message if message is not None and custom_id in message.custom_ids() else None
+
+        await wait_for(has_button, REPLY_TIMEOUT_S, f"the Extend button of #{job.id}")
+        press = await self.world.discord.press_button(
+            current.status_message_id or 0, custom_id, outcome.user_id, locale=outcome.locale
+        )
+        modal = await press.wait_modal(REPLY_TIMEOUT_S)
+        prompt, added = (c["component"] for c in modal["components"])
+        self.console.event(f"{outcome.user_name} presses Extend on #{job.id} and adds {seconds} s")
+        submit = await self.world.discord.submit_modal(
+            press,
+            {
+                prompt["custom_id"]: "The lantern drifts higher and the first stars appear",
+                added["custom_id"]: str(seconds),
+            },
+            locale=outcome.locale,
+        )
+        outcome.extend_reply = await self._reply(submit, f"the answer to the Extend modal of #{job.id}")
+
+        async def extended() -> Job | None:
+            jobs = await store.all_jobs()
+            return next((j for j in jobs if j.parent_job_id == job.id and j.request.first_clip), None)
+
+        new_job: Job | None = await wait_for(extended, 5.0, f"the job extending #{job.id}")
+        assert new_job is not None
+        outcome.extend_job_id = new_job.id
+        self._extended[new_job.id] = outcome.spec.key
+        self.said(outcome.user_name, outcome.extend_reply)
 
     # --- reading what happened -----------------------------------------------------------------------
     async def _reply(self, record: InteractionRecord, what: str) -> str:

@@ -106,11 +106,11 @@ class ReportBuilder:
         return [m for m in self.world.discord.messages(channel_id) if m.author_id == bot_id]
 
     def video_in_thread(self, job: Job) -> bytes | None:
-        for message in self.bot_messages(job.thread_id):
-            for attachment in message.attachments:
-                if attachment.filename.endswith(".mp4"):
-                    return attachment.data
-        return None
+        """This job's mp4 in its thread (an Extend is delivered in the thread of the video it continues)."""
+        videos = [a for m in self.bot_messages(job.thread_id) for a in m.attachments if a.filename.endswith(".mp4")]
+        own = [a for a in videos if a.filename == f"kf2v-{job.id}.mp4"]
+        found = own or videos
+        return found[0].data if found else None
 
     # --- the report ----------------------------------------------------------------------------------
     async def build(self) -> Report:
@@ -163,6 +163,11 @@ class ReportBuilder:
             wait = _seconds(job.created_at, job.finished_at)
         elif job.state is JobState.DELIVERED:
             outcome = "delivered" if job.parent_job_id is None else f"delivered (regenerated from #{job.parent_job_id})"
+            if job.request.first_clip is not None:
+                seconds = job.request.duration
+                outcome = f"delivered ({seconds} s with sound, extended from #{job.parent_job_id})"
+            elif job.request.duration not in (None, 5) or job.request.sound:
+                outcome += f" ({job.request.duration} s{' with sound' if job.request.sound else ''})"
         elif job.state is JobState.FAILED:
             outcome = "failed: " + t("en", job.error_key or "job.failed.provider").split(".")[0].lower()
             if job.error_key == "job.failed.content":
@@ -185,7 +190,7 @@ class ReportBuilder:
     def _save_video(self, job: Job, data: bytes) -> str:
         guild = next((g for g in GUILDS if self.world.guilds[g.key].guild_id == job.guild_id), None)
         handle = next((m.handle for g in GUILDS for m in g.members if m.user_id == job.user_id), str(job.user_id))
-        what = self.afternoon.what(job).replace(" (regenerated)", "-regenerated")
+        what = self.afternoon.what(job).replace(" (regenerated)", "-regenerated").replace(" (extended)", "-extended")
         name = f"{job.id:02d}-{guild.key if guild else job.guild_id}-{handle}-{what}.mp4"
         (self.videos_dir / name).write_bytes(data)
         return name
@@ -344,12 +349,15 @@ class ReportBuilder:
     def _check_deliveries(self, outcomes: list[Outcome], by_id: dict[int, Job], rows: list[JobRow]) -> None:
         expected = [o.job_id for o in outcomes if o.spec.expect is Expect.DELIVERED]
         expected += [o.regen_job_id for o in outcomes if o.spec.regenerate]
+        expected += [o.extend_job_id for o in outcomes if o.spec.extend_seconds]
         missing = []
         for outcome in outcomes:
             if outcome.spec.expect is Expect.DELIVERED and outcome.job_id is None:
                 missing.append(f"{outcome.spec.key}: no job")
             if outcome.spec.regenerate and outcome.regen_job_id is None:
                 missing.append(f"{outcome.spec.key}: not regenerated")
+            if outcome.spec.extend_seconds and outcome.extend_job_id is None:
+                missing.append(f"{outcome.spec.key}: not extended")
         videos = {row.job_id: row.video for row in rows if row.job_id is not None}
         for job_id in expected:
             if job_id is None:

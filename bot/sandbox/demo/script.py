@@ -55,6 +55,9 @@ class RequestSpec:
     image_format: str = "PNG"
     expect: Expect = Expect.DELIVERED
     regenerate: bool = False  # the requester presses Regenerate once the video is delivered
+    model: str | None = None  # None: the bot's default model
+    duration: int | None = None  # seconds, for a model with a duration range
+    extend_seconds: int | None = None  # the requester presses Extend on the delivered video, adding this many
     after: str | None = None  # sent only once this request (by key) has been answered
 
 
@@ -69,6 +72,7 @@ GUILDS: tuple[GuildSpec, ...] = (
             Member("bob", "bob", 880_000_000_000_000_012, "en-US"),
             Member("carol", "carol", 880_000_000_000_000_013, "en-GB"),
         ),
+        daily_budget="20.00",  # room for the 8-second wan2.7 video with sound and its Extend (¥4.80 + ¥6.60)
     ),
     GuildSpec(
         "chenguang",
@@ -115,6 +119,9 @@ REQUESTS: tuple[RequestSpec, ...] = (
                 "autumn-tree", resolution="480P", image_format="JPEG"),
     RequestSpec("moonrise", "chenguang", "wangfang", "月亮从山丘后升起,满天繁星闪烁", "moonrise",
                 expect=Expect.CANCELLED),
+    # wan2.7-i2v (issue 12): 8 seconds with a generated soundtrack, then Extend by 3 s (the whole 11 s video).
+    RequestSpec("lantern-with-sound", "aurora", "carol", "A paper lantern rises into the dusk, crackling softly",
+                "balloon", model="wan2.7-i2v", duration=8, extend_seconds=3),
 )  # fmt: skip
 
 BURST_GAP_S = 0.35  # real seconds between two requests of the burst
