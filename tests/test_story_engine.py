@@ -6,6 +6,7 @@ rule of bot.jobs.story.join (sum of the segments' frames minus one per seam, key
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,8 @@ KEYFRAMES = [(220, 30, 30), (30, 200, 40), (30, 40, 210), (235, 235, 235)]
 @dataclass
 class RecordingStoryNotifier:
     updates: list[tuple[int, tuple[SegmentStatus, ...]]] = field(default_factory=list)
-    delivered: list[tuple[int, int, Video, bool]] = field(default_factory=list)  # story, generation, video, partial
+    # story, generation, the posted file's bytes (as an upload would carry them), partial
+    delivered: list[tuple[int, int, bytes, bool]] = field(default_factory=list)
     failed: list[tuple[int, int, int, bool]] = field(default_factory=list)  # story, charged, ready, offer
     reasons: list[str] = field(default_factory=list)
 
@@ -45,7 +47,7 @@ class RecordingStoryNotifier:
     async def story_deliver(self, story: Story, video: Video, *, partial: bool, redelivery: bool) -> int | None:
         if redelivery and any(s == story.id and g == story.generation for s, g, _, _ in self.delivered):
             return None
-        self.delivered.append((story.id, story.generation, video, partial))
+        self.delivered.append((story.id, story.generation, video.path.read_bytes(), partial))
         return 1000 + len(self.delivered)
 
     async def story_failed(
@@ -96,13 +98,13 @@ def story_draft(prompt: str = "the light changes", frames: int = 4, guild: int =
     )
 
 
-def frames_of(path: Path) -> list[Image.Image]:
-    with av.open(str(path)) as container:
+def frames_of(data: bytes) -> list[Image.Image]:
+    with av.open(io.BytesIO(data), mode="r") as container:
         return [f.to_image() for f in container.decode(video=0)]  # type: ignore[no-untyped-call]
 
 
-def frame_count(path: Path) -> int:
-    with av.open(str(path)) as container:
+def frame_count(source: Path | bytes) -> int:
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r") as container:
         return sum(1 for _ in container.decode(video=0))
 
 
@@ -151,9 +153,11 @@ async def test_a_four_frame_story_is_one_joined_video_with_keyframes_at_the_seam
         assert done.state is StoryState.DELIVERED and done.joined_message_id is not None
         assert [(s, g, p) for s, g, _, p in engine.told.delivered] == [(story.id, 1, False)]  # posted once
         assert engine.jobs_told.delivered == []  # no segment posted on its own
+        # Posted and recorded: the joined file is not kept (a redo joins again from the segments).
+        assert not engine.stories.joined_path(done).exists()
         segment_paths = [Path(j.video_path or "") for j in await jobs_of(engine, story.id)]
         counts = [frame_count(p) for p in segment_paths]
-        joined = frames_of(engine.told.delivered[0][2].path)
+        joined = frames_of(engine.told.delivered[0][2])
         assert len(joined) == expected_frames(counts) == sum(counts) - 2
         assert close_to(joined[0], KEYFRAMES[0]) and close_to(joined[-1], KEYFRAMES[3])
         for k, index in enumerate(seam_indices(counts)):
@@ -240,7 +244,7 @@ async def test_a_segment_failing_twice_is_retried_once_then_delivered_as_far_as_
         assert done.state is StoryState.PARTIAL
         assert [(s, p) for s, _, _, p in engine.told.delivered] == [(story.id, True)]
         first_segment = (await jobs_of(engine, story.id))[0]
-        assert frame_count(engine.told.delivered[0][2].path) == frame_count(Path(first_segment.video_path or ""))
+        assert frame_count(engine.told.delivered[0][2]) == frame_count(Path(first_segment.video_path or ""))
         # Failed segments released their reservations; the rest settled; nothing stays reserved.
         all_jobs = [await engine.services.store.get(j.job_id) for j in jobs]
         assert all(j is not None and j.charge_state is not ChargeState.RESERVED for j in all_jobs)
@@ -272,8 +276,9 @@ async def test_redo_segment_runs_it_again_and_re_joins(tmp_path: Path, emulator:
         assert [(s, g) for s, g, _, _ in engine.told.delivered] == [(story.id, 1), (story.id, 2)]
         after = await jobs_of(engine, story.id)
         assert after[0].id == before[0].id and after[1].id == redo.id
-        joined = engine.told.delivered[1][2].path
-        assert joined != engine.told.delivered[0][2].path
+        joined = engine.told.delivered[1][2]
+        # The emulator renders the same frames alike whatever the seed: the new join is known by its inputs.
+        assert after[1].video_path != before[1].video_path and after[1].request.seed == redo.request.seed
         counts = [frame_count(Path(j.video_path or "")) for j in after]
         assert frame_count(joined) == expected_frames(counts)
         assert emulator.stats()["submissions_accepted"] == 3

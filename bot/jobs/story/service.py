@@ -377,7 +377,10 @@ class StoryService:
                 await self.stories.set_state(story.id, StoryState.FAILED, error_key="job.failed.undeliverable")
             return
         final = StoryState.PARTIAL if partial else StoryState.DELIVERED
-        await self.stories.mark_posted(story.id, story.generation, message_id, final)
+        if await self.stories.mark_posted(story.id, story.generation, message_id, final):
+            # Posted and recorded: the file has served its purpose (a redo joins again from the segments, which
+            # the media sweep keeps for the retention period), so it is not kept to fill the disk.
+            await asyncio.to_thread(destination.unlink, missing_ok=True)
         await self._refresh_status(story.id)
         log.info("story %s delivered (generation %d, %s)", story.id, story.generation, final.value)
 
