@@ -354,3 +354,22 @@ async def test_a_redo_needs_the_other_segments_and_a_broken_one_fails_the_join_w
 
 async def failed(engine: Engine, story_id: int) -> bool:
     return (await story_now(engine, story_id)).state is StoryState.FAILED
+
+
+async def test_a_story_on_postgresql_is_admitted_whole_and_delivered(
+    tmp_path: Path, emulator: DashScopeEmulator, postgres_url: str
+) -> None:
+    engine = await start(tmp_path, emulator, KF2V_DATABASE_URL=postgres_url)
+    try:
+        assert engine.services.store.dialect == "postgresql"
+        story, jobs = await engine.stories.submit(story_draft("dawn | noon", frames=3))
+        assert [j.story_id for j in jobs] == [story.id, story.id] and [j.segment_index for j in jobs] == [0, 1]
+        await wait_until(lambda: delivered(engine, story.id), within=90)
+        await engine.stories.wait_idle()
+        counts = [frame_count(Path(j.video_path or "")) for j in await jobs_of(engine, story.id)]
+        assert len(frames_of(engine.told.delivered[0][2])) == expected_frames(counts)
+        totals = await ledger_of(engine, story.id)
+        assert totals["reserve"] == story.cost_reserved == totals["settle"] + totals["release"]
+    finally:
+        await engine.stories.wait_idle()
+        await engine.services.stop()
