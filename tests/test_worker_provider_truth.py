@@ -91,6 +91,8 @@ async def test_lost_answers_among_a_neighbours_tasks_with_our_key_id_learned(
         # A create answered normally teaches the bot its key's id, from the task list.
         await wait_until(lambda: services.store.api_key_id(account), within=20)
         assert await services.store.api_key_id(account) == api_key_id(API_KEY)
+        # Strangers' tasks of the same model are in the list before any answer is lost.
+        await wait_until(lambda: emulator.stats()["neighbour"]["created"] >= 1, within=30)
         emulator.update(lose_create_answer_rate=1.0)
         ids = [(await services.jobs.submit(draft(user=u, prompt=f"cat {u}"))).id for u in range(2, 6)]
         await wait_until(lambda: emulator.stats()["faults"]["lost_create_answer"] >= 4, within=60)
