@@ -87,6 +87,12 @@ async def test_a_four_frame_story_is_posted_once_as_one_video_with_the_keyframes
     await wait_until(lambda: len(story_videos(world)) == 1, within=90)
     message, data = story_videos(world)[0]
     stories = StoryStore(world.svc.store.database)
+
+    async def delivered() -> bool:  # the post is recorded just after it is made
+        story = await stories.get(1)
+        return story is not None and story.state is StoryState.DELIVERED
+
+    await wait_until(delivered, within=10)
     story = await stories.get(1)
     assert story is not None and story.state is StoryState.DELIVERED
     assert message.channel_id == story.thread_id  # in the story's one thread
@@ -115,6 +121,12 @@ async def test_a_four_frame_story_is_posted_once_as_one_video_with_the_keyframes
     press = await world.discord.select(message.id, "kf2v:story-redo:1", ["1"], ALICE)
     await press.wait_response(5)
     await wait_until(lambda: len(story_videos(world)) == 2, within=90)
+
+    async def recorded() -> bool:  # the post is recorded just after it is made
+        story = await stories.get(1)
+        return story is not None and story.posted_generation == 2
+
+    await wait_until(recorded, within=10)
     again = await stories.get(1)
     assert again is not None and again.generation == 2 and again.posted_generation == 2
     counts = [frame_count(p) for p in await segment_paths(world, 1)]
@@ -167,8 +179,13 @@ async def test_a_segment_failing_twice_offers_the_partial_delivery_button(world:
     press = await world.discord.press_button(offer.id, "kf2v:story-partial:1", ALICE)
     await press.wait_response(5)
     await wait_until(lambda: len(story_videos(world)) == 1, within=60)
-    story = await StoryStore(world.svc.store.database).get(1)
-    assert story is not None and story.state is StoryState.PARTIAL
+    stories = StoryStore(world.svc.store.database)
+
+    async def partial() -> bool:  # the post is recorded just after it is made
+        story = await stories.get(1)
+        return story is not None and story.state is StoryState.PARTIAL
+
+    await wait_until(partial, within=10)
     first_segment = (await segment_paths(world, 1))[0]
     assert len(decoded(story_videos(world)[0][1])) == frame_count(first_segment)  # segment 1 only
     # Failed segments were released, the rest settled: nothing left reserved.

@@ -60,7 +60,7 @@ def test_a_failed_segment_is_retried_once_then_the_user_is_asked() -> None:
     assert decide(3, first) == Decision(NextStep.RETRY, retry=(1,), ready_prefix=1)
 
     retrying = [*first, job(4, 1, JobState.QUEUED)]
-    assert segment_statuses(3, retrying) == [SegmentStatus.READY, SegmentStatus.RETRYING, SegmentStatus.WAITING]
+    assert segment_statuses(3, retrying) == [SegmentStatus.READY, SegmentStatus.RETRYING, SegmentStatus.RUNNING]
     assert decide(3, retrying).step is NextStep.WAIT
 
     failed_again = [*first[:2], job(3, 2, JobState.DELIVERED), job(4, 1, JobState.FAILED)]
@@ -81,5 +81,11 @@ def test_a_cancelled_segment_cancels_the_story() -> None:
 
 def test_a_redone_segment_counts_by_its_newest_job() -> None:
     jobs = [job(1, 0, JobState.DELIVERED), job(2, 1, JobState.DELIVERED), job(3, 1, JobState.RUNNING)]
-    assert segment_statuses(2, jobs) == [SegmentStatus.READY, SegmentStatus.WAITING]
+    assert segment_statuses(2, jobs) == [SegmentStatus.READY, SegmentStatus.RUNNING]
     assert decide(2, jobs) == Decision(NextStep.WAIT, ready_prefix=1)
+
+
+def test_a_segment_is_waiting_while_queued_and_running_from_its_submission() -> None:
+    jobs = [job(1, 0, JobState.QUEUED), job(2, 1, JobState.SUBMITTING), job(3, 2, JobState.SUCCEEDED)]
+    assert segment_statuses(3, jobs) == [SegmentStatus.WAITING, SegmentStatus.RUNNING, SegmentStatus.RUNNING]
+    assert decide(3, jobs).step is NextStep.WAIT

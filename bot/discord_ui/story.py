@@ -37,6 +37,7 @@ CANCEL_STORY_ID = "kf2v:story-cancel:{story_id}"
 REDO_ID = "kf2v:story-redo:{story_id}"
 _SEGMENT_COLOURS = {
     SegmentStatus.WAITING: "⏳",
+    SegmentStatus.RUNNING: "🎬",
     SegmentStatus.READY: "✅",
     SegmentStatus.RETRYING: "🔁",
     SegmentStatus.FAILED: "❌",

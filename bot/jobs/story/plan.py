@@ -65,7 +65,8 @@ def new_seed(previous: int | None) -> int:
 
 
 class SegmentStatus(StrEnum):
-    WAITING = "waiting"  # queued, submitting, pending or running
+    WAITING = "waiting"  # queued
+    RUNNING = "running"  # being submitted, at the provider, or being downloaded
     READY = "ready"  # its video is on disk
     RETRYING = "retrying"  # failed once; its retry is waiting or running
     FAILED = "failed"  # failed after its retry
@@ -101,8 +102,10 @@ def segment_statuses(segments: int, jobs: Sequence[SegmentJob]) -> list[SegmentS
             statuses.append(SegmentStatus.CANCELED)
         elif current.state is JobState.FAILED:
             statuses.append(SegmentStatus.FAILED if failures > RETRIES_PER_SEGMENT else SegmentStatus.RETRYING)
+        elif failures:
+            statuses.append(SegmentStatus.RETRYING)
         else:
-            statuses.append(SegmentStatus.RETRYING if failures else SegmentStatus.WAITING)
+            statuses.append(SegmentStatus.WAITING if current.state is JobState.QUEUED else SegmentStatus.RUNNING)
     return statuses
 
 
@@ -151,7 +154,7 @@ def decide(segments: int, jobs: Sequence[SegmentJob]) -> Decision:
     if all(s is SegmentStatus.READY for s in statuses):
         return Decision(NextStep.JOIN, ready_prefix=prefix)
     if any(s is SegmentStatus.FAILED for s in statuses) and not any(
-        s in (SegmentStatus.WAITING, SegmentStatus.RETRYING) for s in statuses
+        s in (SegmentStatus.WAITING, SegmentStatus.RUNNING, SegmentStatus.RETRYING) for s in statuses
     ):
         return Decision(NextStep.ASK, ready_prefix=prefix)
     return Decision(NextStep.WAIT, ready_prefix=prefix)

@@ -274,7 +274,8 @@ class StoryService:
 
     async def _show(self, story: Story, statuses: Sequence[SegmentStatus]) -> None:
         shown = (story.state, tuple(statuses))
-        if self.notifier is None or self._shown.get(story.id) == shown:
+        # Nothing to edit before the conversation is attached; remembered only once shown.
+        if self.notifier is None or not story.status_message_id or self._shown.get(story.id) == shown:
             return
         self._shown[story.id] = shown
         try:
