@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.dashscope.models import CreatedTask, CreateTaskRequest, TaskPage, TaskResult
+from bot.dashscope.models import CreatedTask, CreateTaskRequest, TaskPage, TaskResult, UploadedFile
 from bot.jobs.models import Job
 
 
@@ -85,8 +85,13 @@ class ProviderClient(Protocol):
     async def download_video(self, url: str, dest: Path, *, max_bytes: int) -> int:
         """Fetch the video at `url` into `dest`; returns its size."""
 
+    async def upload_file(self, model: str, filename: str, data: bytes, content_type: str) -> UploadedFile:
+        """Put `data` in the provider's temporary storage for `model` (the provider's name) -> its oss:// URL."""
+
 
 class Clock(Protocol):
     """Monotonic seconds (`time.monotonic`); tests and benchmarks may pass their own."""
 
-    def __call__(self) -> float: ...
+    def __call__(self) -> float:
+        """Seconds from an arbitrary origin: only differences between two readings mean anything."""
+        ...

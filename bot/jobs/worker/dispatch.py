@@ -175,7 +175,7 @@ class Dispatcher:
         for ref in self._media_refs(job):
             data = await asyncio.to_thread(ctx.media.read_frame, ref)
             uploaded = await ctx.uploads.url_for(
-                client,  # type: ignore[arg-type]  # DashScopeClient; test clients without uploads fail here
+                client,
                 account,
                 provider_model,
                 data,
