@@ -134,6 +134,27 @@ async def state_is(services: Services, job_id: int, state: JobState) -> bool:
     return await state_of(services, job_id) is state
 
 
+async def test_a_pause_and_resume_on_a_standby_reach_the_dispatcher(
+    start_engines: StartEngines, emulator: DashScopeEmulator
+) -> None:
+    engines = await start_engines(2)
+    (holder, _), [(standby, _)] = holder_of(engines)
+    await standby.jobs.pause("maintenance", guild_id=1)  # an owner's command handled by the standby
+    await wait_until(lambda: holder.jobs.pause_for(1) is not None, within=10)
+    held = holder.jobs.pause_for(1)
+    assert held is not None and held.reason == "maintenance"
+
+    job = await standby.jobs.submit(draft(guild=1))
+    other = await standby.jobs.submit(draft(guild=2, user=11))
+    await wait_until(lambda: all_delivered(holder, [other.id]), within=30)
+    assert await state_of(holder, job.id) is JobState.QUEUED, "the paused guild's job waits"
+
+    await standby.jobs.resume(guild_id=1)
+    await wait_until(lambda: holder.jobs.pause_for(1) is None, within=10)
+    await wait_until(lambda: all_delivered(holder, [job.id]), within=30)
+    assert emulator.stats()["submissions_accepted"] == 2
+
+
 async def test_a_stopped_dispatcher_hands_over_and_the_next_one_finishes_its_jobs(
     start_engines: StartEngines, emulator: DashScopeEmulator
 ) -> None:

@@ -809,13 +809,19 @@ class JobStore:
         """Persist a pause (replacing one of the same scope and target)."""
         value = json.dumps({"scope": pause.scope.value, "target": pause.target, "reason": pause.reason,
                             "since": _iso(pause.since)})  # fmt: skip
-        await self.set_meta(_pause_key(pause.scope, pause.target), value)
+        async with self._db.transaction() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (_pause_key(pause.scope, pause.target), value),
+            )
+            db.notify(PAUSE_CHANNEL, self.origin)  # other processes' dispatchers reload the pauses
 
     async def delete_pause(self, scope: PauseScope, target: str) -> None:
         """Forget a persisted pause (no error when there was none)."""
         async with self._db.transaction() as db:
             keys = (_pause_key(scope, target), _OLD_PAUSE_KEY if scope is PauseScope.ALL else "")
             await db.execute("DELETE FROM meta WHERE key IN (?, ?)", keys)
+            db.notify(PAUSE_CHANNEL, self.origin)
 
     async def ping(self) -> bool:
         row = await self._db.fetch_one("SELECT 1")
@@ -897,6 +903,7 @@ _POLICY_COLUMNS = frozenset(
 
 _QUEUE_SEQ_LOCK = "queue_seq"
 JOB_CHANNEL = "kf2v_jobs"  # LISTEN/NOTIFY channel of job admissions and state changes
+PAUSE_CHANNEL = "kf2v_pauses"  # the owners' pauses (everything, a guild) changed; the payload is the origin
 BACKUP_ON_POSTGRESQL = (
     "kf2v-bot backup copies the SQLite file only; with KF2V_DATABASE_URL set, back PostgreSQL up with "
     "pg_dump (e.g. pg_dump -Fc -f kf2v.dump <database>) and keep the media volume alongside"

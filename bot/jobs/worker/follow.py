@@ -20,8 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.jobs.db import DatabaseError
-from bot.jobs.models import JobState
-from bot.jobs.store import JOB_CHANNEL, read_job_notice
+from bot.jobs.models import JobState, PauseScope
+from bot.jobs.store import JOB_CHANNEL, PAUSE_CHANNEL, read_job_notice
 
 from . import Worker
 
@@ -33,9 +33,10 @@ class JobFollower:
 
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
-        self._inbox: asyncio.Queue[tuple[int, JobState]] = asyncio.Queue()
+        # (job id, state) of another process's change; None: the owners' pauses changed elsewhere.
+        self._inbox: asyncio.Queue[tuple[int, JobState] | None] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
-        self._stop_listening: Callable[[], Awaitable[None]] | None = None
+        self._stop_listening: list[Callable[[], Awaitable[None]]] = []
         self.applied = 0  # notifications from other processes acted on (tests, metrics)
 
     async def start(self) -> None:
@@ -48,14 +49,22 @@ class JobFollower:
             if notice is not None and notice[2] != origin:
                 self._inbox.put_nowait((notice[0], notice[1]))
 
-        self._stop_listening = await store.database.listen(JOB_CHANNEL, heard)
+        def pauses_changed(_channel: str, payload: str) -> None:
+            if payload != origin:
+                self._inbox.put_nowait(None)
+
+        self._stop_listening = [
+            await store.database.listen(JOB_CHANNEL, heard),
+            await store.database.listen(PAUSE_CHANNEL, pauses_changed),
+        ]
         self._consumer = asyncio.create_task(self._consume(), name="kf2v-job-follower")
 
     async def stop(self) -> None:
-        if self._stop_listening is not None:
+        """Stop listening and applying."""
+        for stop_listening in self._stop_listening:
             with contextlib.suppress(DatabaseError, OSError):
-                await self._stop_listening()
-            self._stop_listening = None
+                await stop_listening()
+        self._stop_listening = []
         if self._consumer is not None:
             self._consumer.cancel()
             await asyncio.gather(self._consumer, return_exceptions=True)
@@ -63,11 +72,27 @@ class JobFollower:
 
     async def _consume(self) -> None:
         while True:
-            job_id, state = await self._inbox.get()
+            change = await self._inbox.get()
             try:
-                await self._apply(job_id, state)
+                if change is None:
+                    await self._sync_pauses()
+                else:
+                    await self._apply(*change)
             except Exception:  # one bad hint must not stop the others; the row is the truth anyway
-                log.exception("applying another process's change of job %s failed", job_id)
+                log.exception("applying another process's change (%s) failed", change or "pauses")
+
+    async def _sync_pauses(self) -> None:
+        """Make this process's pauses of everything and of guilds what the database says (another process's
+        owner command changed them); account pauses are this process's own findings and stay."""
+        scheduler = self._worker.scheduler
+        stored = {(held.scope, held.target): held for held in await self._worker.store.pauses()}
+        for held in scheduler.pauses():
+            if held.scope is not PauseScope.ACCOUNT and (held.scope, held.target) not in stored:
+                scheduler.resume(held.scope, held.target)
+        for held in stored.values():
+            scheduler.pause(held)
+        self._worker.wake()
+        self.applied += 1
 
     async def _apply(self, job_id: int, state: JobState) -> None:
         worker = self._worker
