@@ -28,6 +28,8 @@ class FrameError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class NormalisedFrame:
+    """A keyframe ready to store: its bytes, type and (the first frame's) size."""
+
     data: bytes
     content_type: str
     width: int

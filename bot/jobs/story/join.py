@@ -49,6 +49,8 @@ class _RemuxNotPossible(Exception):
 
 @dataclass(frozen=True, slots=True)
 class JoinResult:
+    """The joined file, its length in frames and seconds, and which streams were copied as they were."""
+
     path: Path
     frames: int
     seconds: float

@@ -19,6 +19,8 @@ RETRIES_PER_SEGMENT = 1  # a failed segment runs once more with a new seed, then
 
 
 class StoryState(StrEnum):
+    """Where a story stands as a whole."""
+
     RUNNING = "running"  # segments queued or running, or the join is due
     AWAITING_CHOICE = "awaiting_choice"  # a segment failed twice: deliver as far as it got, or fail
     DELIVERED = "delivered"  # the joined video was posted (a redo makes it RUNNING again)
@@ -31,6 +33,8 @@ FINAL_STORY_STATES = frozenset({StoryState.DELIVERED, StoryState.PARTIAL, StoryS
 
 
 class PromptCountMismatch(ValueError):
+    """`|`-separated prompts whose count is not the number of segments (both numbers kept)."""
+
     def __init__(self, prompts: int, segments: int) -> None:
         super().__init__(f"{prompts} prompts for {segments} segments")
         self.prompts = prompts
@@ -38,6 +42,8 @@ class PromptCountMismatch(ValueError):
 
 
 class EmptySegmentPrompt(ValueError):
+    """A `|`-separated prompt list with an empty entry (0-based `segment`)."""
+
     def __init__(self, segment: int) -> None:
         super().__init__(f"segment {segment + 1} has an empty prompt")
         self.segment = segment
@@ -65,6 +71,8 @@ def new_seed(previous: int | None) -> int:
 
 
 class SegmentStatus(StrEnum):
+    """One segment's state, from its jobs, for the status message and the decisions."""
+
     WAITING = "waiting"  # queued
     RUNNING = "running"  # being submitted, at the provider, or being downloaded
     READY = "ready"  # its video is on disk
@@ -110,6 +118,8 @@ def segment_statuses(segments: int, jobs: Sequence[SegmentJob]) -> list[SegmentS
 
 
 class NextStep(StrEnum):
+    """What the story does next."""
+
     WAIT = "wait"
     RETRY = "retry"  # the segments in `retry` need a new job with a new seed
     JOIN = "join"
@@ -119,6 +129,8 @@ class NextStep(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """`decide`'s answer: the step, the segments to retry, and how many are ready from the start."""
+
     step: NextStep
     retry: tuple[int, ...] = ()
     ready_prefix: int = 0  # segments ready from the start, in order: what a partial delivery joins
@@ -140,6 +152,7 @@ def needs_retry(segments: int, jobs: Sequence[SegmentJob]) -> tuple[int, ...]:
 
 
 def decide(segments: int, jobs: Sequence[SegmentJob]) -> Decision:
+    """The story's next step from its segment jobs alone (the database is the only state)."""
     statuses = segment_statuses(segments, jobs)
     prefix = 0
     for status in statuses:

@@ -67,6 +67,8 @@ class StoryNotifier(Protocol):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoryDraft:
+    """A /kf2v-story as the cog read it: who asked where, the options, the keyframes' bytes in order."""
+
     guild_id: int
     channel_id: int
     user_id: int
@@ -77,12 +79,16 @@ class StoryDraft:
 
 @dataclass(frozen=True, slots=True)
 class StoryQuote:
+    """What a story costs: per segment and in all (milli-CNY)."""
+
     segments: int
     cost_each: int
     total: int
 
 
 class StoryService:
+    """Stories on top of JobService: admission, progress, the join and post, and the user's choices."""
+
     def __init__(self, jobs: JobService, stories: StoryStore, joiner: Joiner) -> None:
         self.jobs = jobs
         self.stories = stories
@@ -94,6 +100,7 @@ class StoryService:
 
     # --- admission -------------------------------------------------------------------------------------
     def quote(self, request: JobRequest, frames: int) -> StoryQuote:
+        """The cost of a story of `frames` keyframes with these options (refusing options no model takes)."""
         request = self.jobs.check_text(replace(request, prompt=request.prompt or "-"))
         each = self._cost(request)
         return StoryQuote(frames - 1, each, each * (frames - 1))
@@ -205,6 +212,7 @@ class StoryService:
         return story, segment_jobs
 
     async def attach_conversation(self, story_id: int, *, thread_id: int | None, status_message_id: int | None) -> None:
+        """Record the story's status message and thread once they exist."""
         await self.stories.set_messages(story_id, thread_id=thread_id, status_message_id=status_message_id)
 
     # --- the story's progress ----------------------------------------------------------------------------
@@ -241,6 +249,7 @@ class StoryService:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def advance(self, story_id: int) -> None:
+        """Take the story's next step, one pass at a time per story in this process."""
         lock = self._locks.setdefault(story_id, asyncio.Lock())
         async with lock:
             await self._advance(story_id)
@@ -341,6 +350,7 @@ class StoryService:
         )  # fmt: skip
 
     def joined_path(self, story: Story) -> Path:
+        """Where this generation of the story is joined to."""
         return self.jobs.media.videos / f"story-{story.id}-{story.generation}.mp4"
 
     async def _join_and_post(self, story: Story, segments: int, *, partial: bool) -> None:
@@ -426,6 +436,7 @@ class StoryService:
         return refreshed
 
     async def deliver_partial(self, story_id: int, actor: Actor) -> Story:
+        """The user chose "deliver as far as it got": join and post the segments ready from the start."""
         story = await self._story_for(story_id, actor)
         if not await self.stories.opt_in_partial(story.id):
             raise InvalidInput("story.no_choice")
@@ -489,12 +500,14 @@ class SegmentRouter:
         self.stories: StoryService | None = None  # attached once the services exist
 
     async def job_updated(self, job: Job, progress: Progress) -> None:
+        """A segment's progress advances its story; any other job's goes to the real notifier."""
         if job.story_id is None:
             await self.inner.job_updated(job, progress)
         elif self.stories is not None and job.state in (JobState.DELIVERED, JobState.RUNNING, JobState.PENDING):
             self.stories.segment_changed(job)
 
     async def deliver(self, job: Job, video: Video, *, redelivery: bool) -> None:
+        """A segment is only checked to be on disk; any other job's video is posted."""
         if job.story_id is None:
             await self.inner.deliver(job, video, redelivery=redelivery)
             return
@@ -503,15 +516,18 @@ class SegmentRouter:
             raise DeliveryError("the segment's video is not on disk", permanent=True)
 
     async def job_failed(self, job: Job) -> None:
+        """A segment's failure advances its story (retry or ask); any other job's is explained."""
         if job.story_id is None:
             await self.inner.job_failed(job)
         elif self.stories is not None:
             self.stories.segment_changed(job)
 
     async def owner_alert(self, key: str, **params: Any) -> None:
+        """Owner alerts pass through."""
         await self.inner.owner_alert(key, **params)
 
     async def close(self) -> None:
+        """Stop the stories' background work, then the real notifier."""
         if self.stories is not None:
             await self.stories.stop()
         close = getattr(self.inner, "close", None)

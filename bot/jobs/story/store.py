@@ -23,6 +23,8 @@ def _now() -> str:
 
 @dataclass(frozen=True, slots=True)
 class NewStory:
+    """A story about to be admitted (its row; the segment jobs are inserted alongside)."""
+
     guild_id: int
     channel_id: int
     user_id: int
@@ -36,11 +38,14 @@ class NewStory:
 
     @property
     def segments(self) -> int:
+        """N keyframes make N-1 segments."""
         return len(self.frames) - 1
 
 
 @dataclass(frozen=True, slots=True)
 class Story:
+    """A stored story: who, where, its options, its state and its join/post markers."""
+
     id: int
     guild_id: int
     channel_id: int
@@ -66,14 +71,17 @@ class Story:
 
     @property
     def final(self) -> bool:
+        """Nothing more will happen unless the user acts (a redo, or the partial choice)."""
         return self.state in FINAL_STORY_STATES
 
     @property
     def join_due(self) -> bool:
+        """This generation's segments have not been joined yet."""
         return self.joined_generation < self.generation
 
     @property
     def post_due(self) -> bool:
+        """Joined, not yet posted."""
         return self.joined_generation == self.generation and self.posted_generation < self.generation
 
 
@@ -109,6 +117,8 @@ def _maybe_int(value: Any) -> int | None:
 
 
 class StoryStore:
+    """The stories table and the story side of the jobs table."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -147,6 +157,7 @@ class StoryStore:
         return int(row["charged"] or 0) if row is not None else 0
 
     async def get(self, story_id: int) -> Story | None:
+        """The story, or None."""
         row = await self._db.fetch_one("SELECT * FROM stories WHERE id = ?", (story_id,))
         return None if row is None else _story(row)
 
@@ -161,6 +172,7 @@ class StoryStore:
         return [_story(row) for row in rows]
 
     async def segment_jobs(self, story_id: int) -> list[SegmentJob]:
+        """Every job of the story (retries and redos too), oldest first."""
         rows = await self._db.fetch_all(
             "SELECT id, segment_index, state, video_path FROM jobs WHERE story_id = ? ORDER BY id", (story_id,)
         )
@@ -178,6 +190,7 @@ class StoryStore:
         return {int(r["segment_index"]): str(r["video_path"]) for r in rows}
 
     async def set_messages(self, story_id: int, *, thread_id: int | None, status_message_id: int | None) -> None:
+        """Record the story's thread and status message."""
         await self._db.execute(
             "UPDATE stories SET thread_id = ?, status_message_id = ?, updated_at = ? WHERE id = ?",
             (thread_id, status_message_id, _now(), story_id),
