@@ -419,9 +419,11 @@ class ModelSpec:
 
     @property
     def fixed_duration(self) -> bool:
+        """True when the model takes one length only: /kf2v has no duration to choose."""
         return self.duration_range[0] == self.duration_range[1]
 
     def allows_duration(self, seconds: int) -> bool:
+        """Whether `seconds` lies in the model's range, both ends included."""
         return self.duration_range[0] <= seconds <= self.duration_range[1]
 
     def describe_durations(self) -> str:
@@ -439,6 +441,7 @@ class ModelSpec:
         return int((Decimal(per_second) * Decimal(str(seconds))).to_integral_value(rounding="ROUND_CEILING"))
 
     def templates_in(self, region: str) -> tuple[str, ...]:
+        """The model's templates usable in `region`; empty where the provider offers none there."""
         if self.template_regions is not None and region not in self.template_regions:
             return ()
         return self.templates
@@ -453,15 +456,18 @@ class Catalog:
     default_model: str
 
     def model(self, key: str) -> ModelSpec:
+        """The spec for catalog key `key`; `CatalogError` when the catalog has no such model."""
         try:
             return self.models[key]
         except KeyError:
             raise CatalogError(f"unknown model {key!r}") from None
 
     def models_in(self, region: str) -> list[ModelSpec]:
+        """The models offered in `region`, in catalog order."""
         return [m for m in self.models.values() if region in m.provider_names]
 
     def provider_name(self, key: str, region: str) -> str:
+        """The name the provider knows `key` by in `region`; `CatalogError` if unknown or not offered there."""
         spec = self.model(key)
         try:
             return spec.provider_names[region]
@@ -469,12 +475,14 @@ class Catalog:
             raise CatalogError(f"model {key!r} is not offered in region {region!r}") from None
 
     def key_for_provider_name(self, provider_name: str) -> str | None:
+        """The catalog key of a provider model name (any region); None for a model the catalog lacks."""
         for spec in self.models.values():
             if provider_name in spec.provider_names.values():
                 return spec.key
         return None
 
     def region_for_base_url(self, base_url: str) -> str | None:
+        """The region whose API base URL this is (a trailing slash ignored); None for a custom URL."""
         wanted = base_url.rstrip("/")
         for region, url in self.region_base_urls.items():
             if url.rstrip("/") == wanted:
@@ -482,6 +490,7 @@ class Catalog:
         return None
 
     def limits(self, key: str, region: str) -> ModelLimits:
+        """The model's limits in `region`, else its first region's (a region the catalog has no numbers for)."""
         spec = self.model(key)
         return spec.limits.get(region) or next(iter(spec.limits.values()))
 
