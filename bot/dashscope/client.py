@@ -165,10 +165,12 @@ class DashScopeClient:
 
     @property
     def account_id(self) -> str:
+        """A fingerprint of the API key: names the account in logs and the database, never the key."""
         return self._account_id
 
     @property
     def base_url(self) -> str:
+        """The API base URL this client sends to, as configured."""
         return self._base
 
     def __repr__(self) -> str:
