@@ -195,6 +195,7 @@ class MediaInput(BaseModel):
     media: tuple[MediaItem, ...]
 
     def url_of(self, kind: str) -> str | None:
+        """The URL of the first media item of type `kind`; None when the request has none."""
         return next((m.url for m in self.media if m.type == kind), None)
 
 
@@ -226,13 +227,16 @@ class CreateTaskRequest(BaseModel):
     family: Family = Field(default="kf2v", exclude=True)
 
     def to_payload(self) -> dict[str, Any]:
+        """The JSON body to POST: unset options left out so the provider applies its defaults."""
         return self.model_dump(mode="json", exclude_none=True)
 
     @property
     def create_path(self) -> str:
+        """The create endpoint's path for this request's family (kf2v or media)."""
         return CREATE_PATHS[self.family]
 
     def media_urls(self) -> list[str]:
+        """Every image, audio or clip URL the request sends, in body order (data URIs included)."""
         i = self.input
         if isinstance(i, MediaInput):
             return [m.url for m in i.media]
@@ -268,6 +272,7 @@ class CreateTaskRequest(BaseModel):
 
     @property
     def template_mode(self) -> bool:
+        """True when a kf2v request names an effect template (the prompt is then optional)."""
         return isinstance(self.input, TaskInput) and self.input.template is not None
 
     @classmethod
@@ -586,14 +591,17 @@ class TaskResult(_Lenient):
 
     @property
     def submitted_at(self) -> datetime | None:
+        """When the provider accepted the task (aware, from its UTC+8 text); None if absent or unreadable."""
         return parse_provider_time(self.submit_time)
 
     @property
     def scheduled_at(self) -> datetime | None:
+        """When the provider started running the task; None if absent or unreadable."""
         return parse_provider_time(self.scheduled_time)
 
     @property
     def ended_at(self) -> datetime | None:
+        """When the task reached its final state; None if absent or unreadable."""
         return parse_provider_time(self.end_time)
 
     @property
@@ -605,6 +613,7 @@ class TaskResult(_Lenient):
 
     @property
     def running_seconds(self) -> float | None:
+        """Time spent RUNNING (scheduled to end); None until both times are known."""
         if self.scheduled_at is None or self.ended_at is None:
             return None
         return (self.ended_at - self.scheduled_at).total_seconds()
@@ -651,14 +660,17 @@ class TaskSummary(_Lenient):
 
     @property
     def created_at(self) -> datetime | None:
+        """When the task was created (aware UTC, from epoch ms); None if the row has no time."""
         return parse_epoch_ms(self.gmt_create)
 
     @property
     def started_at(self) -> datetime | None:
+        """When the task started running; None if it has not."""
         return parse_epoch_ms(self.start_time)
 
     @property
     def ended_at(self) -> datetime | None:
+        """When the task ended; None while it has not."""
         return parse_epoch_ms(self.end_time)
 
 
@@ -682,6 +694,7 @@ class TaskPage(_Lenient):
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Self:
+        """Validate one page of the task list; `ValueError`/`TypeError` on a malformed answer."""
         rows = data.get("data") or []
         if not isinstance(rows, list):
             raise ValueError("task list answer whose data is not a list")
@@ -712,6 +725,7 @@ class UploadPolicy(_Lenient):
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Self:
+        """Validate the upload policy answer; `ValueError` when a required field is missing or empty."""
         body = data.get("data")
         if not isinstance(body, dict):
             raise ValueError("upload policy answer without a data object")
