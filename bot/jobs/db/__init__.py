@@ -28,10 +28,12 @@ class DatabaseSettings(Protocol):
     """What `open_database` reads (bot.settings.Settings has both)."""
 
     @property
-    def database_url(self) -> str | None: ...
+    def database_url(self) -> str | None:
+        """The PostgreSQL URL (KF2V_DATABASE_URL), or None for SQLite."""
 
     @property
-    def database_path(self) -> Path: ...
+    def database_path(self) -> Path:
+        """The SQLite file used when no database URL is set."""
 
 
 async def open_database(settings: DatabaseSettings, *, run_migrations: bool = True) -> Database:
