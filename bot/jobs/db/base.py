@@ -41,7 +41,8 @@ class Row(Protocol):
 
     def __len__(self) -> int: ...
 
-    def keys(self) -> Iterable[str]: ...
+    def keys(self) -> Iterable[str]:
+        """Column names, in select order."""
 
 
 class DatabaseError(RuntimeError):
@@ -62,9 +63,11 @@ class Transaction(abc.ABC):
     dialect: Dialect
 
     @abc.abstractmethod
-    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]: ...
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row the query returns, read inside this transaction."""
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row, or None when there is none."""
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
@@ -73,7 +76,8 @@ class Transaction(abc.ABC):
         """Run one statement; the number of rows it changed."""
 
     @abc.abstractmethod
-    async def execute_many(self, sql: str, rows: Iterable[Params]) -> None: ...
+    async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        """Run one statement once per parameter tuple, in this transaction."""
 
     @abc.abstractmethod
     async def execute_script(self, script: str) -> None:
@@ -102,9 +106,11 @@ class Database(abc.ABC):
     dialect: Dialect
 
     @abc.abstractmethod
-    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]: ...
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row the query returns (`?` placeholders on both engines)."""
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row, or None when there is none."""
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
@@ -113,10 +119,12 @@ class Database(abc.ABC):
         """One statement in its own transaction; the number of rows it changed."""
 
     @abc.abstractmethod
-    async def execute_many(self, sql: str, rows: Iterable[Params]) -> None: ...
+    async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        """Run one statement once per parameter tuple, all in one transaction."""
 
     @abc.abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """An `async with` transaction: commits when the block ends normally, rolls back on an exception."""
 
     async def run_in_transaction(self, work: Callable[[Transaction], Awaitable[T]], *, attempts: int = 5) -> T:
         """Run `work` in a transaction, again from the start when the server reports a transient conflict."""
@@ -156,7 +164,8 @@ class Database(abc.ABC):
         """Call `callback` for every notification on `channel`; returns the coroutine function that stops it."""
 
     @abc.abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Close the connection or pool; the object is unusable afterwards."""
 
 
 def lock_id(key: str) -> int:
