@@ -46,6 +46,8 @@ class CopyRefused(DatabaseError):
 
 @dataclass
 class CopyResult:
+    """What a database copy moved, and the checks that the target holds the same."""
+
     schema_version: int
     rows: dict[str, int] = field(default_factory=dict)  # table -> rows copied (and found in the target)
     ledger_guilds: int = 0  # guilds whose ledger sums matched
