@@ -19,6 +19,8 @@ _LOCK = "schema"  # the same key PostgresDatabase.open takes for its bookkeeping
 
 @dataclass(frozen=True)
 class Migration:
+    """One numbered SQL file of the engine's migration folder."""
+
     version: int
     name: str
     sql: str
@@ -30,6 +32,7 @@ def _folder(dialect: Dialect) -> Traversable:
 
 
 def migrations(dialect: Dialect) -> list[Migration]:
+    """The engine's migrations in version order (the number before the file name's first `_`)."""
     files = [f for f in _folder(dialect).iterdir() if f.is_file() and f.name.endswith(".sql")]
     steps = [Migration(int(f.name.split("_", 1)[0]), f.name, f.read_text(encoding="utf-8")) for f in files]
     steps.sort(key=lambda m: m.version)
@@ -40,6 +43,7 @@ def migrations(dialect: Dialect) -> list[Migration]:
 
 
 async def schema_version(db: Database | Transaction) -> int:
+    """The number of the last migration applied to this database (0 when none)."""
     if db.dialect == "sqlite":
         row = await db.fetch_one("PRAGMA user_version")
         return int(row[0]) if row else 0
@@ -74,6 +78,7 @@ async def migrate(db: Database) -> int:
 
 
 def latest_version(dialect: Dialect = "sqlite") -> int:
+    """The newest migration number this code ships for `dialect` (0 when none)."""
     return max((m.version for m in migrations(dialect)), default=0)
 
 
