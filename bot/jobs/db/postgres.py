@@ -113,6 +113,8 @@ class _PostgresTransaction(Transaction):
 
 
 class PostgresDatabase(Database):
+    """`Database` on an asyncpg pool; leases and notifications are shared by every process."""
+
     dialect = "postgresql"
 
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
@@ -126,6 +128,7 @@ class PostgresDatabase(Database):
 
     @classmethod
     async def open(cls, url: str, *, max_connections: int = 10) -> PostgresDatabase:
+        """Connect a pool of up to `max_connections` and create the lease bookkeeping table if missing."""
         pool = await asyncpg.create_pool(
             url, min_size=1, max_size=max_connections, server_settings={"application_name": "kf2v-bot"}
         )
@@ -139,10 +142,12 @@ class PostgresDatabase(Database):
         return f"PostgresDatabase({redact_url(self._url)!r})"
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        """On a pooled connection, `?` placeholders rewritten to `$n`."""
         async with self._pool.acquire() as conn:
             return cast(list[Row], await conn.fetch(to_numbered(sql), *params))
 
     async def execute(self, sql: str, params: Params = ()) -> int:
+        """One statement on a pooled connection (autocommit); the number of rows it changed."""
         async with self._pool.acquire() as conn:
             try:
                 return _changed(await conn.execute(to_numbered(sql), *params))
@@ -150,11 +155,13 @@ class PostgresDatabase(Database):
                 raise TransientConflict(str(exc)) from exc
 
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        """All rows in one transaction."""
         async with self.transaction() as tx:
             await tx.execute_many(sql, rows)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
+        """A transaction on a connection held from the pool until the block ends."""
         async with self._pool.acquire() as conn:
             tx = _PostgresTransaction(conn)
             try:
@@ -166,15 +173,18 @@ class PostgresDatabase(Database):
 
     # --- leases --------------------------------------------------------------------------------------
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """The lease row is taken or renewed in one statement, so two processes cannot both win."""
         async with self._pool.acquire() as conn:
             epoch = await conn.fetchval(_ACQUIRE_SQL, name, holder, float(ttl))
         return int(epoch) if epoch is not None else None
 
     async def renew_lease(self, name: str, holder: str, epoch: int, ttl: float) -> bool:
+        """False when the row's holder or epoch changed (taken over)."""
         async with self._pool.acquire() as conn:
             return _changed(await conn.execute(_RENEW_SQL, name, holder, epoch, float(ttl))) == 1
 
     async def release_lease(self, name: str, holder: str, epoch: int) -> None:
+        """Expire the row now if this holder and epoch still own it; otherwise a no-op."""
         async with self._pool.acquire() as conn:
             await conn.execute(_RELEASE_SQL, name, holder, epoch)
 
@@ -231,6 +241,7 @@ class PostgresDatabase(Database):
                 delay = min(delay * 2, 10)
 
     async def close(self) -> None:
+        """Stop reconnecting listeners, then close the pool."""
         self._closing = True
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
