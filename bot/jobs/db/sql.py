@@ -86,4 +86,5 @@ def redact_url(url: str) -> str:
 
 
 def is_postgresql_url(url: str) -> bool:
+    """Whether `url` names PostgreSQL (postgresql:// or postgres://) rather than a SQLite file."""
     return url.startswith(("postgresql://", "postgres://"))
