@@ -76,6 +76,8 @@ class _SqliteTransaction(Transaction):
 
 
 class SqliteDatabase(Database):
+    """`Database` on one aiosqlite connection; leases and notifications live in this process only."""
+
     dialect = "sqlite"
 
     def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
@@ -88,6 +90,7 @@ class SqliteDatabase(Database):
 
     @classmethod
     async def open(cls, path: Path) -> SqliteDatabase:
+        """Open (creating if needed) the file at `path` in autocommit mode; transactions BEGIN explicitly."""
         await asyncio.to_thread(prepare_file, path)
         connection = await aiosqlite.connect(path, isolation_level=None)  # autocommit; we BEGIN explicitly
         connection.row_factory = aiosqlite.Row
@@ -99,19 +102,23 @@ class SqliteDatabase(Database):
         return f"SqliteDatabase({str(self.path)!r})"
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Executed and fetched in one step on the shared connection."""
         # Executed and fetched in one step so no other coroutine's statement interleaves on the connection.
         return cast(list[Row], list(await self.connection.execute_fetchall(sql, params)))
 
     async def execute(self, sql: str, params: Params = ()) -> int:
+        """One statement in its own transaction; the number of rows it changed."""
         async with self.transaction() as tx:
             return await tx.execute(sql, params)
 
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        """All rows in one transaction."""
         async with self.transaction() as tx:
             await tx.execute_many(sql, rows)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
+        """BEGIN IMMEDIATE, one writer at a time; a nested transaction in the same task raises `RuntimeError`."""
         current = asyncio.current_task()
         if current is not None and self._writer is current:
             # The shared connection would silently fold the inner one into the outer transaction.
@@ -133,6 +140,7 @@ class SqliteDatabase(Database):
 
     # --- in-process leases ---------------------------------------------------------------------------
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """In-process lease (one process owns the file); a new epoch whenever the holder changes."""
         lease = self.leases.get(name)
         expires = time.monotonic() + ttl
         if lease is not None and lease.live() and lease.holder != holder:
@@ -145,6 +153,7 @@ class SqliteDatabase(Database):
         return epoch
 
     async def renew_lease(self, name: str, holder: str, epoch: int, ttl: float) -> bool:
+        """False when the lease's holder or epoch changed (taken over)."""
         lease = self.leases.get(name)
         if lease is None or lease.holder != holder or lease.epoch != epoch:
             return False
@@ -152,12 +161,14 @@ class SqliteDatabase(Database):
         return True
 
     async def release_lease(self, name: str, holder: str, epoch: int) -> None:
+        """Expire the lease now if this holder and epoch still own it; the epoch is kept."""
         lease = self.leases.get(name)
         if lease is not None and lease.holder == holder and lease.epoch == epoch:
             lease.expires_at = float("-inf")  # the epoch stays: the next holder gets a larger one
 
     # --- in-process notifications --------------------------------------------------------------------
     async def listen(self, channel: str, callback: NotifyCallback) -> Callable[[], Awaitable[None]]:
+        """This process only: `callback` runs soon after a transaction that notified `channel` commits."""
         callbacks = self._listeners.setdefault(check_channel(channel), [])
         callbacks.append(callback)
 
@@ -174,6 +185,7 @@ class SqliteDatabase(Database):
                 loop.call_soon(callback, channel, payload)
 
     async def close(self) -> None:
+        """Close the connection."""
         await self.connection.close()
 
 
