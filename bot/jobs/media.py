@@ -27,6 +27,8 @@ MIME_BY_EXTENSION = {ext: mime for mime, ext in EXTENSIONS.items()}
 
 
 class MediaStore:
+    """The media folder: keyframes by content hash (shared by jobs) and each job's downloaded video."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.frames = root / "frames"
@@ -46,19 +48,23 @@ class MediaStore:
         return ref, True
 
     def frame_path(self, ref: str) -> Path:
+        """The file of frame reference `ref`; `ValueError` if the reference points outside the frames folder."""
         path = (self.frames / ref).resolve()
         if self.frames.resolve() not in path.parents:
             raise ValueError(f"frame reference escapes the media folder: {ref!r}")
         return path
 
     def read_frame(self, ref: str) -> bytes:
+        """The frame's bytes; `FileNotFoundError` once swept."""
         return self.frame_path(ref).read_bytes()
 
     @staticmethod
     def mime_of(ref: str) -> str:
+        """The MIME type from the reference's extension; `KeyError` for an extension the store never writes."""
         return MIME_BY_EXTENSION[ref.rsplit(".", 1)[-1]]
 
     def remove_frame(self, ref: str) -> None:
+        """Delete the frame's file; no error when it is already gone."""
         self.frame_path(ref).unlink(missing_ok=True)
 
     def sweep_frames(self, keep: set[str], older_than: datetime) -> int:
@@ -74,6 +80,7 @@ class MediaStore:
 
     # --- videos --------------------------------------------------------------------------------------
     def video_path(self, job_id: int) -> Path:
+        """Where job `job_id`'s video is (or will be) downloaded."""
         return self.videos / f"job-{job_id}.mp4"
 
 
