@@ -8,6 +8,8 @@ from enum import StrEnum
 
 
 class JobState(StrEnum):
+    """A job's life cycle; `TRANSITIONS` lists the legal moves."""
+
     QUEUED = "queued"  # accepted, budget reserved, waiting for a provider slot
     SUBMITTING = "submitting"  # written before the POST: a crash here is reconciled, never resubmitted blindly
     PENDING = "pending"  # the provider has the task (task_id saved) and has not started it
@@ -19,6 +21,7 @@ class JobState(StrEnum):
 
     @property
     def is_final(self) -> bool:
+        """True for states no job leaves (delivered, failed, canceled)."""
         return self in FINAL_STATES
 
 
@@ -49,11 +52,14 @@ class IllegalTransition(RuntimeError):
 
 
 def check_transition(job_id: int, current: JobState, new: JobState) -> None:
+    """Raise `IllegalTransition` unless `current -> new` is in `TRANSITIONS`."""
     if new not in TRANSITIONS[current]:
         raise IllegalTransition(f"job {job_id}: {current} -> {new} is not a legal transition")
 
 
 class ChargeState(StrEnum):
+    """A job's money: reserved on admission, then settled at the billed cost or released."""
+
     RESERVED = "reserved"
     SETTLED = "settled"
     RELEASED = "released"
@@ -144,6 +150,7 @@ class Job:
 
     @property
     def is_final(self) -> bool:
+        """True once the job's state is final."""
         return self.state.is_final
 
 
@@ -191,15 +198,19 @@ class GuildUsage:
 
     @property
     def used_day(self) -> int:
+        """Spent plus reserved today (milli-CNY)."""
         return self.spent_day + self.reserved_day
 
     @property
     def used_month(self) -> int:
+        """Spent plus reserved this month (milli-CNY)."""
         return self.spent_month + self.reserved_month
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
+    """One money movement of a job (milli-CNY): reserve, settle or release; append-only."""
+
     id: int
     job_id: int
     guild_id: int
