@@ -60,6 +60,8 @@ class InvalidMedia(BotError):
 
 @dataclass(frozen=True, slots=True)
 class MediaInfo:
+    """What probing found in an audio file or clip: format, length (seconds), size (bytes), clip sides."""
+
     kind: MediaKind
     format: str  # "wav", "mp3", "mp4", "mov": the catalog's format names
     seconds: float
@@ -70,10 +72,12 @@ class MediaInfo:
 
     @property
     def content_type(self) -> str:
+        """The MIME type to upload the file with."""
         return _CONTENT_TYPES[self.format]
 
     @property
     def extension(self) -> str:
+        """The file extension to store it with (the format name)."""
         return self.format
 
 
