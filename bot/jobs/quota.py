@@ -71,10 +71,12 @@ class BudgetReport:
 
     @property
     def left_day(self) -> int:
+        """What the guild may still reserve today (milli-CNY), never below 0."""
         return max(0, self.policy.daily_budget - self.usage.used_day)
 
     @property
     def left_month(self) -> int:
+        """What the guild may still reserve this month (milli-CNY), never below 0."""
         return max(0, self.policy.monthly_budget - self.usage.used_month)
 
 
@@ -118,9 +120,11 @@ class BudgetService:
         return Settlement(cost=min(cost, job.cost_reserved), billed_seconds=billed_seconds, clamped=clamped)
 
     def actual_cost(self, job: Job, billed_seconds: float | None) -> int:
+        """The milli-CNY to settle: the billed seconds' cost (clamped as in `settlement`), at most the reserve."""
         return self.settlement(job, billed_seconds).cost
 
     def periods(self, now: datetime | None = None) -> Periods:
+        """The budget day and month containing `now` (default: now) in the configured time zone."""
         local = (now or utcnow()).astimezone(self._tz)
         day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
         next_day = (day_start + timedelta(days=1, hours=2)).replace(hour=0)  # DST-safe
@@ -134,6 +138,7 @@ class BudgetService:
         )
 
     def effective(self, policy: GuildPolicy) -> EffectivePolicy:
+        """The guild's policy with the configured defaults filled in where it has no value of its own."""
         d = self._defaults
         return EffectivePolicy(
             daily_budget=d.daily_budget if policy.daily_budget is None else policy.daily_budget,
@@ -201,6 +206,7 @@ class BudgetService:
 
     # --- reports and settings ------------------------------------------------------------------------
     async def report(self, guild_id: int, user_id: int = 0, now: datetime | None = None) -> BudgetReport:
+        """Everything /kf2v-quota shows for the guild (and `user_id`'s own use) in the current periods."""
         periods = self.periods(now)
         policy = await self._store.get_policy(guild_id)
         usage = await self._store.guild_usage(guild_id, user_id, periods.day, periods.month)
@@ -208,6 +214,7 @@ class BudgetService:
         return BudgetReport(guild_id, self.effective(policy), usage, periods, top)
 
     async def policy(self, guild_id: int) -> EffectivePolicy:
+        """The guild's effective policy (its own values over the defaults)."""
         return self.effective(await self._store.get_policy(guild_id))
 
     async def set_budgets(self, guild_id: int, *, daily: int | None, monthly: int | None) -> EffectivePolicy:
