@@ -89,6 +89,7 @@ class ContentRule:
 
     @property
     def is_default(self) -> bool:
+        """True for the owners' rule that applies to every guild."""
         return self.guild_id == DEFAULT_SCOPE
 
 
@@ -316,15 +317,18 @@ class RulesCache:
         self._entries: dict[int, tuple[Hashable, CompiledRules]] = {}
 
     def get(self, guild_id: int, version: Hashable) -> CompiledRules | None:
+        """The compiled rules, or None when absent or compiled from another `version`."""
         entry = self._entries.get(guild_id)
         if entry is None or entry[0] != version:
             return None
         return entry[1]
 
     def put(self, guild_id: int, version: Hashable, compiled: CompiledRules) -> None:
+        """Keep `compiled` as the guild's rules at `version`, replacing any older entry."""
         self._entries[guild_id] = (version, compiled)
 
     def invalidate(self, guild_id: int) -> None:
+        """Drop the guild's entry now (every guild's for `DEFAULT_SCOPE`)."""
         if guild_id == DEFAULT_SCOPE:
             self._entries.clear()
         else:
