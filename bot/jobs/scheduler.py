@@ -38,14 +38,17 @@ class QueuedJob:
 
     @classmethod
     def of(cls, job: Job) -> QueuedJob:
+        """The queue entry for a stored job."""
         return cls(job.id, job.guild_id, job.user_id, job.queue_seq, job.request)
 
     @property
     def model(self) -> str:
+        """The catalog model key, which picks the lane."""
         return self.request.model
 
     @property
     def resolution(self) -> str:
+        """The requested resolution, which picks the duration estimate."""
         return self.request.resolution
 
 
@@ -122,6 +125,7 @@ class FairQueue:
         return set(self._models)
 
     def remove(self, job_id: int) -> QueuedJob | None:
+        """Take the job out of the queue; None when it was not queued (no error)."""
         job = self._by_id.get(job_id)
         if job is None:
             return None
@@ -196,6 +200,7 @@ class FairQueue:
         return cached
 
     def guild_depths(self) -> dict[int, int]:
+        """Queued jobs per guild."""
         return {g: sum(len(j) for j in users.values()) for g, users in self._guilds.items()}
 
 
@@ -231,6 +236,7 @@ class AccountLimits:
 
     @property
     def accounts(self) -> list[str]:
+        """The configured account fingerprints, paused ones included."""
         return list(self._accounts)
 
     def _lane(self, account: str, model: str) -> _Lane:
@@ -272,6 +278,7 @@ class AccountLimits:
         return best[1] if best else None
 
     def next_ready(self, models: Iterable[str], now: float) -> float | None:
+        """The earliest time any account can submit any of `models`; None while all wait for a slot or are paused."""
         times = [
             at for model in models for name in self._accounts if (at := self.ready_at(name, model, now)) is not None
         ]
@@ -326,6 +333,7 @@ class AccountLimits:
             lane.recent_submits = deque(sorted(lane.recent_submits))
 
     def release(self, account: str, model: str, job_id: int) -> None:
+        """The job's task ended (or never started): free its slot; unknown accounts are ignored."""
         if account in self._accounts:
             self._lane(account, model).in_flight.discard(job_id)
             self.end_submit(account, job_id)
@@ -354,6 +362,7 @@ class AccountLimits:
         return delay
 
     def succeeded(self, account: str, model: str) -> None:
+        """A create went through: the lane's next 429 cools down from the shortest delay again."""
         self._lane(account, model).cooldown_level = 0
 
     def pause(self, account: str, reason: str, *, since: datetime | None = None) -> None:
@@ -361,6 +370,7 @@ class AccountLimits:
         self._accounts[account].pause = Pause(PauseScope.ACCOUNT, account, reason, since or datetime.now(UTC))
 
     def resume(self, account: str) -> None:
+        """Lift the account's pause; unknown accounts are ignored."""
         if account in self._accounts:
             self._accounts[account].pause = None
 
@@ -373,9 +383,11 @@ class AccountLimits:
         return [a.pause for a in self._accounts.values() if a.pause is not None]
 
     def in_flight(self) -> dict[tuple[str, str], int]:
+        """Tasks in flight per (account, model)."""
         return {(n, m): len(lane.in_flight) for n, a in self._accounts.items() for m, lane in a.lanes.items()}
 
     def capacity(self, model: str) -> int:
+        """Tasks `model` may have in flight across the unpaused accounts (at least 1, for estimates)."""
         return sum(self._lane(n, model).max_in_flight for n, a in self._accounts.items() if a.pause is None) or 1
 
 
@@ -390,15 +402,18 @@ class DurationModel:
     keep: int = 50
 
     def observe(self, queued: float, running: float) -> None:
+        """Add a finished job's seconds (negatives count as 0), keeping the latest `keep`."""
         self.queued = [*self.queued, max(0.0, queued)][-self.keep :]
         self.running = [*self.running, max(0.0, running)][-self.keep :]
 
     @property
     def mean_queued(self) -> float:
+        """Mean seconds PENDING at the provider; the prior until a job is seen."""
         return fmean(self.queued) if self.queued else self.prior_queued
 
     @property
     def mean_running(self) -> float:
+        """Mean seconds RUNNING at the provider; the prior until a job is seen."""
         return fmean(self.running) if self.running else self.prior_running
 
     def running_bounds(self) -> tuple[float, float]:
@@ -434,6 +449,7 @@ class Scheduler:
         self.durations: dict[tuple[str, str], DurationModel] = {}
 
     def durations_for(self, model: str, resolution: str) -> DurationModel:
+        """The tier's duration model, created with the priors on first use."""
         key = (model, resolution)
         model_stats = self.durations.get(key)
         if model_stats is None:
