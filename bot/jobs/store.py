@@ -90,6 +90,7 @@ _STATE_TIMESTAMPS = {
 
 
 def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (what the store writes)."""
     return datetime.now(UTC)
 
 
@@ -216,10 +217,12 @@ class JobStore:
 
     @property
     def database(self) -> Database:
+        """The `Database` underneath (for the copy and check commands)."""
         return self._db
 
     @property
     def dialect(self) -> Dialect:
+        """Which engine: "sqlite" or "postgresql"."""
         return self._db.dialect
 
     def describe(self) -> str:
@@ -229,9 +232,11 @@ class JobStore:
         return f"PostgreSQL {redact_url(getattr(self._db, '_url', ''))}"
 
     async def close(self) -> None:
+        """Close the database; the store is unusable afterwards."""
         await self._db.close()
 
     async def schema_version(self) -> int:
+        """The last migration applied to the database."""
         return await read_schema_version(self._db)
 
     def latest_schema_version(self) -> int:
@@ -409,6 +414,7 @@ class JobStore:
         return job
 
     async def get(self, job_id: int) -> Job | None:
+        """None when the job is unknown."""
         return await self._get(self._db, job_id)
 
     async def transition(
@@ -500,6 +506,7 @@ class JobStore:
         return await self.transition(job_id, JobState.QUEUED, expect=expect, detail=detail, **fields)
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
+        """Every job in any of `states`, in queue order."""
         wanted = [s.value for s in states]
         marks = ",".join("?" * len(wanted))
         rows = await self._db.fetch_all(
@@ -509,6 +516,7 @@ class JobStore:
         return [_job(r) for r in rows]
 
     async def jobs_for_user(self, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
+        """The member's latest `limit` jobs in the guild, newest first."""
         rows = await self._db.fetch_all(
             "SELECT * FROM jobs WHERE guild_id = ? AND user_id = ? ORDER BY id DESC LIMIT ?",
             (guild_id, user_id, limit),
@@ -516,6 +524,7 @@ class JobStore:
         return [_job(r) for r in rows]
 
     async def all_jobs(self) -> list[Job]:
+        """Every job, oldest first (checks and copies; unbounded)."""
         rows = await self._db.fetch_all("SELECT * FROM jobs ORDER BY id")
         return [_job(r) for r in rows]
 
@@ -544,6 +553,7 @@ class JobStore:
         return str(row[0]) if row else None
 
     async def save_api_key_id(self, account: str, api_key_id: str, now: datetime | None = None) -> None:
+        """Record (or replace) the api_key_id learned for `account`."""
         async with self._db.transaction() as db:
             await db.execute(
                 """INSERT INTO provider_keys (account, api_key_id, learned_at) VALUES (?, ?, ?)
@@ -553,6 +563,7 @@ class JobStore:
             )
 
     async def count_by_state(self) -> dict[JobState, int]:
+        """Jobs per state; states with no job are absent."""
         rows = await self._db.fetch_all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {JobState(r[0]): int(r[1]) for r in rows}
 
@@ -601,9 +612,11 @@ class JobStore:
 
     # --- money ---------------------------------------------------------------------------------------
     async def guild_usage(self, guild_id: int, user_id: int, period_day: str, period_month: str) -> GuildUsage:
+        """The guild's settled and reserved milli-CNY in these periods, and the member's counts."""
         return await self._usage(self._db, guild_id, user_id, period_day, period_month)
 
     async def ledger(self, guild_id: int | None = None) -> list[LedgerEntry]:
+        """Ledger entries in order (one guild's, or all), for audits and tests."""
         if guild_id is None:
             rows = await self._db.fetch_all("SELECT * FROM ledger ORDER BY id")
         else:
@@ -626,6 +639,7 @@ class JobStore:
         return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
 
     async def spend_by_guild(self) -> dict[int, int]:
+        """Settled milli-CNY per guild, all time."""
         rows = await self._db.fetch_all(
             "SELECT guild_id, SUM(cost_settled) FROM jobs WHERE charge_state = 'settled' GROUP BY guild_id"
         )
@@ -633,6 +647,7 @@ class JobStore:
 
     # --- guild policies ------------------------------------------------------------------------------
     async def get_policy(self, guild_id: int) -> GuildPolicy:
+        """The guild's stored policy; one with no values of its own (the defaults apply) when none is stored."""
         return await self._policy(self._db, guild_id)
 
     async def policy_and_usage(
@@ -748,6 +763,7 @@ class JobStore:
             return ContentRule(str(row["phrase"]), guild_id)
 
     async def count_rule_refusal(self, guild_id: int, period_month: str) -> None:
+        """Count one prompt refused by a content rule in the guild this month."""
         async with self._db.transaction() as db:
             await db.execute(
                 "INSERT INTO content_rule_refusals (guild_id, month, refusals) VALUES (?, ?, 1)"
@@ -777,10 +793,12 @@ class JobStore:
 
     # --- meta ----------------------------------------------------------------------------------------
     async def get_meta(self, key: str) -> str | None:
+        """A value of the meta table; None when unset."""
         row = await self._db.fetch_one("SELECT value FROM meta WHERE key = ?", (key,))
         return str(row[0]) if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
+        """Set (insert or replace) a value of the meta table."""
         async with self._db.transaction() as db:
             await db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -824,6 +842,7 @@ class JobStore:
             db.notify(PAUSE_CHANNEL, self.origin)
 
     async def ping(self) -> bool:
+        """True when the database answers `SELECT 1` (health checks); the engine's error when unreachable."""
         row = await self._db.fetch_one("SELECT 1")
         return row is not None
 
