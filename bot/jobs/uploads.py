@@ -51,6 +51,7 @@ class CachedUpload:
     size: int
 
     def valid_for(self, now: datetime, margin: timedelta) -> bool:
+        """True while the file has more than `margin` of life left at `now`."""
         return self.expires_at - now > margin
 
 
@@ -70,7 +71,8 @@ class UploadStore(Protocol):
 class Uploader(Protocol):
     """What the cache uses of a provider client (`DashScopeClient`)."""
 
-    async def upload_file(self, model: str, filename: str, data: bytes, content_type: str) -> UploadedFile: ...
+    async def upload_file(self, model: str, filename: str, data: bytes, content_type: str) -> UploadedFile:
+        """Put `data` in the provider's temporary storage for `model`; see `DashScopeClient.upload_file`."""
 
 
 class MemoryUploadStore:
@@ -80,12 +82,15 @@ class MemoryUploadStore:
         self._rows: dict[tuple[str, str, str], CachedUpload] = {}
 
     async def find_upload(self, sha256: str, account: str, model: str) -> CachedUpload | None:
+        """The remembered upload of these bytes for this account and model, or None."""
         return self._rows.get((sha256, account, model))
 
     async def save_upload(self, upload: CachedUpload) -> None:
+        """Remember the upload, replacing an earlier one of the same bytes, account and model."""
         self._rows[(upload.sha256, upload.account, upload.model)] = upload
 
     async def forget_uploads(self, expired_before: datetime) -> int:
+        """Forget uploads that expired before `expired_before`; how many were forgotten."""
         gone = [key for key, row in self._rows.items() if row.expires_at < expired_before]
         for key in gone:
             del self._rows[key]
@@ -100,6 +105,7 @@ class DatabaseUploadStore:
         self._now = now
 
     async def find_upload(self, sha256: str, account: str, model: str) -> CachedUpload | None:
+        """The stored upload of these bytes for this account and model, or None (expired ones included)."""
         row = await self._db.fetch_one(
             "SELECT sha256, account, model, url, expires_at, size FROM uploads"
             " WHERE sha256 = ? AND account = ? AND model = ?",
@@ -108,6 +114,7 @@ class DatabaseUploadStore:
         return _cached(row) if row is not None else None
 
     async def save_upload(self, upload: CachedUpload) -> None:
+        """Store the upload, replacing an earlier row for the same bytes, account and model."""
         await self._db.execute(
             """INSERT INTO uploads (sha256, account, model, url, expires_at, size, uploaded_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -126,6 +133,7 @@ class DatabaseUploadStore:
         )
 
     async def forget_uploads(self, expired_before: datetime) -> int:
+        """Delete rows that expired before `expired_before`; how many were deleted."""
         # Fixed-width UTC ISO text compares in time order.
         return await self._db.execute("DELETE FROM uploads WHERE expires_at < ?", (_utc_text(expired_before),))
 
@@ -143,6 +151,8 @@ def _cached(row: Row) -> CachedUpload:
 
 @dataclass(frozen=True, slots=True)
 class UploadConfig:
+    """How the cache reuses and retries uploads."""
+
     # Reuse only with this much life left: a task may wait in the provider's queue before it reads its media.
     margin: timedelta = timedelta(hours=6)
     attempts: int = 4  # tries per file, for temporary errors only
@@ -158,6 +168,8 @@ class UploadConfig:
 
 @dataclass(frozen=True, slots=True)
 class UploadOutcome:
+    """The URL to send, when it expires, and whether it came from the cache."""
+
     url: str
     expires_at: datetime
     reused: bool
