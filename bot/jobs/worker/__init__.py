@@ -79,6 +79,7 @@ class Worker:
     # --- what others read ----------------------------------------------------------------------------
     @property
     def config(self) -> WorkerConfig:
+        """The worker's settings (tests change them between steps)."""
         return self._ctx.config
 
     @config.setter
@@ -89,34 +90,42 @@ class Worker:
 
     @property
     def store(self) -> JobStore:
+        """The job store the worker records every step in."""
         return self._ctx.store
 
     @property
     def media(self) -> MediaStore:
+        """Where keyframes are read and videos downloaded."""
         return self._ctx.media
 
     @property
     def clients(self) -> dict[str, ProviderClient]:
+        """Provider clients by account fingerprint."""
         return self._ctx.clients
 
     @property
     def catalog(self) -> Catalog:
+        """The catalog the bot runs with."""
         return self._ctx.catalog
 
     @property
     def scheduler(self) -> Scheduler:
+        """Decides which queued job goes to which account, and when."""
         return self._ctx.scheduler
 
     @property
     def budget(self) -> BudgetService:
+        """Settles and releases the jobs' reserved money."""
         return self._ctx.budget
 
     @property
     def notifier(self) -> Notifier:
+        """Where progress, videos and failures are reported."""
         return self._ctx.notifier
 
     @property
     def clock(self) -> Clock:
+        """Monotonic seconds used for every wait and deadline."""
         return self._ctx.clock
 
     @property
