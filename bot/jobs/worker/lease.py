@@ -31,6 +31,7 @@ RELEASED_CHANNEL = "kf2v_lease_released"  # a graceful stop tells standbys to tr
 
 
 def lease_name(account: str) -> str:
+    """The database lease that lets one process submit for `account`."""
     return f"dispatch:{account}"
 
 
@@ -56,6 +57,7 @@ class DispatchLease:
 
     @property
     def held(self) -> bool:
+        """True only while every account's lease is held (none are held without the others)."""
         return bool(self.accounts) and len(self.epochs) == len(self.accounts)
 
     def fence_for(self, account: str) -> tuple[str, int] | None:
@@ -85,6 +87,7 @@ class DispatchLease:
         return True
 
     async def release(self) -> None:
+        """Give every lease up now; database and network errors are ignored (they expire anyway)."""
         epochs, self.epochs = self.epochs, {}
         for account, epoch in epochs.items():
             with contextlib.suppress(DatabaseError, OSError):
