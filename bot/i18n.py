@@ -563,6 +563,9 @@ MESSAGES[EN].update(
         "story.partial_chosen": "Story #{story_id} will be delivered as far as it got.",
         "story.redo_started": "Redoing segment {segment} of story #{story_id} as video #{job_id} (¥{cost} "
         "reserved); the story is joined again when it is done.",
+        "story.links": "{user} story #{story_id} ({size_mb} MB) is larger than this server allows for uploads. "
+        "Its segments, in order, from the provider:",
+        "story.link_line": "{segment}. {url} (expires <t:{expires_ts}:R>)",
         "story.cancel_button": "Cancel story",
         "story.cancel_done": "Story #{story_id} was cancelled.",
         "story.cancelled": "{user} story #{story_id} was cancelled. Charged: ¥{charged} (a segment already being "
@@ -613,6 +616,8 @@ MESSAGES[ZH].update(
         "story.partial_chosen": "故事 #{story_id} 将按已完成的部分交付。",
         "story.redo_started": "正在重做故事 #{story_id} 的第 {segment} 段,作为视频 #{job_id}(已预留 ¥{cost});"
         "完成后会重新拼接故事。",
+        "story.links": "{user} 故事 #{story_id}({size_mb} MB)超过本服务器的上传上限。以下是服务商处的各段视频,按顺序:",
+        "story.link_line": "{segment}. {url} (<t:{expires_ts}:R> 失效)",
         "story.cancel_button": "取消故事",
         "story.cancel_done": "故事 #{story_id} 已取消。",
         "story.cancelled": "{user} 故事 #{story_id} 已取消。已扣费 ¥{charged}(已在生成中的段落照常计费);"

@@ -8,10 +8,12 @@ seams are the keyframes; the ledger balances; Redo segment re-joins; a story ove
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import av
 import pytest
 from PIL import Image, ImageStat
@@ -20,7 +22,7 @@ from bot.jobs.models import ChargeState
 from bot.jobs.story.join import expected_frames, seam_indices
 from bot.jobs.story.plan import StoryState
 from bot.jobs.story.store import StoryStore
-from bot.sandbox.discord_emu import MessageRecord
+from bot.sandbox.discord_emu import UPLOAD_LIMITS, MessageRecord
 from tests import corpus
 from tests.e2e import ALICE, BOB, World, close_world, make_world
 from tests.harness import wait_until
@@ -218,3 +220,34 @@ async def test_cancel_story_from_its_status_message(world: World) -> None:
     assert sum(e.amount for e in ledger if e.kind in ("settle", "release")) == story.cost_reserved
     assert all(j.charge_state is not ChargeState.RESERVED for j in jobs)
     await wait_until(lambda: message_with_component(world, "kf2v:story-cancel:1") is None, within=10)  # button gone
+
+
+async def test_a_story_too_large_to_upload_is_posted_as_its_segments_links(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This guild takes uploads of 4 KB at most: the status message's small frame fits, the joined mp4 does not.
+    monkeypatch.setitem(UPLOAD_LIMITS, world.discord.guild(world.guild).premium_tier, 4096)
+    await run_story(world, "dawn | noon | dusk")
+
+    def links_message() -> MessageRecord | None:
+        return next((m for m in world.discord.all_messages() if "larger than this server allows" in m.content), None)
+
+    await wait_until(lambda: links_message() is not None, within=90)
+    message = links_message()
+    assert message is not None and story_videos(world) == []
+    urls = [re.search(r"https?://\S+", line) for line in message.content.splitlines() if line[:2] in ("1.", "2.", "3.")]
+    assert len(urls) == 3 and all(urls)
+    async with aiohttp.ClientSession() as session:  # each link is the provider's video of that segment
+        for found in urls:
+            assert found is not None
+            async with session.get(found.group(0)) as response:
+                assert response.status == 200 and (await response.read())[4:8] == b"ftyp"
+    # The select to redo a segment is there all the same, and the post is recorded once.
+    assert any(c.get("custom_id") == "kf2v:story-redo:1" for row in message.components for c in row["components"])
+    stories = StoryStore(world.svc.store.database)
+
+    async def recorded() -> bool:
+        story = await stories.get(1)
+        return story is not None and story.state is StoryState.DELIVERED and story.joined_message_id == message.id
+
+    await wait_until(recorded, within=10)

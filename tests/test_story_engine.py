@@ -22,7 +22,7 @@ from bot.jobs.ports import Video
 from bot.jobs.service import Actor
 from bot.jobs.story.join import expected_frames, join_segments, seam_indices
 from bot.jobs.story.plan import SegmentStatus, StoryState
-from bot.jobs.story.service import SegmentRouter, StoryDraft, StoryService
+from bot.jobs.story.service import SegmentLinks, SegmentRouter, StoryDraft, StoryService
 from bot.jobs.story.store import Story, StoryStore
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests import corpus
@@ -44,7 +44,9 @@ class RecordingStoryNotifier:
     async def story_updated(self, story: Story, statuses: Sequence[SegmentStatus]) -> None:
         self.updates.append((story.id, tuple(statuses)))
 
-    async def story_deliver(self, story: Story, video: Video, *, partial: bool, redelivery: bool) -> int | None:
+    async def story_deliver(
+        self, story: Story, video: Video, *, partial: bool, redelivery: bool, links: SegmentLinks
+    ) -> int | None:
         if redelivery and any(s == story.id and g == story.generation for s, g, _, _ in self.delivered):
             return None
         self.delivered.append((story.id, story.generation, video.path.read_bytes(), partial))

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Collection, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from bot.i18n import t
 from bot.jobs.ports import DeliveryError, Video
 from bot.jobs.service import Actor
 from bot.jobs.story.plan import SegmentStatus, StoryState
-from bot.jobs.story.service import StoryService
+from bot.jobs.story.service import SegmentLinks, StoryService
 from bot.jobs.story.store import Story
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,9 @@ class DiscordStoryNotifier:
         except (discord.HTTPException, DeliveryError) as exc:
             log.info("status edit of story %s failed: %s", story.id, exc)
 
-    async def story_deliver(self, story: Story, video: Video, *, partial: bool, redelivery: bool) -> int | None:
+    async def story_deliver(
+        self, story: Story, video: Video, *, partial: bool, redelivery: bool, links: SegmentLinks
+    ) -> int | None:
         locale = self.locale_for(story)
         try:
             target = await self._target(story)
@@ -154,7 +157,7 @@ class DiscordStoryNotifier:
                 if earlier is not None:
                     log.info("story %s was already posted before a restart", story.id)
                     return earlier
-            return await self._post(target, story, video, locale, partial)
+            return await self._post(target, story, video, locale, partial, links)
         except DeliveryError:
             raise
         except discord.NotFound as exc:
@@ -175,7 +178,13 @@ class DiscordStoryNotifier:
         return None
 
     async def _post(
-        self, target: discord.abc.Messageable, story: Story, video: Video, locale: str, partial: bool
+        self,
+        target: discord.abc.Messageable,
+        story: Story,
+        video: Video,
+        locale: str,
+        partial: bool,
+        links: SegmentLinks,
     ) -> int:
         guild = self.bot.get_guild(story.guild_id)
         limit = guild.filesize_limit if guild is not None else 10 * 1024 * 1024
@@ -199,9 +208,25 @@ class DiscordStoryNotifier:
             except discord.HTTPException as exc:
                 if exc.status != 413 and exc.code != 40005:
                     raise
+        # Too large to upload. The joined video exists only here (it is made locally); the provider still has
+        # each segment, so those links are the fallback, in order.
+        segment_links = await links()
+        if segment_links:
+            lines = [
+                t(locale, "story.link_line", segment=k + 1, url=url,
+                  expires_ts=int((expires or datetime.now(UTC) + timedelta(hours=24)).timestamp()))
+                for k, (url, expires) in enumerate(segment_links)
+            ]  # fmt: skip
+            text = t(locale, "story.links", user=f"<@{story.user_id}>", story_id=story.id,
+                     size_mb=f"{video.size / 1048576:.1f}")  # fmt: skip
+            sent = await target.send(
+                clip("\n".join([text, *lines]), 2000),
+                embed=embed,
+                view=view or discord.utils.MISSING,
+                allowed_mentions=mention,
+            )
+            return sent.id
         if not video.url:
-            # A joined video exists only here (it is made locally), so there is no provider link to fall back
-            # on; say so rather than fail silently.
             sent = await target.send(
                 t(locale, "story.too_large", user=f"<@{story.user_id}>", story_id=story.id,
                   size_mb=f"{video.size / 1048576:.1f}"),

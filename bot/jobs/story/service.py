@@ -17,8 +17,9 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +45,7 @@ from bot.jobs.story.store import NewStory, Story, StoryStore
 log = logging.getLogger(__name__)
 
 Joiner = Callable[[Sequence[Path], Path], object]  # (segments in order, destination); raises on failure
+SegmentLinks = Callable[[], Awaitable[list[tuple[str, datetime | None]]]]  # (url, expires) per segment, in order
 
 
 class StoryNotifier(Protocol):
@@ -52,10 +54,13 @@ class StoryNotifier(Protocol):
     async def story_updated(self, story: Story, statuses: Sequence[SegmentStatus]) -> None:
         """Refresh the story's status message: each segment's state."""
 
-    async def story_deliver(self, story: Story, video: Video, *, partial: bool, redelivery: bool) -> int | None:
+    async def story_deliver(
+        self, story: Story, video: Video, *, partial: bool, redelivery: bool, links: SegmentLinks
+    ) -> int | None:
         """Post the joined video in the story's thread; returns the message id. Raise DeliveryError on failure.
 
-        `redelivery`: an earlier attempt may have posted it already; check before posting again.
+        `redelivery`: an earlier attempt may have posted it already; check before posting again. `links`: the
+        provider's links to the segments, asked for only when the joined file is too large to upload.
         """
 
     async def story_failed(
@@ -381,7 +386,9 @@ class StoryService:
             return
         video = Video(path=destination, size=destination.stat().st_size, url=None, url_expires_at=None)
         try:
-            message_id = await self.notifier.story_deliver(story, video, partial=partial, redelivery=redelivery)
+            message_id = await self.notifier.story_deliver(
+                story, video, partial=partial, redelivery=redelivery, links=lambda: self.segment_links(story, segments)
+            )
         except DeliveryError as exc:
             log.warning("story %s: posting failed (%s); retried at the next advance", story.id, exc.reason)
             if exc.permanent:
@@ -400,6 +407,28 @@ class StoryService:
         story = await self.stories.get(story_id)
         if story is not None:
             await self._show(story, segment_statuses(story.segments, await self.stories.segment_jobs(story.id)))
+
+    async def segment_links(self, story: Story, segments: int) -> list[tuple[str, datetime | None]]:
+        """The provider's links to the first `segments` segments (fresh: a task's link is re-read), for a joined
+        video too large to upload; a segment whose link can't be had is left out."""
+        newest: dict[int, int] = {}
+        for segment_job in await self.stories.segment_jobs(story.id):
+            if segment_job.state is JobState.DELIVERED:
+                newest[segment_job.segment] = segment_job.job_id
+        links = []
+        for segment in range(segments):
+            job = await self.jobs.store.get(newest[segment]) if segment in newest else None
+            client = self.jobs.worker.clients.get(job.account or "") if job is not None else None
+            if job is None or client is None or job.task_id is None:
+                continue
+            try:
+                result = await client.get_task(job.task_id)
+            except Exception as exc:  # the provider's trouble only costs this one link
+                log.warning("story %s: no link for segment %d (%s)", story.id, segment + 1, type(exc).__name__)
+                continue
+            if result.video_url:
+                links.append((result.video_url, job.video_url_expires_at))
+        return links
 
     async def _tell_failed(self, story: Story, ready: int, *, reason: str = "story.failed") -> None:
         await self._refresh_status(story.id)
