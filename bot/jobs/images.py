@@ -64,6 +64,8 @@ _RGB_MODES: Final = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA"})
 
 @dataclass(frozen=True)
 class ImageLimits:
+    """What an uploaded frame may be (bytes, sides and pixels in px); all positive, `min_side <= max_side`."""
+
     max_bytes: int
     min_side: int
     max_side: int
@@ -78,6 +80,7 @@ class ImageLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
+        """The configured limits; the re-encode target is capped at the upload limit."""
         return cls(
             max_bytes=settings.image_max_bytes,
             min_side=settings.image_min_side,
@@ -89,6 +92,8 @@ class ImageLimits:
 
 @dataclass(frozen=True, repr=False)
 class CheckedImage:
+    """A frame that passed `check_image`: the bytes to send (re-encoded if needed), their type and sides."""
+
     data: bytes
     mime: str
     format: str
@@ -98,6 +103,7 @@ class CheckedImage:
     reencoded: bool
 
     def data_uri(self) -> str:
+        """The image inline as a base64 `data:` URI (how kf2v requests send frames); never log it."""
         return f"data:{self.mime};base64,{base64.b64encode(self.data).decode('ascii')}"
 
     def __repr__(self) -> str:
