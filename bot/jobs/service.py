@@ -74,6 +74,8 @@ class RemixEdits:
 
 @dataclass(frozen=True, slots=True)
 class Actor:
+    """Who acts on a job, with the roles that let them act on other members' jobs."""
+
     user_id: int
     is_manager: bool = False  # Manage Server in the job's guild
     is_owner: bool = False  # one of the bot's owners
@@ -106,6 +108,7 @@ class UserRateLimiter:
         return len(self._hits)
 
     def hit(self, user_id: int) -> None:
+        """Count one command; `RateLimited` (with when to retry) instead when the user is at the limit."""
         now = self._clock()
         if now - self._last_sweep >= self.WINDOW_S:
             self._forget_idle(now)
@@ -139,6 +142,7 @@ class ImageWorkers:
         self.peak = 0
 
     async def check(self, data: bytes, limits: ImageLimits) -> CheckedImage:
+        """`check_image` in a thread once a slot is free; raises its `InvalidImage`."""
         async with self._slots:
             self.checked += 1
             self.active += 1
@@ -178,6 +182,8 @@ class ImageWorkers:
 
 
 class JobService:
+    """What the Discord layer asks of the job engine: admit, look up, cancel and account for jobs; set rules."""
+
     def __init__(
         self,
         *,
@@ -255,6 +261,7 @@ class JobService:
         return replace(request, model=model_key, resolution=resolution, duration=choice.duration, sound=choice.sound)
 
     async def check_channel(self, guild_id: int, channel_id: int) -> None:
+        """`NotAllowed` (naming the allowed channels) when the guild limits commands to other channels."""
         policy = await self.budget.policy(guild_id)
         if policy.allowed_channels and channel_id not in policy.allowed_channels:
             raise NotAllowed("quota.channel_not_allowed", channel_ids=policy.allowed_channels)  # the UI renders them
@@ -307,6 +314,7 @@ class JobService:
         return compiled
 
     async def submit(self, draft: Draft) -> Job:
+        """`precheck`, then `submit_checked`: the queued job, or the first check's `BotError`."""
         await self.precheck(draft)
         return await self.submit_checked(draft)
 
@@ -503,6 +511,7 @@ class JobService:
 
     # --- existing jobs -------------------------------------------------------------------------------
     async def get(self, job_id: int) -> Job:
+        """`JobNotFound` when the job is unknown; no ownership check (cancel and the buttons do their own)."""
         job = await self.store.get(job_id)
         if job is None:
             raise JobNotFound(job_id=job_id)
@@ -515,6 +524,7 @@ class JobService:
         return job
 
     async def attach_conversation(self, job_id: int, *, status_message_id: int | None, thread_id: int | None) -> Job:
+        """Record where the job's status message and thread are, so updates and the video go there."""
         return await self.store.update(job_id, status_message_id=status_message_id, thread_id=thread_id)
 
     async def cancel(self, job_id: int, actor: Actor) -> Job:
@@ -542,9 +552,11 @@ class JobService:
         raise InvalidInput("job.too_late")
 
     async def jobs_for(self, guild_id: int, user_id: int, limit: int = 10) -> list[Job]:
+        """The member's latest `limit` jobs in the guild, newest first."""
         return await self.store.jobs_for_user(guild_id, user_id, limit)
 
     async def queue_view(self) -> list[Job]:
+        """Every job not yet finished (queued to succeeded-but-not-posted), in queue order, all guilds."""
         return await self.store.jobs_in_states(
             [JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED]
         )
@@ -638,6 +650,7 @@ class JobService:
         return self.worker.scheduler.limits.in_flight()
 
     async def budget_report(self, guild_id: int, user_id: int = 0) -> BudgetReport:
+        """What /kf2v-quota shows for the guild in the current day and month (and `user_id`'s own use)."""
         return await self.budget.report(guild_id, user_id)
 
     async def set_budgets(self, guild_id: int, *, daily: int | None, monthly: int | None) -> None:
@@ -690,12 +703,15 @@ class JobService:
         return removed
 
     async def rules_summary(self, guild_id: int) -> RulesSummary:
+        """How many content rules apply to the guild, and how many prompts they refused this month."""
         own, default, refusals = await self.store.rules_summary(guild_id, self.budget.periods().month)
         return RulesSummary(own=own, default=default, refusals_this_month=refusals)
 
 
 @dataclass(frozen=True, slots=True)
 class RulesSummary:
+    """Counts for /kf2v-rules: the guild's rules, the owners' defaults, refusals this month."""
+
     own: int  # the guild's own rules
     default: int  # the owners' rules for every guild
     refusals_this_month: int
