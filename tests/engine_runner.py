@@ -3,6 +3,7 @@
 It delivers by appending a line to POSTS (the stand-in for a Discord thread: a redelivery first looks
 there, as the Discord notifier looks at the thread's history), submits SUBMIT jobs when asked, and exits
 0 once every job in the database is final. The test kills it with SIGKILL at random moments.
+KF2V_DATABASE_URL in its environment puts the store on PostgreSQL (the settings read it), as for `kf2v-bot run`.
 """
 
 from __future__ import annotations
