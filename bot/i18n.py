@@ -554,8 +554,7 @@ MESSAGES[EN].update(
         "story.ready": "{user} your story #{story_id} is ready.",
         "story.ready_partial": "{user} here is story #{story_id} as far as it got.",
         "story.too_large": "{user} story #{story_id} is ready but, at {size_mb} MB, larger than this server "
-        "allows for uploads, and a joined video has no download link. Redo it at a lower resolution.",
-        "story.link": "{user} story #{story_id} is larger than this server allows for uploads. Download it here: {url}",
+        "allows for uploads, and the provider's links to its segments could not be had. Try a lower resolution.",
         "story.failed": "{user} story #{story_id} failed: a segment failed twice. Charged so far: ¥{charged}; "
         "everything else was released.",
         "story.partial_offer": "{ready} of {segments} segments are done from the start. Press the button to get "
@@ -609,8 +608,7 @@ MESSAGES[ZH].update(
         "story.ready": "{user} 你的故事 #{story_id} 已完成。",
         "story.ready_partial": "{user} 这是故事 #{story_id} 已完成的部分。",
         "story.too_large": "{user} 故事 #{story_id} 已完成,但大小为 {size_mb} MB,超过本服务器的上传上限,"
-        "而拼接后的视频没有下载链接。请用更低的分辨率重做。",
-        "story.link": "{user} 故事 #{story_id} 超过本服务器的上传上限。请在此下载:{url}",
+        "且无法取得服务商处各段视频的链接。请改用更低的分辨率。",
         "story.failed": "{user} 故事 #{story_id} 失败:有一段连续失败两次。目前已扣费 ¥{charged};其余预留已释放。",
         "story.partial_offer": "从开头起已完成 {ready}/{segments} 段。按下按钮即可把它们合成一段视频。",
         "story.partial_chosen": "故事 #{story_id} 将按已完成的部分交付。",

@@ -226,15 +226,10 @@ class DiscordStoryNotifier:
                 allowed_mentions=mention,
             )
             return sent.id
-        if not video.url:
-            sent = await target.send(
-                t(locale, "story.too_large", user=f"<@{story.user_id}>", story_id=story.id,
-                  size_mb=f"{video.size / 1048576:.1f}"),
-                embed=embed, view=view or discord.utils.MISSING, allowed_mentions=mention,
-            )  # fmt: skip
-            return sent.id
+        # No link to any segment either (the provider's trouble): say so and how to get a smaller one.
         sent = await target.send(
-            t(locale, "story.link", user=f"<@{story.user_id}>", story_id=story.id, url=video.url),
+            t(locale, "story.too_large", user=f"<@{story.user_id}>", story_id=story.id,
+              size_mb=f"{video.size / 1048576:.1f}"),
             embed=embed, view=view or discord.utils.MISSING, allowed_mentions=mention,
         )  # fmt: skip
         return sent.id
