@@ -28,6 +28,7 @@ KEYS = {
     "scale": {"enqueue_per_s", "dispatch_p99_ms", "rss_mb", "recovery_s"},
     "delivery": {"deliver_p50_s", "deliver_p95_s"},
     "failover": {"takeover_s_p50", "takeover_s_max"},
+    "admission": {"sqlite_enqueue_per_s", "sqlite_admit_per_s", "sqlite_dispatch_p99_ms"},
 }
 
 
@@ -105,6 +106,20 @@ def _failover(f: dict[str, Any]) -> None:
     assert 0 < f["takeover_s_p50"] <= f["takeover_s_max"]
 
 
+def _admission(f: dict[str, Any]) -> None:
+    # The PostgreSQL half runs where a server answers (always under CI=true: the bench fails without one).
+    assert f["engines"][0] == "sqlite" and set(f["engines"]) <= {"sqlite", "postgresql"}
+    if "postgresql" not in f["engines"]:
+        assert f["postgresql_skipped"]
+    for engine in f["engines"]:
+        assert f[f"{engine}_queued_in_memory"] == f[f"{engine}_queued_in_database"] == f["queued"] >= f["jobs"] >= 100
+        assert f[f"{engine}_reserved_equals_ledger"] is True  # every reservation has its ledger row
+        assert f[f"{engine}_claimed"] == f["decisions"] >= 50  # each decision claimed exactly one job
+        assert f[f"{engine}_enqueue_per_s"] > 0 and f[f"{engine}_admit_per_s"] > 0
+        assert 0 <= f[f"{engine}_dispatch_p50_ms"] <= f[f"{engine}_dispatch_p99_ms"] <= f[f"{engine}_dispatch_max_ms"]
+        assert f[f"{engine}_pick_p99_ms"] <= f[f"{engine}_dispatch_max_ms"]  # the pick is part of the decision
+
+
 CHECKS = {
     "throughput": _throughput,
     "polling": _polling,
@@ -112,4 +127,5 @@ CHECKS = {
     "scale": _scale,
     "delivery": _delivery,
     "failover": _failover,
+    "admission": _admission,
 }
