@@ -187,12 +187,12 @@ async def test_frames_are_decoded_at_most_image_workers_at_a_time(tmp_path: Path
         await services.jobs.pause("count only")
         workers = services.jobs.image_workers
         assert workers.limit == 2  # KF2V_IMAGE_WORKERS reaches the service
-        colours = [(i * 40, 255 - i * 40, 90) for i in range(8)]
+        colours = [(i * 15, 255 - i * 15, 90) for i in range(16)]  # 16 different frames: none decoded before
         drafts = [
             draft(
                 user=100 + i,
                 first_image=corpus.good_png(1600, 1200, colours[i]),
-                last_image=corpus.good_png(1600, 1200, colours[-1 - i]),
+                last_image=corpus.good_png(1600, 1200, colours[8 + i]),
             )
             for i in range(8)
         ]

@@ -325,3 +325,60 @@ def test_damaged_files_never_crash_the_check() -> None:
         except InvalidImage as error:
             outcomes.add(error.key)
     assert {"ok", "image.corrupt"} <= outcomes
+
+
+# --- the verdict cache: the same bytes are not decoded twice --------------------------------------------------
+def _fields(image: CheckedImage) -> tuple[object, ...]:
+    return image.data, image.mime, image.format, image.width, image.height, image.sha256, image.reencoded
+
+
+async def test_the_same_upload_is_decoded_once_and_checked_alike() -> None:
+    from bot.jobs.service import ImageWorkers
+
+    workers = ImageWorkers(1)
+    upload = corpus.good_png(640, 480)
+    first = await workers.check(upload, DEFAULT_LIMITS)
+    again = await workers.check(bytes(upload), DEFAULT_LIMITS)  # equal bytes, another object
+    assert workers.checked == 1
+    assert _fields(again) == _fields(first) == _fields(check_image(upload, DEFAULT_LIMITS))
+
+
+async def test_refusals_and_reencoded_images_are_decoded_every_time() -> None:
+    from bot.jobs.service import ImageWorkers
+
+    workers = ImageWorkers(1)
+    for _ in range(2):
+        with pytest.raises(InvalidImage) as refused:
+            await workers.check(corpus.truncated_png(), DEFAULT_LIMITS)
+        assert refused.value.key == "image.corrupt"
+    assert workers.checked == 2
+    flattened = [await workers.check(corpus.rgba_png(), DEFAULT_LIMITS) for _ in range(2)]
+    assert all(image.reencoded for image in flattened)  # its bytes are not the upload's: never remembered
+    assert workers.checked == 4 and len(workers.cache) == 0
+
+
+async def test_other_limits_check_the_bytes_again() -> None:
+    from bot.jobs.service import ImageWorkers
+
+    workers = ImageWorkers(1)
+    upload = corpus.good_png(640, 480)
+    await workers.check(upload, DEFAULT_LIMITS)
+    tighter = ImageLimits(max_bytes=10 * MIB, min_side=240, max_side=600, reencode_bytes=7 * MIB)
+    with pytest.raises(InvalidImage) as refused:
+        await workers.check(upload, tighter)  # passed before, but not under these limits
+    assert refused.value.key == "image.too_large_dimensions"
+    assert workers.checked == 2
+
+
+def test_the_cache_keeps_the_most_recent_verdicts_only() -> None:
+    from bot.jobs.images import CheckedCache
+
+    cache = CheckedCache(size=2)
+    uploads = [corpus.good_png(320, 240, colour) for colour in (corpus.RED, (0, 255, 0), (0, 0, 255))]
+    for upload in uploads:
+        assert cache.lookup(upload, DEFAULT_LIMITS) is None
+        cache.remember(check_image(upload, DEFAULT_LIMITS), DEFAULT_LIMITS)
+    assert len(cache) == 2
+    assert cache.lookup(uploads[0], DEFAULT_LIMITS) is None  # the oldest went first
+    hit = cache.lookup(uploads[2], DEFAULT_LIMITS)
+    assert hit is not None and _fields(hit) == _fields(check_image(uploads[2], DEFAULT_LIMITS))

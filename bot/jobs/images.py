@@ -18,6 +18,8 @@ import hashlib
 import io
 import math
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -439,6 +441,45 @@ def _result(data: bytes, fmt: str, width: int, height: int, *, reencoded: bool) 
         sha256=hashlib.sha256(data).hexdigest(),
         reencoded=reencoded,
     )
+
+
+class CheckedCache:
+    """Verdicts on uploads that passed unchanged, by their SHA-256 and the limits: the same bytes are not decoded
+    twice (members re-run /kf2v with the same keyframes and a new prompt; a 12 MP photo costs ~0.2 s and
+    ~200 MB to decode). `check_image` is a pure function of (bytes, limits), so a remembered verdict is the
+    one a new decode would reach. Only images sent as uploaded are kept (a few numbers each, never pixels
+    or bytes); refusals and re-encoded images are decoded every time. Thread-safe: image workers share it.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._verdicts: OrderedDict[tuple[str, ImageLimits], tuple[str, int, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, data: bytes, limits: ImageLimits) -> CheckedImage | None:
+        """The check's result for these exact bytes under these limits, if they passed unchanged before."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            verdict = self._verdicts.get((digest, limits))
+            if verdict is not None:
+                self._verdicts.move_to_end((digest, limits))
+        if verdict is None:
+            return None
+        fmt, width, height = verdict
+        return CheckedImage(data, MIME_TYPES[fmt], fmt, width, height, sha256=digest, reencoded=False)
+
+    def remember(self, image: CheckedImage, limits: ImageLimits) -> None:
+        """Keep the verdict on an image that passed unchanged (the least recently used goes past `size`)."""
+        if image.reencoded:  # its bytes are not the upload's: nothing to key it by without keeping them
+            return
+        with self._lock:
+            self._verdicts[(image.sha256, limits)] = (image.format, image.width, image.height)
+            self._verdicts.move_to_end((image.sha256, limits))
+            while len(self._verdicts) > self.size:
+                self._verdicts.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._verdicts)
 
 
 # --- normalising and re-encoding -------------------------------------------------------------------------

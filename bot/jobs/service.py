@@ -14,10 +14,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from bot.catalog import Catalog, ModelSpec
 from bot.errors import ContentRefused, InvalidInput, JobNotFound, NotAllowed, RateLimited
-from bot.jobs.images import CheckedImage, ImageLimits, check_image
+from bot.jobs.images import CheckedCache, CheckedImage, ImageLimits, check_image
 from bot.jobs.media import MediaStore
 from bot.jobs.media_options import check_media_options, extend_total
 from bot.jobs.models import Job, JobRequest, JobState, NewJob, Pause, PauseScope
@@ -38,6 +39,7 @@ from bot.jobs.rules import (
 from bot.jobs.store import ChannelEdit, JobStore, StaleState, utcnow
 from bot.jobs.worker import Worker
 
+_T = TypeVar("_T")
 log = logging.getLogger(__name__)
 
 MAX_PROMPT = 800
@@ -129,28 +131,23 @@ class UserRateLimiter:
 class ImageWorkers:
     """At most `limit` frames decoded and re-encoded at once (a 10 MB PNG can take ~200 MB while decoded).
 
+    Bytes that passed unchanged before, under the same limits, are not decoded again (`cache`).
     Keeps counts for tests and metrics: `checked` (frames that reached decoding), `active`, `peak`.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, cache: CheckedCache | None = None) -> None:
         if limit < 1:
             raise ValueError("image workers must be at least 1")
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
+        self.cache = cache or CheckedCache()
         self.checked = 0
         self.active = 0
         self.peak = 0
 
     async def check(self, data: bytes, limits: ImageLimits) -> CheckedImage:
         """`check_image` in a thread once a slot is free; raises its `InvalidImage`."""
-        async with self._slots:
-            self.checked += 1
-            self.active += 1
-            self.peak = max(self.peak, self.active)
-            try:
-                return await asyncio.to_thread(check_image, data, limits)
-            finally:
-                self.active -= 1
+        return await self._in_slot(limits, lambda check: check(data))
 
     async def check_and_store(
         self, frames: Sequence[bytes], limits: ImageLimits, store: Callable[[bytes, str], tuple[str, bool]]
@@ -162,23 +159,33 @@ class ImageWorkers:
         frames are decoded one after the other, so the limit on frames decoded at once holds. Nothing is stored
         unless every frame passed.
         """
-        reached: list[int] = []  # frames that reached decoding (appended by the thread: counted once back)
 
-        def work() -> list[tuple[str, bool]]:
-            checked = []
-            for data in frames:
-                reached.append(1)
-                checked.append(check_image(data, limits))
+        def work(check: Callable[[bytes], CheckedImage]) -> list[tuple[str, bool]]:
+            checked = [check(data) for data in frames]
             return [store(image.data, image.mime) for image in checked]
+
+        return await self._in_slot(limits, work)
+
+    async def _in_slot(self, limits: ImageLimits, work: Callable[[Callable[[bytes], CheckedImage]], _T]) -> _T:
+        """`work(check)` in a worker thread once a slot is free; `check` is the remembered verdict or the full one."""
+        decoded: list[int] = []  # appended by the thread, counted once back
+
+        def check(data: bytes) -> CheckedImage:
+            image = self.cache.lookup(data, limits)
+            if image is None:
+                decoded.append(1)
+                image = check_image(data, limits)
+                self.cache.remember(image, limits)
+            return image
 
         async with self._slots:
             self.active += 1
             self.peak = max(self.peak, self.active)
             try:
-                return await asyncio.to_thread(work)
+                return await asyncio.to_thread(work, check)
             finally:
                 self.active -= 1
-                self.checked += len(reached)
+                self.checked += len(decoded)
 
 
 class JobService:
