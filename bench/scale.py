@@ -1,9 +1,10 @@
 """scale: a backlog of 10,000 queued jobs from 1,000 guilds: admission rate, dispatch decisions, memory, restart.
 
 * enqueue_per_s: the first half of the jobs through the whole path, JobService.submit: per-user rate
-  check, text and channel checks, both images checked (sniff, header, full Pillow decode) and stored
-  (content-addressed: every job uses the same two 320x240 PNGs, written once), the budget decision and the
-  job row in one SQLite transaction, then the in-memory fair queue.
+  check, text and channel checks, both images checked and stored (content-addressed: every job uses the
+  same two 320x240 PNGs, written once), the budget decision and the job row in one SQLite transaction, then
+  the in-memory fair queue. The two PNGs are fully decoded once; every later job meets the image workers'
+  verdict cache (same bytes, same limits). `admission` measures the same path with no two frames alike.
 * admit_per_s (extra): the other half with the image checks left out (the frames were checked and stored
   once): BudgetService.admit (the budget decision and the job row, one transaction) + Worker.enqueue.
   The difference is what decoding two frames per job costs.
