@@ -49,6 +49,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "job.failed.content": "The provider's content check rejected the pictures or the prompt. "
         "Try different frames or wording.",
         "job.failed.invalid": "The provider refused the request as invalid (for example an image it can't read).",
+        "job.failed.template_refused": "The video service does not accept the effect `{template}` (its name is "
+        "not confirmed by the provider's documentation): try another effect.",
         "job.failed.provider": "The video service had trouble and gave up on this video. Please try again later.",
         "job.failed.expired": "The video service lost track of this task (it expired).",
         "job.failed.account_gone": "The provider account this job was sent with is no longer configured.",
@@ -311,6 +313,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "job.canceled": "已取消。没有产生任何费用。",
         "job.failed.content": "服务商的内容审核拒绝了图片或提示词。请更换图片或措辞。",
         "job.failed.invalid": "服务商认为请求无效(例如无法读取的图片)。",
+        "job.failed.template_refused": "视频服务不接受特效 `{template}`(该名称未经服务商文档确认),请换一个特效。",
         "job.failed.provider": "视频服务出现问题,放弃了此视频。请稍后再试。",
         "job.failed.expired": "视频服务丢失了此任务(已过期)。",
         "job.failed.account_gone": "提交此任务的服务商账号已不再配置。",

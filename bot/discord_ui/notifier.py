@@ -196,7 +196,8 @@ class DiscordNotifier:
         if job.state is JobState.CANCELED:
             text = t(locale, "result.cancelled", user=f"<@{job.user_id}>", job_id=job.id)
         else:
-            text = t(locale, "result.failed", user=f"<@{job.user_id}>", job_id=job.id, reason=t(locale, key))
+            reason = t(locale, key, template=job.request.template or "")
+            text = t(locale, "result.failed", user=f"<@{job.user_id}>", job_id=job.id, reason=reason)
         if job.charge_state is ChargeState.RELEASED:
             text += "\n" + t(locale, "result.not_charged")
         mention = discord.AllowedMentions(users=[discord.Object(job.user_id)], everyone=False, roles=False)

@@ -77,7 +77,8 @@ def status_embed(job: Job, progress: Progress, locale: str | None) -> discord.Em
             value += " · " + t(locale, "status.eta", ts=int(time.time() + progress.eta_s))
         embed.add_field(name=t(locale, "status.progress"), value=value, inline=False)
     elif job.state in (JobState.FAILED, JobState.CANCELED) and job.error_key:
-        embed.add_field(name=t(locale, "status.outcome"), value=t(locale, job.error_key), inline=False)
+        outcome = t(locale, job.error_key, template=job.request.template or "")
+        embed.add_field(name=t(locale, "status.outcome"), value=outcome, inline=False)
     if job.request.seed is not None:
         embed.set_footer(text=t(locale, "status.seed", seed=job.request.seed))
     return embed

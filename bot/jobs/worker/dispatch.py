@@ -154,7 +154,10 @@ class Dispatcher:
         elif isinstance(exc, ContentRejectedError):
             await ctx.fail(job, "job.failed.content", code=exc.code, release=True)
         elif isinstance(exc, InvalidRequestError):
-            await ctx.fail(job, "job.failed.invalid", code=exc.code, release=True, detail=exc.message)
+            # Most effect names in the catalog are unconfirmed (see `kf2v-bot check`): a template the provider
+            # doesn't know is named to the user, so they pick another instead of retrying the same one.
+            key = "job.failed.template_refused" if job.request.template else "job.failed.invalid"
+            await ctx.fail(job, key, code=exc.code, release=True, detail=exc.message)
         elif job.attempts >= ctx.config.max_submit_attempts:
             await ctx.fail(job, "job.failed.provider", code=exc.code, release=True)
         else:  # ProviderUnavailableError and unknown codes: nothing was created
