@@ -14,8 +14,9 @@ from PIL import Image, ImageStat
 
 from bot.__main__ import main
 from bot.sandbox.demo import run_demo
-from bot.sandbox.demo.scenes import SCENES, SIZE, frame_pair
-from bot.sandbox.demo.script import REQUESTS, Expect
+from bot.sandbox.demo.report import analyse_story_video
+from bot.sandbox.demo.scenes import SCENES, SIZE, frame_pair, keyframes
+from bot.sandbox.demo.script import REQUESTS, STORY, Expect
 from bot.sandbox.demo.world import SANDBOX_API_KEY, demo_settings
 
 FAST = 600.0  # ten minutes of provider time per second: the afternoon takes about ten seconds
@@ -52,15 +53,26 @@ async def test_the_demo_plays_the_afternoon_and_reports_it(tmp_path: Path) -> No
     jobs = report["jobs"]
     outcomes = [job["outcome"] for job in jobs]
     extended = sum(1 for r in REQUESTS if r.extend_seconds)
+    remixed = sum(1 for r in REQUESTS if r.remix_prompt)
     expected_deliveries = (
-        sum(1 for r in REQUESTS if r.expect is Expect.DELIVERED) + sum(r.regenerate for r in REQUESTS) + extended
+        sum(1 for r in REQUESTS if r.expect is Expect.DELIVERED)
+        + sum(r.regenerate for r in REQUESTS)
+        + extended
+        + remixed
     )
-    assert len(jobs) == len(REQUESTS) + 1 + extended  # every request, plus the regenerated and the extended one
-    assert sum(o.startswith("delivered") for o in outcomes) == expected_deliveries
+    # Every request, plus the regenerated, extended and remixed ones, plus the story's segment jobs.
+    assert len(jobs) == len(REQUESTS) + 1 + extended + remixed + STORY.segments
+    assert sum(o.startswith("delivered") for o in outcomes) == expected_deliveries + STORY.segments
+    assert sum(o.startswith("delivered (segment ") for o in outcomes) == STORY.segments == 3
     assert sum("content check" in o for o in outcomes) == 1
     assert outcomes.count("cancelled while queued") == 1
     assert outcomes.count("refused: over the guild's budget") == 1
     assert sum("regenerated from #" in o for o in outcomes) == 1
+    # Remix (issue 13): the same frames with the edited prompt, in a new thread.
+    remix = next(job for job in jobs if "remixed from #" in job["outcome"])
+    parent = next(job for job in jobs if job["job_id"] == remix["parent_job_id"])
+    assert remix["video"] and parent["video"] and remix["video"].endswith("-remixed.mp4")
+    assert "remixed with an edited prompt" in markdown
     # wan2.7-i2v (issue 12): 8 seconds with sound, then an Extend that posts the whole 11-second video.
     assert sum(o == "delivered (8 s with sound)" for o in outcomes) == 1
     assert sum("11 s with sound, extended from #" in o for o in outcomes) == extended == 1
@@ -78,8 +90,9 @@ async def test_the_demo_plays_the_afternoon_and_reports_it(tmp_path: Path) -> No
     videos = Path(report["videos_dir"])
     assert videos == out / "videos" and f"`{videos}`" in markdown
     files = sorted(videos.glob("*.mp4"))
-    assert [f.name for f in files] == sorted(job["video"] for job in jobs if job["video"])
-    assert len(files) == expected_deliveries
+    [story] = report["stories"]
+    assert [f.name for f in files] == sorted([job["video"] for job in jobs if job["video"]] + [story["video"]])
+    assert len(files) == expected_deliveries + 1  # each job's video, and the story's one joined video
     for path in files:
         data = path.read_bytes()
         assert data[4:8] == b"ftyp"
@@ -90,6 +103,15 @@ async def test_the_demo_plays_the_afternoon_and_reports_it(tmp_path: Path) -> No
         with av.open(str(next(p for p in files if p.name.endswith(name)))) as container:
             assert {s.type for s in container.streams} >= {"audio", "video"}
             assert container.duration is not None and abs(container.duration / 1e6 - seconds) < 0.3
+    # The story (issue 13): one joined mp4 of three five-second segments, its keyframes at the start, the two
+    # seams and the end, as the frames sent were drawn.
+    assert story["state"] == "delivered" and story["posts"] == 1 and len(story["segment_jobs"]) == 3
+    assert f"## Story #{story['story_id']}" in markdown
+    sent = keyframes(STORY.scene, STORY.frames)
+    positions = [0, *story["seams"], story["expected_frames"] - 1]
+    joined = analyse_story_video((videos / story["video"]).read_bytes(), positions, sent)
+    assert joined.frames == story["expected_frames"] and joined.keyframes_match
+    assert abs(joined.seconds - 3 * 5) < 0.3
     # The sunrise really rises: its video starts in the dark and ends in daylight, like the frames sent.
     sunrise = next(p for p in files if "sunrise-over-the-sea" in p.name and "regenerated" not in p.name)
     first, last = first_and_last_frames(sunrise)
@@ -131,4 +153,6 @@ def test_every_scene_draws_two_different_frames_big_enough() -> None:
         with Image.open(io.BytesIO(first)) as a, Image.open(io.BytesIO(last)) as b:
             assert a.size == b.size == SIZE and min(SIZE) >= 240
             assert a.tobytes() != b.tobytes(), name
-    assert {r.scene for r in REQUESTS} <= set(SCENES)
+    assert {r.scene for r in REQUESTS} | {STORY.scene} <= set(SCENES)
+    story = [Image.open(io.BytesIO(data)) for data in keyframes(STORY.scene, STORY.frames)]
+    assert len(story) == STORY.frames == 4 and len({image.tobytes() for image in story}) == 4

@@ -19,16 +19,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.jobs.models import Job, JobState
+from bot.jobs.story.plan import FINAL_STORY_STATES, StoryState
+from bot.jobs.story.store import Story, StoryStore
 from bot.sandbox.demo.live import Console, JobView, SlotView, Snapshot, fit
-from bot.sandbox.demo.scenes import frame_pair
+from bot.sandbox.demo.scenes import frame_pair, keyframes
 from bot.sandbox.demo.script import (
     BURST_GAP_S,
     GUILDS,
     OWNER_ID,
     OWNER_NAME,
     REQUESTS,
+    STORY,
     Expect,
     RequestSpec,
+    StorySpec,
     guild_spec,
     member,
 )
@@ -70,9 +74,29 @@ class Outcome:
     regen_job_id: int | None = None
     extend_reply: str | None = None
     extend_job_id: int | None = None
+    remix_reply: str | None = None
+    remix_job_id: int | None = None
     refused: bool = False  # answered without a job being created
     problems: list[str] = field(default_factory=list)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class StoryOutcome:
+    """The scripted `/kf2v-story` and what came of it: one story, its segment jobs, one joined video."""
+
+    spec: StorySpec
+    guild_id: int
+    channel_id: int
+    user_id: int
+    user_name: str
+    guild_name: str
+    locale: str
+    keyframes: list[bytes] = field(default_factory=list)  # as sent, in order
+    interaction: InteractionRecord | None = None
+    reply: str | None = None
+    story_id: int | None = None
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -127,6 +151,7 @@ class Afternoon:
         self.console = console
         self.started = time.monotonic()
         self.outcomes: list[Outcome] = []
+        self.story: StoryOutcome | None = None
         self.admin: list[AdminAction] = []
         self.problems: list[str] = []
         self.finished_at: float | None = None
@@ -141,6 +166,8 @@ class Afternoon:
                 self._names[m.user_id] = m.name
         self._prompts = {(world.guilds[r.guild].guild_id, r.prompt): r.key for r in REQUESTS}
         self._extended: dict[int, str] = {}  # an Extend's job id -> the request it continues
+        self._remixed: dict[int, str] = {}  # a Remix's job id -> the request it remixes
+        self.stories = StoryStore(world.services.store.database)
 
     # --- labels --------------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -153,10 +180,17 @@ class Afternoon:
         return self._names.get(user_id, str(user_id))
 
     def what(self, job: Job) -> str:
+        if job.story_id is not None and job.segment_index is not None:
+            return f"{STORY.key} story {job.segment_index + 1}/{STORY.segments}"
+        if job.id in self._remixed:
+            return f"{self._remixed[job.id]} (remixed)"
         key = self._prompts.get((job.guild_id, job.request.prompt), job.request.prompt[:24])
         if job.request.first_clip is not None:
             return f"{self._extended.get(job.id, key)} (extended)"
         return f"{key} (regenerated)" if job.parent_job_id is not None else key
+
+    def is_remix(self, job_id: int) -> bool:
+        return job_id in self._remixed
 
     def humanise(self, text: str) -> str:
         """Discord markup as a reader sees it: @name, the thread's name, a readable time; one line."""
@@ -204,7 +238,8 @@ class Afternoon:
         )
         await self._owner_sets_budgets()
         frames = await asyncio.to_thread(lambda: {r.key: frame_pair(r.scene, r.image_format) for r in REQUESTS})
-        self.console.event(f"a burst of {len(REQUESTS)} /kf2v requests begins")
+        story_frames = await asyncio.to_thread(keyframes, STORY.scene, STORY.frames)
+        self.console.event(f"a burst of {len(REQUESTS)} /kf2v requests (and a {STORY.segments}-segment story) begins")
         by_key: dict[str, Outcome] = {}
         for spec in REQUESTS:
             outcome = self._outcome(spec)
@@ -215,6 +250,10 @@ class Afternoon:
             await self._send(outcome, frames[spec.key])
             self._followers.append(asyncio.create_task(self._follow(outcome), name=f"demo-follow-{spec.key}"))
             await asyncio.sleep(BURST_GAP_S)
+            if spec.key == STORY.send_after:
+                self.story = await self._send_story(STORY, story_frames)
+                self._followers.append(asyncio.create_task(self._follow_story(self.story), name="demo-follow-story"))
+                await asyncio.sleep(BURST_GAP_S)
         await asyncio.gather(*self._followers)
         await wait_for(self._all_final, max(1.0, deadline - time.monotonic()), "every job to finish")
         await self._settle()
@@ -293,6 +332,8 @@ class Afternoon:
             await self._press_regenerate(outcome, job)
         if spec.extend_seconds:
             await self._press_extend(outcome, job, spec.extend_seconds)
+        if spec.remix_prompt:
+            await self._press_remix(outcome, job, spec.remix_prompt)
 
     async def _press_cancel(self, outcome: Outcome, job: Job) -> None:
         store = self.world.services.store
@@ -386,6 +427,103 @@ class Afternoon:
         outcome.extend_job_id = new_job.id
         self._extended[new_job.id] = outcome.spec.key
         self.said(outcome.user_name, outcome.extend_reply)
+
+    async def _press_remix(self, outcome: Outcome, job: Job, prompt: str) -> None:
+        """Once delivered: Remix, change the pre-filled prompt in the modal (the rest as it was), submit."""
+        store = self.world.services.store
+
+        async def delivered() -> Job | None:
+            current = await store.get(job.id)
+            if current is None or (current.is_final and current.state is not JobState.DELIVERED):
+                raise ScriptProblem(f"#{job.id} ended {current.state.value if current else 'missing'}, not delivered")
+            return current if current.state is JobState.DELIVERED else None
+
+        current: Job = await wait_for(delivered, self.timeout_s, f"#{job.id} to be delivered")
+        custom_id = f"kf2v:remix:{job.id}"
+
+        def has_button() -> MessageRecord | None:
+            message = self.world.discord.message(current.status_message_id or 0)
+            return message if message is not None and custom_id in message.custom_ids() else None
+
+        await wait_for(has_button, REPLY_TIMEOUT_S, f"the Remix button of #{job.id}")
+        press = await self.world.discord.press_button(
+            current.status_message_id or 0, custom_id, outcome.user_id, locale=outcome.locale
+        )
+        modal = await press.wait_modal(REPLY_TIMEOUT_S)
+        prompt_input = modal["components"][0]["component"]  # pre-filled with the job's prompt
+        if prompt_input.get("value") != job.request.prompt:
+            raise ScriptProblem(f"the Remix modal of #{job.id} was not pre-filled with its prompt")
+        self.console.event(f"{outcome.user_name} presses Remix on #{job.id} and edits the prompt: “{prompt}”")
+        submit = await self.world.discord.submit_modal(
+            press, {prompt_input["custom_id"]: prompt}, locale=outcome.locale
+        )
+        outcome.remix_reply = await self._reply(submit, f"the answer to the Remix modal of #{job.id}")
+
+        async def remixed() -> Job | None:
+            jobs = await store.all_jobs()
+            return next((j for j in jobs if j.parent_job_id == job.id and j.request.prompt == prompt), None)
+
+        new_job: Job | None = await wait_for(remixed, 5.0, f"the job remixed from #{job.id}")
+        assert new_job is not None
+        outcome.remix_job_id = new_job.id
+        self._remixed[new_job.id] = outcome.spec.key
+        self.said(outcome.user_name, outcome.remix_reply)
+
+    # --- the story -----------------------------------------------------------------------------------
+    async def _send_story(self, spec: StorySpec, frames: list[bytes]) -> StoryOutcome:
+        guild = guild_spec(spec.guild)
+        who = member(guild, spec.user)
+        handle = self.world.guilds[spec.guild]
+        story = StoryOutcome(spec, handle.guild_id, handle.channel_id, who.user_id, who.name, guild.name, who.locale,
+                             keyframes=frames)  # fmt: skip
+        story.interaction = await self.world.discord.run_command(
+            story.guild_id,
+            story.channel_id,
+            story.user_id,
+            "kf2v-story",
+            {"prompt": " | ".join(spec.prompts), "resolution": spec.resolution},
+            attachments={
+                f"frame{k + 1}": (f"{spec.key}-{k + 1}.png", data, "image/png") for k, data in enumerate(frames)
+            },
+            locale=story.locale,
+        )
+        self.console.event(
+            f"{story.user_name} in {story.guild_name}: /kf2v-story {spec.frames} keyframes, {spec.resolution}, "
+            f"“{' | '.join(spec.prompts)}”"
+        )
+        return story
+
+    async def _follow_story(self, story: StoryOutcome) -> None:
+        try:
+            await self._follow_story_steps(story)
+        except ScriptProblem as exc:
+            story.problems.append(str(exc))
+        except Exception as exc:
+            log.info("following the story stopped: %r", exc, exc_info=exc)
+            story.problems.append(f"{type(exc).__name__}: {exc}")
+
+    async def _follow_story_steps(self, story: StoryOutcome) -> None:
+        assert story.interaction is not None
+        story.reply = await self._reply(story.interaction, f"the answer to {story.user_name}'s /kf2v-story")
+        self.said(story.user_name, story.reply)
+
+        async def segment_job() -> Job | None:
+            jobs = await self.world.services.store.all_jobs()
+            return next((j for j in jobs if j.story_id is not None and j.user_id == story.user_id), None)
+
+        first: Job = await wait_for(segment_job, 5.0, "the story's segment jobs")
+        story.story_id = first.story_id
+
+        async def finished() -> Story | None:
+            found = await self.stories.get(first.story_id or 0)
+            return found if found is not None and found.state in FINAL_STORY_STATES else None
+
+        final: Story = await wait_for(finished, self.timeout_s, f"story #{story.story_id} to finish")
+        if final.state is not StoryState.DELIVERED:
+            raise ScriptProblem(f"story #{final.id} ended {final.state.value}, not delivered")
+        self.console.event(
+            f"story #{final.id}: {final.segments} segments joined into one video in its thread for {story.user_name}"
+        )
 
     # --- reading what happened -----------------------------------------------------------------------
     async def _reply(self, record: InteractionRecord, what: str) -> str:

@@ -8,18 +8,25 @@ emulator recorded (what users would see in their threads).
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import av
+from PIL import Image, ImageChops, ImageStat
+
 from bot.catalog import format_cny
 from bot.i18n import MESSAGES, language, t
 from bot.jobs.models import ChargeState, Job, JobState, LedgerEntry
-from bot.sandbox.demo.afternoon import Afternoon, Outcome
+from bot.jobs.story.join import expected_frames, seam_indices
+from bot.jobs.story.plan import StoryState
+from bot.sandbox.demo.afternoon import Afternoon, Outcome, StoryOutcome
 from bot.sandbox.demo.live import provider_time
-from bot.sandbox.demo.script import GUILDS, Expect, guild_spec
+from bot.sandbox.demo.script import GUILDS, Expect, guild_spec, member
 from bot.sandbox.discord_emu import MessageRecord
 
 TIMELINE_WIDTH = 64
@@ -48,6 +55,70 @@ class JobRow:
 
 
 @dataclass
+class StoryRow:
+    """The story: its segment jobs, what it cost, and the joined video as posted (checked against its keyframes)."""
+
+    story_id: int | None
+    guild: str
+    user: str
+    prompts: list[str]
+    segments: int
+    segment_jobs: list[int]
+    state: str
+    cost: str
+    video: str | None = None
+    video_s: float | None = None
+    frames: int | None = None  # in the joined video
+    expected_frames: int | None = None  # the segments' frames, each seam's shared keyframe counted once
+    seams: list[int] = field(default_factory=list)  # frame indices of the seams in the joined video
+    keyframes_at_seams: bool = False  # first, seam and last frames each look most like their own keyframe
+    posts: int = 0  # joined videos posted for this story (exactly one expected)
+
+
+@dataclass
+class StoryVideo:
+    frames: int
+    seconds: float
+    keyframes_match: bool
+
+
+THUMB = (64, 36)  # small enough to keep every decoded frame of a 15-second video, big enough to tell scenes apart
+
+
+def _thumb(image: Image.Image) -> Image.Image:
+    return image.convert("RGB").resize(THUMB)
+
+
+def _nearest(image: Image.Image, candidates: list[Image.Image]) -> int:
+    """Index of the candidate that looks most like `image` (mean absolute difference)."""
+    scores = [sum(ImageStat.Stat(ImageChops.difference(image, c)).mean) for c in candidates]
+    return scores.index(min(scores))
+
+
+def analyse_story_video(data: bytes, positions: list[int], keyframes: list[bytes]) -> StoryVideo:
+    """Decode the joined video: its frame count and length, and whether the frame at each of `positions`
+    (first, seams, last) looks most like the keyframe of the same rank among all the keyframes sent."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        thumbs = [_thumb(f.to_image()) for f in container.decode(video=0)]  # type: ignore[no-untyped-call]
+        seconds = container.duration / 1e6 if container.duration is not None else 0.0
+    sent = [_thumb(Image.open(io.BytesIO(k))) for k in keyframes]
+    match = len(positions) == len(sent) and all(
+        0 <= at < len(thumbs) and _nearest(thumbs[at], sent) == rank for rank, at in enumerate(positions)
+    )
+    return StoryVideo(len(thumbs), seconds, match)
+
+
+def member_handle(outcome: StoryOutcome) -> str:
+    """The ASCII handle of the story's author, for the file name."""
+    return member(guild_spec(outcome.spec.guild), outcome.spec.user).handle
+
+
+def count_frames(path: str) -> int:
+    with av.open(path) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@dataclass
 class Seen:
     who: str
     where: str
@@ -70,6 +141,7 @@ class Report:
     admin: list[dict[str, Any]]
     checks: list[Check]
     problems: list[str] = field(default_factory=list)
+    stories: list[StoryRow] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,13 +195,17 @@ class ReportBuilder:
             old.unlink()
         rows = [self._row(job) for job in jobs]
         rows += [self._refused_row(o) for o in self.afternoon.outcomes if o.job_id is None]
+        stories = [await self._story_row(self.afternoon.story, jobs)] if self.afternoon.story is not None else []
         slots = self._slots(jobs)
         spend = await self._spend(jobs, ledger)
         seen = self._seen(by_id)
         self._checks(jobs, by_id, ledger, slots, rows, spend)
+        await self._check_story(stories, by_id, ledger)
         problems = list(self.afternoon.problems)
         for outcome in self.afternoon.outcomes:
             problems += [f"{outcome.spec.key}: {p}" for p in outcome.problems]
+        if self.afternoon.story is not None:
+            problems += [f"{self.afternoon.story.spec.key}: {p}" for p in self.afternoon.story.problems]
         self.check(
             "the script ran to the end",
             not problems,
@@ -152,6 +228,7 @@ class ReportBuilder:
             ],
             checks=self.checks,
             problems=problems,
+            stories=stories,
         )
 
     def _row(self, job: Job) -> JobRow:
@@ -161,8 +238,13 @@ class ReportBuilder:
         if job.state is JobState.CANCELED and job.submitted_at is None:
             outcome = "cancelled while queued"
             wait = _seconds(job.created_at, job.finished_at)
+        elif job.state is JobState.DELIVERED and job.story_id is not None:
+            segment = (job.segment_index or 0) + 1
+            outcome = f"delivered (segment {segment} of story #{job.story_id}, joined)"
         elif job.state is JobState.DELIVERED:
             outcome = "delivered" if job.parent_job_id is None else f"delivered (regenerated from #{job.parent_job_id})"
+            if self.afternoon.is_remix(job.id):
+                outcome = f"delivered (remixed from #{job.parent_job_id}, edited prompt)"
             if job.request.first_clip is not None:
                 seconds = job.request.duration
                 outcome = f"delivered ({seconds} s with sound, extended from #{job.parent_job_id})"
@@ -182,7 +264,8 @@ class ReportBuilder:
             cost = f"¥{format_cny(job.cost_reserved)} reserved"
         row = JobRow(job.id, a.guild_name(job.guild_id), a.user_name(job.user_id), a.what(job), job.request.resolution,
                      outcome, wait, run, cost, parent_job_id=job.parent_job_id)  # fmt: skip
-        data = self.video_in_thread(job) if job.state is JobState.DELIVERED else None
+        # A story's segments are posted joined, as the story's video (its own row), never one by one.
+        data = self.video_in_thread(job) if job.state is JobState.DELIVERED and job.story_id is None else None
         if data is not None:
             row.video = self._save_video(job, data)
         return row
@@ -190,7 +273,9 @@ class ReportBuilder:
     def _save_video(self, job: Job, data: bytes) -> str:
         guild = next((g for g in GUILDS if self.world.guilds[g.key].guild_id == job.guild_id), None)
         handle = next((m.handle for g in GUILDS for m in g.members if m.user_id == job.user_id), str(job.user_id))
-        what = self.afternoon.what(job).replace(" (regenerated)", "-regenerated").replace(" (extended)", "-extended")
+        what = self.afternoon.what(job)
+        for label in ("regenerated", "extended", "remixed"):
+            what = what.replace(f" ({label})", f"-{label}")
         name = f"{job.id:02d}-{guild.key if guild else job.guild_id}-{handle}-{what}.mp4"
         (self.videos_dir / name).write_bytes(data)
         return name
@@ -200,6 +285,55 @@ class ReportBuilder:
         reason = "refused: over the guild's budget" if spec.expect is Expect.OVER_BUDGET else "refused"
         return JobRow(None, outcome.guild_name, outcome.user_name, spec.key, spec.resolution, reason, None, None,
                       "not charged")  # fmt: skip
+
+    # --- the story ---------------------------------------------------------------------------------------
+    async def _story_row(self, outcome: StoryOutcome, jobs: list[Job]) -> StoryRow:
+        spec = outcome.spec
+        story = await self.afternoon.stories.get(outcome.story_id) if outcome.story_id is not None else None
+        segment_jobs = [j for j in jobs if story is not None and j.story_id == story.id]
+        row = StoryRow(
+            story.id if story else None,
+            outcome.guild_name,
+            outcome.user_name,
+            list(spec.prompts),
+            spec.segments,
+            [j.id for j in segment_jobs],
+            story.state.value if story else "not accepted",
+            self._story_cost(segment_jobs),
+        )
+        if story is None:
+            return row
+        posted = [
+            (m, a)
+            for m in self.world.discord.all_messages()
+            for a in m.attachments
+            if a.filename == f"story-{story.id}.mp4"
+        ]
+        row.posts = len(posted)
+        in_thread = [a.data for m, a in posted if m.channel_id == story.thread_id]
+        if not in_thread:
+            return row
+        handle = member_handle(outcome)
+        name = f"story-{story.id:02d}-{spec.guild}-{handle}-{spec.key}.mp4"
+        (self.videos_dir / name).write_bytes(in_thread[0])
+        row.video = name
+        videos = await self.afternoon.stories.current_videos(story.id)
+        if sorted(videos) != list(range(spec.segments)):
+            return row
+        counts = await asyncio.to_thread(lambda: [count_frames(videos[k]) for k in range(spec.segments)])
+        row.expected_frames = expected_frames(counts)
+        row.seams = seam_indices(counts)
+        positions = [0, *row.seams, row.expected_frames - 1]
+        found = await asyncio.to_thread(analyse_story_video, in_thread[0], positions, outcome.keyframes)
+        row.frames, row.video_s, row.keyframes_at_seams = found.frames, round(found.seconds, 2), found.keyframes_match
+        return row
+
+    @staticmethod
+    def _story_cost(segment_jobs: list[Job]) -> str:
+        settled = [j for j in segment_jobs if j.charge_state is ChargeState.SETTLED]
+        if not segment_jobs:
+            return "not charged"
+        return f"¥{format_cny(sum(j.cost_settled for j in settled))} for {len(settled)} segment(s)"
 
     # --- slots ---------------------------------------------------------------------------------------
     def _slots(self, jobs: list[Job]) -> dict[str, Any]:
@@ -315,6 +449,14 @@ class ReportBuilder:
                 seen.append(
                     Seen(outcome.user_name, place, "Regenerate button (ephemeral)", self.humanise(outcome.regen_reply))
                 )
+            if outcome.remix_reply:
+                seen.append(
+                    Seen(outcome.user_name, place, "Remix modal (ephemeral)", self.humanise(outcome.remix_reply))
+                )
+        story = self.afternoon.story
+        if story is not None and story.reply:
+            place = f"{story.guild_name} #{guild_spec(story.spec.guild).channel}"
+            seen.append(Seen(story.user_name, place, "/kf2v-story (ephemeral)", self.humanise(story.reply)))
         for job in by_id.values():
             if job.state in (JobState.FAILED, JobState.CANCELED):
                 for message in self.bot_messages(job.thread_id):
@@ -341,6 +483,7 @@ class ReportBuilder:
         self._check_budget(outcomes)
         self._check_cancel(outcomes, by_id)
         self._check_regenerate(outcomes, by_id)
+        self._check_remix(outcomes, by_id)
         self._check_limits(slots)
         self._check_ledger(jobs, ledger, spend)
         unfinished = [f"#{j.id} {j.state.value}" for j in jobs if not j.is_final]
@@ -350,6 +493,7 @@ class ReportBuilder:
         expected = [o.job_id for o in outcomes if o.spec.expect is Expect.DELIVERED]
         expected += [o.regen_job_id for o in outcomes if o.spec.regenerate]
         expected += [o.extend_job_id for o in outcomes if o.spec.extend_seconds]
+        expected += [o.remix_job_id for o in outcomes if o.spec.remix_prompt]
         missing = []
         for outcome in outcomes:
             if outcome.spec.expect is Expect.DELIVERED and outcome.job_id is None:
@@ -358,6 +502,8 @@ class ReportBuilder:
                 missing.append(f"{outcome.spec.key}: not regenerated")
             if outcome.spec.extend_seconds and outcome.extend_job_id is None:
                 missing.append(f"{outcome.spec.key}: not extended")
+            if outcome.spec.remix_prompt and outcome.remix_job_id is None:
+                missing.append(f"{outcome.spec.key}: not remixed")
         videos = {row.job_id: row.video for row in rows if row.job_id is not None}
         for job_id in expected:
             if job_id is None:
@@ -456,6 +602,74 @@ class ReportBuilder:
             )
             self.check("delivered video regenerated with its button", ok, detail)
 
+    def _check_remix(self, outcomes: list[Outcome], by_id: dict[int, Job]) -> None:
+        for outcome in outcomes:
+            if not outcome.spec.remix_prompt:
+                continue
+            parent = by_id.get(outcome.job_id or 0)
+            child = by_id.get(outcome.remix_job_id or 0)
+            if parent is None or child is None:
+                self.check("delivered video remixed with an edited prompt", False, f"{outcome.spec.key}: no remix")
+                continue
+            link = f"<#{child.thread_id}>"
+            linked = any(f"#{child.id}" in m.content and link in m.content for m in self.bot_messages(parent.thread_id))
+            ok = (
+                child.parent_job_id == parent.id
+                and child.request.prompt == outcome.spec.remix_prompt != parent.request.prompt
+                and (child.first_frame, child.last_frame) == (parent.first_frame, parent.last_frame)
+                and child.state is JobState.DELIVERED
+                and child.thread_id not in (None, parent.thread_id)
+                and linked
+            )
+            detail = (
+                f"#{parent.id} -> #{child.id} {child.state.value} with the prompt “{child.request.prompt}”, same "
+                f"frames, own thread"
+                + (", linked from the old thread" if linked else ", NOT linked from the old thread")
+            )
+            self.check("delivered video remixed with an edited prompt (Remix button, modal, new thread)", ok, detail)
+
+    async def _check_story(self, stories: list[StoryRow], by_id: dict[int, Job], ledger: list[LedgerEntry]) -> None:
+        for row in stories:
+            name = f"{row.segments}-segment story delivered as one joined mp4 in its thread"
+            story = await self.afternoon.stories.get(row.story_id) if row.story_id is not None else None
+            if story is None:
+                self.check(name, False, f"no story ({row.state})")
+                continue
+            segments = [by_id[j] for j in row.segment_jobs]
+            solo = {f"kf2v-{j.id}.mp4" for j in segments}
+            posted_alone = [a.filename for m in self.world.discord.all_messages() for a in m.attachments
+                            if a.filename in solo]  # fmt: skip
+            ok = (
+                story.state is StoryState.DELIVERED
+                and len(segments) == row.segments
+                and all(j.state is JobState.DELIVERED for j in segments)
+                and row.posts == 1
+                and row.video is not None
+                and not posted_alone
+                and row.frames is not None
+                and row.frames == row.expected_frames
+                and row.keyframes_at_seams
+            )
+            detail = (
+                f"story #{story.id} {story.state.value}: segments {', '.join(f'#{j.id}' for j in segments)}; "
+                f"{row.posts} joined video(s) posted, {row.frames} frames (expected {row.expected_frames}), "
+                f"{row.video_s} s; seams at frames {row.seams}: "
+                + ("each keyframe where it belongs" if row.keyframes_at_seams else "keyframes NOT at the seams")
+                + (f"; posted on their own: {', '.join(posted_alone)}" if posted_alone else "")
+            )
+            self.check(name, ok, detail)
+            ids = {j.id for j in segments}
+            reserved = sum(e.amount for e in ledger if e.job_id in ids and e.kind == "reserve")
+            closed = sum(e.amount for e in ledger if e.job_id in ids and e.kind in ("settle", "release"))
+            settled = all(j.charge_state is ChargeState.SETTLED for j in segments)
+            self.check(
+                "story reserved whole up front, each segment settled on delivery",
+                reserved == story.cost_reserved == closed and settled,
+                f"reserved ¥{format_cny(story.cost_reserved)} for the story; segment entries reserve "
+                f"¥{format_cny(reserved)}, settle/release ¥{format_cny(closed)}; "
+                + ("all settled" if settled else "NOT all settled"),
+            )
+
     def _check_limits(self, slots: dict[str, Any]) -> None:
         violations = slots["violations"]
         ok = (
@@ -523,8 +737,8 @@ def render_markdown(report: Report) -> str:
         f"**{'PASS' if report.passed else 'FAIL'}**",
         f"- Provider clock: x{scale:g} (1 s here ≈ {provider_time(1, scale)} at the provider). Durations in brackets "
         "are what they correspond to at real provider speed.",
-        f"- Videos: `{report.videos_dir}` ({sum(1 for j in report.jobs if j.video)} mp4 files, as posted in the "
-        "threads)",
+        f"- Videos: `{report.videos_dir}` ({sum(1 for j in report.jobs if j.video)} job videos and "
+        f"{sum(1 for s in report.stories if s.video)} joined story video(s), as posted in the threads)",
         "",
         "## Jobs",
         "",
@@ -582,6 +796,17 @@ def render_markdown(report: Report) -> str:
             f"¥{g['ledger_reserved']} / ¥{g['ledger_settled']} / ¥{g['ledger_released']} | "
             f"{'yes' if g['within_budget'] else 'NO'} |"
         )
+    for story in report.stories:
+        lines += [
+            "",
+            f"## Story #{story.story_id} ({story.guild}, {story.user}, /kf2v-story)",
+            "",
+            f"- {story.segments} segments ({', '.join(f'#{j}' for j in story.segment_jobs)}), one prompt each: "
+            + " | ".join(_cell(p) for p in story.prompts),
+            f"- {story.state}; {story.cost}; joined video `{story.video}`: {story.frames} frames "
+            f"(expected {story.expected_frames}), {story.video_s} s; seams at frames {story.seams}, "
+            + ("the keyframes where they belong" if story.keyframes_at_seams else "keyframes NOT at the seams"),
+        ]
     lines += ["", "## What users were told", ""]
     for action in report.admin:
         lines.append(f"- owner in {action['guild']}, `{action['command']}` (ephemeral): {action['reply']}")

@@ -223,6 +223,15 @@ def render_text(report: Report) -> list[str]:
             ]
         )
     lines += _table(rows)
+    for story in report.stories:
+        lines += [
+            "",
+            f"Story #{story.story_id} ({story.guild}, {story.user}): {story.segments} segments "
+            f"({', '.join(f'#{j}' for j in story.segment_jobs)}), {story.state}, {story.cost}",
+            f"  joined video {story.video}: {story.frames} frames (expected {story.expected_frames}), "
+            f"{story.video_s} s; seams at frames {story.seams}"
+            + (", keyframes where they belong" if story.keyframes_at_seams else ", keyframes NOT at the seams"),
+        ]
     lines += ["", "What users were told:"]
     for item in report.seen:
         lines.append(f"  {item.who} ({item.kind}, {item.where}): {item.text}")

@@ -206,6 +206,52 @@ def autumn_tree(t: float) -> Image.Image:
     return image
 
 
+_LIGHTHOUSE_SKIES: tuple[tuple[RGB, RGB], ...] = (  # (top, horizon) at dawn, noon, sunset and night
+    ((60, 50, 110), (240, 150, 120)),
+    ((60, 140, 230), (200, 225, 250)),
+    ((90, 60, 120), (250, 120, 50)),
+    ((8, 10, 35), (30, 35, 80)),
+)
+
+
+def lighthouse_day(t: float) -> Image.Image:
+    """A day at a lighthouse in four moods (dawn, noon, sunset, night): the story's keyframes are t = k/3."""
+    w, h = SIZE
+    horizon = int(h * 0.64)
+    low = min(2, int(t * 3))  # which two skies to blend, and how far: t = 1/3 is exactly noon
+    top, bottom = (_mix(a, b, t * 3 - low) for a, b in zip(*_LIGHTHOUSE_SKIES[low : low + 2], strict=True))
+    image = _gradient(SIZE, top, bottom)
+    draw = ImageDraw.Draw(image)
+    if t > 0.7:  # stars come out
+        stars = random.Random(5)
+        for _ in range(70):
+            draw.point((stars.uniform(0, w), stars.uniform(0, horizon * 0.8)), fill=_mix(top, (240, 240, 255), t))
+    # The sun rises on the left, stands high at noon and sets on the right; the moon follows it.
+    arc = min(1.0, t * 1.4)  # low on the right at sunset (t = 2/3), gone by night
+    sun_x, sun_y = w * (0.1 + 0.8 * arc), horizon - math.sin(math.pi * arc) * (horizon - 50) + 12
+    if arc < 1.0:
+        _sun(draw, (sun_x, sun_y), 26, _mix((255, 140, 60), (255, 235, 140), math.sin(math.pi * arc)))
+    if t > 0.75:
+        mx, my = w * 0.2, h * 0.2 + (1 - t) * h * 0.5
+        draw.ellipse((mx - 20, my - 20, mx + 20, my + 20), fill=(245, 240, 210))
+    sea = _gradient((w, h - horizon), _mix(bottom, (30, 60, 120), 0.6), _mix(top, (5, 10, 30), 0.5))
+    image.paste(sea, (0, horizon))
+    draw.polygon([(w * 0.62, h), (w * 0.66, horizon - 6), (w * 0.9, horizon - 10), (w, horizon), (w, h)],
+                 fill=_mix((90, 80, 70), (25, 25, 30), t))  # fmt: skip
+    tower = _mix((235, 235, 230), (120, 120, 135), t)
+    draw.polygon([(w * 0.74, horizon - 8), (w * 0.76, h * 0.28), (w * 0.8, h * 0.28), (w * 0.82, horizon - 8)],
+                 fill=tower)  # fmt: skip
+    for band in (0.4, 0.52):
+        draw.rectangle((w * 0.752, h * band, w * 0.808, h * (band + 0.04)), fill=(200, 40, 40))
+    lit = t < 0.12 or t > 0.7  # the lamp is on at dawn and from dusk
+    lamp = (255, 235, 130) if lit else (170, 190, 200)
+    draw.rectangle((w * 0.765, h * 0.2, w * 0.795, h * 0.28), fill=lamp)
+    draw.polygon([(w * 0.76, h * 0.2), (w * 0.78, h * 0.15), (w * 0.8, h * 0.2)], fill=(60, 60, 70))
+    if lit:
+        draw.polygon([(w * 0.765, h * 0.23), (w * 0.3, h * 0.12), (w * 0.3, h * 0.3)], fill=_mix(top, lamp, 0.45))
+    return image
+
+
 SCENES: dict[str, Callable[[float], Image.Image]] = {
     "sunrise-sea": sunrise_sea,
     "sunrise-mountains": sunrise_mountains,
@@ -217,19 +263,26 @@ SCENES: dict[str, Callable[[float], Image.Image]] = {
     "kite": kite,
     "snowman": snowman,
     "autumn-tree": autumn_tree,
+    "lighthouse-day": lighthouse_day,
 }
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buffer, "JPEG", quality=88)
+    else:
+        image.save(buffer, "PNG", optimize=False)
+    return buffer.getvalue()
 
 
 def frame_pair(scene: str, fmt: str = "PNG") -> tuple[bytes, bytes]:
     """(first frame, last frame) of a scene as encoded image files (PNG or JPEG)."""
     draw = SCENES[scene]
-    out = []
-    for t in (0.0, 1.0):
-        buffer = io.BytesIO()
-        image = draw(t)
-        if fmt == "JPEG":
-            image.save(buffer, "JPEG", quality=88)
-        else:
-            image.save(buffer, "PNG", optimize=False)
-        out.append(buffer.getvalue())
-    return out[0], out[1]
+    return _encoded(draw(0.0), fmt), _encoded(draw(1.0), fmt)
+
+
+def keyframes(scene: str, count: int, fmt: str = "PNG") -> list[bytes]:
+    """`count` evenly spaced keyframes of a scene (t = 0 … 1), for a story: segment k runs frame k -> k+1."""
+    draw = SCENES[scene]
+    return [_encoded(draw(k / (count - 1)), fmt) for k in range(count)]

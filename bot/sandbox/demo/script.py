@@ -1,10 +1,11 @@
 """The scripted afternoon: who is where, what they ask for, and what should come of it.
 
-Three guilds (one in Chinese), eight members and the bot's owner. The owner first lowers Pixel Pals' daily
-budget with `/kf2v-admin budget`; then ten `/kf2v` requests arrive in a burst. One prompt carries the
-sandbox's fail word (the provider's content check rejects the output), one request does not fit its
-guild's budget, one is cancelled with its Cancel button while it waits, and one delivered video is
-regenerated with its Regenerate button.
+Three guilds (one in Chinese), nine members and the bot's owner. The owner first lowers Pixel Pals' daily
+budget with `/kf2v-admin budget`; then ten `/kf2v` requests arrive in a burst, with a four-keyframe
+`/kf2v-story` in the middle of it. One prompt carries the sandbox's fail word (the provider's content check
+rejects the output), one request does not fit its guild's budget, one is cancelled with its Cancel button
+while it waits, one delivered video is regenerated with its Regenerate button and one is remixed (Remix
+button, an edited prompt in the modal, a new thread).
 """
 
 from __future__ import annotations
@@ -59,6 +60,25 @@ class RequestSpec:
     duration: int | None = None  # seconds, for a model with a duration range
     extend_seconds: int | None = None  # the requester presses Extend on the delivered video, adding this many
     after: str | None = None  # sent only once this request (by key) has been answered
+    remix_prompt: str | None = None  # the requester presses Remix once delivered and submits this prompt
+
+
+@dataclass(frozen=True)
+class StorySpec:
+    """One `/kf2v-story`: `frames` keyframes of a scene (t = k/(frames-1)), one prompt per segment."""
+
+    key: str  # ASCII, for file names
+    guild: str
+    user: str
+    prompts: tuple[str, ...]  # sent `|`-separated, one per segment
+    scene: str
+    frames: int
+    resolution: str
+    send_after: str  # sent in the burst right after this request (by key)
+
+    @property
+    def segments(self) -> int:
+        return self.frames - 1
 
 
 GUILDS: tuple[GuildSpec, ...] = (
@@ -83,6 +103,8 @@ GUILDS: tuple[GuildSpec, ...] = (
             Member("lilei", "李雷", 880_000_000_000_000_021, "zh-CN"),
             Member("hanmeimei", "韩梅梅", 880_000_000_000_000_022, "zh-CN"),
             Member("wangfang", "王芳", 880_000_000_000_000_023, "zh-CN"),
+            # Tells the story: its three segments are three queued videos, a member's whole queue allowance.
+            Member("zhangwei", "张伟", 880_000_000_000_000_024, "zh-CN"),
         ),
     ),
     GuildSpec(
@@ -106,7 +128,7 @@ REQUESTS: tuple[RequestSpec, ...] = (
                 "sunrise-mountains"),
     RequestSpec("kite", "pixelpals", "dave", "A kite climbs high into a windy spring sky", "kite"),
     RequestSpec("red-balloon", "aurora", "bob", "A red balloon drifts up past the clouds", "balloon",
-                resolution="480P"),
+                resolution="480P", remix_prompt="A red balloon drifts up past the clouds as the first snow falls"),
     RequestSpec("paper-boat", "chenguang", "hanmeimei", "一只纸船慢慢漂过池塘", "paper-boat",
                 resolution="480P", image_format="JPEG"),
     RequestSpec("city-at-night", "aurora", "carol",
@@ -123,6 +145,12 @@ REQUESTS: tuple[RequestSpec, ...] = (
     RequestSpec("lantern-with-sound", "aurora", "carol", "A paper lantern rises into the dusk, crackling softly",
                 "balloon", model="wan2.7-i2v", duration=8, extend_seconds=3),
 )  # fmt: skip
+
+# Three segments at 480P (¥0.50 each) on the default model: reserved whole (¥1.50) within 晨光工作室's default
+# budget, each settled as it is delivered; joined into one 15-second video with the seams at keyframes 2 and 3.
+STORY = StorySpec("lighthouse-day", "chenguang", "zhangwei",
+                  ("清晨,灯塔熄灯,太阳从海面升起", "太阳升到正午,海面波光粼粼", "夕阳落下,夜幕降临,灯塔重新亮起"),
+                  "lighthouse-day", frames=4, resolution="480P", send_after="paper-boat")  # fmt: skip
 
 BURST_GAP_S = 0.35  # real seconds between two requests of the burst
 
