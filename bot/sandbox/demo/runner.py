@@ -21,7 +21,7 @@ from bot.sandbox.demo.world import start_world, stop_world
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIME_SCALE = 60.0  # one provider minute per second: the afternoon takes about 40 s
+DEFAULT_TIME_SCALE = 60.0  # one provider minute per second: the afternoon takes about 45 s
 DEFAULT_SEED = 7
 WORST_TASK_S = 150.0 + 360.0  # the realistic emulator's longest wait plus longest run
 
@@ -87,8 +87,9 @@ def _setup_logging(path: Path, console: Console, verbose: bool) -> _Logging:
 
 
 def play_timeout(scale: float) -> float:
-    """Generous: the ten requests' worst case on two slots, plus start-up and delivery."""
-    return 30.0 + 5 * WORST_TASK_S / scale
+    """Generous: the worst case of the 13 default-model tasks (requests, story segments, regenerate, remix) on
+    two slots, plus start-up and delivery."""
+    return 30.0 + 7 * WORST_TASK_S / scale
 
 
 async def run_demo(
