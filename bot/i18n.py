@@ -113,6 +113,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "animate.missing": "Animating needs two images in the message as first and last frame; "
         "this one has {found} (needed: {needed}).",
         "animate.not_images": "Not images: {names}.",
+        "animate.effect_title": "Animate this image with an effect",
+        "modal.effect": "Effect",
         "button.cancelled": "Video #{job_id} was cancelled. Nothing was charged.",
         "button.cancel_requested": "Cancelling video #{job_id} at the provider…",
         "admin.owner_only": "Only the bot's owners can use this command.",
@@ -372,6 +374,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "animate.title": "让这两张图片动起来",
         "animate.missing": "生成动画需要消息中有两张图片作为首帧和尾帧;这条消息有 {found} 张(需要 {needed} 张)。",
         "animate.not_images": "不是图片:{names}。",
+        "animate.effect_title": "用特效让这张图片动起来",
+        "modal.effect": "特效",
         "button.cancelled": "视频 #{job_id} 已取消。没有产生任何费用。",
         "button.cancel_requested": "正在向服务商取消视频 #{job_id}…",
         "admin.owner_only": "只有机器人的所有者可以使用此命令。",

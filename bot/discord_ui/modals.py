@@ -1,4 +1,5 @@
-"""The modals: Remix (edit a finished job's options) and Animate (a prompt for a message's two images).
+"""The modals: Remix (edit a finished job's options), Animate (a prompt for a message's two images) and
+Effect (an effect template for a message's one image).
 
 discord.py 2.7 sends each input wrapped in a `ui.Label` (component type 18). A modal can only be the first
 answer to a button or a command (never after a deferral, never to a modal submit), so whatever the modal
@@ -24,9 +25,12 @@ from bot.jobs.service import RemixEdits
 TEXT_INPUT_MAX = 4000
 REMIX_MODAL_ID = "kf2v:remix-modal:{job_id}"
 ANIMATE_MODAL_ID = "kf2v:animate-modal:{message_id}"
+EFFECT_MODAL_ID = "kf2v:effect-modal:{message_id}"
+SELECT_OPTIONS_MAX = 25  # Discord's ceiling for a select's options
 
 RemixSubmitted = Callable[[discord.Interaction[Any], RemixEdits], Awaitable[None]]
 PromptSubmitted = Callable[[discord.Interaction[Any], str, str | None], Awaitable[None]]
+TemplateSubmitted = Callable[[discord.Interaction[Any], str], Awaitable[None]]
 
 
 def _label(text: str) -> str:
@@ -112,3 +116,22 @@ class AnimateModal(discord.ui.Modal):
 
     async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
         await self._on_submit(interaction, self.prompt.value, self.negative.value or None)
+
+
+class EffectModal(discord.ui.Modal):
+    """The effect template for animating a message's one image (the effect model's templates in this region)."""
+
+    def __init__(self, message_id: int, templates: dict[str, str], locale: str, on_submit: TemplateSubmitted) -> None:
+        super().__init__(
+            title=_label(t(locale, "animate.effect_title")), custom_id=EFFECT_MODAL_ID.format(message_id=message_id)
+        )
+        self._on_submit = on_submit
+        options = [
+            discord.SelectOption(label=f"{name} ({key})"[:100] if name else key, value=key)
+            for key, name in list(templates.items())[:SELECT_OPTIONS_MAX]
+        ]
+        self.template: discord.ui.Select[Any] = discord.ui.Select(options=options, min_values=1, max_values=1)
+        self.add_item(discord.ui.Label(text=_label(t(locale, "modal.effect")), component=self.template))
+
+    async def on_submit(self, interaction: discord.Interaction[Any], /) -> None:
+        await self._on_submit(interaction, self.template.values[0] if self.template.values else "")
