@@ -107,13 +107,15 @@ DEFAULT_CATALOG: dict[str, Any] = {
             # An effect uses the first frame only; first+last+template drops the last frame, last+template
             # without a first is an error (effects page): the bot sends the first frame alone.
             "template_combinations": [["first_frame"]],
-            # `flying` is left out on purpose. Issue 12's seed reference pairs 唐韵翩然 with `flying`, but the
-            # current official kf2v API reference says 唐韵翩然 is `hanfu-1`, and the effects pages list `flying`
-            # (魔法悬浮) as a template of the first-frame i2v models (`img_url`, another path). No source says
-            # kf2v-plus accepts it, so offering it would charge users for a provider refusal.
-            "templates": ["hanfu-1", "solaron", "magazine", "mech1", "mech2"],
+            # Two official pages disagree on 唐韵翩然: the kf2v API reference this project was seeded from
+            # (seed-kf2v-api-zh, the example row "使用“唐韵翩然”特效,template设置为“flying”") says `flying`; the
+            # current kf2v reference says `hanfu-1`, and the effects pages list `flying` (魔法悬浮) for the
+            # first-frame i2v models. Both are offered: a name the provider refuses fails the job with nothing
+            # charged and the effect named to the user (job.failed.template_refused), so trying costs nothing.
+            "templates": ["hanfu-1", "flying", "solaron", "magazine", "mech1", "mech2"],
             "template_names": {
                 "hanfu-1": "唐韵翩然",
+                "flying": "唐韵翩然 (seed reference)",
                 "solaron": "机甲变身",
                 "magazine": "闪耀封面",
                 "mech1": "机械觉醒",
@@ -153,7 +155,7 @@ DEFAULT_CATALOG: dict[str, Any] = {
                 "templates.magazine": "only third-party code lists it",
                 "templates.mech1": "only third-party code lists it",
                 "templates.mech2": "only third-party code lists it",
-                "templates.flying": "NOT offered: officially a first-frame i2v template (魔法悬浮); kf2v unconfirmed",
+                "templates.flying": "the seed kf2v reference's 唐韵翩然 example; the current one says hanfu-1",
                 "price_per_second": "last official figures (seed copy); the current page has no price table",
                 "free_seconds": "seed copy",
                 "limits": "seed copy",
