@@ -18,7 +18,7 @@ with CI=true, where the bench fails):
   pick_p99_ms (extra): the pick alone, in memory. Lanes are freed after each decision so none waits for
   a slot; the clock steps 0.6 s per decision so the rate window never blocks one either.
 
-Invariants reported for tests/test_bench.py: every job queued in the database and in memory, every
+Invariants reported for tests/project/test_bench.py: every job queued in the database and in memory, every
 reservation in the ledger, exactly `decisions` jobs claimed.
 """
 

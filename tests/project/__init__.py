@@ -1,0 +1,1 @@
+"""Project checks: packaging, deploy files, import contracts, the bench."""

@@ -1,0 +1,131 @@
+"""The benchmarks run at their tiny size so they cannot rot. Only shapes and correctness are checked here
+(the JSON line, its keys, limits kept, nothing lost), never timings: those are for `make bench`."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+KEYS = {
+    "throughput": {"jobs", "makespan_s", "ideal_makespan_s", "slot_utilization", "limit_violations"},
+    "polling": {
+        "polls_per_job",
+        "sdk_polls_per_job",
+        "detect_p50_s",
+        "detect_p95_s",
+        "sdk_detect_p50_s",
+        "sdk_detect_p95_s",
+    },
+    "ack": {"ack_p50_ms", "ack_p99_ms", "ack_max_ms"},
+    "scale": {"enqueue_per_s", "dispatch_p99_ms", "rss_mb", "recovery_s"},
+    "delivery": {"deliver_p50_s", "deliver_p95_s"},
+    "failover": {"takeover_s_p50", "takeover_s_max"},
+    "admission": {"sqlite_enqueue_per_s", "sqlite_admit_per_s", "sqlite_dispatch_p99_ms"},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run() -> dict[str, Any]:
+    """`python -m bench all --size tiny`: every benchmark in its own process, then one summary line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "all", "--size", "tiny"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    assert lines, done.stderr[-3000:]
+    summary: dict[str, Any] = json.loads(lines[-1])  # the last line is the summary
+    summary["lines"] = [json.loads(line) for line in lines[:-1]]
+    summary["stderr"] = done.stderr
+    summary["returncode"] = done.returncode
+    return summary
+
+
+def test_all_runs_every_benchmark_and_ends_with_one_summary_line(tiny_run: dict[str, Any]) -> None:
+    assert tiny_run["bench"] == "all" and tiny_run["size"] == "tiny"
+    assert tiny_run["failed"] == [], tiny_run["stderr"][-3000:]
+    assert tiny_run["returncode"] == 0
+    assert [line["bench"] for line in tiny_run["lines"]] == list(KEYS)
+    assert sorted(tiny_run["results"]) == sorted(KEYS)
+
+
+@pytest.mark.parametrize("name", list(KEYS))
+def test_benchmark_reports_its_figures(tiny_run: dict[str, Any], name: str) -> None:
+    figures = tiny_run["results"].get(name)
+    assert figures is not None, tiny_run["stderr"][-3000:]
+    assert figures["bench"] == name and figures["size"] == "tiny"
+    missing = KEYS[name] - set(figures)
+    assert not missing, f"{name} lacks {sorted(missing)}"
+    for key in KEYS[name]:
+        assert isinstance(figures[key], int | float) and math.isfinite(figures[key]), (key, figures[key])
+    CHECKS[name](figures)
+
+
+def _throughput(f: dict[str, Any]) -> None:
+    assert f["limit_violations"] == 0
+    assert f["jobs"] == f["tasks"] >= 2
+    assert f["max_in_flight"] <= 2
+    assert 0 < f["slot_utilization"] <= 1
+    assert f["makespan_s"] >= f["ideal_makespan_s"] - 0.01  # a lower bound, by construction
+
+
+def _polling(f: dict[str, Any]) -> None:
+    assert f["limit_violations"] == 0
+    assert f["jobs"] >= 1
+    assert f["polls_per_job"] >= 1 and f["sdk_polls_per_job"] >= 1
+    assert f["detect_p95_s"] >= f["detect_p50_s"] and f["sdk_detect_p95_s"] >= f["sdk_detect_p50_s"]
+
+
+def _ack(f: dict[str, Any]) -> None:
+    assert f["acked"] == f["interactions"] >= 2
+    assert f["replied_queued"] == f["interactions"]  # every command became a queued job
+    assert 0 <= f["ack_p50_ms"] <= f["ack_p99_ms"] <= f["ack_max_ms"]
+
+
+def _scale(f: dict[str, Any]) -> None:
+    assert f["recovered_jobs"] == f["jobs"] >= 100  # a restart rebuilt the whole queue
+    assert f["enqueue_per_s"] > 0 and f["recovery_s"] > 0 and f["rss_mb"] > 0
+    assert 0 <= f["dispatch_p50_ms"] <= f["dispatch_p99_ms"]
+
+
+def _delivery(f: dict[str, Any]) -> None:
+    assert f["jobs"] >= 1
+    assert f["video_mb"] >= 1  # the padded video arrived whole
+    assert f["after_poll_p50_s"] >= 0 and f["deliver_p95_s"] >= f["deliver_p50_s"]
+
+
+def _failover(f: dict[str, Any]) -> None:
+    assert f["kills"] >= 1 and f["processes"] == 3  # a holder was SIGKILLed and another one took over
+    assert 0 < f["takeover_s_p50"] <= f["takeover_s_max"]
+
+
+def _admission(f: dict[str, Any]) -> None:
+    # The PostgreSQL half runs where a server answers (always under CI=true: the bench fails without one).
+    assert f["engines"][0] == "sqlite" and set(f["engines"]) <= {"sqlite", "postgresql"}
+    if "postgresql" not in f["engines"]:
+        assert f["postgresql_skipped"]
+    for engine in f["engines"]:
+        assert f[f"{engine}_queued_in_memory"] == f[f"{engine}_queued_in_database"] == f["queued"] >= f["jobs"] >= 100
+        assert f[f"{engine}_reserved_equals_ledger"] is True  # every reservation has its ledger row
+        assert f[f"{engine}_claimed"] == f["decisions"] >= 50  # each decision claimed exactly one job
+        assert f[f"{engine}_enqueue_per_s"] > 0 and f[f"{engine}_admit_per_s"] > 0
+        assert 0 <= f[f"{engine}_dispatch_p50_ms"] <= f[f"{engine}_dispatch_p99_ms"] <= f[f"{engine}_dispatch_max_ms"]
+        assert f[f"{engine}_pick_p99_ms"] <= f[f"{engine}_dispatch_max_ms"]  # the pick is part of the decision
+
+
+CHECKS = {
+    "throughput": _throughput,
+    "polling": _polling,
+    "ack": _ack,
+    "scale": _scale,
+    "delivery": _delivery,
+    "failover": _failover,
+    "admission": _admission,
+}

@@ -1,0 +1,1 @@
+"""Reliability and security campaigns: crashes, faults, bad input, failover."""

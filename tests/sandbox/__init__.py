@@ -1,0 +1,1 @@
+"""Tests of the sandbox: the DashScope and Discord emulators, the sandbox video and the demo."""

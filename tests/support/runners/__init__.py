@@ -1,0 +1,1 @@
+"""Helper processes the crash tests spawn as `python -m tests.support.runners.<name>` and kill mid-work."""

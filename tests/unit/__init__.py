@@ -1,0 +1,1 @@
+"""Unit tests, one folder per bot package: one module's behaviour, no Discord."""

@@ -1,0 +1,1 @@
+"""Unit tests of the DashScope client (bot.dashscope) against the local emulator."""

@@ -1,0 +1,1 @@
+"""Unit tests of bot.jobs: store, scheduler, worker, admission, uploads, databases, stories."""
