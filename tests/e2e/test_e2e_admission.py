@@ -7,24 +7,12 @@ over-budget /kf2v is refused before its frames are downloaded or decoded.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from bot.i18n import t
 from bot.jobs.models import JobState
 from bot.jobs.service import Actor
 from tests.support import corpus
-from tests.support.engine import wait_until
-from tests.support.world import ALICE, BOB, MANAGER, OWNER, World, close_world, make_world
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await make_world(tmp_path)
-    yield w
-    await close_world(w)
+from tests.support.waiting import wait_until
+from tests.support.world import ALICE, BOB, MANAGER, OWNER, World
 
 
 def frames_on_disk(world: World) -> int:

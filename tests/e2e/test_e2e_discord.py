@@ -5,30 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from bot.catalog import DEFAULT_CATALOG
 from bot.jobs.models import ChargeState, JobState
 from tests.support import corpus
-from tests.support.engine import wait_until
-from tests.support.world import ALICE, BOB, MANAGER, OWNER, World, close_world, make_world
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await make_world(tmp_path)
-    yield w
-    await close_world(w)
-
-
-async def delivered(world: World, job_id: int, within: float = 30) -> None:
-    async def done() -> bool:
-        return (await world.job(job_id)).state is JobState.DELIVERED
-
-    await wait_until(done, within=within)
+from tests.support.waiting import wait_until
+from tests.support.world import ALICE, BOB, MANAGER, OWNER, World, close_world, delivered, make_world
 
 
 async def test_happy_path_from_command_to_mp4_in_the_thread(world: World) -> None:

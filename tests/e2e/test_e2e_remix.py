@@ -3,30 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from bot.jobs.models import ChargeState, JobState
+from bot.jobs.models import ChargeState
 from tests.support import corpus
-from tests.support.engine import wait_until
-from tests.support.world import ALICE, BOB, World, close_world, make_world
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await make_world(tmp_path)
-    yield w
-    await close_world(w)
-
-
-async def delivered(world: World, job_id: int, within: float = 30) -> None:
-    async def done() -> bool:
-        return (await world.job(job_id)).state is JobState.DELIVERED
-
-    await wait_until(done, within=within)
+from tests.support.waiting import wait_until
+from tests.support.world import ALICE, BOB, World, delivered
 
 
 def inputs(modal: dict[str, Any]) -> list[dict[str, Any]]:

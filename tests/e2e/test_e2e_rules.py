@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from bot.sandbox.discord_emu import CommandUnavailableError
-from tests.support.engine import wait_until
-from tests.support.world import ALICE, BOB, MANAGER, OWNER, World, close_world, make_world
+from tests.support.waiting import wait_until
+from tests.support.world import ALICE, BOB, MANAGER, OWNER, World
 
 
 def free_port() -> int:
@@ -22,10 +20,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await make_world(tmp_path, KF2V_HTTP_HOST="127.0.0.1", KF2V_HTTP_PORT=str(free_port()))
-    yield w
-    await close_world(w)
+def world_settings() -> dict[str, Any]:
+    """This module's world: see tests/conftest.py."""
+    return dict(KF2V_HTTP_HOST="127.0.0.1", KF2V_HTTP_PORT=str(free_port()))
 
 
 async def rules(world: World, user: int, subcommand: str, guild: int | None = None, **options: Any) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,19 +22,10 @@ from bot.jobs.story.plan import StoryState
 from bot.jobs.story.store import StoryStore
 from bot.sandbox.discord_emu import UPLOAD_LIMITS, MessageRecord
 from tests.support import corpus
-from tests.support.engine import wait_until
-from tests.support.world import ALICE, BOB, World, close_world, make_world
+from tests.support.waiting import wait_until
+from tests.support.world import ALICE, BOB, World
 
 KEYFRAMES = [(220, 30, 30), (30, 200, 40), (30, 40, 210), (235, 235, 235)]
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await make_world(tmp_path)
-    try:
-        yield w
-    finally:
-        await close_world(w)
 
 
 async def run_story(world: World, prompt: str, frames: int = 4, user: int = ALICE, locale: str = "en-US") -> Any:

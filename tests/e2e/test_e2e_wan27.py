@@ -11,27 +11,18 @@ import io
 import math
 import struct
 import wave
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import av
 import pytest
 
 from bot.catalog import load_catalog
-from bot.jobs.models import ChargeState, JobState
+from bot.jobs.models import ChargeState
 from tests.support import corpus
-from tests.support.engine import wait_until
-from tests.support.world import ALICE, World, close_world, make_world
+from tests.support.waiting import wait_until
+from tests.support.world import ALICE, World, delivered
 
 WAN27 = load_catalog().model("wan2.7-i2v")
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await make_world(tmp_path)
-    yield w
-    await close_world(w)
 
 
 def wav(seconds: float, rate: int = 8000) -> bytes:
@@ -65,13 +56,6 @@ async def kf2v(world: World, audio: bytes | None = None, **options: Any) -> Any:
     return record
 
 
-async def delivered(world: World, job_id: int, within: float = 90) -> None:
-    async def done() -> bool:
-        return (await world.job(job_id)).state is JobState.DELIVERED
-
-    await wait_until(done, within=within)
-
-
 async def reservations(world: World) -> int:
     return sum(1 for entry in await world.svc.store.ledger(world.guild) if entry.kind == "reserve")
 
@@ -81,7 +65,7 @@ async def test_eight_seconds_at_1080p_with_sound_charged_eight_times_the_price(w
     assert "queued" in (await world.reply(record)).lower()
     job = await world.latest_job()
     assert (job.request.duration, job.request.sound) == (8, True)
-    await delivered(world, job.id)
+    await delivered(world, job.id, within=90)
     job = await world.job(job.id)
     price = WAN27.price_per_second_milli["1080P"]
     assert job.cost_reserved == 8 * price
@@ -103,7 +87,7 @@ async def test_a_driving_audio_file_is_uploaded_and_the_video_has_sound(world: W
     await world.reply(record)
     job = await world.latest_job()
     assert job.request.audio is not None and job.request.audio.endswith(".wav")
-    await delivered(world, job.id)
+    await delivered(world, job.id, within=90)
     [(_, attachment)] = world.videos()
     kinds, seconds = decoded(attachment.data)
     assert "audio" in kinds and seconds == pytest.approx(4, abs=0.2)
@@ -151,7 +135,7 @@ async def test_a_restart_in_the_middle_of_the_uploads_resumes_without_paying_twi
     await world.stop_bot()
     world.dashscope.update(faults={"latency_s": 0.0, "routes": None})
     await world.start_bot()
-    await delivered(world, job.id)
+    await delivered(world, job.id, within=90)
     job = await world.job(job.id)
     # The first frame's upload was reused from the database; only the second was sent again.
     assert world.dashscope.stats()["calls"].get("upload", 0) == 2
@@ -165,7 +149,7 @@ async def test_extend_continues_the_delivered_video_in_its_thread_with_the_whole
     record = await kf2v(world, model="wan2.7-i2v", resolution="720P", duration=3)
     await world.reply(record)
     parent = await world.latest_job()
-    await delivered(world, parent.id)
+    await delivered(world, parent.id, within=90)
     parent = await world.job(parent.id)
     extend_id = f"kf2v:extend:{parent.id}"
 
@@ -187,7 +171,7 @@ async def test_extend_continues_the_delivered_video_in_its_thread_with_the_whole
     child = await world.latest_job()
     assert child.parent_job_id == parent.id and child.request.first_clip is not None
     assert (child.request.duration, child.cost_reserved) == (7, 7 * price)
-    await delivered(world, child.id)
+    await delivered(world, child.id, within=90)
     child = await world.job(child.id)
     assert child.thread_id == parent.thread_id  # followed and delivered in the same thread
     posted = [(m, a) for m, a in world.videos() if m.channel_id == parent.thread_id]

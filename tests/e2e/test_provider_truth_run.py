@@ -34,7 +34,7 @@ from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, ap
 from bot.sandbox.discord_emu import DiscordEmulator
 from bot.sandbox.discord_emu.emulator import InteractionRecord
 from tests.support import corpus
-from tests.support.engine import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

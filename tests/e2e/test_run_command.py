@@ -11,7 +11,7 @@ from pathlib import Path
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from bot.sandbox.discord_emu import DiscordEmulator
 from tests.support import corpus
-from tests.support.engine import wait_until
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sk-run-test-5f0e1d2c3b4a"

@@ -26,7 +26,7 @@ import pytest
 from bot.jobs.models import ChargeState, JobState
 from bot.jobs.store import JobStore
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
-from tests.support.engine import wait_until
+from tests.support.waiting import wait_until
 
 PROCESSES = 3
 KILLS = 8

@@ -30,8 +30,9 @@ import pytest
 from bot.jobs.models import ChargeState, GuildPolicy, JobState
 from bot.jobs.store import JobStore
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
-from tests.support.engine import all_final, start_engine, wait_until
+from tests.support.engine import all_final, start_engine
 from tests.support.runners.admit_runner import GUILDS, RUNNER_SETTINGS
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TIGHT_GUILD = GUILDS[-1]

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,18 +21,17 @@ from bot.i18n import t
 from bot.jobs.models import ChargeState, Job, JobState
 from bot.sandbox.dashscope_emulator import EmulatorConfig
 from bot.sandbox.discord_emu.model import Overwrite, Perm
-from tests.support.engine import wait_until
 from tests.support.reliability import FINAL, videos_per_job
-from tests.support.world import ALICE, BOB, World, close_world, make_world
+from tests.support.waiting import wait_until
+from tests.support.world import ALICE, BOB, World
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await make_world(tmp_path, EmulatorConfig(seed=41, pending_s=(0.1, 0.3), running_s=(0.2, 0.6)))
-    yield w
-    await close_world(w)
+def world_settings() -> dict[str, Any]:
+    """This module's world: see tests/conftest.py."""
+    return {"emulator": EmulatorConfig(seed=41, pending_s=(0.1, 0.3), running_s=(0.2, 0.6))}
 
 
 async def submit(world: World, prompt: str, user: int = ALICE, **options: Any) -> Job:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from PIL import Image
 from bot.i18n import MESSAGES
 from bot.jobs.models import JobState
 from tests.support import corpus
-from tests.support.engine import wait_until
+from tests.support.waiting import wait_until
 from tests.support.world import ALICE, World, close_world, make_world
 
 # Options refused before anything is read or spent: (options, message key).
@@ -113,13 +112,6 @@ async def test_bad_input_is_refused_with_its_own_message_and_leaves_nothing(
     text = await shared.reply(record)
     assert message_pattern(locale, expected_key(kind, case, locale)).search(text), (locale, case, text)
     await nothing_left(shared, before)
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    w = await make_world(tmp_path)
-    yield w
-    await close_world(w)
 
 
 def near(pixel: Any, expected: tuple[int, int, int], tolerance: int = 24) -> bool:

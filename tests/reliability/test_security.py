@@ -29,7 +29,6 @@ from bot.sandbox.dashscope_emulator import EmulatorConfig
 from bot.sandbox.discord_emu.model import DEFAULT_BOT_PERMISSIONS, Perm
 from bot.settings import load_settings
 from tests.support import corpus
-from tests.support.engine import wait_until
 from tests.support.reliability import (
     ALICE,
     BOB,
@@ -44,6 +43,7 @@ from tests.support.reliability import (
     make_secret_world,
     mode,
 )
+from tests.support.waiting import wait_until
 from tests.support.world import FAST, World, close_world
 
 

@@ -20,8 +20,8 @@ from bot.jobs.store import JobStore
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from bot.sandbox.discord_emu import DiscordEmulator
 from tests.support import corpus
-from tests.support.engine import wait_until
 from tests.support.reliability import ALICE, FAKE_API_KEY, FAKE_BOT_TOKEN, OWNER, bot_env, spawn_bot, stop_process
+from tests.support.waiting import wait_until
 
 KEYFRAMES = [(220, 30, 30), (30, 200, 40), (30, 40, 210), (235, 235, 235)]
 

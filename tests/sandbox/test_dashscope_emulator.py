@@ -24,6 +24,7 @@ from PIL import Image
 
 from bot.sandbox.cli import add_sandbox_arguments, config_from_args
 from bot.sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig, FaultConfig, fingerprint
+from tests.support.waiting import wait_until
 
 KEY = "sk-emulator-test-key-1"
 OTHER_KEY = "sk-emulator-test-key-2"
@@ -730,14 +731,6 @@ async def test_pending_and_running_answers_carry_their_times(api: Api) -> None:
     assert len(running["scheduled_time"]) == 23 and "end_time" not in running
 
 
-async def wait_for(condition: Any, within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.02)
-
-
 async def test_the_neighbour_creates_tasks_of_the_same_models_in_the_accounts_slots(
     session: aiohttp.ClientSession,
 ) -> None:
@@ -745,7 +738,7 @@ async def test_the_neighbour_creates_tasks_of_the_same_models_in_the_accounts_sl
         api = Api(session, emu.base_url)
         mine = (await api.create(body()))[1]["output"]["task_id"]
         emu.update(neighbour_rate=50)
-        await wait_for(lambda: emu.stats()["neighbour"]["created"] == 1)
+        await wait_until(lambda: emu.stats()["neighbour"]["created"] == 1, within=5)
         emu.update(neighbour_rate=0)
         # The account's two slots are taken, one by the neighbour: a 429 that is not the caller's fault.
         status, answer = await api.create(body())
@@ -771,7 +764,7 @@ async def test_the_neighbour_works_only_with_models_the_account_used(session: ai
         await asyncio.sleep(0.1)
         assert emu.stats()["neighbour"]["created"] == 0
         assert (await api.create(body(model=PLUS)))[0] == 200
-        await wait_for(lambda: emu.stats()["neighbour"]["created"] >= 3)
+        await wait_until(lambda: emu.stats()["neighbour"]["created"] >= 3, within=5)
         assert {t["model"] for t in emu.stats()["tasks"]} == {PLUS}
 
 
@@ -901,7 +894,7 @@ async def test_a_slow_upload_outlasts_the_callers_timeout_and_creates_nothing(se
             ) as resp:
                 await resp.read()
         # aiohttp resets the connection of a request that timed out: the upload is cut, no task is created.
-        await wait_for(lambda: emu.stats()["uploads_cut"] == 1)
+        await wait_until(lambda: emu.stats()["uploads_cut"] == 1, within=5)
         assert emu.stats()["submissions_accepted"] == 0
         # A small body still goes through at that rate.
         async with session.post(url, data=padded_body(20_000), headers=headers) as resp:

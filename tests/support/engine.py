@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -66,18 +63,6 @@ def draft(guild: int = 1, user: int = 10, prompt: str = "a cat looks up at the s
 
 
 _OPTIONS = frozenset(f.name for f in fields(JobRequest))
-
-
-async def wait_until(predicate: Callable[[], Any], within: float = 30.0, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(interval)
-    raise TimeoutError("condition not met in time")
 
 
 async def all_final(services: Services, job_ids: list[int]) -> bool:

@@ -10,11 +10,12 @@ from typing import Any
 
 from bot.app import DiscordApp, Services, build_discord_app
 from bot.discord_ui.client import VideoBot, point_discord_at
-from bot.jobs.models import Job
+from bot.jobs.models import Job, JobState
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from bot.sandbox.discord_emu import DiscordEmulator, MessageRecord
 from tests.support import corpus
-from tests.support.engine import engine_settings, wait_until
+from tests.support.engine import engine_settings
+from tests.support.waiting import wait_until
 
 OWNER = 900_001
 MANAGER = 900_002
@@ -160,3 +161,12 @@ async def close_world(world: World) -> None:
     await world.stop_bot()
     await world.dashscope.stop()
     await world.discord.stop()
+
+
+async def delivered(world: World, job_id: int, within: float = 30) -> None:
+    """Wait until the job is DELIVERED (its mp4 posted in its thread); TimeoutError otherwise."""
+
+    async def done() -> bool:
+        return (await world.job(job_id)).state is JobState.DELIVERED
+
+    await wait_until(done, within=within)

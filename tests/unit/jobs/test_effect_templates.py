@@ -13,7 +13,8 @@ from bot.catalog import DEFAULT_CATALOG
 from bot.i18n import t
 from bot.jobs.models import ChargeState, JobState
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
-from tests.support.engine import all_final, draft, start_engine, wait_until
+from tests.support.engine import all_final, draft, start_engine
+from tests.support.waiting import wait_until
 
 PLUS = "wanx2.1-kf2v-plus"
 

@@ -13,8 +13,9 @@ from bot.app import Services
 from bot.jobs.models import JobState
 from bot.jobs.service import Actor
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
-from tests.support.engine import draft, start_engine, wait_until
+from tests.support.engine import draft, start_engine
 from tests.support.recording import RecordingNotifier
+from tests.support.waiting import wait_until
 
 FAST = {"pending_s": (0.05, 0.2), "running_s": (0.2, 0.5)}
 Engine = tuple[Services, RecordingNotifier]

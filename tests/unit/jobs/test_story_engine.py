@@ -26,8 +26,9 @@ from bot.jobs.story.service import SegmentLinks, SegmentRouter, StoryDraft, Stor
 from bot.jobs.story.store import Story, StoryStore
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support import corpus
-from tests.support.engine import start_engine, wait_until
+from tests.support.engine import start_engine
 from tests.support.recording import RecordingNotifier
+from tests.support.waiting import wait_until
 
 FAST = {"pending_s": (0.05, 0.2), "running_s": (0.2, 0.5)}
 KEYFRAMES = [(220, 30, 30), (30, 200, 40), (30, 40, 210), (235, 235, 235)]

@@ -18,7 +18,8 @@ from bot.jobs.scheduler import QueuedJob
 from bot.jobs.service import Actor
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support import corpus
-from tests.support.engine import all_final, draft, jobs_by_id, start_engine, wait_until
+from tests.support.engine import all_final, draft, jobs_by_id, start_engine
+from tests.support.waiting import wait_until
 
 FAST = {"pending_s": (0.05, 0.2), "running_s": (0.2, 0.5)}
 

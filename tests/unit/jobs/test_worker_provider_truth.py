@@ -20,7 +20,8 @@ from bot.app import Services
 from bot.jobs.models import ChargeState, Job, JobState
 from bot.jobs.quota import Settlement
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, api_key_id
-from tests.support.engine import API_KEY, all_final, draft, jobs_by_id, start_engine, wait_until
+from tests.support.engine import API_KEY, all_final, draft, jobs_by_id, start_engine
+from tests.support.waiting import wait_until
 
 FAST = {"pending_s": (0.05, 0.2), "running_s": (0.2, 0.5)}
 
