@@ -115,20 +115,40 @@ async def test_animate_a_message_with_two_images(world: World) -> None:
     await delivered(world, job.id)
 
 
+async def test_animate_a_message_with_one_image_offers_the_effects(world: World) -> None:
+    files = [("one.png", corpus.good_png(320, 240, corpus.RED), "image/png"), ("a.txt", b"words", "text/plain")]
+    posted = world.discord.post_message(world.channel, BOB, "one picture", attachments=files)
+    record = await world.discord.run_message_command(world.guild, world.channel, ALICE, "Animate with kf2v", posted.id)
+    modal = await record.wait_modal()
+    [select] = inputs(modal)
+    assert select["type"] == 3
+    offered = [option["value"] for option in select["options"]]
+    effect_model = world.svc.jobs.effect_model()
+    assert offered == list(world.svc.catalog.model(effect_model).templates_in(world.svc.region))
+    assert not await world.svc.store.all_jobs()  # nothing before the effect is chosen
+    submit = await world.discord.submit_modal(record, {select["custom_id"]: ["hanfu-1"]})
+    assert "queued" in await world.reply(submit)
+    job = await world.latest_job()
+    assert job.user_id == ALICE and job.channel_id == world.channel
+    assert job.request.template == "hanfu-1" and job.request.model == effect_model
+    assert job.last_frame is None and job.cost_reserved > 0
+    await delivered(world, job.id)
+
+
 async def test_animate_a_message_without_two_images_is_refused_privately(world: World) -> None:
-    files = [("one.png", corpus.good_png(320, 240), "image/png"), ("clip.mp4", b"\0\0\0\x18ftypmp42", "video/mp4")]
-    posted = world.discord.post_message(world.channel, BOB, "one frame", attachments=files)
+    files = [("notes.txt", b"no picture", "text/plain"), ("clip.mp4", b"\0\0\0\x18ftypmp42", "video/mp4")]
+    posted = world.discord.post_message(world.channel, BOB, "no frame", attachments=files)
     record = await world.discord.run_message_command(
         world.guild, world.channel, ALICE, "用 kf2v 生成动画", posted.id, locale="zh-CN"
     )
     response = await record.wait_response()
     assert response.type == 4 and record.modal is None
     text = record.ephemeral_text
-    assert text is not None and "1 张" in text and "`clip.mp4`" in text
+    assert text is not None and "0 张" in text and "`clip.mp4`" in text
     english = await world.discord.run_message_command(world.guild, world.channel, ALICE, "Animate with kf2v", posted.id)
     await english.wait_response()
     assert english.ephemeral_text is not None
-    assert "has 1" in english.ephemeral_text and "Not images: `clip.mp4`" in english.ephemeral_text
+    assert "has 0" in english.ephemeral_text and "Not images: `notes.txt`, `clip.mp4`" in english.ephemeral_text
     assert not await world.svc.store.all_jobs()
     report = await world.svc.jobs.budget_report(world.guild)
     assert report is not None

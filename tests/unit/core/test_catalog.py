@@ -40,14 +40,15 @@ def test_cost_of_eight_seconds_at_1080p_is_eight_times_the_listed_price() -> Non
 def test_effect_templates_follow_the_official_names() -> None:
     plus = load_catalog().model("wanx2.1-kf2v-plus")
     assert plus.template_names["hanfu-1"] == "唐韵翩然"
-    assert "flying" not in plus.templates  # a first-frame i2v template officially; see the catalog's comment
+    # The seed reference's 唐韵翩然 example (`flying`) is offered beside the current reference's `hanfu-1`.
+    assert "flying" in plus.templates and "hanfu-1" in plus.templates
     assert plus.templates_in("beijing") == plus.templates and plus.templates_in("singapore") == ()
 
 
 def test_unconfirmed_lists_each_unsourced_value_with_its_reason() -> None:
     lines = load_catalog().unconfirmed()
     assert any(line.startswith("wan2.7-i2v.price_per_second: third-party") for line in lines)
-    assert any(line.startswith("wanx2.1-kf2v-plus.templates.flying: NOT offered") for line in lines)
+    assert any(line.startswith("wanx2.1-kf2v-plus.templates.flying: the seed kf2v reference") for line in lines)
     assert not any(line.startswith("wan2.7-i2v.duration") for line in lines)  # sourced
     assert all(isinstance(url, str) and url for url in load_catalog().model("wan2.7-i2v").sources.values())
 

@@ -53,3 +53,20 @@ async def test_a_template_the_provider_refuses_fails_released_with_its_name(
             assert "`not-a-real-effect`" in t(locale, failed.error_key, template=failed.request.template)
     finally:
         await services.stop()
+
+
+async def test_the_seed_references_flying_effect_is_offered_and_made(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    """`flying` (唐韵翩然 in the seed kf2v reference) is a template of the plus model; the sandbox makes it."""
+    services, recorder = await start_engine(tmp_path / "data", emulator.base_url)
+    try:
+        job = await services.jobs.submit(
+            draft(model=PLUS, resolution="720P", template="flying", prompt="", last_image=None)
+        )
+        await wait_until(lambda: all_final(services, [job.id]), within=30)
+        made = await services.store.get(job.id)
+        assert made is not None and made.state is JobState.DELIVERED
+        assert [job_id for job_id, _ in recorder.delivered] == [job.id]
+    finally:
+        await services.stop()
