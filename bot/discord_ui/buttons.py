@@ -10,7 +10,6 @@ registers to answer them, each holding the service it calls.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Collection
 from typing import Any
 
@@ -21,6 +20,7 @@ from bot.discord_ui.conversation import open_conversation
 from bot.discord_ui.errors import reply_error
 from bot.discord_ui.extend import ExtendModal, post_in_parent_thread
 from bot.discord_ui.modals import RemixModal
+from bot.discord_ui.persistent import ButtonItem, id_button
 from bot.discord_ui.render import CANCEL_ID, EXTEND_ID, NO_PINGS, REGENERATE_ID, REMIX_ID, channel_mention
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
@@ -28,8 +28,6 @@ from bot.jobs.models import Job, JobState
 from bot.jobs.service import Actor, JobService, RemixEdits
 
 log = logging.getLogger(__name__)
-
-ButtonItem = discord.ui.DynamicItem[discord.ui.Button[Any]]
 
 
 class JobButtons:
@@ -178,74 +176,9 @@ class JobButtons:
 
     def items(self) -> tuple[type[ButtonItem], ...]:
         """The DynamicItem classes the client registers; each press is handed to this object."""
-        handler = self
-
-        class CancelButton(ButtonItem, template=r"kf2v:cancel:(?P<job_id>[0-9]{1,18})"):
-            def __init__(self, job_id: int) -> None:
-                super().__init__(discord.ui.Button(custom_id=CANCEL_ID.format(job_id=job_id)))
-                self.job_id = job_id
-
-            @classmethod
-            async def from_custom_id(
-                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-            ) -> CancelButton:
-                return cls(int(match["job_id"]))
-
-            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-                return await handler.allowed(interaction)
-
-            async def callback(self, interaction: discord.Interaction[Any]) -> None:
-                await handler.cancel(interaction, self.job_id)
-
-        class RegenerateButton(ButtonItem, template=r"kf2v:regen:(?P<job_id>[0-9]{1,18})"):
-            def __init__(self, job_id: int) -> None:
-                super().__init__(discord.ui.Button(custom_id=REGENERATE_ID.format(job_id=job_id)))
-                self.job_id = job_id
-
-            @classmethod
-            async def from_custom_id(
-                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-            ) -> RegenerateButton:
-                return cls(int(match["job_id"]))
-
-            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-                return await handler.allowed(interaction)
-
-            async def callback(self, interaction: discord.Interaction[Any]) -> None:
-                await handler.regenerate(interaction, self.job_id)
-
-        class RemixButton(ButtonItem, template=r"kf2v:remix:(?P<job_id>[0-9]{1,18})"):
-            def __init__(self, job_id: int) -> None:
-                super().__init__(discord.ui.Button(custom_id=REMIX_ID.format(job_id=job_id)))
-                self.job_id = job_id
-
-            @classmethod
-            async def from_custom_id(
-                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-            ) -> RemixButton:
-                return cls(int(match["job_id"]))
-
-            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-                return await handler.allowed(interaction)
-
-            async def callback(self, interaction: discord.Interaction[Any]) -> None:
-                await handler.remix(interaction, self.job_id)
-
-        class ExtendButton(ButtonItem, template=r"kf2v:extend:(?P<job_id>[0-9]{1,18})"):
-            def __init__(self, job_id: int) -> None:
-                super().__init__(discord.ui.Button(custom_id=EXTEND_ID.format(job_id=job_id)))
-                self.job_id = job_id
-
-            @classmethod
-            async def from_custom_id(
-                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-            ) -> ExtendButton:
-                return cls(int(match["job_id"]))
-
-            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-                return await handler.allowed(interaction)
-
-            async def callback(self, interaction: discord.Interaction[Any]) -> None:
-                await handler.extend(interaction, self.job_id)
-
-        return CancelButton, RegenerateButton, RemixButton, ExtendButton
+        return (
+            id_button(CANCEL_ID.removesuffix(":{job_id}"), self.cancel, self.allowed),
+            id_button(REGENERATE_ID.removesuffix(":{job_id}"), self.regenerate, self.allowed),
+            id_button(REMIX_ID.removesuffix(":{job_id}"), self.remix, self.allowed),
+            id_button(EXTEND_ID.removesuffix(":{job_id}"), self.extend, self.allowed),
+        )

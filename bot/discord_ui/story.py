@@ -21,6 +21,7 @@ import discord
 from bot.catalog import format_cny
 from bot.discord_ui.checks import Owners, is_manager, outside_allowed_guilds
 from bot.discord_ui.errors import reply_error
+from bot.discord_ui.persistent import ButtonItem, id_button
 from bot.discord_ui.render import NO_PINGS, channel_mention, clip, thread_name
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
@@ -291,7 +292,6 @@ async def open_story_conversation(interaction: discord.Interaction[Any], story: 
     await stories.advance(story.id)
 
 
-ButtonItem = discord.ui.DynamicItem[discord.ui.Button[Any]]
 SelectItem = discord.ui.DynamicItem[discord.ui.Select[Any]]
 
 
@@ -358,40 +358,6 @@ class StoryComponents:
     def items(self) -> tuple[type[ButtonItem] | type[SelectItem], ...]:
         handler = self
 
-        class PartialButton(ButtonItem, template=r"kf2v:story-partial:(?P<story_id>[0-9]{1,18})"):
-            def __init__(self, story_id: int) -> None:
-                super().__init__(discord.ui.Button(custom_id=PARTIAL_ID.format(story_id=story_id)))
-                self.story_id = story_id
-
-            @classmethod
-            async def from_custom_id(
-                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-            ) -> PartialButton:
-                return cls(int(match["story_id"]))
-
-            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-                return await handler.allowed(interaction)
-
-            async def callback(self, interaction: discord.Interaction[Any]) -> None:
-                await handler.deliver_partial(interaction, self.story_id)
-
-        class CancelStoryButton(ButtonItem, template=r"kf2v:story-cancel:(?P<story_id>[0-9]{1,18})"):
-            def __init__(self, story_id: int) -> None:
-                super().__init__(discord.ui.Button(custom_id=CANCEL_STORY_ID.format(story_id=story_id)))
-                self.story_id = story_id
-
-            @classmethod
-            async def from_custom_id(
-                cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
-            ) -> CancelStoryButton:
-                return cls(int(match["story_id"]))
-
-            async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-                return await handler.allowed(interaction)
-
-            async def callback(self, interaction: discord.Interaction[Any]) -> None:
-                await handler.cancel(interaction, self.story_id)
-
         class RedoSelect(SelectItem, template=r"kf2v:story-redo:(?P<story_id>[0-9]{1,18})"):
             def __init__(self, story_id: int) -> None:
                 super().__init__(discord.ui.Select(custom_id=REDO_ID.format(story_id=story_id)))
@@ -409,4 +375,6 @@ class StoryComponents:
             async def callback(self, interaction: discord.Interaction[Any]) -> None:
                 await handler.redo(interaction, self.story_id, self.item.values)  # the chosen segment
 
-        return PartialButton, CancelStoryButton, RedoSelect
+        partial = id_button(PARTIAL_ID.removesuffix(":{story_id}"), self.deliver_partial, self.allowed)
+        cancel = id_button(CANCEL_STORY_ID.removesuffix(":{story_id}"), self.cancel, self.allowed)
+        return partial, cancel, RedoSelect

@@ -1,0 +1,42 @@
+"""Persistent buttons: `DynamicItem`s whose custom id `<prefix>:<id>` carries what they act on.
+
+Discord sends the custom id back with every press, so a press after a restart still names its job or story;
+the client registers each class once at start-up (`bot.add_dynamic_items`). One factory serves every button
+of the bot, so a new one is a prefix and a handler, not another class written out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+ButtonItem = discord.ui.DynamicItem[discord.ui.Button[Any]]
+Press = Callable[[discord.Interaction[Any], int], Awaitable[None]]
+Check = Callable[[discord.Interaction[Any]], Awaitable[bool]]
+
+
+def id_button(prefix: str, press: Press, allowed: Check) -> type[ButtonItem]:
+    """The persistent button class for custom ids `<prefix>:<id>`: `allowed` vets the presser, `press` acts."""
+
+    class IdButton(ButtonItem, template=re.escape(prefix) + r":(?P<item_id>[0-9]{1,18})"):
+        def __init__(self, item_id: int) -> None:
+            super().__init__(discord.ui.Button(custom_id=f"{prefix}:{item_id}"))
+            self.item_id = item_id
+
+        @classmethod
+        async def from_custom_id(
+            cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+        ) -> IdButton:
+            return cls(int(match["item_id"]))
+
+        async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+            return await allowed(interaction)
+
+        async def callback(self, interaction: discord.Interaction[Any]) -> None:
+            await press(interaction, self.item_id)
+
+    IdButton.__name__ = IdButton.__qualname__ = f"IdButton[{prefix}]"
+    return IdButton
