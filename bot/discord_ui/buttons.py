@@ -15,12 +15,12 @@ from typing import Any
 
 import discord
 
-from bot.discord_ui.checks import Owners, is_manager, outside_allowed_guilds, require_post_permissions
+from bot.discord_ui.checks import Owners, is_manager, require_post_permissions
 from bot.discord_ui.conversation import open_conversation
 from bot.discord_ui.errors import reply_error
 from bot.discord_ui.extend import ExtendModal, post_in_parent_thread
 from bot.discord_ui.modals import RemixModal
-from bot.discord_ui.persistent import ButtonItem, id_button
+from bot.discord_ui.persistent import ButtonItem, id_button, in_allowed_guild
 from bot.discord_ui.render import CANCEL_ID, EXTEND_ID, NO_PINGS, REGENERATE_ID, REMIX_ID, channel_mention
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
@@ -39,11 +39,7 @@ class JobButtons:
         self.allowed_guilds = frozenset(allowed_guilds)
 
     async def allowed(self, interaction: discord.Interaction[Any]) -> bool:
-        refusal = outside_allowed_guilds(interaction, self.allowed_guilds)
-        if refusal is None:
-            return True
-        await reply_error(interaction, refusal)
-        return False
+        return await in_allowed_guild(interaction, self.allowed_guilds)
 
     async def actor_for(self, interaction: discord.Interaction[Any], guild_id: int) -> Actor:
         managing = interaction.guild_id == guild_id and is_manager(interaction)  # a manager of *that* job's guild

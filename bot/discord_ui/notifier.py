@@ -17,6 +17,7 @@ from typing import Any
 import discord
 
 from bot.catalog import format_cny
+from bot.discord_ui.channels import messageable, thread_or_channel
 from bot.discord_ui.checks import Owners
 from bot.discord_ui.render import NO_PINGS, STATE_COLOURS, clip, job_buttons, status_embed
 from bot.i18n import t
@@ -49,21 +50,11 @@ class DiscordNotifier:
         return job.locale
 
     async def _channel(self, channel_id: int) -> discord.abc.Messageable:
-        channel = self.bot.get_channel(channel_id)
-        if channel is None:
-            channel = await self.bot.fetch_channel(channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            raise DeliveryError(f"channel {channel_id} cannot hold messages", permanent=True)
-        return channel
+        return await messageable(self.bot, channel_id)
 
     async def _target(self, job: Job) -> discord.abc.Messageable:
         """The job's thread, else its channel."""
-        if job.thread_id:
-            try:
-                return await self._channel(job.thread_id)
-            except discord.NotFound:
-                log.info("thread of job %s is gone; using the channel", job.id)
-        return await self._channel(job.channel_id)
+        return await thread_or_channel(self.bot, job.thread_id, job.channel_id, f"job {job.id}")
 
     # --- status --------------------------------------------------------------------------------------
     async def job_updated(self, job: Job, progress: Progress) -> None:

@@ -13,6 +13,9 @@ from typing import Any
 
 import discord
 
+from bot.discord_ui.checks import outside_allowed_guilds
+from bot.discord_ui.errors import reply_error
+
 ButtonItem = discord.ui.DynamicItem[discord.ui.Button[Any]]
 Press = Callable[[discord.Interaction[Any], int], Awaitable[None]]
 Check = Callable[[discord.Interaction[Any]], Awaitable[bool]]
@@ -40,3 +43,12 @@ def id_button(prefix: str, press: Press, allowed: Check) -> type[ButtonItem]:
 
     IdButton.__name__ = IdButton.__qualname__ = f"IdButton[{prefix}]"
     return IdButton
+
+
+async def in_allowed_guild(interaction: discord.Interaction[Any], allowed_guilds: frozenset[int]) -> bool:
+    """A press's `allowed` check: outside KF2V_ALLOWED_GUILDS it is answered with the refusal, and not run."""
+    refusal = outside_allowed_guilds(interaction, allowed_guilds)
+    if refusal is None:
+        return True
+    await reply_error(interaction, refusal)
+    return False

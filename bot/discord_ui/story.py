@@ -19,9 +19,10 @@ from typing import Any
 import discord
 
 from bot.catalog import format_cny
-from bot.discord_ui.checks import Owners, is_manager, outside_allowed_guilds
+from bot.discord_ui.channels import messageable, thread_or_channel
+from bot.discord_ui.checks import Owners, is_manager
 from bot.discord_ui.errors import reply_error
-from bot.discord_ui.persistent import ButtonItem, id_button
+from bot.discord_ui.persistent import ButtonItem, id_button, in_allowed_guild
 from bot.discord_ui.render import NO_PINGS, channel_mention, clip, thread_name
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
@@ -121,18 +122,10 @@ class DiscordStoryNotifier:
         return story.locale
 
     async def _channel(self, channel_id: int) -> discord.abc.Messageable:
-        channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            raise DeliveryError(f"channel {channel_id} cannot hold messages", permanent=True)
-        return channel
+        return await messageable(self.bot, channel_id)
 
     async def _target(self, story: Story) -> discord.abc.Messageable:
-        if story.thread_id:
-            try:
-                return await self._channel(story.thread_id)
-            except discord.NotFound:
-                log.info("thread of story %s is gone; using the channel", story.id)
-        return await self._channel(story.channel_id)
+        return await thread_or_channel(self.bot, story.thread_id, story.channel_id, f"story {story.id}")
 
     async def story_updated(self, story: Story, statuses: Sequence[SegmentStatus]) -> None:
         if not story.status_message_id:
@@ -304,11 +297,7 @@ class StoryComponents:
         self.allowed_guilds = frozenset(allowed_guilds)
 
     async def allowed(self, interaction: discord.Interaction[Any]) -> bool:
-        refusal = outside_allowed_guilds(interaction, self.allowed_guilds)
-        if refusal is None:
-            return True
-        await reply_error(interaction, refusal)
-        return False
+        return await in_allowed_guild(interaction, self.allowed_guilds)
 
     async def actor(self, interaction: discord.Interaction[Any], guild_id: int) -> Actor:
         managing = interaction.guild_id == guild_id and is_manager(interaction)

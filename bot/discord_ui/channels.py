@@ -1,0 +1,32 @@
+"""Where a job's or a story's messages go: its thread, else the channel it was asked in (bot token only)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+
+from bot.jobs.ports import DeliveryError
+
+log = logging.getLogger(__name__)
+
+
+async def messageable(client: discord.Client, channel_id: int) -> discord.abc.Messageable:
+    """The channel or thread by id, from the cache or Discord; `DeliveryError` (permanent) if it can't hold posts."""
+    channel: Any = client.get_channel(channel_id) or await client.fetch_channel(channel_id)
+    if not isinstance(channel, discord.abc.Messageable):
+        raise DeliveryError(f"channel {channel_id} cannot hold messages", permanent=True)
+    return channel
+
+
+async def thread_or_channel(
+    client: discord.Client, thread_id: int | None, channel_id: int, what: str
+) -> discord.abc.Messageable:
+    """The conversation's thread, or its channel when the thread is gone (`what` names it in the log)."""
+    if thread_id:
+        try:
+            return await messageable(client, thread_id)
+        except discord.NotFound:
+            log.info("thread of %s is gone; using the channel", what)
+    return await messageable(client, channel_id)
