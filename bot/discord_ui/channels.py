@@ -5,9 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 import discord
 
 from bot.jobs.ports import DeliveryError
+
+# Talking to Discord can also fail below HTTP (a dropped keep-alive connection, a reset, a timeout): discord.py
+# raises these as they are. Best-effort posts log them in one line and try again on the next occasion.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, OSError, TimeoutError)
+# What a best-effort post (a status edit, a failure notice) may meet: Discord's refusal, a conversation that
+# can't hold posts any more, or the network.
+BEST_EFFORT_ERRORS: tuple[type[Exception], ...] = (discord.HTTPException, DeliveryError, *NETWORK_ERRORS)
 
 log = logging.getLogger(__name__)
 

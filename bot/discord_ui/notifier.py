@@ -17,7 +17,7 @@ from typing import Any
 import discord
 
 from bot.catalog import format_cny
-from bot.discord_ui.channels import messageable, thread_or_channel
+from bot.discord_ui.channels import BEST_EFFORT_ERRORS, NETWORK_ERRORS, messageable, thread_or_channel
 from bot.discord_ui.checks import Owners
 from bot.discord_ui.render import NO_PINGS, STATE_COLOURS, clip, job_buttons, status_embed
 from bot.i18n import t
@@ -92,6 +92,8 @@ class DiscordNotifier:
             )
         except discord.HTTPException as exc:
             log.info("status edit of job %s failed: %s", job.id, exc.status)
+        except NETWORK_ERRORS as exc:
+            log.info("status edit of job %s failed (%s); the next update retries", job.id, type(exc).__name__)
         except DeliveryError:
             pass
         if job.is_final:
@@ -124,7 +126,7 @@ class DiscordNotifier:
             raise DeliveryError(f"missing permission ({exc.code})", permanent=True) from exc
         except discord.HTTPException as exc:
             raise DeliveryError(f"discord error {exc.status}/{exc.code}") from exc
-        except (OSError, TimeoutError) as exc:
+        except NETWORK_ERRORS as exc:
             raise DeliveryError(f"network: {type(exc).__name__}") from exc
 
     async def _parent_of_thread(self, job: Job, target: discord.abc.Messageable) -> discord.abc.Messageable | None:
@@ -201,8 +203,8 @@ class DiscordNotifier:
                 if channel is None:
                     raise
                 await channel.send(text, allowed_mentions=mention)
-        except (discord.HTTPException, DeliveryError) as exc:
-            log.warning("could not tell the thread of job %s about its failure: %s", job.id, exc)
+        except BEST_EFFORT_ERRORS as exc:
+            log.warning("could not tell the thread of job %s about its failure: %r", job.id, exc)
         await self.edit_status(job, Progress())
 
     async def owner_alert(self, key: str, **params: Any) -> None:
@@ -214,6 +216,8 @@ class DiscordNotifier:
                 await user.send(text, allowed_mentions=NO_PINGS)
             except discord.HTTPException as exc:
                 log.warning("could not DM owner %s: %s", user_id, exc.status)
+            except NETWORK_ERRORS as exc:
+                log.warning("could not DM owner %s: %s", user_id, type(exc).__name__)
 
     async def close(self) -> None:
         for task in self._flushers.values():

@@ -19,7 +19,7 @@ from typing import Any
 import discord
 
 from bot.catalog import format_cny
-from bot.discord_ui.channels import messageable, thread_or_channel
+from bot.discord_ui.channels import BEST_EFFORT_ERRORS, NETWORK_ERRORS, messageable, thread_or_channel
 from bot.discord_ui.checks import Owners, is_manager
 from bot.discord_ui.errors import reply_error
 from bot.discord_ui.persistent import ButtonItem, id_button, in_allowed_guild
@@ -137,8 +137,8 @@ class DiscordStoryNotifier:
             await message.edit(
                 embed=story_embed(story, statuses, locale), view=status_view(story, locale), allowed_mentions=NO_PINGS
             )
-        except (discord.HTTPException, DeliveryError) as exc:
-            log.info("status edit of story %s failed: %s", story.id, exc)
+        except BEST_EFFORT_ERRORS as exc:
+            log.info("status edit of story %s failed: %r", story.id, exc)
 
     async def story_deliver(
         self, story: Story, video: Video, *, partial: bool, redelivery: bool, links: SegmentLinks
@@ -160,7 +160,7 @@ class DiscordStoryNotifier:
             raise DeliveryError(f"missing permission ({exc.code})", permanent=True) from exc
         except discord.HTTPException as exc:
             raise DeliveryError(f"discord error {exc.status}/{exc.code}") from exc
-        except (OSError, TimeoutError) as exc:
+        except NETWORK_ERRORS as exc:
             raise DeliveryError(f"network: {type(exc).__name__}") from exc
 
     async def _posted(self, target: discord.abc.Messageable, story: Story) -> int | None:
@@ -240,8 +240,8 @@ class DiscordStoryNotifier:
             target = await self._target(story)
             view = partial_view(story, locale) if can_deliver_partial else discord.utils.MISSING
             await target.send(text, view=view, allowed_mentions=mention)
-        except (discord.HTTPException, DeliveryError) as exc:
-            log.warning("could not tell the thread of story %s about its failure: %s", story.id, exc)
+        except BEST_EFFORT_ERRORS as exc:
+            log.warning("could not tell the thread of story %s about its failure: %r", story.id, exc)
 
 
 async def open_story_conversation(interaction: discord.Interaction[Any], story: Story, stories: StoryService) -> None:
