@@ -38,3 +38,11 @@ async def thread_or_channel(
         except discord.NotFound:
             log.info("thread of %s is gone; using the channel", what)
     return await messageable(client, channel_id)
+
+
+def thread_locale(client: discord.Client, guild_id: int, requester_locale: str) -> str:
+    """The language of a conversation's thread messages: the guild's, else the requester's."""
+    guild = client.get_guild(guild_id)
+    if guild is not None and guild.preferred_locale is not None:
+        return str(guild.preferred_locale.value)
+    return requester_locale

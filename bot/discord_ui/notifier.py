@@ -17,7 +17,7 @@ from typing import Any
 import discord
 
 from bot.catalog import format_cny
-from bot.discord_ui.channels import BEST_EFFORT_ERRORS, NETWORK_ERRORS, messageable, thread_or_channel
+from bot.discord_ui.channels import BEST_EFFORT_ERRORS, NETWORK_ERRORS, messageable, thread_locale, thread_or_channel
 from bot.discord_ui.checks import Owners
 from bot.discord_ui.render import NO_PINGS, STATE_COLOURS, clip, job_buttons, status_embed
 from bot.i18n import t
@@ -44,10 +44,7 @@ class DiscordNotifier:
 
     def locale_for(self, job: Job) -> str:
         """Thread messages follow the guild's language; fall back to the requester's."""
-        guild = self.bot.get_guild(job.guild_id)
-        if guild is not None and guild.preferred_locale is not None:
-            return str(guild.preferred_locale.value)
-        return job.locale
+        return thread_locale(self.bot, job.guild_id, job.locale)
 
     async def _channel(self, channel_id: int) -> discord.abc.Messageable:
         return await messageable(self.bot, channel_id)

@@ -19,7 +19,7 @@ from typing import Any
 import discord
 
 from bot.catalog import format_cny
-from bot.discord_ui.channels import BEST_EFFORT_ERRORS, NETWORK_ERRORS, messageable, thread_or_channel
+from bot.discord_ui.channels import BEST_EFFORT_ERRORS, NETWORK_ERRORS, messageable, thread_locale, thread_or_channel
 from bot.discord_ui.checks import Owners, is_manager
 from bot.discord_ui.errors import reply_error
 from bot.discord_ui.persistent import ButtonItem, id_button, in_allowed_guild
@@ -116,10 +116,7 @@ class DiscordStoryNotifier:
         self.bot = client
 
     def locale_for(self, story: Story) -> str:
-        guild = self.bot.get_guild(story.guild_id)
-        if guild is not None and guild.preferred_locale is not None:
-            return str(guild.preferred_locale.value)
-        return story.locale
+        return thread_locale(self.bot, story.guild_id, story.locale)
 
     async def _channel(self, channel_id: int) -> discord.abc.Messageable:
         return await messageable(self.bot, channel_id)
