@@ -259,6 +259,7 @@ async def build_services(
             user_queue_limit=settings.default_user_queue_limit,
         ),
         settings.tz,
+        region=region,
     )
     # Metrics exist before the worker so its job events reach them from the first one.
     metrics = Metrics(store=store, scheduler=scheduler) if settings.http_port else None

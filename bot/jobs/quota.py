@@ -81,19 +81,26 @@ class BudgetReport:
 
 
 class BudgetService:
-    """Reserves, settles and releases job costs against guild budgets and member limits."""
+    """Reserves, settles and releases job costs against guild budgets and member limits.
 
-    def __init__(self, store: JobStore, catalog: Catalog, defaults: Defaults, tz: ZoneInfo) -> None:
+    Every price is the one of `region`, the region the bot's jobs are sent to (a process sends to one region:
+    its keys and base URL belong to it), so a guild is budgeted at what the account is really billed.
+    """
+
+    def __init__(self, store: JobStore, catalog: Catalog, defaults: Defaults, tz: ZoneInfo, *, region: str) -> None:
+        if region not in catalog.region_base_urls:
+            raise ValueError(f"unknown region {region!r}")
         self._store = store
         self._catalog = catalog
         self._defaults = defaults
         self._tz = tz
+        self.region = region
 
     # --- prices and periods --------------------------------------------------------------------------
     def estimate(self, model: str, resolution: str, seconds: int | None = None) -> int:
-        """Price x duration (None: the model's default duration), reserved at admission."""
+        """Price x duration (None: the model's default duration) in the bot's region, reserved at admission."""
         spec = self._catalog.model(model)
-        return spec.cost_milli(resolution, spec.default_duration if seconds is None else seconds)
+        return spec.cost_milli(resolution, spec.default_duration if seconds is None else seconds, region=self.region)
 
     def seconds_of(self, job: Job) -> int:
         """The length the job's reservation was made for (older rows without one: the model's default)."""
@@ -116,7 +123,7 @@ class BudgetService:
             seconds, clamped = float(fixed), True
         else:
             seconds, clamped = billed_seconds, False
-        cost = self._catalog.model(job.request.model).cost_milli(job.request.resolution, seconds)
+        cost = self._catalog.model(job.request.model).cost_milli(job.request.resolution, seconds, region=self.region)
         return Settlement(cost=min(cost, job.cost_reserved), billed_seconds=billed_seconds, clamped=clamped)
 
     def actual_cost(self, job: Job, billed_seconds: float | None) -> int:

@@ -45,7 +45,7 @@ def frames_on_disk(data_dir: Path) -> list[Path]:
 
 # --- policy updates ------------------------------------------------------------------------------------
 async def test_owner_and_manager_changes_made_at_once_both_stay(store: JobStore) -> None:
-    budget = BudgetService(store, load_catalog(), Defaults(10_000, 100_000, 20, 3), ZoneInfo("UTC"))
+    budget = BudgetService(store, load_catalog(), Defaults(10_000, 100_000, 20, 3), ZoneInfo("UTC"), region="beijing")
     for round_ in range(1, 21):
         # An owner's budget change and a manager's member limits, started in the same instant: with a
         # read-modify-write of the whole row, the later write put the other field back.
@@ -75,7 +75,7 @@ async def test_a_stale_reader_cannot_revert_another_column(store: JobStore) -> N
 
 
 async def test_channel_changes_made_at_once_all_stay(store: JobStore) -> None:
-    budget = BudgetService(store, load_catalog(), Defaults(10_000, 100_000, 20, 3), ZoneInfo("UTC"))
+    budget = BudgetService(store, load_catalog(), Defaults(10_000, 100_000, 20, 3), ZoneInfo("UTC"), region="beijing")
 
     def allow(channel: int) -> Callable[[tuple[int, ...]], tuple[int, ...]]:
         return lambda current: (*current, channel)

@@ -34,8 +34,8 @@ async def store(open_database_of_engine: OpenDatabase) -> JobStore:
 
 
 def budget(store: JobStore, daily: int = 10_000, monthly: int = 100_000, videos: int = 1000, queue: int = 1000,
-           tz: str = "UTC") -> BudgetService:  # fmt: skip
-    return BudgetService(store, load_catalog(), Defaults(daily, monthly, videos, queue), ZONE(tz))
+           tz: str = "UTC", region: str = "beijing") -> BudgetService:  # fmt: skip
+    return BudgetService(store, load_catalog(), Defaults(daily, monthly, videos, queue), ZONE(tz), region=region)
 
 
 async def test_database_is_private_and_migrated(tmp_path: Path) -> None:
@@ -117,6 +117,28 @@ async def test_settle_release_and_ledger_balance(store: JobStore) -> None:
     ]  # fmt: skip
     report = await service.report(1)
     assert report.usage.spent_day == 1000 and report.usage.reserved_day == 0
+
+
+@pytest.mark.parametrize("region", ["beijing", "singapore"])
+async def test_a_job_reserves_and_settles_at_its_regions_price(store: JobStore, region: str) -> None:
+    """wan2.7-i2v costs more per second in Singapore: both the reservation and the settlement use the price of
+    the region the job is sent to (issue 18: Singapore was budgeted at Beijing's)."""
+    service = budget(store, daily=1_000_000, region=region)
+    spec = load_catalog().model("wan2.7-i2v")
+    per_second = spec.region_price_per_second_milli.get(region, spec.price_per_second_milli)["1080P"]
+    assert spec.region_price_per_second_milli["singapore"]["1080P"] > spec.price_per_second_milli["1080P"]
+    options = JobRequest(model="wan2.7-i2v", resolution="1080P", prompt="a wave", duration=8)
+    new = NewJob(guild_id=1, channel_id=5, user_id=10, locale="en-US", request=options, first_frame="ab/ab.png",
+                 last_frame=None)  # fmt: skip
+    job = await service.admit(new)
+    assert job.cost_reserved == 8 * per_second
+    await store.transition(job.id, JobState.SUBMITTING, account="acct")
+    await store.transition(job.id, JobState.PENDING, task_id=f"t{job.id}")
+    settled = service.actual_cost(job, 6.5)  # billed 6.5 s of the 8 reserved
+    assert settled == -(-13 * per_second // 2)  # rounded up to a whole milli-yuan
+    await store.transition(job.id, JobState.SUCCEEDED, settle=settled)
+    report = await service.report(1)
+    assert report.usage.spent_day == settled and report.usage.reserved_day == 0
 
 
 async def test_illegal_and_stale_transitions_raise(store: JobStore) -> None:
