@@ -44,6 +44,7 @@ from bot.settings import Settings, load_catalog_for
 from cogs.admin import AdminGroup
 from cogs.animate import AnimateCog
 from cogs.generate import GenerateCog
+from cogs.help import HelpCog
 from cogs.jobs import JobsCog
 from cogs.quota import QuotaCog
 from cogs.rules import RulesGroup
@@ -361,6 +362,7 @@ async def build_discord_app(
     await bot.add_cog(AnimateCog(bot.tree, jobs, image_max_bytes=settings.image_max_bytes))
     await bot.add_cog(JobsCog(jobs))
     await bot.add_cog(QuotaCog(jobs))
+    await bot.add_cog(HelpCog(jobs))
     bot.tree.add_command(AdminGroup(jobs, owners))
     bot.tree.add_command(RulesGroup(jobs, owners))
     bot.add_job_buttons(JobButtons(jobs, owners, settings.allowed_guilds))

@@ -129,22 +129,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "money was released.",
         "alert.account_problem": "DashScope account {account} needs attention ({code}): submissions on it "
         "are paused and jobs stay queued. Fix the key or billing, then `/kf2v-admin resume`.",
-        "cmd.kf2v": "Make a 5-second video from a first and a last frame",
+        "cmd.kf2v": "Make a {lengths} video from a first and a last frame",
         "cmd.kf2v_effect": "Animate one picture with an effect template",
         "opt.first_frame": "The first frame (JPEG, PNG, BMP or WEBP)",
         "opt.last_frame": "The last frame (JPEG, PNG, BMP or WEBP)",
         "opt.prompt": "What happens between the two frames (up to 800 characters)",
         "opt.negative_prompt": "What to avoid (up to 500 characters)",
-        "opt.model": "Model (default wan2.2-kf2v-flash)",
-        "opt.resolution": "Resolution tier (default 720P)",
+        "opt.model": "Model (default {default}; /kf2v-help lists each one's lengths and prices)",
+        "opt.resolution": "Resolution: {resolutions} (default: the model's own, {defaults})",
         "opt.prompt_extend": "Let the model enrich the prompt (default on)",
         "opt.seed": "Random seed for repeatable results",
-        "opt.duration": "Seconds of video, for models with a duration range (wan2.7-i2v: 2-15)",
+        "opt.duration": "Seconds of video, for models with a duration range ({ranges})",
         "opt.sound": "Sound on or off, where the model can switch it (default: the model's own)",
         "opt.audio": "A wav/mp3 file that drives the video, for models that take one",
         "opt.image": "The picture to animate (JPEG, PNG, BMP or WEBP)",
         "opt.template": "The effect",
-        "opt.effect_model": "Model (effects need wanx2.1-kf2v-plus)",
+        "opt.effect_model": "Model (effects need {models})",
         "jobs.none": "You have no videos on this server yet. Start one with /kf2v.",
         "jobs.title": "Your recent videos",
         "quota.title": "Video budget of this server",
@@ -388,22 +388,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "alert.job_crashed": "任务 {job_id} 多次内部出错后失败(日志编号 {ref});预留金额已释放。",
         "alert.account_problem": "DashScope 账号 {account} 需要处理({code}):该账号的提交已暂停,"
         "任务保留在队列中。修复密钥或账单后使用 `/kf2v-admin resume`。",
-        "cmd.kf2v": "用首帧和尾帧生成 5 秒视频",
+        "cmd.kf2v": "用首帧和尾帧生成 {lengths} 的视频",
         "cmd.kf2v_effect": "用特效模板让一张图片动起来",
         "opt.first_frame": "首帧(JPEG、PNG、BMP 或 WEBP)",
         "opt.last_frame": "尾帧(JPEG、PNG、BMP 或 WEBP)",
         "opt.prompt": "两帧之间发生什么(最多 800 个字符)",
         "opt.negative_prompt": "需要避免的内容(最多 500 个字符)",
-        "opt.model": "模型(默认 wan2.2-kf2v-flash)",
-        "opt.resolution": "分辨率档位(默认 720P)",
+        "opt.model": "模型(默认 {default};/kf2v-help 列出各模型的时长和价格)",
+        "opt.resolution": "分辨率:{resolutions}(默认:模型自身的 {defaults})",
         "opt.prompt_extend": "让模型扩写提示词(默认开启)",
         "opt.seed": "随机种子,用于复现结果",
-        "opt.duration": "视频秒数,适用于支持时长范围的模型(wan2.7-i2v:2-15)",
+        "opt.duration": "视频秒数,适用于支持时长范围的模型({ranges})",
         "opt.sound": "开启或关闭声音,仅限可切换的模型(默认:模型自身设定)",
         "opt.audio": "驱动视频的 wav/mp3 文件,仅限支持的模型",
         "opt.image": "要动起来的图片(JPEG、PNG、BMP 或 WEBP)",
         "opt.template": "特效",
-        "opt.effect_model": "模型(特效需要 wanx2.1-kf2v-plus)",
+        "opt.effect_model": "模型(特效需要 {models})",
         "jobs.none": "你在本服务器还没有视频。使用 /kf2v 开始。",
         "jobs.title": "你最近的视频",
         "quota.title": "本服务器的视频预算",
@@ -630,6 +630,92 @@ MESSAGES[ZH].update(
         "story.join_failed": "{user} 故事 #{story_id} 失败:无法拼接各段。已扣费 ¥{charged}。机器人所有者已收到详情。",
         "story.not_running": "这个故事已不在进行中。",
         "story.videos_gone": "该故事的其他段落已从存储中删除,无法重新拼接。请发起新的 /kf2v-story。",
+    }
+)
+
+
+# --- the members' and admins' surface (issue 19): /kf2v-help, Details, Delete, Vary, /kf2v-quota-set ---
+MESSAGES[EN].update(
+    {
+        "cmd.kf2v_help": "How to use kf2v: tips, commands, buttons, models, prices and your allowance today",
+        "help.title": "kf2v: a video from your keyframes",
+        "help.intro": "Give the bot two pictures (where the video starts and where it ends) and a sentence about "
+        "what happens in between. Your request waits its turn in a fair queue; its place, cost and progress "
+        "show in a thread, and the video is posted there.",
+        "help.frames_title": "Good keyframes",
+        "help.frames": "• The same scene in both frames, with the same framing and aspect ratio: the video takes "
+        "the first frame's shape.\n"
+        "• Change a few things between them (a pose, the light, a small camera move); a jump to another "
+        "scene gives a blurry morph.\n"
+        "• Sharp pictures, {formats}, sides of {min_side} to {max_side} px, up to {max_mb} MB each.",
+        "help.prompts_title": "Prompts that work",
+        "help.prompts": '• Describe the motion and the camera, not the pictures: "she turns and smiles, the camera '
+        'slowly pushes in".\n'
+        '• One main action per video; name a style once ("watercolour", "film grain").\n'
+        '• Put what you don\'t want in `negative_prompt` ("blur, extra fingers, text").\n'
+        "• `prompt_extend` lets the model enrich a short prompt (the result shows what it used); turn it off "
+        "to keep your words. The same `seed` and inputs give a similar video.",
+        "help.buttons_title": "Buttons on a video",
+        "help.buttons": "**Cancel** stops a video that is still waiting (nothing is charged). **Regenerate** makes "
+        "it again with a new seed; **Remix** changes the prompt, resolution or length; **Extend** continues a "
+        "finished video (models that can). The requester, the server's managers and the bot's owners may "
+        "press them.",
+        "help.commands_title": "Commands you can use here",
+        "help.command_line": "`/{name}`: {description}",
+        "help.menu_line": "Apps → **{name}** on a message with one or two pictures: animate them",
+        "help.models_title": "Models, lengths and prices here",
+        "help.model_line": "**{model}** · {lengths} · {prices}{extras}",
+        "help.price": "{resolution} ¥{price}/s",
+        "help.sound": " · with sound",
+        "help.audio": " · can follow an audio file",
+        "help.extends": " · can be extended",
+        "help.effects": " · {count} effects (/kf2v-effect)",
+        "help.example": "For example, a {seconds} s {resolution} video from `{model}` costs ¥{cost}.",
+        "help.allowance_title": "Your allowance today",
+        "help.allowance": "You may ask for {videos_left} more of {videos} videos today, with {active} of {queue} "
+        "waiting now. This server has ¥{left_day} of ¥{budget_day} left today and ¥{left_month} this month; "
+        "the day resets <t:{resets_ts}:R>.",
+        "help.channels": "Requests are taken in: {channels}",
+        "help.footer": "Only you can see this. Prices are what the bot counts against this server's budget.",
+    }
+)
+MESSAGES[ZH].update(
+    {
+        "cmd.kf2v_help": "kf2v 使用说明:技巧、命令、按钮、模型、价格和你今天的额度",
+        "help.title": "kf2v:用关键帧生成视频",
+        "help.intro": "给机器人两张图片(视频的开头和结尾),再用一句话描述中间发生的事。你的请求会在公平队列中"
+        "排队;排队位置、费用和进度显示在一个子区中,视频也会发在那里。",
+        "help.frames_title": "好的关键帧",
+        "help.frames": "• 两帧是同一个场景,构图和画幅比例一致:视频采用首帧的画幅。\n"
+        "• 两帧之间只改变少数几处(姿势、光线、轻微的镜头移动);跳到另一个场景会得到模糊的变形。\n"
+        "• 清晰的图片,{formats},边长 {min_side} 到 {max_side} 像素,每张最大 {max_mb} MB。",
+        "help.prompts_title": "好用的提示词",
+        "help.prompts": '• 描述动作和镜头,而不是描述图片:"她转身微笑,镜头缓缓推近"。\n'
+        '• 每个视频一个主要动作;风格只说一次("水彩"、"胶片颗粒")。\n'
+        '• 不想要的内容写在 `negative_prompt` 里("模糊、多余的手指、文字")。\n'
+        "• `prompt_extend` 让模型扩写简短的提示词(结果会显示实际使用的提示词);关闭它可保留原话。"
+        "相同的 `seed` 和输入会得到相似的视频。",
+        "help.buttons_title": "视频上的按钮",
+        "help.buttons": "**取消** 停止仍在等待的视频(不收费)。**重新生成** 用新种子再做一次;**改编** 修改提示词、"
+        "分辨率或时长;**续写** 接着已完成的视频继续生成(限支持的模型)。请求者、服务器管理员和机器人所有者"
+        "可以使用这些按钮。",
+        "help.commands_title": "你在这里可以使用的命令",
+        "help.command_line": "`/{name}`:{description}",
+        "help.menu_line": "应用 → **{name}**,用于带一到两张图片的消息:让它们动起来",
+        "help.models_title": "此处的模型、时长和价格",
+        "help.model_line": "**{model}** · {lengths} · {prices}{extras}",
+        "help.price": "{resolution} ¥{price}/秒",
+        "help.sound": " · 有声",
+        "help.audio": " · 可根据音频文件生成",
+        "help.extends": " · 可续写",
+        "help.effects": " · {count} 种特效(/kf2v-effect)",
+        "help.example": "例如,`{model}` 生成 {seconds} 秒 {resolution} 视频的费用为 ¥{cost}。",
+        "help.allowance_title": "你今天的额度",
+        "help.allowance": "今天你还可以请求 {videos_left} 个视频(共 {videos} 个),目前有 {active} 个在排队"
+        "(上限 {queue})。本服务器今日剩余 ¥{left_day}(共 ¥{budget_day}),本月剩余 ¥{left_month};"
+        "今日额度 <t:{resets_ts}:R> 重置。",
+        "help.channels": "可以提交请求的频道:{channels}",
+        "help.footer": "只有你能看到这条消息。价格即机器人计入本服务器预算的金额。",
     }
 )
 

@@ -12,7 +12,7 @@ from discord.ext import commands
 
 from bot.discord_ui.checks import require_post_permissions
 from bot.discord_ui.conversation import open_conversation
-from bot.discord_ui.options import set_choices
+from bot.discord_ui.options import describe, describe_model_options, lengths, set_choices
 from bot.discord_ui.translator import _
 from bot.jobs.images import size_refusal
 from bot.jobs.models import JobRequest
@@ -59,6 +59,11 @@ class GenerateCog(commands.Cog):
         set_choices(self.kf2v, "resolution", [r for m in models for r in m.resolutions])
         set_choices(self.kf2v_effect, "model", [m.key for m in models])
         set_choices(self.kf2v_effect, "template", sorted({t for m in models for t in m.templates}))
+        # Descriptions that name models, lengths or resolutions come from the same catalog (issue 19).
+        describe(self.kf2v, None, "cmd.kf2v", lengths=lengths(models))
+        describe_model_options(self.kf2v, models, jobs.catalog.default_model)
+        effect_models = ", ".join(m.key for m in models if m.templates) or "-"
+        describe(self.kf2v_effect, "model", "opt.effect_model", models=effect_models)
 
     @app_commands.command(name="kf2v", description=_("cmd.kf2v"))
     @app_commands.guild_only()

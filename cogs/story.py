@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_ui.checks import Owners, require_post_permissions
-from bot.discord_ui.options import set_choices
+from bot.discord_ui.options import describe_model_options, set_choices
 from bot.discord_ui.story import DiscordStoryNotifier, StoryComponents, open_story_conversation
 from bot.discord_ui.translator import _
 from bot.jobs.models import JobRequest
@@ -36,6 +36,7 @@ class StoryCog(commands.Cog):
         models = stories.jobs.models()
         set_choices(self.kf2v_story, "model", [m.key for m in models])
         set_choices(self.kf2v_story, "resolution", [r for m in models for r in m.resolutions])
+        describe_model_options(self.kf2v_story, models, stories.jobs.catalog.default_model)
 
     @app_commands.command(name="kf2v-story", description=_("cmd.kf2v_story"))
     @app_commands.guild_only()

@@ -13,9 +13,15 @@ from discord import app_commands
 from bot.i18n import EN, MESSAGES, ZH, language
 
 
-def _(key: str) -> app_commands.locale_str:
-    """A command or option description: English from the catalog (Discord's default), translated per locale."""
-    return app_commands.locale_str(MESSAGES[EN][key], key=key)
+def _(key: str, **params: object) -> app_commands.locale_str:
+    """A command or option description: English from the catalog (Discord's default), translated per locale.
+
+    `params` fill the text's placeholders in every language: descriptions that name models, lengths or
+    resolutions are declared without them and filled from the running catalog when the cog is built
+    (`bot.discord_ui.options.describe`). Discord takes at most 100 characters.
+    """
+    text = MESSAGES[EN][key]
+    return app_commands.locale_str(text.format(**params)[:100] if params else text, key=key, params=params)
 
 
 class CatalogTranslator(app_commands.Translator):
@@ -34,6 +40,9 @@ class CatalogTranslator(app_commands.Translator):
         text = MESSAGES[ZH].get(key)
         if text is None:
             return None
+        params = string.extras.get("params")
+        if params:
+            text = text.format(**params)
         if isinstance(context.data, app_commands.ContextMenu):
             # A context menu's name is free text the user reads in Apps (1-32 characters), so it is localised.
             return text[:32]
