@@ -35,7 +35,7 @@ class HelpCog(commands.Cog):
             locale,
             frames=frames_text(self.jobs.catalog.model(default), locale),
             commands=command_lines(listed, permissions, locale),
-            models=models_text(models, default, locale),
+            models=models_text(models, default, self.jobs.region, locale),
             allowance=allowance_text(report, self.jobs.pause_for(interaction.guild_id), locale),
         )
         await interaction.followup.send(embeds=embeds, ephemeral=True, allowed_mentions=NO_PINGS)

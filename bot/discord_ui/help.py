@@ -58,11 +58,12 @@ def command_lines(commands: Iterable[Listed], permissions: discord.Permissions, 
     return lines
 
 
-def model_line(spec: ModelSpec, locale: str) -> str:
-    """'**wan2.7-i2v** · 2-15 s · 720P ¥0.6/s, 1080P ¥1/s · with sound · follows an audio file'."""
+def model_line(spec: ModelSpec, region: str, locale: str) -> str:
+    """'**wan2.7-i2v** · 2-15 s · 720P ¥0.6/s, 1080P ¥1/s · with sound · follows an audio file', at the prices
+    of the bot's region (what the budget reserves and settles)."""
+    per_second = spec.region_price_per_second_milli.get(region, spec.price_per_second_milli)
     prices = ", ".join(
-        t(locale, "help.price", resolution=r, price=price_per_second(spec.price_per_second_milli[r]))
-        for r in spec.resolutions
+        t(locale, "help.price", resolution=r, price=price_per_second(per_second[r])) for r in spec.resolutions
     )
     extras = ""
     if spec.makes_sound:
@@ -76,12 +77,12 @@ def model_line(spec: ModelSpec, locale: str) -> str:
     return t(locale, "help.model_line", model=spec.key, lengths=spec.describe_durations(), prices=prices, extras=extras)
 
 
-def models_text(models: list[ModelSpec], default: str, locale: str) -> str:
+def models_text(models: list[ModelSpec], default: str, region: str, locale: str) -> str:
     """Every model offered here, and what the default request costs (as reserved against the budget)."""
-    lines = [model_line(spec, locale) for spec in models]
+    lines = [model_line(spec, region, locale) for spec in models]
     spec = next((m for m in models if m.key == default), models[0] if models else None)
     if spec is not None:
-        cost = spec.cost_milli(spec.default_resolution, spec.default_duration)
+        cost = spec.cost_milli(spec.default_resolution, spec.default_duration, region=region)
         lines.append(
             t(locale, "help.example", model=spec.key, seconds=spec.default_duration,
               resolution=spec.default_resolution, cost=format_cny(cost))

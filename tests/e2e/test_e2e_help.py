@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.catalog import format_cny
+from bot.catalog import DEFAULT_CATALOG, format_cny, parse_catalog
+from bot.discord_ui.help import model_line
 from tests.support.world import ALICE, MANAGER, World, delivered
 
 
@@ -15,8 +16,9 @@ def synced(world: World, name: str) -> dict[str, Any]:
 
 
 def option(command: dict[str, Any], name: str) -> dict[str, Any]:
-    [found] = [o for o in command.get("options") or [] if o["name"] == name]
-    return found
+    found: list[dict[str, Any]] = [o for o in command.get("options") or [] if o["name"] == name]
+    assert len(found) == 1
+    return found[0]
 
 
 def descriptions(node: dict[str, Any]) -> list[str]:
@@ -95,3 +97,10 @@ async def test_descriptions_name_the_catalogs_lengths_models_and_resolutions(wor
     for command in (c for scope in world.discord.commands.values() for c in scope.values()):
         for text in descriptions(command):
             assert "{" not in text and "5-second" not in text, (command["name"], text)  # every placeholder filled
+
+
+def test_prices_are_the_bot_regions() -> None:
+    catalog = parse_catalog(DEFAULT_CATALOG)
+    wan27 = catalog.model("wan2.7-i2v")
+    assert "720P ¥0.734/s, 1080P ¥1.101/s" in model_line(wan27, "singapore", "en-US")
+    assert "720P ¥0.6/s, 1080P ¥1/s" in model_line(wan27, "beijing", "en-US")
