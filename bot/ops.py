@@ -431,7 +431,7 @@ def _check_stories(report: Report) -> None:
     else:
         report.line(
             "SKIP", "stories", "/kf2v-story is off: PyAV is not installed (pip install 'kf2v-bot[video]'; "
-            "Docker: --build-arg EXTRAS=video)"
+            "the Docker image has it)"
         )  # fmt: skip
 
 

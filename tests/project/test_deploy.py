@@ -82,7 +82,8 @@ def test_dockerfile_final_stage() -> None:
     assert len(stages) >= 2, "multi-stage: a builder and a final image"
     builder, final = stages[0], stages[-1]
     assert " AS " in builder[0].args.upper()
-    assert final[0].args == "python:3.11-slim"
+    # One Debian release and one Python minor in both stages (a bare `python:3.11-slim` moves to the next Debian).
+    assert builder[0].args.split()[0] == final[0].args == "python:3.11-slim-bookworm"
     assert any(i.keyword == "COPY" and i.args.startswith("--from=") for i in final), "the final stage copies the venv"
     assert not any("pip install" in i.args for i in final if i.keyword == "RUN"), "nothing is built in the final stage"
     user = _one(final, "USER")
@@ -125,7 +126,12 @@ def test_dockerfile_builder_installs_the_repo_and_the_console_script_runs(tmp_pa
     """Replay the builder stage here: COPY into a fresh context, then build and run what it installs."""
     builder = _dockerfile()[0]
     installs = [i.args for i in builder if i.keyword == "RUN" and "pip install" in i.args]
-    assert installs and re.search(r"pip install [^&]*\s\.(\s|$)", installs[0]), "installs the project from the repo"
+    # First the lock, every file's hash checked; then the project alone, nothing resolved beyond the lock.
+    assert len(installs) == 2, installs
+    assert re.search(r"pip install [^&]*--require-hashes -r requirements/runtime\.lock(\s|$)", installs[0])
+    assert re.search(r"pip install [^&]*--no-deps [^&]*\s\.(\s|$)", installs[1]), "installs the project from the repo"
+    # The default image has stories on (the lock carries the `video` extra's PyAV) and checks it at build time.
+    assert "stories_available()" in installs[1]
     assert "kf2v-bot" in " ".join(i.args for i in builder if i.keyword == "RUN"), "smoke-runs the console script"
 
     src = _replay_builder_copies(tmp_path)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import ast
 import email
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -96,3 +107,169 @@ def test_the_wheel_requires_pyav_only_with_the_sandbox_extra(tmp_path: Path) -> 
     extras = {r.split("extra ==")[-1].strip().strip('"') for r in pyav if "extra ==" in r}
     assert len(pyav) == 2 and extras == {"sandbox", "video"}, pyav
     assert "discord.py" in " ".join(requires)
+
+
+# --- The locks (requirements/*.lock, written by `make lock`) agree with pyproject.toml ------------------------
+LOCKS = ROOT / "requirements"
+# The environments the locks must serve: CI, the machine and the Docker image (CPython 3.11 on Linux x86_64),
+# and a developer's newer Python or Mac (the locks are resolved --universal).
+ENVIRONMENTS = [
+    {"python_version": "3.11", "python_full_version": "3.11.7", "sys_platform": "linux", "platform_machine": "x86_64"},
+    {"python_version": "3.12", "python_full_version": "3.12.8", "sys_platform": "linux", "platform_machine": "x86_64"},
+    {"python_version": "3.13", "python_full_version": "3.13.1", "sys_platform": "darwin", "platform_machine": "arm64"},
+]
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: Version
+    marker: Marker | None
+    hashes: int
+
+
+def _pins(lock: Path) -> dict[str, list[Pin]]:
+    """The lock's `name==version ; marker` lines, continuation lines (hashes) joined, comments dropped."""
+    pins: dict[str, list[Pin]] = {}
+    text = re.sub(r"\\\n", " ", lock.read_text(encoding="utf-8"))
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        hashes = len(re.findall(r"--hash=sha256:[0-9a-f]{64}", line))
+        requirement = Requirement(re.sub(r"--hash=\S+", "", line).strip())
+        (spec,) = requirement.specifier
+        assert spec.operator == "==", f"{lock.name}: {line[:80]} is not an exact pin"
+        name = canonicalize_name(requirement.name)
+        pins.setdefault(name, []).append(Pin(name, Version(spec.version), requirement.marker, hashes))
+    return pins
+
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _declared(extras: tuple[str, ...]) -> list[Requirement]:
+    project = _pyproject()["project"]
+    declared = [Requirement(r) for r in project["dependencies"]]
+    for extra in extras:
+        declared += [Requirement(r) for r in project["optional-dependencies"][extra]]
+    build = [Requirement(r) for r in _pyproject()["build-system"]["requires"]]
+    return declared + build
+
+
+def _applicable(pins: list[Pin], env: dict[str, str]) -> list[Pin]:
+    return [p for p in pins if p.marker is None or p.marker.evaluate(env)]
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"),
+    [("runtime.lock", ("video",)), ("dev.lock", ("video", "sandbox", "dev"))],
+)
+def test_the_lock_pins_every_declared_dependency_within_its_specifier(lock: str, extras: tuple[str, ...]) -> None:
+    pins = _pins(LOCKS / lock)
+    assert "make lock" in (LOCKS / lock).read_text(encoding="utf-8").split("\n", 3)[1], "written by `make lock`"
+    for entries in pins.values():
+        for pin in entries:
+            assert pin.hashes >= 1, f"{lock}: {pin.name} has no hash (pip --require-hashes would refuse it)"
+    for requirement in _declared(extras):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement} is declared in pyproject.toml but not in {lock}: run `make lock`"
+        for env in ENVIRONMENTS:
+            if requirement.marker is not None and not requirement.marker.evaluate(env):
+                continue
+            chosen = _applicable(pins[name], env)
+            assert len(chosen) == 1, f"{lock}: {name} for {env}: {chosen}"
+            assert requirement.specifier.contains(chosen[0].version, prereleases=True), (
+                f"{lock} pins {name}=={chosen[0].version}, outside pyproject.toml's {requirement}: run `make lock`"
+            )
+
+
+def test_every_pin_of_the_runtime_lock_is_the_same_in_the_dev_lock() -> None:
+    """Development and CI test the very versions the image runs."""
+    runtime, dev = _pins(LOCKS / "runtime.lock"), _pins(LOCKS / "dev.lock")
+    for name, entries in runtime.items():
+        for env in ENVIRONMENTS:
+            shipped = [p.version for p in _applicable(entries, env)]
+            tested = [p.version for p in _applicable(dev.get(name, []), env)]
+            assert shipped == tested, f"{name} for {env}: runtime {shipped}, dev {tested}"
+
+
+def test_the_lock_has_nothing_the_project_does_not_need() -> None:
+    """A dependency dropped from pyproject.toml leaves the lock at the next `make lock`: nothing stale."""
+    import importlib.metadata as md
+
+    runtime = _pins(LOCKS / "runtime.lock")
+    declared = {canonicalize_name(r.name) for r in _declared(("video",))}
+    # Every pin is declared or required by something pinned (the lock's `# via` closure), for the target.
+    needed: set[str] = set()
+    todo = list(declared)
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue  # not installed here (another platform's pin): its `via` comes from the lock's comments
+        for line in requires:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({**ENVIRONMENTS[0], "extra": ""}):
+                todo.append(canonicalize_name(requirement.name))
+    target = {name for name, entries in runtime.items() if _applicable(entries, ENVIRONMENTS[0])}
+    assert target <= needed, f"pinned for nothing: {sorted(target - needed)}"
+
+
+def test_build_requirements_are_locked_as_declared() -> None:
+    """requirements/build.in repeats [build-system] requires, so the locked setuptools is the one declared."""
+    lines = [
+        line.strip()
+        for line in (LOCKS / "build.in").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert sorted(lines) == sorted(_pyproject()["build-system"]["requires"])
+
+
+def _imported_modules(paths: list[Path]) -> set[str]:
+    found: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"bot", "cogs", "__future__"}
+
+
+@pytest.mark.parametrize(
+    ("where", "extras"),
+    [("runtime", ("video",)), ("sandbox", ("sandbox",))],
+)
+def test_every_third_party_import_is_declared(where: str, extras: tuple[str, ...]) -> None:
+    """A module the code imports by name is a declared dependency, not something another package brings."""
+    import importlib.metadata as md
+
+    sandbox = ROOT / "bot" / "sandbox"
+    files = [p for top in ("bot", "cogs") for p in (ROOT / top).rglob("*.py")]
+    files = [p for p in files if (sandbox in p.parents) == (where == "sandbox")]
+    distributions = md.packages_distributions()
+    declared = {canonicalize_name(r.name) for r in _declared(extras)}
+    if where == "sandbox":
+        declared |= {canonicalize_name(r.name) for r in _declared(())}
+    undeclared: dict[str, list[str]] = {}
+    for module in _imported_modules(files):
+        dists = distributions.get(module, [module])
+        if not declared & {canonicalize_name(d) for d in dists}:
+            undeclared[module] = dists
+    assert undeclared == {}, f"imported in {where} code but not declared in pyproject.toml: {undeclared}"
+
+
+def test_make_ci_and_the_image_install_from_the_locks() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    stamp = makefile.split("\n$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    assert "pip install --quiet --require-hashes -r $(DEV_LOCK)" in stamp
+    assert "--no-deps --no-build-isolation -e ." in stamp
+    assert "DEV_LOCK := requirements/dev.lock" in makefile and "RUNTIME_LOCK := requirements/runtime.lock" in makefile
+    assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "--require-hashes -r requirements/runtime.lock" in (ROOT / "deploy" / "Dockerfile").read_text("utf-8")
