@@ -1,4 +1,5 @@
-"""/kf2v-quota: the guild's budget and usage; managers set member limits and allowed channels here.
+"""/kf2v-quota: the guild's budget and usage, for every member; /kf2v-quota-set: managers set member limits and
+allowed channels.
 
 Guild managers (Manage Server) may only limit members inside the budget; the budget itself is the
 owners' (/kf2v-admin), so a manager can never raise what the guild may spend.
@@ -41,11 +42,26 @@ def channel_edit(
 
 
 class QuotaCog(commands.Cog):
+    """`/kf2v-quota` is every member's view; `/kf2v-quota-set` the managers' settings.
+
+    Two top-level commands, not one with subcommands: Discord keeps default permissions (and the overrides a
+    server sets in Server Settings → Integrations) per top-level command only, so this is what lets a server
+    show the view to everyone and the settings to managers. Overrides can show `/kf2v-quota-set` to anyone;
+    the command still checks Manage Server when it runs.
+    """
+
     def __init__(self, jobs: JobService) -> None:
         self.jobs = jobs
 
     @app_commands.command(name="kf2v-quota", description=_("cmd.kf2v_quota"))
     @app_commands.guild_only()
+    async def kf2v_quota(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await self._report(interaction, changed=False)
+
+    @app_commands.command(name="kf2v-quota-set", description=_("cmd.kf2v_quota_set"))
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(
         member_daily_videos=_("opt.member_daily_videos"),
         user_queue_limit=_("opt.user_queue_limit"),
@@ -53,7 +69,7 @@ class QuotaCog(commands.Cog):
         disallow_channel=_("opt.disallow_channel"),
         allow_everywhere=_("opt.allow_everywhere"),
     )
-    async def kf2v_quota(
+    async def kf2v_quota_set(
         self,
         interaction: discord.Interaction[Any],
         member_daily_videos: app_commands.Range[int, 0, 1000] | None = None,
@@ -64,15 +80,12 @@ class QuotaCog(commands.Cog):
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         assert interaction.guild_id is not None
-        locale = str(interaction.locale)
-        jobs = self.jobs
-        changing = any(v is not None for v in (member_daily_videos, user_queue_limit, allow_channel, disallow_channel))
-        changing = changing or allow_everywhere
+        if not is_manager(interaction):  # default_permissions is only Discord's default: checked when it runs
+            raise NotAllowed("quota.managers_only")
+        touches_channels = allow_everywhere or allow_channel is not None or disallow_channel is not None
+        changing = touches_channels or member_daily_videos is not None or user_queue_limit is not None
         if changing:
-            if not is_manager(interaction):
-                raise NotAllowed("quota.managers_only")
-            touches_channels = allow_everywhere or allow_channel is not None or disallow_channel is not None
-            await jobs.set_member_limits(
+            await self.jobs.set_member_limits(
                 interaction.guild_id,
                 member_daily_videos=member_daily_videos,
                 user_queue_limit=user_queue_limit,
@@ -80,8 +93,15 @@ class QuotaCog(commands.Cog):
                 if touches_channels
                 else None,
             )
+        await self._report(interaction, changed=changing)
+
+    async def _report(self, interaction: discord.Interaction[Any], *, changed: bool) -> None:
+        """The guild's budget, usage, member limits and content rules, privately."""
+        assert interaction.guild_id is not None
+        locale = str(interaction.locale)
+        jobs = self.jobs
         report = await jobs.budget_report(interaction.guild_id, interaction.user.id)
-        title = t(locale, "quota.updated" if changing else "quota.title")
+        title = t(locale, "quota.updated" if changed else "quota.title")
         embed = report_embed(report, locale, title, jobs.pause_for(interaction.guild_id))
         rules = await jobs.rules_summary(interaction.guild_id)
         embed.add_field(
@@ -92,8 +112,4 @@ class QuotaCog(commands.Cog):
             ),
             inline=False,
         )  # fmt: skip
-        await interaction.followup.send(
-            embed=embed,
-            ephemeral=True,
-            allowed_mentions=NO_PINGS,
-        )
+        await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)

@@ -77,6 +77,10 @@ class VideoBot(commands.AutoShardedBot):
             intents=intents,
             help_command=None,
             tree_cls=KF2VTree,
+            # Every command bills a guild's budget and posts in its channels: offered in guilds where the bot is
+            # installed only, even if "User Install" is switched on in the developer portal (issue 19).
+            allowed_installs=app_commands.AppInstallationType(guild=True, user=False),
+            allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
             allowed_mentions=discord.AllowedMentions.none(),  # prompts are user text: never ping @everyone
             guild_ready_timeout=guild_ready_timeout,
             **sharding,

@@ -63,7 +63,7 @@ async def test_outside_the_allowed_guilds_every_command_and_button_is_refused(wo
             world.guild, world.channel, ALICE, "kf2v-effect", {"template": "hanfu-1"},
             attachments={"image": ("a.png", corpus.good_png(), "image/png")},
         ),
-        await discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota", {"member_daily_videos": 1}),
+        await discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota-set", {"member_daily_videos": 1}),
         await discord.run_command(world.guild, world.channel, ALICE, "kf2v-jobs"),
         await discord.run_command(world.guild, world.channel, OWNER, "kf2v-admin", subcommand="show"),
         await discord.press_button(held.status_message_id, f"kf2v:cancel:{held.id}", ALICE),
@@ -118,11 +118,11 @@ async def test_regenerate_meets_every_check_of_kf2v(world: World) -> None:
 
     # 1. The channel is no longer one where videos may be requested.
     other = discord.add_text_channel(world.guild, "requests")
-    await world.reply(await discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota",
+    await world.reply(await discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota-set",
                                                 {"allow_channel": other}))  # fmt: skip
     assert f"can't be requested in this channel. Use one of: <#{other}>" in await press()
     await nothing_new()
-    await world.reply(await discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota",
+    await world.reply(await discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota-set",
                                                 {"allow_everywhere": True}))  # fmt: skip
 
     # 2. The bot may no longer attach files here: the video could not be posted.
@@ -172,7 +172,8 @@ async def test_manager_channel_options_change_only_the_channels(world: World) ->
     first, second = discord.add_text_channel(world.guild, "one"), discord.add_text_channel(world.guild, "two")
 
     async def quota(**options: object) -> str:
-        return await world.reply(await discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota", options))
+        record = await discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota-set", options)
+        return await world.reply(record)
 
     await world.svc.budget.set_budgets(world.guild, daily=7000, monthly=None)
     await quota(allow_channel=first)

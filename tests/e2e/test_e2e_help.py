@@ -104,3 +104,11 @@ def test_prices_are_the_bot_regions() -> None:
     wan27 = catalog.model("wan2.7-i2v")
     assert "720P ¥0.734/s, 1080P ¥1.101/s" in model_line(wan27, "singapore", "en-US")
     assert "720P ¥0.6/s, 1080P ¥1/s" in model_line(wan27, "beijing", "en-US")
+
+
+async def test_every_command_is_offered_in_guilds_where_the_bot_is_installed_only(world: World) -> None:
+    sent = world.discord.syncs[-1].commands  # as the bot sent them (Discord fills in a default when absent)
+    assert len(sent) == len([c for scope in world.discord.commands.values() for c in scope.values()])
+    for command in sent:
+        # integration_types [0]: guild install only (not user install); contexts [0]: guild channels only.
+        assert command.get("integration_types") == [0] and command.get("contexts") == [0], command["name"]

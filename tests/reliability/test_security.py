@@ -88,16 +88,19 @@ async def test_every_owner_subcommand_is_refused_to_managers_and_members(world: 
 
 async def test_a_manager_cannot_raise_the_guild_budget(world: World) -> None:
     synced = {key: command for scope in world.discord.commands.values() for key, command in scope.items()}
-    quota = next(c for (_, name), c in synced.items() if name == "kf2v-quota")
+    view = next(c for (_, name), c in synced.items() if name == "kf2v-quota")
+    assert not view.get("options") and view.get("default_member_permissions") is None  # every member's view
+    quota = next(c for (_, name), c in synced.items() if name == "kf2v-quota-set")
+    assert int(quota["default_member_permissions"]) == Perm.MANAGE_GUILD
     options = {o["name"] for o in quota.get("options") or []}
     assert options == {"member_daily_videos", "user_queue_limit", "allow_channel", "disallow_channel",
                        "allow_everywhere"}, options  # fmt: skip
     with pytest.raises(ValueError, match="unknown options"):  # Discord would not even send it
-        await world.discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota", {"daily_budget": 1000})
+        await world.discord.run_command(world.guild, world.channel, MANAGER, "kf2v-quota-set", {"daily_budget": 1000})
     # The owners set 1 CNY a day; the manager opens every member limit wide: the budget still holds.
     await world.svc.budget.set_budgets(world.guild, daily=1000, monthly=None)
     wide = await world.discord.run_command(
-        world.guild, world.channel, MANAGER, "kf2v-quota", {"member_daily_videos": 1000, "user_queue_limit": 100}
+        world.guild, world.channel, MANAGER, "kf2v-quota-set", {"member_daily_videos": 1000, "user_queue_limit": 100}
     )
     await world.reply(wide)
     before = await world.svc.budget.policy(world.guild)
@@ -163,7 +166,7 @@ async def test_crafted_button_ids_cannot_touch_someone_elses_job(world: World) -
 async def test_a_channel_that_is_not_allowed_is_refused(world: World) -> None:
     allowed = world.discord.add_text_channel(world.guild, "video-requests")
     setup = await world.discord.run_command(
-        world.guild, world.channel, MANAGER, "kf2v-quota", {"allow_channel": allowed}
+        world.guild, world.channel, MANAGER, "kf2v-quota-set", {"allow_channel": allowed}
     )
     await world.reply(setup)
     assert (await world.svc.budget.policy(world.guild)).allowed_channels == (allowed,)
