@@ -249,6 +249,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "{max} pixels. Resize it and upload it again.",
         "image.bomb": "That image claims to be {width}×{height} pixels, far too many to process. "
         "Resize it to at most {max} pixels per side.",
+        "image.over_memory": "That image is {width}×{height} ({pixels} pixels): more than this bot can decode "
+        "in its memory. Pictures like it may have at most {max_pixels} pixels (about {side}×{side}); "
+        "resize it, or save it as JPEG (JPEGs are decoded at a reduced size).",
         # issue 12: duration, sound, driving audio, Extend
         "error.invalid_media": "That file can't be used: {detail}",
         "media.empty": "That file is empty (0 bytes). Upload it again.",
@@ -497,6 +500,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "image.too_small": "该图片为 {width}×{height} 像素,每条边至少需要 {min} 像素。请上传更大的图片。",
         "image.too_large_dimensions": "该图片为 {width}×{height} 像素,每条边最多 {max} 像素。请缩小尺寸后重新上传。",
         "image.bomb": "该图片声明的尺寸为 {width}×{height} 像素,像素过多,无法处理。请将每条边缩小到 {max} 像素以内。",
+        "image.over_memory": "该图片为 {width}×{height}({pixels} 像素),超出本机器人解码时可用的内存。"
+        "此类图片最多 {max_pixels} 像素(约 {side}×{side});请缩小尺寸,或另存为 JPEG(JPEG 会以缩小的尺寸解码)。",
         "error.invalid_media": "该文件无法使用:{detail}",
         "media.empty": "该文件是空的(0 字节)。请重新上传。",
         "media.too_large": "该文件大小为 {size_mb:g} MB,上限为 {limit_mb:g} MB。",

@@ -97,8 +97,10 @@ class Settings(BaseSettings):
     image_max_side: int = Field(default=8000, ge=1, alias="KF2V_IMAGE_MAX_SIDE")
     image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, alias="KF2V_IMAGE_MAX_BYTES")
     image_reencode_bytes: int = Field(default=7 * 1024 * 1024, ge=1024, alias="KF2V_IMAGE_REENCODE_BYTES")
-    # Frames decoded/re-encoded at once: a 10 MB PNG can take ~200 MB while decoded, so 2 keeps a 512 MB VPS safe.
+    # Frames decoded/re-encoded at once (threads); what they may hold together is the memory budget below.
     image_workers: int = Field(default=2, ge=1, le=64, alias="KF2V_IMAGE_WORKERS")
+    # MiB of pixels all decodes may hold at once; a picture needing more alone is refused (256 fits 512 MiB).
+    image_memory_budget_mb: int = Field(default=256, ge=16, le=65536, alias="KF2V_IMAGE_MEMORY_BUDGET_MB")
 
     # --- operations ----------------------------------------------------------------------------------
     http_port: int = Field(default=0, ge=0, le=65535, alias="KF2V_HTTP_PORT")

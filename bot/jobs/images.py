@@ -4,8 +4,16 @@ Pure and CPU-bound: callers run `check_image` through `asyncio.to_thread`. Every
 from the file header (emptiness, size, real format, pixel count, side lengths, animation) is decided before
 a single pixel is decoded, so hostile files cost next to nothing. Then the image is fully decoded (to catch
 truncation) and normalised: EXIF orientation baked in, 8-bit RGB (or untouched 8-bit grey), alpha flattened
-onto white. The original bytes are sent unchanged whenever that is already true and the file is small
-enough; otherwise it is re-encoded (PNG for lossless sources when it fits, else JPEG stepping down).
+onto white, sides over `max_side` scaled down once. The original bytes are sent unchanged whenever that is
+already true and the file is small enough; otherwise it is re-encoded (PNG for lossless sources when it
+fits, else JPEG stepping down).
+
+Memory: a 0.3 MB PNG can hold 64 megapixels, 256 MB once decoded. Before decoding, `plan_decode` works out
+from the header the bytes every step will hold at its peak (Pillow keeps 4 bytes a pixel for RGB, RGBA,
+LA, CMYK; 1 for L and P). A JPEG is decoded reduced (libjpeg's DCT scaling, Pillow's `draft`) to the size it
+will be sent at, or to 1/8 when only checked; any other format is decoded whole, and a picture whose decode
+would not fit `memory_budget` is refused naming the largest picture of its kind that fits, in pixels. The
+caller holds the planned bytes from a shared budget (`DecodeBudget`) while the decode runs.
 
 Every refusal is an `InvalidImage("image.<reason>", ...)` whose message tells the user what to change.
 """
@@ -14,14 +22,16 @@ from __future__ import annotations
 
 import base64
 import codecs
+import contextlib
 import hashlib
 import io
 import math
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from PIL import Image, ImageFile, JpegImagePlugin
@@ -32,6 +42,8 @@ if TYPE_CHECKING:
     from bot.settings import Settings
 
 MIB: Final = 1024 * 1024
+# Fits a 512 MiB process: ~130 MB of bot, this much of pixels, the rest for the bytes of requests in flight.
+DEFAULT_MEMORY_BUDGET: Final = 256 * MIB
 
 ALLOWED_FORMATS: Final = frozenset({"JPEG", "PNG", "BMP", "WEBP"})
 MIME_TYPES: Final = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp"}
@@ -73,9 +85,14 @@ class ImageLimits:
     max_side: int
     reencode_bytes: int
     max_pixels: int = 8000 * 8000
+    # Bytes the decoding work of one picture may hold at its peak (and all pictures at once, `DecodeBudget`).
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     def __post_init__(self) -> None:
-        if min(self.max_bytes, self.min_side, self.max_side, self.reencode_bytes, self.max_pixels) < 1:
+        if (
+            min(self.max_bytes, self.min_side, self.max_side, self.reencode_bytes, self.max_pixels, self.memory_budget)
+            < 1
+        ):
             raise ValueError(f"image limits must be positive: {self}")
         if self.min_side > self.max_side:
             raise ValueError(f"min_side {self.min_side} is larger than max_side {self.max_side}")
@@ -89,6 +106,7 @@ class ImageLimits:
             max_side=settings.image_max_side,
             # What we send must also respect the hard cap.
             reencode_bytes=min(settings.image_reencode_bytes, settings.image_max_bytes),
+            memory_budget=settings.image_memory_budget_mb * MIB,
         )
 
 
@@ -103,6 +121,8 @@ class CheckedImage:
     height: int
     sha256: str
     reencoded: bool
+    decoded_size: tuple[int, int] = (0, 0)  # what was decoded: smaller than the file for a reduced JPEG
+    planned_bytes: int = 0  # the decode's planned peak (held from the budget while it ran)
 
     def data_uri(self) -> str:
         """The image inline as a base64 `data:` URI (how kf2v requests send frames); never log it."""
@@ -352,15 +372,38 @@ def _orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
 
-def _check_sides(width: int, height: int, limits: ImageLimits) -> None:
+def _fit_within(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """`size` scaled down, aspect kept, so that no side exceeds `max_side`; itself when it already fits."""
+    width, height = size
+    longest = max(width, height)
+    if longest <= max_side:
+        return size
+    return max(1, width * max_side // longest), max(1, height * max_side // longest)
+
+
+def _check_sides(width: int, height: int, limits: ImageLimits) -> tuple[int, int]:
+    """The size the frame is sent at (as the user sees it): a side over `max_side` is scaled down once."""
     if min(width, height) < limits.min_side:
         raise InvalidImage("image.too_small", width=width, height=height, min=limits.min_side)
-    if max(width, height) > limits.max_side:
+    target = _fit_within((width, height), limits.max_side)
+    if min(target) < limits.min_side:  # so long and thin that, scaled down, its short side would be too short
         raise InvalidImage("image.too_large_dimensions", width=width, height=height, max=limits.max_side)
+    return target
 
 
-def check_image(data: bytes, limits: ImageLimits) -> CheckedImage:
-    """Validate an upload and return what to send. Raises `InvalidImage` with an `image.*` key."""
+Hold = Callable[[int], AbstractContextManager[object]]
+
+
+def _hold_nothing(_: int) -> AbstractContextManager[object]:
+    return contextlib.nullcontext()
+
+
+def check_image(data: bytes, limits: ImageLimits, hold: Hold = _hold_nothing) -> CheckedImage:
+    """Validate an upload and return what to send. Raises `InvalidImage` with an `image.*` key.
+
+    `hold(n)` is entered with the decode's planned peak in bytes (never more than `limits.memory_budget`)
+    just before any pixel is decoded and left once they are freed: `DecodeBudget.hold` shares one budget.
+    """
     if not data:
         raise InvalidImage("image.empty")
     if len(data) > limits.max_bytes:
@@ -390,10 +433,10 @@ def check_image(data: bytes, limits: ImageLimits) -> CheckedImage:
     except _DECODE_ERRORS:
         raise InvalidImage("image.corrupt") from None
     with im:
-        return _check_opened(im, data, fmt, limits)
+        return _check_opened(im, data, fmt, limits, hold)
 
 
-def _check_opened(im: ImageFile.ImageFile, data: bytes, fmt: str, limits: ImageLimits) -> CheckedImage:
+def _check_opened(im: ImageFile.ImageFile, data: bytes, fmt: str, limits: ImageLimits, hold: Hold) -> CheckedImage:
     width, height = im.size
     if width * height > limits.max_pixels:  # only if Pillow disagrees with our header reading
         raise InvalidImage("image.bomb", width=width, height=height, max=limits.max_side)
@@ -403,35 +446,74 @@ def _check_opened(im: ImageFile.ImageFile, data: bytes, fmt: str, limits: ImageL
         raise InvalidImage("image.animated")
 
     orientation = _orientation(im)
-    if orientation in _SWAPS_SIDES:
-        width, height = height, width
-    _check_sides(width, height, limits)  # as the user sees it, before paying for the decode
+    shown = (height, width) if orientation in _SWAPS_SIDES else (width, height)
+    target = _check_sides(*shown, limits)  # as the user sees it, before paying for the decode
 
-    try:
-        im.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidImage("image.bomb", width=width, height=height, max=limits.max_side) from None
-    except _DECODE_ERRORS:
-        raise InvalidImage("image.corrupt") from None
-    if fmt == "PNG" and orientation == 1 and "exif" in im.info:  # an eXIf chunk after the pixel data
-        orientation = _orientation(im)
+    keep = _keeps_bytes(im, data, fmt, orientation, shown, target, limits)
+    plan = plan_decode(im.mode, im.has_transparency_data, orientation, (width, height), target, limits,
+                       reducible=fmt == "JPEG", keep=keep)  # fmt: skip
+    if plan.scale > 1:
+        im.draft(im.mode, (width // plan.scale, height // plan.scale))  # header work only: no pixel yet
+        if im.size != plan.decoded_size:  # Pillow could not reduce this one after all: plan the whole decode
+            plan = plan_decode(im.mode, im.has_transparency_data, orientation, (width, height), target, limits,
+                               reducible=False, keep=keep)  # fmt: skip
+    with hold(plan.peak_bytes):
+        try:
+            im.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InvalidImage("image.bomb", width=width, height=height, max=limits.max_side) from None
+        except _DECODE_ERRORS:
+            raise InvalidImage("image.corrupt") from None
+        if fmt == "PNG" and orientation == 1 and "exif" in im.info:  # an eXIf chunk after the pixel data
+            orientation = _orientation(im)
+            if orientation != 1:  # rare: planned again (refused if over the budget), run on what is held
+                shown = (height, width) if orientation in _SWAPS_SIDES else (width, height)
+                target = _check_sides(*shown, limits)
+                keep = False
+                plan = plan_decode(im.mode, im.has_transparency_data, orientation, im.size, target, limits,
+                                   reducible=False, keep=False)  # fmt: skip
 
-    pixels, changed = _normalise(im, orientation)
-    if fmt == "PNG" and not _png_is_plain(data):
-        changed = True  # 16-bit or sub-byte samples are 8-bit only once re-encoded
-    if not changed and len(data) <= limits.reencode_bytes:
-        return _result(data, fmt, pixels.width, pixels.height, reencoded=False)
+        if keep and not im.has_transparency_data and im.mode in ("RGB", "L"):
+            # Decoded (reduced, for a JPEG) only to prove it is whole: the upload is sent as it is.
+            return _result(data, fmt, *shown, reencoded=False, plan=plan)
+        if keep:  # the header said plain 8-bit, the pixels say otherwise: normalised as decoded
+            plan = replace(plan, steps=_steps(im.mode, im.has_transparency_data, orientation, im.size, im.size))
+        pixels = _normalise(im, plan)
+        changed = pixels is not im or (fmt == "PNG" and not _png_is_plain(data))  # 16-bit/sub-byte: re-encoded
+        if not changed and len(data) <= limits.reencode_bytes:
+            return _result(data, fmt, *shown, reencoded=False, plan=plan)
 
-    lossless = fmt in ("PNG", "BMP") or (fmt == "WEBP" and _webp_is_lossless(data))
-    # Re-compressing the very same PNG pixels won't shrink them meaningfully: go straight to JPEG then.
-    try_png = lossless and (changed or fmt != "PNG")
-    icc = im.info.get("icc_profile") if _same_colour_family(im.mode, pixels.mode) else None
-    source_jpeg = _jpeg_source_options(im) if fmt == "JPEG" and im.mode == pixels.mode else {}
-    out, out_fmt, pixels = _reencode(pixels, limits, try_png=try_png, icc=icc, source_jpeg=source_jpeg)
-    return _result(out, out_fmt, pixels.width, pixels.height, reencoded=True)
+        lossless = fmt in ("PNG", "BMP") or (fmt == "WEBP" and _webp_is_lossless(data))
+        # Re-compressing the very same PNG pixels won't shrink them meaningfully: go straight to JPEG then.
+        try_png = lossless and (changed or fmt != "PNG")
+        icc = im.info.get("icc_profile") if _same_colour_family(im.mode, pixels.mode) else None
+        source_jpeg = _jpeg_source_options(im) if fmt == "JPEG" and im.mode == pixels.mode else {}
+        spare = limits.memory_budget - plan.peak_bytes
+        out, out_fmt, pixels = _reencode(pixels, limits, try_png=try_png, icc=icc, source_jpeg=source_jpeg, spare=spare)
+        return _result(out, out_fmt, pixels.width, pixels.height, reencoded=True, plan=plan)
 
 
-def _result(data: bytes, fmt: str, width: int, height: int, *, reencoded: bool) -> CheckedImage:
+def _keeps_bytes(
+    im: Image.Image,
+    data: bytes,
+    fmt: str,
+    orientation: int,
+    shown: tuple[int, int],
+    target: tuple[int, int],
+    limits: ImageLimits,
+) -> bool:
+    """Whether, from the header, the upload can be sent as it is (decoded only to check it is whole)."""
+    return (
+        im.mode in ("RGB", "L")
+        and not im.has_transparency_data
+        and orientation == 1
+        and target == shown
+        and len(data) <= limits.reencode_bytes
+        and (fmt != "PNG" or _png_is_plain(data))
+    )
+
+
+def _result(data: bytes, fmt: str, width: int, height: int, *, reencoded: bool, plan: DecodePlan) -> CheckedImage:
     return CheckedImage(
         data=data,
         mime=MIME_TYPES[fmt],
@@ -440,7 +522,209 @@ def _result(data: bytes, fmt: str, width: int, height: int, *, reencoded: bool) 
         height=height,
         sha256=hashlib.sha256(data).hexdigest(),
         reencoded=reencoded,
+        decoded_size=plan.decoded_size,
+        planned_bytes=plan.peak_bytes,
     )
+
+
+# --- the memory plan ----------------------------------------------------------------------------------------
+
+# Pillow's `reduce`-then-resample: a box reduction by whole factors while the picture is at least twice
+# the target, then LANCZOS for the rest (as good as LANCZOS alone to the eye, a fraction of its work).
+REDUCING_GAP: Final = 2.0
+_JPEG_SCALES: Final = (1, 2, 4, 8)  # libjpeg decodes a JPEG at 1/1, 1/2, 1/4 or 1/8 of its sides
+
+
+def _pixel_bytes(mode: str) -> int:
+    """Bytes Pillow keeps for one pixel of `mode` (Storage.c: 8-bit one-band modes 1, I;16 2, every other 4:
+    RGB included, stored as 32 bits)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One new picture made while normalising: its mode and size, and what it holds only while it is made."""
+
+    mode: str
+    size: tuple[int, int]
+    run: Callable[[Image.Image], Image.Image]
+    scratch: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return _pixel_bytes(self.mode) * self.size[0] * self.size[1]
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How a picture is decoded and normalised, and the bytes that takes at its peak."""
+
+    scale: int  # a JPEG decoded at 1/scale of its sides (always 1 for other formats)
+    decoded_size: tuple[int, int]  # as stored (before EXIF orientation)
+    steps: tuple[_Step, ...]  # from the decoded pixels to the pixels sent
+    peak_bytes: int
+
+
+def plan_decode(
+    mode: str,
+    transparent: bool,
+    orientation: int,
+    size: tuple[int, int],
+    target: tuple[int, int],
+    limits: ImageLimits,
+    *,
+    reducible: bool,
+    keep: bool,
+) -> DecodePlan:
+    """The cheapest decode of a `size` picture (as stored) sent at `target` (upright) within the budget.
+
+    A JPEG (`reducible`) is decoded at the largest DCT scale at which it is still at least `target`, or, when
+    that would not fit the budget, smaller still (it is then sent at the size it was decoded at); when its
+    bytes are sent as they are (`keep`) it is decoded at 1/8, only to check it. Refuses a picture that does
+    not fit even so, naming the largest picture of its kind that does, in pixels.
+    """
+    swaps = orientation in _SWAPS_SIDES
+    stored_target = (target[1], target[0]) if swaps else target
+    scales: tuple[int, ...] = (1,)
+    if reducible:
+        widest = min(size[0] // stored_target[0], size[1] // stored_target[1])
+        fits_target = max(s for s in _JPEG_SCALES if s <= max(1, widest))
+        scales = (8,) if keep else tuple(s for s in _JPEG_SCALES if s >= fits_target)
+        scales = tuple(s for s in scales if s <= min(size)) or (1,)
+    for scale in scales:
+        decoded = (-(-size[0] // scale), -(-size[1] // scale))
+        sent = stored_target if keep or scale == scales[0] else decoded  # smaller than asked: sent as decoded
+        if not keep and scale != scales[0] and min(sent) < limits.min_side:
+            break  # any smaller would be too small to send
+        steps = () if keep else _steps(mode, transparent, orientation, decoded, sent)
+        peak = _peak_bytes(mode, decoded, steps, encode=0 if keep else 2 * limits.reencode_bytes)
+        plan = DecodePlan(scale, decoded, steps, peak)
+        if peak <= limits.memory_budget:
+            return plan
+    raise _over_budget(mode, transparent, orientation, size, limits)
+
+
+def _steps(
+    mode: str, transparent: bool, orientation: int, decoded: tuple[int, int], sent: tuple[int, int]
+) -> tuple[_Step, ...]:
+    """The pictures made on the way to 8-bit RGB (or grey), scaled to `sent` (as stored), then upright.
+
+    Colour first (alpha cannot be resampled without a premultiplied copy of the whole picture), then the
+    scaling, then the orientation, on the smallest picture by then.
+    """
+    steps: list[_Step] = []
+    if mode.startswith("I"):
+        # Pillow converts 16-bit grey to 8-bit by clipping (everything above 255 turns white): scale instead.
+        steps += [
+            _Step("I", decoded, lambda im: im.convert("I")),
+            _Step("I", decoded, lambda im: im.point(_scale_16_to_8)),
+            _Step("L", decoded, lambda im: im.convert("L")),
+            _Step("RGB", decoded, lambda im: im.convert("RGB")),
+        ]
+    elif transparent:
+        # The provider documents PNG without alpha; white is what most viewers show behind transparency.
+        if mode not in ("RGBA", "LA"):
+            steps.append(_Step("RGBA", decoded, lambda im: im.convert("RGBA")))
+        steps.append(_Step("RGB", decoded, _flatten_onto_white))
+    elif mode not in ("RGB", "L"):  # CMYK, palette, 1-bit, YCbCr, ...
+        steps.append(_Step("RGB", decoded, lambda im: im.convert("RGB")))
+    out_mode = steps[-1].mode if steps else mode
+    if sent != decoded:
+        steps.append(_Step(out_mode, sent, lambda im: _scale_down(im, sent), _resize_scratch(out_mode, decoded, sent)))
+    method = _TRANSPOSE.get(orientation)
+    if method is not None:
+        upright = (sent[1], sent[0]) if orientation in _SWAPS_SIDES else sent
+        steps.append(_Step(out_mode, upright, lambda im: im.transpose(method)))
+    return tuple(steps)
+
+
+def _peak_bytes(mode: str, decoded: tuple[int, int], steps: Sequence[_Step], *, encode: int) -> int:
+    """The decoded pixels, then at each step the previous picture, the new one and the step's scratch."""
+    peak = previous = 0
+    for step in steps:
+        peak = max(peak, previous + step.bytes + step.scratch)
+        previous = step.bytes
+    return _pixel_bytes(mode) * decoded[0] * decoded[1] + peak + encode
+
+
+def _resize_scratch(mode: str, source: tuple[int, int], target: tuple[int, int]) -> int:
+    # Mirrors Image.resize: reduce() by whole factors (a new picture), then a horizontal pass into a
+    # picture as wide as the target and as tall as the source, then the vertical pass (the step's own).
+    factor_x = int(source[0] / target[0] / REDUCING_GAP) or 1
+    factor_y = int(source[1] / target[1] / REDUCING_GAP) or 1
+    reduced = (-(-source[0] // factor_x), -(-source[1] // factor_y))
+    scratch = reduced[0] * reduced[1] if reduced != source else 0
+    return _pixel_bytes(mode) * (scratch + target[0] * reduced[1])
+
+
+def _scale_down(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+
+
+def _flatten_onto_white(im: Image.Image) -> Image.Image:
+    # Pasted through its own alpha: no RGBA copy and no alpha band are made (RGBA and LA paste onto RGB as is).
+    out = Image.new("RGB", im.size, WHITE)
+    out.paste(im, mask=im)
+    return out
+
+
+def _over_budget(
+    mode: str, transparent: bool, orientation: int, size: tuple[int, int], limits: ImageLimits
+) -> InvalidImage:
+    # The largest picture of this kind (format, colours, orientation) whose decode fits: the cost grows
+    # with the pixels, so it is the budget over the cost of one pixel, less what does not grow (encoding).
+    encode = 2 * limits.reencode_bytes
+    whole = _peak_bytes(mode, size, _steps(mode, transparent, orientation, size, size), encode=encode) - encode
+    per_pixel = whole / (size[0] * size[1])
+    max_pixels = max(0, int((limits.memory_budget - encode) / per_pixel))
+    shown = (size[1], size[0]) if orientation in _SWAPS_SIDES else size
+    side = math.isqrt(max_pixels)
+    return InvalidImage(
+        "image.over_memory",
+        width=shown[0],
+        height=shown[1],
+        pixels=f"{size[0] * size[1]:,}",
+        max_pixels=f"{max_pixels:,}",
+        side=f"{side:,}",
+    )
+
+
+class DecodeBudget:
+    """The bytes every decode in the process may hold at once (`ImageLimits.memory_budget`), shared by the
+    image workers' threads: `hold(n)` waits until `n` more bytes fit. A plan never asks for more than the
+    whole budget (`plan_decode` refuses such a picture), so every hold is eventually granted.
+    Counts for metrics and tests: `held` now, `peak` ever, `waited` (holds that had to wait).
+    """
+
+    def __init__(self, total: int) -> None:
+        if total < 1:
+            raise ValueError("the decode budget must be positive")
+        self.total = total
+        self.held = 0
+        self.peak = 0
+        self.waited = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, n: int) -> Iterator[None]:
+        """Hold `n` bytes (at most the whole budget) while the block runs; waits while they do not fit."""
+        n = min(max(n, 0), self.total)
+        with self._changed:
+            if self.held + n > self.total:
+                self.waited += 1
+                self._changed.wait_for(lambda: self.held + n <= self.total)
+            self.held += n
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.held -= n
+                self._changed.notify_all()
 
 
 class CheckedCache:
@@ -485,27 +769,12 @@ class CheckedCache:
 # --- normalising and re-encoding -------------------------------------------------------------------------
 
 
-def _normalise(im: Image.Image, orientation: int) -> tuple[Image.Image, bool]:
-    """Upright, 8-bit RGB (or untouched 8-bit grey) without alpha; and whether the pixels changed."""
+def _normalise(im: Image.Image, plan: DecodePlan) -> Image.Image:
+    """Upright, 8-bit RGB (or untouched 8-bit grey) without alpha, at the size it is sent: the plan's steps."""
     out = im
-    changed = False
-    method = _TRANSPOSE.get(orientation)
-    if method is not None:
-        out = out.transpose(method)
-        changed = True
-    if out.mode in ("RGB", "L") and not out.has_transparency_data:
-        return out, changed
-    if out.mode.startswith("I"):
-        # Pillow converts 16-bit grey to 8-bit by clipping (everything above 255 turns white): scale instead.
-        out = out.convert("I").point(_scale_16_to_8).convert("L").convert("RGB")
-    elif out.has_transparency_data:
-        # The provider documents PNG without alpha; white is what most viewers show behind transparency.
-        rgba = out.convert("RGBA")
-        out = Image.new("RGB", rgba.size, WHITE)
-        out.paste(rgba, mask=rgba.getchannel("A"))
-    else:  # CMYK, palette, 1-bit, YCbCr, ...
-        out = out.convert("RGB")
-    return out, True
+    for step in plan.steps:
+        out = step.run(out)
+    return out
 
 
 def _scale_16_to_8(value: float) -> float:
@@ -546,6 +815,7 @@ def _reencode(
     try_png: bool,
     icc: bytes | None,
     source_jpeg: dict[str, object],
+    spare: int,
 ) -> tuple[bytes, str, Image.Image]:
     target = limits.reencode_bytes
     extra: dict[str, object] = {"icc_profile": icc} if icc else {}
@@ -567,6 +837,9 @@ def _reencode(
         scale = math.sqrt(target / len(out)) * 0.9
         new_size = (max(1, int(pixels.width * scale)), max(1, int(pixels.height * scale)))
         if min(new_size) < limits.min_side:
+            break
+        # Not in the plan (only near-incompressible noise gets here): only within the budget left unplanned.
+        if _pixel_bytes(pixels.mode) * new_size[0] * (new_size[1] + pixels.height) > spare:
             break
         pixels = pixels.resize(new_size, Image.Resampling.LANCZOS)
         attempts = [_jpeg_at(q, extra) for q in JPEG_QUALITIES[:3]]

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from bot.catalog import Catalog, ModelSpec
 from bot.errors import ContentRefused, InvalidInput, JobNotFound, NotAllowed, RateLimited
-from bot.jobs.images import CheckedCache, CheckedImage, ImageLimits, check_image
+from bot.jobs.images import CheckedCache, CheckedImage, DecodeBudget, ImageLimits, check_image
 from bot.jobs.media import MediaStore
 from bot.jobs.media_options import check_media_options, extend_total
 from bot.jobs.models import Job, JobRequest, JobState, NewJob, Pause, PauseScope
@@ -129,7 +129,8 @@ class UserRateLimiter:
 
 
 class ImageWorkers:
-    """At most `limit` frames decoded and re-encoded at once (a 10 MB PNG can take ~200 MB while decoded).
+    """At most `limit` frames decoded and re-encoded at once, holding together at most the limits'
+    `memory_budget` bytes of pixels (`budget`: a 0.3 MB PNG can decode to 256 MB).
 
     Bytes that passed unchanged before, under the same limits, are not decoded again (`cache`).
     Keeps counts for tests and metrics: `checked` (frames that reached decoding), `active`, `peak`.
@@ -144,6 +145,14 @@ class ImageWorkers:
         self.checked = 0
         self.active = 0
         self.peak = 0
+        self._budgets: dict[int, DecodeBudget] = {}  # by `memory_budget` (one in the app; tests vary it)
+
+    def budget(self, limits: ImageLimits) -> DecodeBudget:
+        """The shared budget of decodes under these limits."""
+        budget = self._budgets.get(limits.memory_budget)
+        if budget is None:
+            budget = self._budgets[limits.memory_budget] = DecodeBudget(limits.memory_budget)
+        return budget
 
     async def check(self, data: bytes, limits: ImageLimits) -> CheckedImage:
         """`check_image` in a thread once a slot is free; raises its `InvalidImage`."""
@@ -169,12 +178,13 @@ class ImageWorkers:
     async def _in_slot(self, limits: ImageLimits, work: Callable[[Callable[[bytes], CheckedImage]], _T]) -> _T:
         """`work(check)` in a worker thread once a slot is free; `check` is the remembered verdict or the full one."""
         decoded: list[int] = []  # appended by the thread, counted once back
+        hold = self.budget(limits).hold
 
         def check(data: bytes) -> CheckedImage:
             image = self.cache.lookup(data, limits)
             if image is None:
                 decoded.append(1)
-                image = check_image(data, limits)
+                image = check_image(data, limits, hold)
                 self.cache.remember(image, limits)
             return image
 

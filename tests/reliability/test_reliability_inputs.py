@@ -41,10 +41,19 @@ ZH_OPTION_CASES: dict[str, tuple[dict[str, Any], str]] = {
     "seed_out_of_range": ({"seed": 2_147_483_648}, "input.seed"),
     "1080p_with_plus": ({"model": "wanx2.1-kf2v-plus", "resolution": "1080P"}, "input.resolution"),
 }
-ZH_IMAGES = ["empty", "text_named_png", "truncated_png", "huge_file", "bomb_png", "animated_gif", "tiny_100"]
+ZH_IMAGES = [
+    "empty",
+    "text_named_png",
+    "truncated_png",
+    "huge_file",
+    "bomb_png",
+    "animated_gif",
+    "tiny_100",
+    "transparent_64mp_png",
+]
 EFFECT_WITH_FLASH = ("effect_with_flash", "input.template_model")
 
-# (locale, kind, case): 22 in English, 12 in Chinese.
+# (locale, kind, case): 23 in English, 13 in Chinese.
 CASES = (
     [("en-US", "image", c) for c in sorted(corpus.BAD_INPUTS)]
     + [("en-US", "option", c) for c in OPTION_CASES]
@@ -89,8 +98,8 @@ async def nothing_left(world: World, provider_calls_before: dict[str, int]) -> N
 
 
 def test_the_campaign_counts_each_refusal_once() -> None:
-    assert len(CASES) == len(set(CASES)) == 34
-    assert sum(locale == "en-US" for locale, _, _ in CASES) == 22
+    assert len(CASES) == len(set(CASES)) == 36
+    assert sum(locale == "en-US" for locale, _, _ in CASES) == 23
 
 
 @pytest.mark.asyncio(loop_scope="module")

@@ -209,6 +209,19 @@ def bomb_png(width: int = 20000, height: int = 20000) -> bytes:
     return _png(width, height, 1, 0, b"".join(parts))
 
 
+@functools.cache
+def transparent_64mp_png(width: int = 8000, height: int = 8000) -> bytes:
+    """Issue 17's 0.3 MB picture: a valid 8-bit RGBA PNG of 64 megapixels (the most the provider takes), fully
+    transparent. Decoded it is 256 MB, and flattened onto white another 256 MB: over the memory budget."""
+    raw = (1 + width * 4) * height
+    compressor = zlib.compressobj(9)
+    zeros = bytes(MIB)
+    parts = [compressor.compress(zeros) for _ in range(raw // MIB)]
+    parts.append(compressor.compress(bytes(raw % MIB)))
+    parts.append(compressor.flush())
+    return _png(width, height, 8, 6, b"".join(parts))
+
+
 def animated_gif() -> bytes:
     frames = [Image.new("RGB", (320, 320), c) for c in (RED, BLUE, GREEN)]
     return _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
@@ -260,6 +273,7 @@ BAD_INPUTS: dict[str, Callable[[], bytes]] = {
     "tiny_100": tiny_100,
     "too_wide_png": too_wide_png,
     "bomb_png": bomb_png,
+    "transparent_64mp_png": transparent_64mp_png,
 }
 
 BAD_INPUT_KEYS: dict[str, str] = {
@@ -279,6 +293,7 @@ BAD_INPUT_KEYS: dict[str, str] = {
     "tiny_100": "image.too_small",
     "too_wide_png": "image.too_large_dimensions",
     "bomb_png": "image.bomb",
+    "transparent_64mp_png": "image.over_memory",
 }
 
 GOOD_INPUTS: dict[str, Callable[[], bytes]] = {

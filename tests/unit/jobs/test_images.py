@@ -28,6 +28,7 @@ IMAGE_KEYS = {
     "image.too_small": {"width", "height", "min"},
     "image.too_large_dimensions": {"width", "height", "max"},
     "image.bomb": {"width", "height", "max"},
+    "image.over_memory": {"width", "height", "pixels", "max_pixels", "side"},
 }
 
 UNCHANGED = {"png", "jpeg", "webp", "webp_lossless", "bmp", "grey_jpeg", "mpo_jpeg"}
@@ -96,6 +97,11 @@ def test_bad_input_is_refused_with_its_key(name: str) -> None:
         (corpus.tiny_100, {"width": 100, "height": 100, "min": 240}),
         (corpus.too_wide_png, {"width": 8001, "height": 240, "max": 8000}),
         (corpus.bomb_png, {"width": 20000, "height": 20000, "max": 8000}),
+        # 8 bytes a pixel (RGBA decoded + RGB flattened), 14 MiB kept for encoding, within 256 MiB.
+        (
+            corpus.transparent_64mp_png,
+            {"width": 8000, "height": 8000, "pixels": "64,000,000", "max_pixels": "31,719,424", "side": "5,632"},
+        ),
     ],
 )
 def test_refusals_say_what_to_change(make: Callable[[], bytes], params: dict[str, object]) -> None:
@@ -363,7 +369,8 @@ async def test_other_limits_check_the_bytes_again() -> None:
     workers = ImageWorkers(1)
     upload = corpus.good_png(640, 480)
     await workers.check(upload, DEFAULT_LIMITS)
-    tighter = ImageLimits(max_bytes=10 * MIB, min_side=240, max_side=600, reencode_bytes=7 * MIB)
+    # 600 px at most: scaled down to 600x450, its short side would be under 460.
+    tighter = ImageLimits(max_bytes=10 * MIB, min_side=460, max_side=600, reencode_bytes=7 * MIB)
     with pytest.raises(InvalidImage) as refused:
         await workers.check(upload, tighter)  # passed before, but not under these limits
     assert refused.value.key == "image.too_large_dimensions"
