@@ -61,6 +61,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "so the bot did not fetch it. The bot's owners have been told.",
         "job.failed.not_a_video": "The video service sent back a file that is not a video, so nothing was posted.",
         "job.failed.lost": "The video service never confirmed this request and it can no longer be traced.",
+        "job.failed.unanswered": "The video service did not answer this request after several tries, so it was "
+        "not sent again. Nothing was charged; please try again later.",
         "job.failed.internal": "Something went wrong inside the bot while handling this video. "
         "The bot's owners have the details.",
         "state.queued": "Queued",
@@ -125,6 +127,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "alert.lost_create": "Job {job_id} on account {account}: its create answer was lost and no task could "
         "be proved its within the 24 h task lifetime. It failed and its money was released; check the account's "
         "tasks for one that was billed.",
+        "alert.creates_unanswered": "Job {job_id} on account {account}: {attempts} creates went unanswered and "
+        "none made a task (a slow or broken link to DashScope?). It failed, its money released.",
         "alert.job_crashed": "Job {job_id} failed after repeated internal errors (log reference {ref}); its "
         "money was released.",
         "alert.account_problem": "DashScope account {account} needs attention ({code}): submissions on it "
@@ -328,6 +332,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "job.failed.video_refused": "视频服务给出的下载地址不在其自身的存储上,机器人没有下载。已通知机器人的所有者。",
         "job.failed.not_a_video": "视频服务返回的文件不是视频,因此没有发布任何内容。",
         "job.failed.lost": "视频服务始终没有确认此请求,现在已无法追查。",
+        "job.failed.unanswered": "多次尝试后视频服务仍未应答此请求,因此不再重发。未收取任何费用;请稍后再试。",
         "job.failed.internal": "机器人在处理此视频时内部出错。机器人的所有者可以查看详情。",
         "state.queued": "排队中",
         "state.submitting": "提交中",
@@ -389,6 +394,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "服务器最多只按预留金额扣费。请核对账单。",
         "alert.lost_create": "账号 {account} 上的任务 {job_id}:创建请求的应答丢失,且在 24 小时任务有效期内"
         "无法证明哪个任务属于它。该任务已失败并释放预留金额;请检查账号中是否有被计费的任务。",
+        "alert.creates_unanswered": "账号 {account} 上的任务 {job_id}:{attempts} 次创建请求均无应答,且未生成任何任务"
+        "(到 DashScope 的网络过慢或中断?)。该任务已失败并释放预留金额。",
         "alert.job_crashed": "任务 {job_id} 多次内部出错后失败(日志编号 {ref});预留金额已释放。",
         "alert.account_problem": "DashScope 账号 {account} 需要处理({code}):该账号的提交已暂停,"
         "任务保留在队列中。修复密钥或账单后使用 `/kf2v-admin resume`。",

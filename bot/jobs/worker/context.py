@@ -80,7 +80,8 @@ class RateGate:
 def _new_counters() -> dict[str, int]:
     names = (
         "submissions", "throttled", "polls", "provider_errors", "malformed_answers", "bills_clamped",
-        "video_urls_refused", "reconciled", "lost_creates_requeued", "resubmitted_after_failure", "job_crashes",
+        "video_urls_refused", "reconciled", "lost_creates_requeued",
+        "lost_creates_given_up", "resubmitted_after_failure", "job_crashes",
     )  # fmt: skip
     return dict.fromkeys(names, 0)
 
@@ -198,14 +199,34 @@ class WorkerContext:
         await self.safe(self.notifier.job_failed(job))
 
     async def requeue(self, job: Job, why: str) -> None:
-        """Put a SUBMITTING job back at the front of the queue (nothing reached the provider)."""
+        """Put a SUBMITTING job back at the front of the queue (nothing reached the provider); a job whose
+        member pressed Cancel meanwhile is cancelled instead, its money released."""
         try:
             job = await self.store.requeue_front(job.id, expect=JobState.SUBMITTING, detail=why)
         except StaleState:
             self.free_slot(job.id)
             return
+        if job.cancel_requested:
+            await self.cancel_queued(job)
+            return
         self.scheduler.queue.push(QueuedJob.of(job), front=True)
         self.free_slot(job.id)
+
+    async def cancel_queued(self, job: Job) -> None:
+        """Cancel a QUEUED job whose Cancel came while it was being sent: released, its member told."""
+        self.scheduler.queue.remove(job.id)
+        try:
+            job = await self.store.transition(
+                job.id, JobState.CANCELED, expect=JobState.QUEUED, release=job.charge_state is ChargeState.RESERVED,
+                error_key="job.canceled", detail="cancel requested while it was being sent",
+            )  # fmt: skip
+        except StaleState:
+            self.free_slot(job.id)
+            return
+        log.info("job %s cancelled before being sent again", job.id, extra={"job_id": job.id})
+        self.finish(job)
+        self.emit("canceled", job)
+        await self.safe(self.notifier.job_failed(job))
 
     async def account_problem(self, account: str, exc: DashScopeError) -> None:
         """Pause an account the provider refuses (bad key, arrears) and alert the owners once."""

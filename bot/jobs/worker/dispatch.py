@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+from datetime import timedelta
 
 from bot.dashscope.errors import (
     AccountProblemError,
@@ -26,6 +27,9 @@ from bot.jobs.worker.reconcile import KeyIds, Reconciler
 from bot.jobs.worker.supervision import Supervisor
 
 log = logging.getLogger(__name__)
+
+# Building a create this long after the job was marked SUBMITTING moves its `submitted_at` to the send.
+RESTAMP_AFTER = timedelta(seconds=1)
 
 
 class Dispatcher:
@@ -86,6 +90,11 @@ class Dispatcher:
             if current is None or current.state is not JobState.QUEUED:
                 ctx.free_slot(queued.job_id)  # cancelled while it waited for its turn
                 return
+            if current.cancel_requested:
+                # A Cancel pressed while the job was being sent (or sent again after its task failed) is
+                # honoured before any resend: nothing more reaches the provider, nothing is charged.
+                await ctx.cancel_queued(current)
+                return
             # Marked SUBMITTING in the order jobs were picked; the create leaves once its body is built (well
             # inside the clock skew a lost answer's task is looked for with).
             job = await ctx.store.transition(
@@ -109,7 +118,16 @@ class Dispatcher:
             log.warning("job %s: media upload failed: %s", job.id, exc, extra={"job_id": job.id})
             await self._create_refused(job, account, exc)
             return
-        await self._send(job, account, request)
+        await self._send(await self._restamped(job), account, request)
+
+    async def _restamped(self, job: Job) -> Job:
+        """The job with `submitted_at` moved to now when building the create took a while (the media family's
+        uploads): a lost answer's task is looked for around the moment the create left, not when the job was
+        marked SUBMITTING, or a slow upload would push that task out of the window and it would be paid twice."""
+        assert job.submitted_at is not None
+        if utcnow() - job.submitted_at < RESTAMP_AFTER:
+            return job
+        return await self._ctx.store.update(job.id, submitted_at=utcnow())
 
     async def _send(self, job: Job, account: str, request: CreateTaskRequest) -> None:
         ctx = self._ctx

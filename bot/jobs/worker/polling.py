@@ -199,9 +199,12 @@ class Poller:
             job.id, JobState.QUEUED, expect=(JobState.PENDING, JobState.RUNNING),
             detail=f"task failed ({code}); sent once more", task_id=None, request_id=None, started_at=None,
         )  # fmt: skip
+        ctx.forget_task(job.id)
+        if job.cancel_requested:  # its member cancelled it: not sent again, not charged
+            await ctx.cancel_queued(job)
+            return
         ctx.counters["resubmitted_after_failure"] += 1
         log.warning("job %s: task failed with %s; sending it once more", job.id, code, extra={"job_id": job.id})
-        ctx.forget_task(job.id)
         ctx.scheduler.queue.push(QueuedJob.of(job), front=True)
         ctx.free_slot(job.id)
 

@@ -172,6 +172,9 @@ class Reconciler:
                 if own is not None and await self._adopt(job, account, own, key_id):
                     return
             elif complete and read_at >= provable_from:
+                if job.attempts >= cfg.max_submit_attempts:
+                    await self._gave_up_sending(job)
+                    return
                 ctx.counters["lost_creates_requeued"] += 1
                 log.info("job %s never reached the provider; queued again", job.id, extra={"job_id": job.id})
                 await ctx.requeue(job, "create lost before the provider")
@@ -239,6 +242,22 @@ class Reconciler:
         log.info("job %s reconciled with task %s", job.id, row.task_id, extra={"job_id": job.id})
         await self._poller.track(job, account, fresh=False)
         return True
+
+    async def _gave_up_sending(self, job: Job) -> None:
+        """`max_submit_attempts` creates went unanswered and none made a task: the link to the provider is not
+        working (a slow uplink timing every create out, say). Failed released, owners alerted, not sent again."""
+        ctx = self._ctx
+        ctx.counters["lost_creates_given_up"] += 1
+        log.error(
+            "job %s: %d creates sent, no answer and no task; failed without sending it again",
+            job.id, job.attempts, extra={"job_id": job.id},
+        )  # fmt: skip
+        await ctx.fail(job, "job.failed.unanswered", code="CreateUnanswered", release=True)
+        await ctx.safe(
+            ctx.notifier.owner_alert(
+                "alert.creates_unanswered", job_id=job.id, account=job.account or "-", attempts=job.attempts
+            )
+        )
 
     async def _lost_for_good(self, job: Job) -> None:
         ctx = self._ctx
