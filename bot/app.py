@@ -30,6 +30,8 @@ from bot.health import HealthServer, Metrics
 from bot.jobs.images import ImageLimits
 from bot.jobs.media import MediaStore
 from bot.jobs.ports import Notifier
+from bot.jobs.privacy.service import PrivacyService
+from bot.jobs.privacy.store import PrivacyStore
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.scheduler import AccountLimits, Scheduler
 from bot.jobs.service import ImageWorkers, JobService, UserRateLimiter
@@ -46,6 +48,7 @@ from cogs.animate import AnimateCog
 from cogs.generate import GenerateCog
 from cogs.help import HelpCog
 from cogs.jobs import JobsCog
+from cogs.privacy import PrivacyCog
 from cogs.quota import QuotaCog
 from cogs.rules import RulesGroup
 
@@ -80,6 +83,7 @@ class Services:
     worker: Worker
     jobs: JobService
     notifier: Notifier
+    privacy: PrivacyService
     health: HealthServer | None = None
     background: BackgroundTasks = field(default_factory=BackgroundTasks)
     metrics: Metrics | None = None
@@ -99,6 +103,7 @@ class Services:
         else:
             await self.worker.start()
         self.background.spawn(self._housekeeping(), "housekeeping")
+        self.background.spawn(self.privacy.run(), "privacy-sweep")
         if self.settings.http_port:
             await self._start_health()
 
@@ -296,6 +301,7 @@ async def build_services(
         image_workers=ImageWorkers(settings.image_workers),
         on_rule_refusal=metrics.observe_rule_refusal if metrics is not None else None,
     )
+    privacy = PrivacyService(PrivacyStore(store.database), media, settings.retention_days)
     return Services(
         settings=settings,
         catalog=catalog,
@@ -308,6 +314,7 @@ async def build_services(
         worker=worker,
         jobs=jobs,
         notifier=notifier,
+        privacy=privacy,
         metrics=metrics,
         gateway=gateway,
     )
@@ -363,7 +370,8 @@ async def build_discord_app(
     await bot.add_cog(JobsCog(jobs))
     await bot.add_cog(QuotaCog(jobs))
     await bot.add_cog(HelpCog(jobs))
-    bot.tree.add_command(AdminGroup(jobs, owners))
+    await bot.add_cog(PrivacyCog(services.privacy))
+    bot.tree.add_command(AdminGroup(jobs, owners, privacy=services.privacy))
     bot.tree.add_command(RulesGroup(jobs, owners))
     bot.add_job_buttons(JobButtons(jobs, owners, settings.allowed_guilds))
     if stories_available():

@@ -691,6 +691,22 @@ MESSAGES[EN].update(
         "the day resets <t:{resets_ts}:R>.",
         "help.channels": "Requests are taken in: {channels}",
         "help.footer": "Only you can see this. Prices are what the bot counts against this server's budget.",
+        # Privacy: /kf2v-forget-me, /kf2v-admin forget, requests erased by KF2V_RETENTION_DAYS.
+        "cmd.kf2v_forget_me": "Erase your prompts, frames, videos and user id from this bot",
+        "cmd.admin_forget": "Erase a user's prompts, frames, videos and id (as /kf2v-forget-me does)",
+        "opt.forget_user_id": "The Discord user id whose data to erase",
+        "admin.bad_user": "`{value}` isn't a Discord user id (a number like 123456789012345678).",
+        "forget.confirm": "This erases, in every server this bot serves: the prompts you wrote, the frames and "
+        "audio you uploaded, the videos kept for you and your user id on every request. Requests still in progress "
+        "finish and are delivered first, then are erased too. What was spent stays counted in each server's budget, "
+        "without your name. Messages already posted in Discord stay: delete them there. This can't be undone.",
+        "forget.confirm_button": "Erase my data",
+        "forget.keep_button": "Keep it",
+        "forget.kept": "Nothing was erased.",
+        "forget.done": "Erased: {jobs} requests and {stories} stories; {files} files removed.",
+        "forget.pending": "{pending} still in progress: they finish and are delivered first, then are erased.",
+        "job.erased": "That request's prompt and frames were erased (after the retention period, or at the "
+        "member's request). Start a new /kf2v.",
     }
 )
 MESSAGES[ZH].update(
@@ -730,6 +746,19 @@ MESSAGES[ZH].update(
         "今日额度 <t:{resets_ts}:R> 重置。",
         "help.channels": "可以提交请求的频道:{channels}",
         "help.footer": "只有你能看到这条消息。价格即机器人计入本服务器预算的金额。",
+        "cmd.kf2v_forget_me": "从本机器人中删除你的提示词、图片、视频和用户 ID",
+        "cmd.admin_forget": "删除某个用户的提示词、图片、视频和 ID(与 /kf2v-forget-me 相同)",
+        "opt.forget_user_id": "要删除其数据的 Discord 用户 ID",
+        "admin.bad_user": "`{value}` 不是 Discord 用户 ID(应为类似 123456789012345678 的数字)。",
+        "forget.confirm": "此操作将在本机器人服务的所有服务器中删除:你写的提示词、你上传的图片和音频、为你保存的视频,"
+        "以及每个请求上的你的用户 ID。仍在进行中的请求会先完成并交付,然后同样被删除。已花费的金额仍计入各服务器的预算,"
+        "但不再与你关联。已发布在 Discord 中的消息会保留:请在 Discord 中删除。此操作无法撤销。",
+        "forget.confirm_button": "删除我的数据",
+        "forget.keep_button": "保留",
+        "forget.kept": "未删除任何内容。",
+        "forget.done": "已删除:{jobs} 个请求和 {stories} 个故事;已移除 {files} 个文件。",
+        "forget.pending": "{pending} 个仍在进行中:它们会先完成并交付,然后被删除。",
+        "job.erased": "该请求的提示词和图片已被删除(超过保留期限,或应成员要求)。请重新使用 /kf2v。",
     }
 )
 

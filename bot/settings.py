@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # --- storage -------------------------------------------------------------------------------------
     data_dir: Path = Field(default=Path("./data"), alias="KF2V_DATA_DIR")
     video_retention_days: float = Field(default=7, ge=0, alias="KF2V_VIDEO_RETENTION_DAYS")
+    # Finished jobs' prompts, media references and requester ids are anonymised after this (issue 19); their
+    # guild, model and costs stay for the budgets and reports. PRIVACY.md says what is kept and for how long.
+    retention_days: float = Field(default=30, gt=0, alias="KF2V_RETENTION_DAYS")
     catalog_file: Path | None = Field(default=None, alias="KF2V_CATALOG_FILE")
     # postgresql://user:password@host/db selects PostgreSQL for the job store (several processes); unset =
     # the SQLite file in data_dir. repr=False: the URL may carry a password (bot.jobs.db.redact_url for logs).

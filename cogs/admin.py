@@ -19,7 +19,9 @@ from bot.discord_ui.render import NO_PINGS, clip, job_line, pause_line, report_e
 from bot.discord_ui.translator import _
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
+from bot.jobs.privacy.service import PrivacyService
 from bot.jobs.service import Actor, JobService
+from cogs.privacy import forget_summary
 
 
 def parse_cny(value: str) -> int:
@@ -38,13 +40,22 @@ def parse_guild_id(value: str) -> int:
     return int(value)
 
 
+def parse_user_id(value: str) -> int:
+    """A Discord user id as typed (a string option: snowflakes exceed the integer option's 2^53)."""
+    value = value.strip().removeprefix("<@").removeprefix("!").removesuffix(">")
+    if not value.isdigit() or not 0 < int(value) < 2**63:
+        raise InvalidInput("admin.bad_user", value=value)
+    return int(value)
+
+
 @app_commands.guild_only()
 @app_commands.default_permissions(administrator=True)
 class AdminGroup(app_commands.Group, name="kf2v-admin", description=_("cmd.kf2v_admin")):
-    def __init__(self, jobs: JobService, owners: Owners) -> None:
+    def __init__(self, jobs: JobService, owners: Owners, *, privacy: PrivacyService) -> None:
         super().__init__()
         self.jobs = jobs
         self.owners = owners
+        self.privacy = privacy
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         if not await self.owners.is_owner(interaction.user.id):
@@ -141,5 +152,16 @@ class AdminGroup(app_commands.Group, name="kf2v-admin", description=_("cmd.kf2v_
             ephemeral=True,
         )
 
+    # --- privacy (issue 19) ----------------------------------------------------------------------------
+    @app_commands.command(name="forget", description=_("cmd.admin_forget"))
+    @app_commands.describe(user_id=_("opt.forget_user_id"))
+    async def forget(self, interaction: discord.Interaction[Any], user_id: str) -> None:
+        """What /kf2v-forget-me does, for a user id (a request by e-mail, someone who left every server)."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        outcome = await self.privacy.forget(parse_user_id(user_id))
+        await interaction.followup.send(
+            forget_summary(outcome, str(interaction.locale)), ephemeral=True, allowed_mentions=NO_PINGS
+        )
 
-__all__ = ["AdminGroup", "parse_cny", "parse_guild_id"]
+
+__all__ = ["AdminGroup", "parse_cny", "parse_guild_id", "parse_user_id"]

@@ -147,6 +147,8 @@ class Job:
     updated_at: datetime
     story_id: int | None = None  # set on a story's segment jobs: they are joined, not posted one by one
     segment_index: int | None = None
+    # When its prompts, media and requester were erased (KF2V_RETENTION_DAYS or /kf2v-forget-me); None: kept.
+    anonymised_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:

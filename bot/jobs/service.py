@@ -428,6 +428,8 @@ class JobService:
         job = await self._job_for(job_id, actor)
         if job.guild_id != guild_id:  # a button can only spend the budget of the guild it was pressed in
             raise NotAllowed("job.not_yours")
+        if job.anonymised_at is not None:  # its prompt and frames were erased (retention or forget-me)
+            raise InvalidInput("job.erased")
         again = NewJob(
             guild_id=job.guild_id,
             channel_id=channel_id,

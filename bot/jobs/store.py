@@ -118,6 +118,7 @@ _JOB_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "started_at": _dt,
     "finished_at": _dt,
     "delivered_at": _dt,
+    "anonymised_at": _dt,
     "created_at": _required_dt,
     "updated_at": _required_dt,
 }
@@ -627,12 +628,13 @@ class JobStore:
         ]
 
     async def top_spenders(self, guild_id: int, period_month: str, limit: int = 5) -> list[tuple[int, int, int]]:
-        """(user_id, videos, milli-CNY counted) this month, biggest first."""
+        """(user_id, videos, milli-CNY counted) this month, biggest first; erased members (user 0) are left out."""
         rows = await self._db.fetch_all(
             """SELECT user_id, COUNT(*),
                       SUM(CASE charge_state WHEN 'settled' THEN cost_settled
                                             WHEN 'reserved' THEN cost_reserved ELSE 0 END) AS used
                FROM jobs WHERE guild_id = ? AND period_month = ? AND charge_state != 'released'
+                 AND user_id != 0
                GROUP BY user_id ORDER BY used DESC LIMIT ?""",
             (guild_id, period_month, limit),
         )

@@ -94,7 +94,9 @@ class SqliteDatabase(Database):
         await asyncio.to_thread(prepare_file, path)
         connection = await aiosqlite.connect(path, isolation_level=None)  # autocommit; we BEGIN explicitly
         connection.row_factory = aiosqlite.Row
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
+        # secure_delete: freed space is zeroed, so an erased prompt (issue 19) doesn't linger in a free page.
+        pragmas = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000", "secure_delete=ON")
+        for pragma in pragmas:
             await connection.execute(f"PRAGMA {pragma}")
         return cls(connection, path)
 
@@ -137,6 +139,13 @@ class SqliteDatabase(Database):
             finally:
                 self._writer = None
         self._deliver(tx.notifications)
+
+    async def truncate_wal(self) -> bool:
+        """Copy the WAL into the database file and cut it to zero bytes, so row versions overwritten by an erasure
+        don't linger in it; False when a reader kept the checkpoint from completing (try again later)."""
+        async with self._write_lock:  # between transactions: a checkpoint inside one can't complete
+            rows = list(await self.connection.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
+        return bool(rows) and int(rows[0][0]) == 0
 
     # --- in-process leases ---------------------------------------------------------------------------
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
