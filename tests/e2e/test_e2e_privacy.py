@@ -75,8 +75,9 @@ async def test_forget_me_erases_the_member_after_their_job_in_flight_is_delivere
     await world.svc.jobs.resume(guild_id=world.guild)
     await delivered(world, in_flight.id)  # it finishes and is posted first ...
 
-    async def erased() -> bool:  # ... then the sweeper erases it
-        return not await rows_naming(store.database, ALICE, texts)
+    async def erased() -> bool:  # ... then the sweeper erases it (its log line comes after the files are scrubbed)
+        swept = any("privacy: anonymised 1 jobs" in line for line in log_lines(caplog))
+        return swept and not await rows_naming(store.database, ALICE, texts)
 
     await wait_until(erased, within=30)
     assert (await world.job(in_flight.id)).anonymised_at is not None

@@ -45,7 +45,7 @@ class Bench:
         self.store = JobStore(db)
         self.media = MediaStore(root / "media")
         defaults = Defaults(100_000, 1_000_000, 1000, 1000)
-        self.budget = BudgetService(self.store, load_catalog(), defaults, ZoneInfo("UTC"))
+        self.budget = BudgetService(self.store, load_catalog(), defaults, ZoneInfo("UTC"), region="beijing")
         self.privacy = PrivacyService(PrivacyStore(db), self.media, retention_days)
 
     async def admit(self, user: int, prompt: str, color: tuple[int, int, int]) -> Job:
