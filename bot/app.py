@@ -22,6 +22,7 @@ import aiohttp
 from bot.background import BackgroundTasks
 from bot.catalog import Catalog
 from bot.dashscope.client import DashScopeClient
+from bot.discord_ui.attachments import AttachmentReader
 from bot.discord_ui.buttons import JobButtons
 from bot.discord_ui.checks import Owners
 from bot.discord_ui.client import StartupRefused, VideoBot, point_discord_at, serve_until
@@ -365,8 +366,11 @@ async def build_discord_app(
     services = await build_services(settings, router, store=store, gateway=bot)
     jobs = services.jobs
     notifier.extendable = lambda job: jobs.extend_limits(job) is not None
-    await bot.add_cog(GenerateCog(jobs, image_max_bytes=settings.image_max_bytes))
-    await bot.add_cog(AnimateCog(bot.tree, jobs, image_max_bytes=settings.image_max_bytes))
+    attachments = AttachmentReader(services.http)
+    if services.metrics is not None:
+        services.metrics.attach(images=lambda: image_counters(jobs.image_workers, attachments))
+    await bot.add_cog(GenerateCog(jobs, image_max_bytes=settings.image_max_bytes, attachments=attachments))
+    await bot.add_cog(AnimateCog(bot.tree, jobs, image_max_bytes=settings.image_max_bytes, attachments=attachments))
     await bot.add_cog(JobsCog(jobs))
     await bot.add_cog(QuotaCog(jobs))
     await bot.add_cog(HelpCog(jobs))
@@ -378,11 +382,32 @@ async def build_discord_app(
         # cogs.story imports PyAV (the `video` extra): loaded by name, only when it is installed.
         story_cog = importlib.import_module(STORY_COG)
         await story_cog.install(
-            bot, jobs, router, owners, allowed_guilds=settings.allowed_guilds, image_max_bytes=settings.image_max_bytes
+            bot,
+            jobs,
+            router,
+            owners,
+            allowed_guilds=settings.allowed_guilds,
+            image_max_bytes=settings.image_max_bytes,
+            attachments=attachments,
         )
     else:
         log.info("/kf2v-story is off: PyAV is not installed (pip install 'kf2v-bot[video]')")
     return DiscordApp(bot, services)
+
+
+def image_counters(workers: ImageWorkers, attachments: AttachmentReader) -> dict[str, float]:
+    """What /metrics shows of the image path: attachment downloads and the decode budget."""
+    budgets = list(workers.budgets())
+    return {
+        "attachment_bytes": attachments.bytes_read,
+        "attachment_downloads": attachments.downloads,
+        "attachments_refused": attachments.refused,
+        "decode_budget_bytes": sum(b.total for b in budgets),
+        "decode_bytes_held": sum(b.held for b in budgets),
+        "decode_bytes_peak": max((b.peak for b in budgets), default=0),
+        "decode_waits": sum(b.waited for b in budgets),
+        "refused_over_memory": workers.refused_over_memory,
+    }
 
 
 def register_secrets(settings: Settings) -> None:

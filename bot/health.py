@@ -143,6 +143,48 @@ class _Collector:
                 errors.add_metric([code], n)
         yield errors
 
+        images = dict(o.images()) if o.images is not None else {}
+        for name, key, text, family in IMAGE_SERIES:
+            yield family(name, text, value=images.get(key, 0))
+
+
+# What the image path reports (bot.app.image_counters): attachment downloads and the decode memory budget.
+IMAGE_SERIES: tuple[tuple[str, str, str, type[CounterMetricFamily] | type[GaugeMetricFamily]], ...] = (
+    (
+        "kf2v_attachment_bytes",
+        "attachment_bytes",
+        "Attachment body bytes downloaded (refused ones too).",
+        CounterMetricFamily,
+    ),
+    ("kf2v_attachment_downloads", "attachment_downloads", "Attachments downloaded whole.", CounterMetricFamily),
+    (
+        "kf2v_attachments_refused",
+        "attachments_refused",
+        "Attachments over the byte cap (announced or streamed).",
+        CounterMetricFamily,
+    ),
+    (
+        "kf2v_image_decode_budget_bytes",
+        "decode_budget_bytes",
+        "Bytes of pixels all decodes may hold at once.",
+        GaugeMetricFamily,
+    ),
+    ("kf2v_image_decode_bytes_held", "decode_bytes_held", "Bytes of the decode budget held now.", GaugeMetricFamily),
+    (
+        "kf2v_image_decode_bytes_peak",
+        "decode_bytes_peak",
+        "Most bytes of the decode budget ever held at once.",
+        GaugeMetricFamily,
+    ),
+    ("kf2v_image_decode_waits", "decode_waits", "Decodes that waited for budget held by others.", CounterMetricFamily),
+    (
+        "kf2v_images_refused_over_memory",
+        "refused_over_memory",
+        "Pictures refused: decoding them alone needs more than the budget.",
+        CounterMetricFamily,
+    ),
+)
+
 
 class Metrics:
     """The bot's Prometheus metrics, in a registry of their own.
@@ -164,6 +206,7 @@ class Metrics:
         self.store = store
         self.scheduler = scheduler
         self.worker = worker
+        self.images: Callable[[], Mapping[str, float]] | None = None
         self.registry = registry if registry is not None else CollectorRegistry()
         self.refresh_timeout = refresh_timeout
         self._jobs_by_state: dict[JobState, int] = {}
@@ -211,8 +254,11 @@ class Metrics:
         store: StoreStats | None = None,
         scheduler: SchedulerStats | None = None,
         worker: WorkerStats | None = None,
+        images: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         """Late binding, for an app that builds the metrics before the objects they read."""
+        if images is not None:
+            self.images = images
         if store is not None:
             self.store = store
         if scheduler is not None:

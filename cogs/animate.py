@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_ui.attachments import AttachmentReader
 from bot.discord_ui.checks import require_post_permissions
 from bot.discord_ui.conversation import open_conversation
 from bot.discord_ui.errors import reply_error
@@ -33,10 +34,18 @@ def is_image(attachment: discord.Attachment) -> bool:
 
 
 class AnimateCog(commands.Cog):
-    def __init__(self, tree: app_commands.CommandTree[Any], jobs: JobService, *, image_max_bytes: int) -> None:
+    def __init__(
+        self,
+        tree: app_commands.CommandTree[Any],
+        jobs: JobService,
+        *,
+        image_max_bytes: int,
+        attachments: AttachmentReader,
+    ) -> None:
         self.tree = tree
         self.jobs = jobs
         self.image_max_bytes = image_max_bytes
+        self.attachments = attachments
         # Context menus can't be declared in a cog's body; the name is display text, localised by the
         # translator (see bot.discord_ui.translator).
         self.menu = app_commands.ContextMenu(name=_("menu.animate"), callback=self.animate)
@@ -99,8 +108,9 @@ class AnimateCog(commands.Cog):
                 request=request,
             )
             await self.jobs.precheck(draft)
-            first = await read_attachment(frames[0], self.image_max_bytes)
-            last = await read_attachment(frames[1], self.image_max_bytes) if len(frames) > 1 else None
+            reader, cap = self.attachments, self.image_max_bytes
+            first = await read_attachment(reader, frames[0], cap)
+            last = await read_attachment(reader, frames[1], cap) if len(frames) > 1 else None
             job = await self.jobs.submit_checked(replace(draft, first_image=first, last_image=last))
             await open_conversation(interaction, job, self.jobs)
         except Exception as exc:

@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_ui.attachments import AttachmentReader
 from bot.discord_ui.checks import require_post_permissions
 from bot.discord_ui.conversation import open_conversation
 from bot.discord_ui.options import describe, describe_model_options, lengths, set_choices
@@ -20,27 +21,20 @@ from bot.jobs.probe import InvalidMedia
 from bot.jobs.service import Draft, JobService
 
 
-async def read_attachment(attachment: discord.Attachment, max_bytes: int) -> bytes:
-    """Bytes of an attachment, refusing before download when Discord already says it is too big."""
-    if attachment.size > max_bytes:
-        raise size_refusal(attachment.size, max_bytes)
-    data = await attachment.read()
-    if len(data) > max_bytes:  # the claimed size was wrong
-        raise size_refusal(len(data), max_bytes)
-    return data
+async def read_attachment(reader: AttachmentReader, attachment: discord.Attachment, max_bytes: int) -> bytes:
+    """Bytes of an attachment: refused before download when Discord already says it is too big, and
+    streamed with the cap (never more than the cap and a chunk held) when it says less than it is."""
+    return await reader.read(attachment, max_bytes, lambda size: size_refusal(size, max_bytes))
 
 
-async def read_audio(attachment: discord.Attachment, max_bytes: int) -> bytes:
-    """A driving audio file's bytes, refused before download when Discord already says it is too big (its
-    format and length are probed by JobService against the model's limits before anything is reserved)."""
-    if attachment.size > max_bytes:
-        raise InvalidMedia(
-            "media.too_large", kind="audio", size_mb=_mb(attachment.size), limit_mb=_mb(max_bytes, up=False)
-        )
-    data = await attachment.read()
-    if len(data) > max_bytes:
-        raise InvalidMedia("media.too_large", kind="audio", size_mb=_mb(len(data)), limit_mb=_mb(max_bytes, up=False))
-    return data
+async def read_audio(reader: AttachmentReader, attachment: discord.Attachment, max_bytes: int) -> bytes:
+    """A driving audio file's bytes, refused like a frame when too big (its format and length are probed by
+    JobService against the model's limits before anything is reserved)."""
+
+    def too_large(size: int) -> InvalidMedia:
+        return InvalidMedia("media.too_large", kind="audio", size_mb=_mb(size), limit_mb=_mb(max_bytes, up=False))
+
+    return await reader.read(attachment, max_bytes, too_large)
 
 
 def _mb(size: int, *, up: bool = True) -> float:
@@ -49,9 +43,10 @@ def _mb(size: int, *, up: bool = True) -> float:
 
 
 class GenerateCog(commands.Cog):
-    def __init__(self, jobs: JobService, *, image_max_bytes: int) -> None:
+    def __init__(self, jobs: JobService, *, image_max_bytes: int, attachments: AttachmentReader) -> None:
         self.jobs = jobs
         self.image_max_bytes = image_max_bytes
+        self.attachments = attachments
         # Choices from the running catalog, in its order; a pair the model can't make is refused in
         # JobService.check_text with the valid resolutions named.
         models = jobs.models()
@@ -154,8 +149,10 @@ class GenerateCog(commands.Cog):
         jobs = self.jobs
         await jobs.precheck(draft)
         cap = self.image_max_bytes
-        first = await read_attachment(first_frame, cap)
-        last = await read_attachment(last_frame, cap) if last_frame is not None else None
-        sound = await read_audio(audio, jobs.audio_max_bytes(draft.request.model)) if audio is not None else None
+        reader = self.attachments
+        first = await read_attachment(reader, first_frame, cap)
+        last = await read_attachment(reader, last_frame, cap) if last_frame is not None else None
+        audio_cap = jobs.audio_max_bytes(draft.request.model)
+        sound = await read_audio(reader, audio, audio_cap) if audio is not None else None
         job = await jobs.submit_checked(replace(draft, first_image=first, last_image=last, audio=sound))
         await open_conversation(interaction, job, jobs)

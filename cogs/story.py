@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_ui.attachments import AttachmentReader
 from bot.discord_ui.checks import Owners, require_post_permissions
 from bot.discord_ui.options import describe_model_options, set_choices
 from bot.discord_ui.story import DiscordStoryNotifier, StoryComponents, open_story_conversation
@@ -29,9 +30,10 @@ log = logging.getLogger(__name__)
 
 
 class StoryCog(commands.Cog):
-    def __init__(self, stories: StoryService, *, image_max_bytes: int) -> None:
+    def __init__(self, stories: StoryService, *, image_max_bytes: int, attachments: AttachmentReader) -> None:
         self.stories = stories
         self.image_max_bytes = image_max_bytes
+        self.attachments = attachments
         self._resumed = False
         models = stories.jobs.models()
         set_choices(self.kf2v_story, "model", [m.key for m in models])
@@ -80,7 +82,7 @@ class StoryCog(commands.Cog):
         )
         require_post_permissions(interaction)
         await self.stories.precheck(draft, len(attachments))
-        frames = tuple([await read_attachment(a, self.image_max_bytes) for a in attachments])
+        frames = tuple([await read_attachment(self.attachments, a, self.image_max_bytes) for a in attachments])
         story, _jobs = await self.stories.submit(StoryDraft(**{**_fields(draft), "frames": frames}))
         await open_story_conversation(interaction, story, self.stories)
 
@@ -107,11 +109,12 @@ async def install(
     *,
     allowed_guilds: Collection[int],
     image_max_bytes: int,
+    attachments: AttachmentReader,
 ) -> StoryService:
     """Stories on this bot: the service (joins with PyAV), its notifier, the command and the components."""
     stories = StoryService(jobs, StoryStore(jobs.store.database), join_segments)
     stories.notifier = DiscordStoryNotifier(bot)
     router.stories = stories
-    await bot.add_cog(StoryCog(stories, image_max_bytes=image_max_bytes))
+    await bot.add_cog(StoryCog(stories, image_max_bytes=image_max_bytes, attachments=attachments))
     bot.add_dynamic_items(*StoryComponents(stories, owners, allowed_guilds).items())
     return stories

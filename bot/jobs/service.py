@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from bot.catalog import Catalog, ModelSpec
-from bot.errors import ContentRefused, InvalidInput, JobNotFound, NotAllowed, RateLimited
+from bot.errors import ContentRefused, InvalidImage, InvalidInput, JobNotFound, NotAllowed, RateLimited
 from bot.jobs.images import CheckedCache, CheckedImage, DecodeBudget, ImageLimits, check_image
 from bot.jobs.media import MediaStore
 from bot.jobs.media_options import check_media_options, extend_total
@@ -146,6 +146,11 @@ class ImageWorkers:
         self.active = 0
         self.peak = 0
         self._budgets: dict[int, DecodeBudget] = {}  # by `memory_budget` (one in the app; tests vary it)
+        self.refused_over_memory = 0
+
+    def budgets(self) -> list[DecodeBudget]:
+        """Every budget in use (one per `memory_budget` seen), for metrics."""
+        return list(self._budgets.values())
 
     def budget(self, limits: ImageLimits) -> DecodeBudget:
         """The shared budget of decodes under these limits."""
@@ -184,7 +189,12 @@ class ImageWorkers:
             image = self.cache.lookup(data, limits)
             if image is None:
                 decoded.append(1)
-                image = check_image(data, limits, hold)
+                try:
+                    image = check_image(data, limits, hold)
+                except InvalidImage as refusal:
+                    if refusal.key == "image.over_memory":
+                        self.refused_over_memory += 1
+                    raise
                 self.cache.remember(image, limits)
             return image
 
