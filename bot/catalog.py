@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -33,16 +34,31 @@ MB = 1024 * 1024
 Family = Literal["kf2v", "media"]
 MediaType = Literal["first_frame", "last_frame", "driving_audio", "first_clip"]
 MEDIA_TYPES: tuple[str, ...] = ("first_frame", "last_frame", "driving_audio", "first_clip")
+# How a region's API takes a model's media: `inline` data URIs in the body, `temporary_upload` oss:// URLs from the
+# provider's temporary storage (/uploads), `public_url` http(s) URLs the provider fetches.
+Transport = Literal["inline", "temporary_upload", "public_url"]
+# What this bot can send, per family: the kf2v family's frames inline; the media family's frames, audio and clips
+# through the temporary upload (bot.jobs.uploads). It hosts nothing public, so `public_url` is never possible.
+BOT_TRANSPORTS: dict[str, frozenset[str]] = {"kf2v": frozenset({"inline"}), "media": frozenset({"temporary_upload"})}
+_DEFAULT_TRANSPORT: dict[str, Transport] = {"kf2v": "inline", "media": "temporary_upload"}
 
-# Official pages (the team's facts file, /work/notes/wan27-facts.md, says how each was read).
+# Official pages. A source is {"url", "confirmed_on"}: the day the value was last read on that page (a plain URL
+# string is a source without a date, kept for override files written before dates existed).
 _KF2V_API = "https://help.aliyun.com/zh/model-studio/image-to-video-by-first-and-last-frame-api-reference"
-_KF2V_GUIDE_INTL = "https://www.alibabacloud.com/help/tc/model-studio/image-to-video-first-and-last-frames-guide"
+_KF2V_GUIDE_INTL = "https://www.alibabacloud.com/help/en/model-studio/image-to-video-first-and-last-frames-guide"
 _EFFECTS = "https://help.aliyun.com/zh/model-studio/wanx-video-sepical-effects"
 _EFFECTS_EN = "https://www.alibabacloud.com/help/en/model-studio/wanx-video-effects"
 _SEED_DOC = "file:/work/shared/docs/seed-kf2v-api-zh.txt (an older copy of the kf2v API reference)"
 _WAN27_API = "https://help.aliyun.com/zh/model-studio/image-to-video-general-api-reference"
 _WAN27_API_EN = "https://www.alibabacloud.com/help/en/model-studio/image-to-video-general-api-reference"
 _WAN27_GUIDE = "https://help.aliyun.com/zh/model-studio/wan-image-to-video-guide"
+_TEMP_UPLOAD = "https://www.alibabacloud.com/help/en/model-studio/get-temporary-file-url"
+_READ = "2026-12-06"  # the day the pages above were re-read for issue 18
+
+
+def _src(url: str, confirmed_on: str = _READ) -> dict[str, str]:
+    return {"url": url, "confirmed_on": confirmed_on}
+
 
 _KF2V_IMAGE = {
     "formats": ["JPEG", "PNG", "BMP", "WEBP"],
@@ -51,20 +67,35 @@ _KF2V_IMAGE = {
     "max_bytes": 10 * MB,
 }
 
+# What the kf2v family's seed reference priced (CNY per second); no Singapore figure was found for kf2v.
+_FLASH_PRICES = {"480P": "0.10", "720P": "0.20", "1080P": "0.48"}
+_PLUS_PRICES = {"720P": "0.70"}
+
 DEFAULT_CATALOG: dict[str, Any] = {
     "regions": {
-        "beijing": {"base_url": "https://dashscope.aliyuncs.com/api/v1"},
-        "singapore": {"base_url": "https://dashscope-intl.aliyuncs.com/api/v1"},
+        # The temporary-upload flow (/uploads, oss:// URLs) "is available only in the China (Beijing) region".
+        "beijing": {
+            "base_url": "https://dashscope.aliyuncs.com/api/v1",
+            "temporary_uploads": True,
+            "sources": {"temporary_uploads": _src(_TEMP_UPLOAD)},
+        },
+        "singapore": {
+            "base_url": "https://dashscope-intl.aliyuncs.com/api/v1",
+            "temporary_uploads": False,
+            "sources": {"temporary_uploads": _src(_TEMP_UPLOAD)},
+        },
     },
     "models": {
         "wan2.2-kf2v-flash": {
             "family": "kf2v",
-            # The official tc guide calls wan2.2-kf2v-flash on dashscope-intl too; its Singapore price and
-            # limits were not found, so only Beijing is offered until they are.
-            "provider_names": {"beijing": "wan2.2-kf2v-flash"},
+            # Documented on both hosts: the zh API reference (Beijing) and the en guide's dashscope-intl sample.
+            "provider_names": {"beijing": "wan2.2-kf2v-flash", "singapore": "wan2.2-kf2v-flash"},
             "resolutions": ["480P", "720P", "1080P"],
             "default_resolution": "720P",
-            "price_per_second": {"480P": "0.10", "720P": "0.20", "1080P": "0.48"},
+            "price_per_second": _FLASH_PRICES,
+            "region_prices": {"singapore": _FLASH_PRICES},
+            # The kf2v family takes frames as data URIs in the body: nothing to host anywhere.
+            "media_transport": {"beijing": "inline", "singapore": "inline"},
             "duration": {"min": 5, "max": 5, "default": 5},
             "sound": {"makes_sound": False, "optional": False},
             "prompt_max_chars": 800,
@@ -74,30 +105,52 @@ DEFAULT_CATALOG: dict[str, Any] = {
             "template_combinations": [],
             "templates": [],
             "free_seconds": 50,
-            "limits": {"beijing": {"submit_rps": 2, "max_in_flight": 2}},
+            "limits": {
+                "beijing": {"submit_rps": 2, "max_in_flight": 2},
+                "singapore": {"submit_rps": 1, "max_in_flight": 2},
+            },
             "sources": {
-                "family": _KF2V_API,
-                "resolutions": _KF2V_API,
-                "duration": _KF2V_API,
-                "sound": _KF2V_API,
+                "family": _src(_KF2V_API),
+                "resolutions": _src(_KF2V_API),
+                "duration": _src(_KF2V_API),
+                "sound": _src(_KF2V_API),
+                "provider_names.beijing": _src(_KF2V_API),
+                "provider_names.singapore": _src(_KF2V_GUIDE_INTL),
+                "media_transport": _SEED_DOC,
                 "price_per_second": _SEED_DOC,
                 "free_seconds": _SEED_DOC,
-                "limits": _SEED_DOC,
+                "limits.beijing": _SEED_DOC,
             },
-            "unconfirmed": ["price_per_second", "free_seconds", "limits.beijing", "inputs.image"],
+            "unconfirmed": [
+                "price_per_second",
+                "region_prices.singapore",
+                "free_seconds",
+                "limits.beijing",
+                "limits.singapore",
+                "media_transport",
+                "inputs.image",
+            ],
             "notes": {
                 "price_per_second": "last official figures (seed copy); the current page has no price table",
+                "region_prices.singapore": "no Singapore figure found: Beijing's seed figures (may bill more)",
                 "free_seconds": "seed copy; not on the current page",
                 "limits.beijing": "seed copy (QPS 2, 2 in flight); not on the current page",
+                "limits.singapore": "not found; the Singapore plus model's seed figures (QPS 1, 2 in flight)",
+                "media_transport": "data URIs per the seed reference, assumed in Singapore too; not re-read",
                 "inputs.image": "the sandbox's kf2v figures (10 MB, 240-8000 px); not re-read on the current page",
             },
         },
         "wanx2.1-kf2v-plus": {
             "family": "kf2v",
+            # Names move: the zh reference lists `wanx2.1-kf2v-plus`, Singapore and newer pages `wan2.1-kf2v-plus`.
+            # Each region sends one and recognises the other in answers and task-list rows.
             "provider_names": {"beijing": "wanx2.1-kf2v-plus", "singapore": "wan2.1-kf2v-plus"},
+            "aliases": {"beijing": ["wan2.1-kf2v-plus"], "singapore": ["wanx2.1-kf2v-plus"]},
             "resolutions": ["720P"],
             "default_resolution": "720P",
-            "price_per_second": {"720P": "0.70"},
+            "price_per_second": _PLUS_PRICES,
+            "region_prices": {"singapore": _PLUS_PRICES},
+            "media_transport": {"beijing": "inline", "singapore": "inline"},
             "duration": {"min": 5, "max": 5, "default": 5},
             "sound": {"makes_sound": False, "optional": False},
             "prompt_max_chars": 800,
@@ -107,15 +160,13 @@ DEFAULT_CATALOG: dict[str, Any] = {
             # An effect uses the first frame only; first+last+template drops the last frame, last+template
             # without a first is an error (effects page): the bot sends the first frame alone.
             "template_combinations": [["first_frame"]],
-            # Two official pages disagree on 唐韵翩然: the kf2v API reference this project was seeded from
-            # (seed-kf2v-api-zh, the example row "使用“唐韵翩然”特效,template设置为“flying”") says `flying`; the
-            # current kf2v reference says `hanfu-1`, and the effects pages list `flying` (魔法悬浮) for the
-            # first-frame i2v models. Both are offered: a name the provider refuses fails the job with nothing
-            # charged and the effect named to the user (job.failed.template_refused), so trying costs nothing.
-            "templates": ["hanfu-1", "flying", "solaron", "magazine", "mech1", "mech2"],
+            # Only what the effects page lists for the first-and-last-frame family: 唐韵翩然 is `hanfu-1` there.
+            # `flying` (魔法悬浮) is a first-frame image-to-video effect (wanx2.1-i2v-*, another API), so it is not
+            # offered here. The others are named by third-party code only (unconfirmed): a name the provider
+            # refuses fails the job with nothing charged and the effect named (job.failed.template_refused).
+            "templates": ["hanfu-1", "solaron", "magazine", "mech1", "mech2"],
             "template_names": {
                 "hanfu-1": "唐韵翩然",
-                "flying": "唐韵翩然 (seed reference)",
                 "solaron": "机甲变身",
                 "magazine": "闪耀封面",
                 "mech1": "机械觉醒",
@@ -129,36 +180,45 @@ DEFAULT_CATALOG: dict[str, Any] = {
                 "singapore": {"submit_rps": 1, "max_in_flight": 2},
             },
             "sources": {
-                "family": _KF2V_API,
-                "resolutions": _KF2V_API,
-                "duration": _KF2V_API,
-                "templates.hanfu-1": _KF2V_API,
-                "template_combinations": _EFFECTS,
-                "template_regions": _EFFECTS_EN,
+                "family": _src(_KF2V_API),
+                "resolutions": _src(_KF2V_API),
+                "duration": _src(_KF2V_API),
+                "provider_names.beijing": _src(_KF2V_API),
+                "templates.hanfu-1": _src(_EFFECTS),
+                "template_names.hanfu-1": _src(_EFFECTS),
+                "template_combinations": _src(_EFFECTS),
+                "template_regions": _src(_EFFECTS_EN),
                 "price_per_second": _SEED_DOC,
                 "free_seconds": _SEED_DOC,
                 "limits": _SEED_DOC,
+                "media_transport": _SEED_DOC,
             },
             "unconfirmed": [
+                "provider_names.singapore",
+                "aliases",
                 "templates.solaron",
                 "templates.magazine",
                 "templates.mech1",
                 "templates.mech2",
-                "templates.flying",
                 "price_per_second",
+                "region_prices.singapore",
                 "free_seconds",
                 "limits",
+                "media_transport",
                 "inputs.image",
             ],
             "notes": {
+                "provider_names.singapore": "the project's provider notes; the intl reference was not re-read",
+                "aliases": "older and newer pages spell the name both ways; which one a row carries is not stated",
                 "templates.solaron": "only third-party code lists it; the official table was not retrieved",
                 "templates.magazine": "only third-party code lists it",
                 "templates.mech1": "only third-party code lists it",
                 "templates.mech2": "only third-party code lists it",
-                "templates.flying": "the seed kf2v reference's 唐韵翩然 example; the current one says hanfu-1",
                 "price_per_second": "last official figures (seed copy); the current page has no price table",
+                "region_prices.singapore": "no Singapore figure found: Beijing's seed figure (may bill more)",
                 "free_seconds": "seed copy",
                 "limits": "seed copy",
+                "media_transport": "data URIs per the seed reference; not re-read on the current pages",
                 "inputs.image": "the sandbox's kf2v figures; not re-read on the current page",
             },
         },
@@ -171,6 +231,10 @@ DEFAULT_CATALOG: dict[str, Any] = {
             # Third-party figures (Beijing 0.6 / 1.0 CNY per second); Singapore is dearer (~0.734 / 1.101).
             "price_per_second": {"720P": "0.60", "1080P": "1.00"},
             "region_prices": {"singapore": {"720P": "0.733924", "1080P": "1.100886"}},
+            # Audio and clips must be URLs. Beijing: the temporary upload's oss:// URLs. Singapore has no temporary
+            # upload, so media must be public http(s) URLs there, which this bot cannot give (it hosts nothing
+            # public): documented in Singapore, not offered there (`kf2v-bot check` says so).
+            "media_transport": {"beijing": "temporary_upload", "singapore": "public_url"},
             "duration": {"min": 2, "max": 15, "default": 5},
             # Sound by default; the API reference documents no switch (an SDK sample sends an undocumented
             # `parameters.audio`), so "sound off" is not offered.
@@ -216,23 +280,24 @@ DEFAULT_CATALOG: dict[str, Any] = {
             },
             "sources": {
                 "family": _WAN27_API,
-                "provider_names": _WAN27_API_EN,
-                "resolutions": _WAN27_API,
+                "provider_names": _src(_WAN27_API_EN),
+                "resolutions": _src(_WAN27_GUIDE),
                 "default_resolution": _WAN27_API,
-                "duration": _WAN27_API,
+                "duration": _src(_WAN27_GUIDE),
                 "sound": _WAN27_API,
                 "prompt_max_chars": _WAN27_API,
                 "negative_prompt_max_chars": _WAN27_API,
                 "inputs": _WAN27_API,
                 "media_combinations": _WAN27_GUIDE,
                 "extends_clips": _WAN27_GUIDE,
+                "media_transport.beijing": _src(_TEMP_UPLOAD),
+                "media_transport.singapore": _src(_TEMP_UPLOAD),
             },
             "unconfirmed": [
                 "price_per_second",
                 "region_prices.singapore",
                 "free_seconds",
                 "limits",
-                "provider_names",
                 "sound.optional",
             ],
             "notes": {
@@ -240,7 +305,6 @@ DEFAULT_CATALOG: dict[str, Any] = {
                 "region_prices.singapore": "third-party figures",
                 "free_seconds": "the guide says 'see model-pricing'; value not found (0 = none assumed)",
                 "limits": "rate limits page not retrieved; conservative kf2v-like figures",
-                "provider_names": "which names each region accepts is not listed",
                 "sound.optional": "no documented switch; only an SDK sample's `audio` flag",
             },
         },
@@ -302,6 +366,11 @@ class _RawInputs(_Strict):
     clip: _RawTimed | None = None
 
 
+class _RawSource(_Strict):
+    url: str
+    confirmed_on: date
+
+
 class _RawLimits(_Strict):
     submit_rps: float = Field(gt=0)
     max_in_flight: int = Field(ge=1)
@@ -310,6 +379,8 @@ class _RawLimits(_Strict):
 class _RawModel(_Strict):
     family: Family = "kf2v"
     provider_names: dict[str, str] = Field(min_length=1)
+    aliases: dict[str, list[str]] = Field(default_factory=dict)
+    media_transport: dict[str, Transport] = Field(default_factory=dict)
     resolutions: list[str] = Field(min_length=1)
     default_resolution: str
     price_per_second: dict[str, Decimal]
@@ -327,13 +398,16 @@ class _RawModel(_Strict):
     extends_clips: bool = False
     free_seconds: int = Field(default=0, ge=0)
     limits: dict[str, _RawLimits] = Field(default_factory=dict)
-    sources: dict[str, str] = Field(default_factory=dict)
+    sources: dict[str, str | _RawSource] = Field(default_factory=dict)
     unconfirmed: list[str] = Field(default_factory=list)
     notes: dict[str, str] = Field(default_factory=dict)
 
 
 class _RawRegion(_Strict):
     base_url: str
+    # Whether the provider's temporary upload works there; None: as documented, in Beijing only.
+    temporary_uploads: bool | None = None
+    sources: dict[str, str | _RawSource] = Field(default_factory=dict)
 
 
 class _RawCatalog(_Strict):
@@ -415,9 +489,12 @@ class ModelSpec:
     template_regions: tuple[str, ...] | None = None  # None: wherever the model is offered
     extends_clips: bool = False
     region_price_per_second_milli: dict[str, dict[str, int]] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # value path -> URL of the page that states it
+    confirmed_on: dict[str, date] = field(default_factory=dict)  # value path -> the day it was read there
     unconfirmed: tuple[str, ...] = ()
     notes: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # region -> other names it answers with
+    media_transport: dict[str, str] = field(default_factory=dict)  # region -> how its API takes the media
 
     @property
     def fixed_duration(self) -> bool:
@@ -442,6 +519,36 @@ class ModelSpec:
         per_second = prices[resolution]
         return int((Decimal(per_second) * Decimal(str(seconds))).to_integral_value(rounding="ROUND_CEILING"))
 
+    def names_in(self, region: str) -> tuple[str, ...]:
+        """The provider names of this model in `region`: the one sent first, then the aliases it recognises."""
+        sent = self.provider_names.get(region)
+        return () if sent is None else (sent, *self.aliases.get(region, ()))
+
+    def price_path(self, region: str) -> str:
+        """The catalog value path of the model's price in `region` (for provenance)."""
+        return f"region_prices.{region}" if region in self.region_price_per_second_milli else "price_per_second"
+
+    def region_value_paths(self, region: str) -> tuple[str, ...]:
+        """The per-region values the bot relies on in `region`: name, aliases, price, limits, media transport."""
+        paths = [f"provider_names.{region}", self.price_path(region), f"limits.{region}", f"media_transport.{region}"]
+        if self.aliases.get(region):
+            paths.insert(1, f"aliases.{region}")
+        return tuple(paths)
+
+    def provenance(self, path: str) -> tuple[str, date] | None:
+        """(URL, confirmed on) of the dated source covering `path` (itself or a parent path); None if none."""
+        parts = path.split(".")
+        for end in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:end])
+            if prefix in self.confirmed_on:
+                return self.sources[prefix], self.confirmed_on[prefix]
+        return None
+
+    def is_unconfirmed(self, path: str) -> bool:
+        """Whether `path` (itself or a parent path) is in the model's `unconfirmed` list."""
+        parts = path.split(".")
+        return any(".".join(parts[:end]) in self.unconfirmed for end in range(len(parts), 0, -1))
+
     def templates_in(self, region: str) -> tuple[str, ...]:
         """The model's templates usable in `region`; empty where the provider offers none there."""
         if self.template_regions is not None and region not in self.template_regions:
@@ -456,6 +563,7 @@ class Catalog:
     models: dict[str, ModelSpec]
     region_base_urls: dict[str, str]
     default_model: str
+    region_uploads: dict[str, bool] = field(default_factory=dict)  # region -> the temporary upload works there
 
     def model(self, key: str) -> ModelSpec:
         """The spec for catalog key `key`; `CatalogError` when the catalog has no such model."""
@@ -465,8 +573,41 @@ class Catalog:
             raise CatalogError(f"unknown model {key!r}") from None
 
     def models_in(self, region: str) -> list[ModelSpec]:
-        """The models offered in `region`, in catalog order."""
-        return [m for m in self.models.values() if region in m.provider_names]
+        """The models offered in `region` (documented there and sendable by this bot), in catalog order."""
+        return [m for m in self.models.values() if self.why_not_offered(m.key, region) is None]
+
+    def offers(self, key: str, region: str) -> bool:
+        """Whether model `key` is offered in `region` (False for an unknown model)."""
+        return key in self.models and self.why_not_offered(key, region) is None
+
+    def why_not_offered(self, key: str, region: str) -> str | None:
+        """None when the model is offered in `region`, else why not (for `kf2v-bot check` and refusals)."""
+        spec = self.model(key)
+        if region not in spec.provider_names:
+            return f"not documented in {region}"
+        transport = spec.media_transport[region]
+        if transport == "temporary_upload" and not self.region_uploads.get(region, False):
+            return f"its media need the temporary upload, which {region} does not have"
+        if transport not in BOT_TRANSPORTS[spec.family]:
+            if transport == "public_url":
+                return (
+                    f"{region}'s API takes its media as public http(s) URLs only (no temporary upload there), "
+                    "and this bot hosts nothing public"
+                )
+            return f"{region}'s API takes its media as {transport}, which this bot does not send ({spec.family} family)"
+        return None
+
+    def not_offered(self, region: str) -> list[tuple[str, str]]:
+        """(model key, why) for each model documented in `region` but not offered there."""
+        return [
+            (m.key, why)
+            for m in self.models.values()
+            if region in m.provider_names and (why := self.why_not_offered(m.key, region)) is not None
+        ]
+
+    def recognised_names(self, key: str, region: str) -> frozenset[str]:
+        """Every provider name a task of model `key` may carry in `region`'s answers and task list."""
+        return frozenset(self.model(key).names_in(region))
 
     def provider_name(self, key: str, region: str) -> str:
         """The name the provider knows `key` by in `region`; `CatalogError` if unknown or not offered there."""
@@ -476,10 +617,11 @@ class Catalog:
         except KeyError:
             raise CatalogError(f"model {key!r} is not offered in region {region!r}") from None
 
-    def key_for_provider_name(self, provider_name: str) -> str | None:
-        """The catalog key of a provider model name (any region); None for a model the catalog lacks."""
+    def key_for_provider_name(self, provider_name: str, region: str | None = None) -> str | None:
+        """The catalog key of a provider model name or alias (in `region`, or any); None for an unknown name."""
         for spec in self.models.values():
-            if provider_name in spec.provider_names.values():
+            regions = [region] if region is not None else list(spec.provider_names)
+            if any(provider_name in spec.names_in(r) for r in regions):
                 return spec.key
         return None
 
@@ -496,14 +638,33 @@ class Catalog:
         spec = self.model(key)
         return spec.limits.get(region) or next(iter(spec.limits.values()))
 
-    def unconfirmed(self) -> list[str]:
-        """Every value no official source confirmed: "<model>.<value path>: <why>" (for `kf2v-bot check`)."""
+    def unconfirmed(self, region: str | None = None) -> list[str]:
+        """Every value no official source confirmed: "<model>.<value path>: <why>" (for `kf2v-bot check`).
+
+        With `region`: only the models offered there, without values about other regions.
+        """
+        others = set(self.region_base_urls) - {region} if region is not None else set()
         lines = []
-        for spec in self.models.values():
+        for spec in self.models_in(region) if region is not None else self.models.values():
             for path in spec.unconfirmed:
+                about = path.split(".")
+                if others & set(about) or (
+                    region is not None and about[0] == "templates" and not spec.templates_in(region)
+                ):
+                    continue
                 why = spec.notes.get(path)
                 lines.append(f"{spec.key}.{path}" + (f": {why}" if why else ""))
         return lines
+
+    def undocumented_region_values(self, region: str) -> list[str]:
+        """Per-region values of models offered in `region` with neither a dated source nor an `unconfirmed`
+        entry: none in a catalog that keeps its word (a test holds the built-in one to it)."""
+        return [
+            f"{spec.key}.{path}"
+            for spec in self.models_in(region)
+            for path in spec.region_value_paths(region)
+            if spec.provenance(path) is None and not spec.is_unconfirmed(path)
+        ]
 
 
 def _to_milli(value: Decimal | str | int | float) -> int:
@@ -564,6 +725,13 @@ def _spec(key: str, raw: _RawModel) -> ModelSpec:
         raise CatalogError(f"model {key!r}: first_clip is accepted but inputs.clip is missing")
     if raw.templates and not template_combos:
         raise CatalogError(f"model {key!r}: templates need template_combinations")
+    if stray := [r for r in raw.aliases if r not in raw.provider_names]:
+        raise CatalogError(f"model {key!r}: aliases for region(s) it has no name in: {', '.join(stray)}")
+    transports: dict[str, str] = {
+        r: raw.media_transport.get(r, _DEFAULT_TRANSPORT[raw.family]) for r in raw.provider_names
+    }
+    sources = {path: s if isinstance(s, str) else s.url for path, s in raw.sources.items()}
+    confirmed = {path: s.confirmed_on for path, s in raw.sources.items() if isinstance(s, _RawSource)}
     return ModelSpec(
         key=key,
         provider_names=dict(raw.provider_names),
@@ -588,9 +756,12 @@ def _spec(key: str, raw: _RawModel) -> ModelSpec:
         template_regions=tuple(raw.template_regions) if raw.template_regions is not None else None,
         extends_clips=raw.extends_clips or any("first_clip" in c for c in combos),
         region_price_per_second_milli=region_prices,
-        sources=dict(raw.sources),
+        sources=sources,
+        confirmed_on=confirmed,
         unconfirmed=tuple(raw.unconfirmed),
         notes=dict(raw.notes),
+        aliases={region: tuple(names) for region, names in raw.aliases.items()},
+        media_transport=transports,
     )
 
 
@@ -611,13 +782,23 @@ def parse_catalog(data: dict[str, Any]) -> Catalog:
         raise CatalogError(f"catalog is invalid: {_validation_message(exc)}") from None
     models = {key: _spec(key, model) for key, model in raw.models.items()}
     regions = {name: r.base_url for name, r in raw.regions.items()}
+    uploads = {
+        name: r.temporary_uploads if r.temporary_uploads is not None else name == "beijing"
+        for name, r in raw.regions.items()
+    }
     for spec in models.values():
         if unknown := [r for r in spec.provider_names if r not in regions]:
             raise CatalogError(f"model {spec.key!r} names unknown region(s) {', '.join(unknown)}")
+    for region in regions:  # one name means one model: answers and list rows are matched by name
+        owners: dict[str, str] = {}
+        for spec in models.values():
+            for name in spec.names_in(region):
+                if owners.setdefault(name, spec.key) != spec.key:
+                    raise CatalogError(f"{region}: {name!r} names both {owners[name]!r} and {spec.key!r}")
     default_model = raw.default_model or next(iter(models))
     if default_model not in models:
         raise CatalogError(f"default model {default_model!r} is not in the catalog")
-    return Catalog(models=models, region_base_urls=regions, default_model=default_model)
+    return Catalog(models=models, region_base_urls=regions, default_model=default_model, region_uploads=uploads)
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

@@ -168,16 +168,21 @@ def _check_catalog(report: Report, settings: Settings) -> Catalog | None:
         report.line("OK", "region", f"{region}: {settings.dashscope_base_url}")
     if warning := _cleartext_warning(settings.dashscope_base_url):
         report.line("WARN", "region", warning)
+    for key, why in catalog.not_offered(region):
+        report.line("WARN", "models", f"{key} is documented in {region} but not offered: {why}")
     if not models:
         report.line("FAIL", "models", f"the catalog offers no model in region {region}")
         return catalog
     offered = ", ".join(
         f"{catalog.provider_name(m.key, region)} ({'/'.join(m.resolutions)})"
+        + (f" also answering as {'/'.join(m.aliases[region])}" if m.aliases.get(region) else "")
         + (" default" if m.key == catalog.default_model else "")
         for m in models
     )
     report.line("OK", "models", offered)
-    _check_unconfirmed(report, catalog)
+    if not catalog.offers(catalog.default_model, region):
+        report.line("FAIL", "models", f"the default model {catalog.default_model} is not offered in {region}")
+    _check_unconfirmed(report, catalog, region)
     for spec in models:
         limits = catalog.limits(spec.key, region)
         if settings.max_concurrent_tasks > limits.max_in_flight or settings.submit_rps > limits.submit_rps:
@@ -191,17 +196,20 @@ def _check_catalog(report: Report, settings: Settings) -> Catalog | None:
     return catalog
 
 
-def _check_unconfirmed(report: Report, catalog: Catalog) -> None:
-    """Catalog values no official source confirmed: the bot uses them, the operator should know which."""
-    unconfirmed = catalog.unconfirmed()
+def _check_unconfirmed(report: Report, catalog: Catalog, region: str) -> None:
+    """Catalog values of `region`'s models no official source confirmed: the bot uses them, the operator should
+    know which (values about other regions are left out)."""
+    unconfirmed = catalog.unconfirmed(region)
+    if undated := catalog.undocumented_region_values(region):
+        report.line("WARN", "unconfirmed", f"no dated source and not listed as unconfirmed: {', '.join(undated)}")
     if not unconfirmed:
-        report.line("OK", "unconfirmed", "every catalog value is confirmed by an official source")
+        report.line("OK", "unconfirmed", f"every catalog value used in {region} is confirmed by an official source")
         return
     report.line(
         "WARN",
         "unconfirmed",
-        f"{len(unconfirmed)} catalog value(s) not confirmed by an official source (check them in the console "
-        "or override them with KF2V_CATALOG_FILE):",
+        f"{len(unconfirmed)} catalog value(s) used in {region} not confirmed by an official source (check them in "
+        "the console or override them with KF2V_CATALOG_FILE):",
     )
     for value in unconfirmed:
         report.note(value)

@@ -310,8 +310,8 @@ class CreateTaskRequest(BaseModel):
         spec = catalog.models.get(model_key)
         if spec is None:
             raise RequestValidationError("model_key", f"Unknown model {model_key!r}.")
-        if region not in spec.provider_names:
-            raise RequestValidationError("model_key", f"Model {model_key} is not offered in region {region}.")
+        if (why := catalog.why_not_offered(model_key, region)) is not None:
+            raise RequestValidationError("model_key", f"Model {model_key} is not offered in region {region}: {why}.")
         chosen_resolution = resolution if resolution is not None else spec.default_resolution
         if chosen_resolution not in spec.resolutions:
             allowed = ", ".join(spec.resolutions)
@@ -366,8 +366,17 @@ class CreateTaskRequest(BaseModel):
             _check_combination(spec, model_key, given, spec.media_combinations)
             if spec.family == "kf2v" and (prompt is None or not prompt.strip()):
                 raise RequestValidationError("prompt", "A prompt describing the motion is required.")
+        transport = spec.media_transport[region]
         for kind, value in given.items():
             argument = _ARGUMENT[kind]
+            if value.startswith(OSS_SCHEME) and transport != "temporary_upload":
+                raise RequestValidationError(
+                    argument, f"Region {region} has no temporary upload for {model_key}: oss:// URLs cannot be read."
+                )
+            if spec.family == "media" and value.startswith("data:"):
+                # The media family's `url` is a public http(s) URL or a temporary upload's oss:// URL (its API
+                # reference): no data URIs.
+                raise RequestValidationError(argument, "Media must be sent as oss:// or http(s) URLs, not data URIs.")
             if kind in ("first_frame", "last_frame"):
                 _check_image(argument, value)
             else:

@@ -245,7 +245,7 @@ class JobService:
         a driving audio file comes with the request (not stored yet).
         """
         model_key = request.model or self.catalog.default_model
-        if model_key not in self.catalog.models or self.region not in self.catalog.model(model_key).provider_names:
+        if not self.catalog.offers(model_key, self.region):
             raise InvalidInput("input.unknown_model", model=model_key)
         spec = self.catalog.model(model_key)
         resolution = request.resolution or spec.default_resolution

@@ -16,6 +16,7 @@ from typing import Any
 
 from bot.sandbox.dashscope_emulator import (
     ABSURD_BILLS,
+    CATALOG_REGIONS,
     OVER_LIMIT_MODES,
     DashScopeEmulator,
     EmulatorConfig,
@@ -103,6 +104,12 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     truth.add_argument(
         "--upload-bytes-per-s", type=_positive, default=None, help="read create bodies at this rate (slow uploads)"
     )
+    truth.add_argument(
+        "--region",
+        choices=sorted(CATALOG_REGIONS),
+        default="cn-beijing",
+        help="the region served: its models and names; the temporary upload exists in cn-beijing only",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -127,6 +134,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         foreign_video_url=args.foreign_video_url,
         foreign_video_redirect=args.foreign_video_redirect,
         upload_bytes_per_s=args.upload_bytes_per_s,
+        region=args.region,
     )
     if args.time_scale is not None:
         values["time_scale"] = args.time_scale

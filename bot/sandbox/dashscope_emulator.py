@@ -22,8 +22,14 @@ What it reproduces (condensed in the project's provider doc; sources cited next 
 Everything it sees is counted in `stats()` / `GET /_sandbox/stats`. Keys are never stored: a key is
 named by `fingerprint(key)` ("acct-" + 8 hex of sha256), the same id the client logs.
 
-It keeps its own copy of the model list (derived from `bot.catalog.DEFAULT_CATALOG`, both regions' names) and
-does not import the client, so a bug in one is not mirrored by the other.
+It keeps its own copy of the model list (derived from `bot.catalog.DEFAULT_CATALOG`: the names documented in its
+region, aliases included) and does not import the client, so a bug in one is not mirrored by the other.
+
+Regions: `region` is what its list rows say ("cn-beijing" or "ap-southeast-1", Singapore). Each serves only the
+models documented there, and the temporary upload (/uploads, oss:// URLs) only in Beijing: "This feature is
+available only in the China (Beijing) region" (https://www.alibabacloud.com/help/en/model-studio/get-temporary-file-url).
+What Singapore answers instead is unconfirmed: here a 400 InvalidParameter for the policy and InvalidURL for an
+oss:// URL in a create.
 """
 
 from __future__ import annotations
@@ -103,6 +109,9 @@ _DATA_URI = re.compile(r"data:([^;,]*);base64,(.*)", re.DOTALL)
 _RENDER_CACHE = 16
 _ARRIVED = web.RequestKey("arrived", float)  # emulator clock when the request's headers arrived
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# The region names list rows carry (the official SDK's `region` filter), and the catalog's name for each.
+CATALOG_REGIONS = {"cn-beijing": "beijing", "ap-southeast-1": "singapore"}
+UPLOAD_REGIONS = frozenset({"cn-beijing"})  # the temporary upload: Beijing only (see the module docstring)
 
 
 def fingerprint(api_key: str) -> str:
@@ -192,6 +201,9 @@ class EmulatorConfig:
     foreign_video_url: str | None = None
     foreign_video_redirect: bool = False
     upload_bytes_per_s: float | None = None
+    # Names move (issue 18): the name a task of model X is shown under in task-list rows, e.g.
+    # {"wan2.1-kf2v-plus": "wanx2.1-kf2v-plus"}; a `model_name` filter matches the shown name only.
+    listed_model_names: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def realistic(cls, **overrides: Any) -> EmulatorConfig:
@@ -224,6 +236,8 @@ class EmulatorConfig:
 
 
 def _check_config(cfg: EmulatorConfig) -> None:
+    if cfg.region not in CATALOG_REGIONS:
+        raise ValueError(f"region must be one of {', '.join(CATALOG_REGIONS)}")
     if not cfg.time_scale > 0:
         raise ValueError("time_scale must be positive")
     for name in ("pending_s", "running_s"):
@@ -274,7 +288,7 @@ def _coerce(name: str, value: Any) -> Any:
         return frozenset(str(v) for v in value)
     if name == "model_limits" and value is not None:
         return {str(k): (int(v[0]), float(v[1])) for k, v in dict(value).items()}
-    if name == "accounts" and value is not None:
+    if name in ("accounts", "listed_model_names") and value is not None:
         return {str(k): str(v) for k, v in dict(value).items()}
     if name == "malformed_poll_kinds" and value is not None:
         return tuple(str(v) for v in value)
@@ -304,12 +318,15 @@ class EmulatedModel:
     inputs: dict[str, Any] = field(default_factory=dict)  # the catalog's "inputs" (image/audio/clip limits)
 
 
-def emulated_models(catalog: dict[str, Any] | None = None) -> dict[str, EmulatedModel]:
+def emulated_models(catalog: dict[str, Any] | None = None, region: str = "beijing") -> dict[str, EmulatedModel]:
+    """The models served in `region` (a catalog region name), by every name they are documented under there."""
     data = copy.deepcopy(catalog if catalog is not None else DEFAULT_CATALOG)
     models: dict[str, EmulatedModel] = {}
     for key, raw in data["models"].items():
         duration = raw.get("duration") or {"min": 5, "max": 5, "default": 5}
-        for name in raw["provider_names"].values():
+        sent = raw["provider_names"].get(region)
+        names = [sent, *raw.get("aliases", {}).get(region, [])] if sent is not None else []
+        for name in names:
             models[name] = EmulatedModel(
                 name=name,
                 resolutions=tuple(raw["resolutions"]),
@@ -633,7 +650,7 @@ class DashScopeEmulator:
         self._rng = random.Random(self.config.seed)
         # The neighbour draws from its own generator so switching it on does not reshuffle every other draw.
         self._neighbour_rng = random.Random(None if self.config.seed is None else self.config.seed + 1)
-        self._models = emulated_models()
+        self._models = emulated_models(region=CATALOG_REGIONS[self.config.region])
         self._url_secret = secrets.token_bytes(16)
         self._tasks: dict[str, _Task] = {}
         self._active: dict[tuple[str, str], list[_Task]] = {}
@@ -798,6 +815,8 @@ class DashScopeEmulator:
         if cfg.seed != self.config.seed:
             self._rng = random.Random(cfg.seed)
             self._neighbour_rng = random.Random(None if cfg.seed is None else cfg.seed + 1)
+        if cfg.region != self.config.region:
+            self._models = emulated_models(region=CATALOG_REGIONS[cfg.region])
         self.config = cfg
 
     def occupy_slots(self, api_key: str, model: str, n: int) -> None:
@@ -1281,6 +1300,8 @@ class DashScopeEmulator:
 
     def _oss_file(self, url: str, name: str, model: EmulatedModel, caller: _Caller, oss_enabled: bool) -> bytes:
         """An oss:// URL's bytes: only with the resolve header, only for the account and model that uploaded it."""
+        if self.config.region not in UPLOAD_REGIONS:
+            raise _ApiError(400, "InvalidURL", f"The {name} is an oss:// URL; this region has no temporary storage.")
         if not oss_enabled:
             self._oss_header_missing += 1
             # "otherwise error" (get-temporary-file-url): the exact code is unconfirmed.
@@ -1406,6 +1427,10 @@ class DashScopeEmulator:
 
     async def _upload_policy(self, request: web.Request, caller: _Caller) -> web.Response:
         """`GET /api/v1/uploads?action=getPolicy&model=…`: fields under `data` (not `output`), numbers as numbers."""
+        if self.config.region not in UPLOAD_REGIONS:
+            raise _ApiError(
+                400, "InvalidParameter", "Temporary file upload is available only in the China (Beijing) region."
+            )
         if request.query.get("action") != "getPolicy":
             raise _ApiError(400, "InvalidParameter", "action must be getPolicy.")
         model = self._models.get(request.query.get("model", ""))
@@ -1654,8 +1679,9 @@ class DashScopeEmulator:
             if task.created_wall < start or task.created_wall >= end + 1:  # the end second is included
                 continue
             status = task.status(now)
+            listed_name = self.config.listed_model_names.get(task.model.name, task.model.name)
             if (
-                (model_filter and task.model.name != model_filter)
+                (model_filter and listed_name != model_filter)
                 or (key_filter and task.api_key_id != key_filter)
                 or (status_filter and status != status_filter)
             ):
@@ -1664,7 +1690,7 @@ class DashScopeEmulator:
             row = {
                 "task_id": task.task_id,
                 "status": status,
-                "model_name": task.model.name,
+                "model_name": listed_name,
                 "request_id": task.request_id,
                 "api_key_id": task.api_key_id,
                 "caller_uid": uid,

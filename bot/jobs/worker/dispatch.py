@@ -148,8 +148,8 @@ class Dispatcher:
             request_id=created.request_id,
         )  # fmt: skip
         if not self._key_ids.knows(account) and job.task_id is not None and job.submitted_at is not None:
-            provider_model = ctx.catalog.provider_name(job.request.model, ctx.region)
-            self._key_ids.learn_soon(account, provider_model, job.task_id, job.submitted_at)
+            names = ctx.catalog.recognised_names(job.request.model, ctx.region)
+            self._key_ids.learn_soon(account, names, job.task_id, job.submitted_at)
         # The create's own answer (PENDING) just came: the first poll can wait for the planner.
         await self._poller.track(job, account, fresh=True)
 

@@ -33,14 +33,18 @@ LIST_PAGE_SIZE = 100  # the list's largest page
 
 
 async def list_created(
-    ctx: WorkerContext, client: ProviderClient, model: str, earliest: datetime, latest: datetime
+    ctx: WorkerContext, account: str, names: frozenset[str], earliest: datetime, latest: datetime
 ) -> tuple[list[TaskSummary], bool]:
-    """Listed tasks of `model` created around [earliest, latest] (far less than the list's 24 h limit),
-    and whether every page was read."""
+    """Listed tasks of the model (by each of its provider `names`: a row may carry an alias of the name sent)
+    created around [earliest, latest] (far less than the list's 24 h limit), and whether every page was read.
+
+    Each page waits for the account's query gate: list calls count against the same 20 queries/s as polls."""
+    client: ProviderClient = ctx.clients[account]
     rows: dict[str, TaskSummary] = {}
     complete = True
-    for shift in LIST_ZONE_READINGS:
+    for model, shift in ((name, shift) for name in sorted(names) for shift in LIST_ZONE_READINGS):
         for page_no in range(1, ctx.config.max_list_pages + 1):
+            await ctx.poll_gates[account].wait()
             page = await client.list_tasks(
                 start=earliest - LIST_MARGIN + shift, end=latest + LIST_MARGIN + shift, model_name=model,
                 page_no=page_no, page_size=LIST_PAGE_SIZE,
@@ -93,20 +97,20 @@ class KeyIds:
         await self._ctx.store.save_api_key_id(account, api_key_id)
         log.info("account %s: its tasks carry api_key_id %s in the task list", account, api_key_id)
 
-    def learn_soon(self, account: str, provider_model: str, task_id: str, sent: datetime) -> None:
+    def learn_soon(self, account: str, names: frozenset[str], task_id: str, sent: datetime) -> None:
         """Look up a task we just created in the list, once per account, so the account's api_key_id is known
         before any create answer is lost (reconciliation then needs no polling to tell strangers apart)."""
         if account in self._learning or self._ctx.tasks.closing:
             return
         self._learning.add(account)
-        self._ctx.tasks.spawn(self._learn(account, provider_model, task_id, sent), f"learn-key-{account}")
+        self._ctx.tasks.spawn(self._learn(account, names, task_id, sent), f"learn-key-{account}")
 
-    async def _learn(self, account: str, provider_model: str, task_id: str, sent: datetime) -> None:
+    async def _learn(self, account: str, names: frozenset[str], task_id: str, sent: datetime) -> None:
         ctx = self._ctx
         try:
             await asyncio.sleep(ctx.config.reconcile_grace_s)  # the list may lag behind the create
             earliest, latest = _create_window(ctx, sent)
-            rows, _ = await list_created(ctx, ctx.clients[account], provider_model, earliest, latest)
+            rows, _ = await list_created(ctx, account, names, earliest, latest)
             mine = next((row for row in rows if row.task_id == task_id), None)
             if mine is not None and mine.api_key_id and account not in self._known:
                 await self.remember(account, mine.api_key_id)
@@ -139,8 +143,7 @@ class Reconciler:
         ctx = self._ctx
         assert job.account is not None and job.submitted_at is not None
         account, sent, cfg = job.account, job.submitted_at, ctx.config
-        client = ctx.clients[account]
-        provider_model = ctx.catalog.provider_name(job.request.model, ctx.region)
+        names = ctx.catalog.recognised_names(job.request.model, ctx.region)  # the name sent and its aliases
         earliest, latest = _create_window(ctx, sent)
         if lost_at is None:  # resumed after a restart: the answer was lost by the time the request timed out
             lost_at = min(utcnow(), sent + timedelta(seconds=cfg.request_timeout_s))
@@ -153,7 +156,7 @@ class Reconciler:
                 return
             read_at = utcnow()
             try:
-                rows, complete = await list_created(ctx, client, provider_model, earliest, latest)
+                rows, complete = await list_created(ctx, account, names, earliest, latest)
             except DashScopeError as exc:
                 ctx.count_error(exc)
                 log.warning("job %s: task list unavailable (%s); retrying", job.id, exc.code, extra={"job_id": job.id})
@@ -163,7 +166,7 @@ class Reconciler:
             key_id = await self._key_ids.known(account, rows)
             candidates = []
             for row in rows:
-                if row.task_id in not_ours or not _could_be(row, key_id, provider_model, earliest, latest):
+                if row.task_id in not_ours or not _could_be(row, key_id, names, earliest, latest):
                     continue
                 if await ctx.store.task_owner(row.task_id) is None:
                     candidates.append(row)
@@ -269,12 +272,14 @@ class Reconciler:
         await ctx.safe(ctx.notifier.owner_alert("alert.lost_create", job_id=job.id, account=job.account or "-"))
 
 
-def _could_be(row: TaskSummary, key_id: str | None, model: str, earliest: datetime, latest: datetime) -> bool:
+def _could_be(
+    row: TaskSummary, key_id: str | None, names: frozenset[str], earliest: datetime, latest: datetime
+) -> bool:
     """Whether a listed task can be the one a create sent at [earliest, latest] made (before any echo)."""
     created = row.created_at
     if created is None or not earliest <= created <= latest:
         return False
-    if row.model_name is not None and row.model_name != model:
+    if row.model_name is not None and row.model_name not in names:
         return False
     return key_id is None or row.api_key_id == key_id
 

@@ -291,14 +291,38 @@ async def test_check_reports_unusable_data_dir_and_region_mismatch(tmp_path: Pat
     assert _line(output, "region").startswith("FAIL") and "per region" in _line(output, "region")
 
 
-async def test_check_lists_the_catalogs_unconfirmed_values(tmp_path: Path) -> None:
-    code, output = await _check(_settings(tmp_path))
+@pytest.mark.parametrize("region", ["beijing", "singapore"])
+async def test_check_lists_the_catalogs_unconfirmed_values_of_its_region(tmp_path: Path, region: str) -> None:
+    catalog = load_catalog()
+    settings = _settings(tmp_path, dashscope_region=region, dashscope_base_url=catalog.region_base_urls[region])
+    code, output = await _check(settings)
     assert code == 0, output  # a warning: the bot runs on them
-    unconfirmed = load_catalog().unconfirmed()
+    unconfirmed = catalog.unconfirmed(region)
     assert unconfirmed, "the shipped catalog has unconfirmed values; this test needs one"
-    assert _line(output, "unconfirmed").startswith("WARN") and f"{len(unconfirmed)} catalog value(s)" in output
+    assert _line(output, "unconfirmed").startswith("WARN")
+    assert f"{len(unconfirmed)} catalog value(s) used in {region}" in output
     for value in unconfirmed:
         assert value in output
+    other = "singapore" if region == "beijing" else "beijing"
+    assert not [v for v in catalog.unconfirmed() if f".{other}" in v.split(":")[0] and v in output]
+
+
+async def test_check_says_which_model_is_documented_but_not_offered_and_why(tmp_path: Path) -> None:
+    urls = load_catalog().region_base_urls
+    code, output = await _check(_settings(tmp_path, dashscope_region="singapore", dashscope_base_url=urls["singapore"]))
+    assert code == 0, output
+    models = [line for line in output.splitlines() if re.match(r"^(OK|WARN)\s+models\s", line)]
+    assert any(
+        line.startswith("WARN")
+        and "wan2.7-i2v is documented in singapore but not offered" in line
+        and "public http(s) URLs" in line
+        for line in models
+    ), output
+    offered = next(line for line in models if line.startswith("OK"))
+    assert "wan2.2-kf2v-flash" in offered and "wan2.1-kf2v-plus" in offered and "wan2.7-i2v" not in offered
+    assert "also answering as wanx2.1-kf2v-plus" in offered
+    code, output = await _check(_settings(tmp_path, dashscope_region="beijing", dashscope_base_url=urls["beijing"]))
+    assert "not offered" not in output and "wan2.7-i2v" in _line(output, "models")
 
 
 async def test_check_on_postgresql_names_the_engine_never_the_password(tmp_path: Path, postgres_url: str) -> None:

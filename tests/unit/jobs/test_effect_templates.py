@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.catalog import DEFAULT_CATALOG
+from bot.errors import InvalidInput
 from bot.i18n import t
 from bot.jobs.models import ChargeState, JobState
 from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
@@ -55,18 +56,25 @@ async def test_a_template_the_provider_refuses_fails_released_with_its_name(
         await services.stop()
 
 
-async def test_the_seed_references_flying_effect_is_offered_and_made(
+async def test_kf2vs_effect_is_made_and_the_first_frame_familys_flying_is_not_offered(
     tmp_path: Path, emulator: DashScopeEmulator
 ) -> None:
-    """`flying` (唐韵翩然 in the seed kf2v reference) is a template of the plus model; the sandbox makes it."""
+    """唐韵翩然 is `hanfu-1` for kf2v (effects page); `flying` (魔法悬浮) belongs to the first-frame image-to-video
+    family: the bot refuses it under kf2v before anything is stored or sent."""
     services, recorder = await start_engine(tmp_path / "data", emulator.base_url)
     try:
+        with pytest.raises(InvalidInput) as refused:
+            await services.jobs.submit(
+                draft(model=PLUS, resolution="720P", template="flying", prompt="", last_image=None)
+            )
+        assert refused.value.key == "input.template_unknown"
         job = await services.jobs.submit(
-            draft(model=PLUS, resolution="720P", template="flying", prompt="", last_image=None)
+            draft(model=PLUS, resolution="720P", template="hanfu-1", prompt="", last_image=None)
         )
         await wait_until(lambda: all_final(services, [job.id]), within=30)
         made = await services.store.get(job.id)
         assert made is not None and made.state is JobState.DELIVERED
         assert [job_id for job_id, _ in recorder.delivered] == [job.id]
+        assert emulator.stats()["submissions_accepted"] == 1
     finally:
         await services.stop()
