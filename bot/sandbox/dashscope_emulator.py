@@ -112,6 +112,7 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 # The region names list rows carry (the official SDK's `region` filter), and the catalog's name for each.
 CATALOG_REGIONS = {"cn-beijing": "beijing", "ap-southeast-1": "singapore"}
 UPLOAD_REGIONS = frozenset({"cn-beijing"})  # the temporary upload: Beijing only (see the module docstring)
+QUERY_QPS = 20  # task queries per second per main account (polls and task-list pages together)
 
 
 def fingerprint(api_key: str) -> str:
@@ -204,6 +205,10 @@ class EmulatorConfig:
     # Names move (issue 18): the name a task of model X is shown under in task-list rows, e.g.
     # {"wan2.1-kf2v-plus": "wanx2.1-kf2v-plus"}; a `model_name` filter matches the shown name only.
     listed_model_names: dict[str, str] = field(default_factory=dict)
+    # Task queries (polls and list pages) per main account and sliding second, past which a 429 Throttling
+    # answers. The provider allows 20 (QUERY_QPS, the project's provider notes: "all RAM users together; list
+    # calls count"); None = not enforced (time-compressed runs poll faster than a real second allows).
+    query_qps: float | None = None
 
     @classmethod
     def realistic(cls, **overrides: Any) -> EmulatorConfig:
@@ -236,6 +241,8 @@ class EmulatorConfig:
 
 
 def _check_config(cfg: EmulatorConfig) -> None:
+    if cfg.query_qps is not None and not cfg.query_qps > 0:
+        raise ValueError("query_qps must be positive (or None)")
     if cfg.region not in CATALOG_REGIONS:
         raise ValueError(f"region must be one of {', '.join(CATALOG_REGIONS)}")
     if not cfg.time_scale > 0:
@@ -692,6 +699,8 @@ class DashScopeEmulator:
         self._foreign_requests: list[str] = []
         self._uploads_cut = 0
         self._list_refused_range = 0
+        self._query_times: dict[str, list[float]] = {}  # per account: arrivals of polls and list pages
+        self._queries_throttled = 0
         self._uploads: dict[str, _Upload] = {}  # object key -> file (48 h, bound to account and model)
         self._upload_attempts: dict[tuple[str, str], list[float]] = {}
         self._uploads_stored = 0
@@ -871,6 +880,7 @@ class DashScopeEmulator:
             "neighbour": dict(self._neighbour),
             "rejected": dict(self._rejected),
             "list_ranges_refused": self._list_refused_range,
+            "queries_throttled": self._queries_throttled,
             "truncated_prompts": self._truncated,
             "cancels": self._cancels,
             "image_urls": list(self._image_urls),
@@ -1512,7 +1522,20 @@ class DashScopeEmulator:
 
     # --- poll, cancel, list ----------------------------------------------------------------------------
 
+    def _count_query(self, request: web.Request, caller: _Caller) -> None:
+        """A poll or list page: 429 past `query_qps` of the account's queries in a sliding second."""
+        if self.config.query_qps is None:
+            return
+        arrived = request.get(_ARRIVED, self._clock())
+        times = self._query_times.setdefault(caller.account, [])
+        del times[: bisect.bisect_right(times, arrived - 2.0)]
+        bisect.insort(times, arrived)
+        if _window_over(times, arrived, 1.0, int(self.config.query_qps)):
+            self._queries_throttled += 1
+            raise _ApiError(429, "Throttling", "Requests rate limit exceeded, please try again later.")
+
     async def _get(self, request: web.Request, caller: _Caller) -> web.Response:
+        self._count_query(request, caller)
         task_id = request.match_info["task_id"]
         now = self._clock()
         self._advance(now)
@@ -1614,6 +1637,7 @@ class DashScopeEmulator:
         https://www.alibabacloud.com/help/en/model-studio/manage-asynchronous-tasks; the filters are those
         the official SDK sends (VideoSynthesis.list: model_name, api_key_id, region, status, page_no, page_size).
         """
+        self._count_query(request, caller)
         query = request.query
         now = self._clock()
         self._advance(now)
