@@ -762,6 +762,24 @@ MESSAGES[ZH].update(
     }
 )
 
+# Autocomplete suggestions of model, resolution, duration and template (bot/discord_ui/options.py).
+MESSAGES[EN].update(
+    {
+        "choice.model": "{model} · {lengths} · {resolutions}",
+        "choice.seconds": "{seconds} s",
+        "choice.template": "{template} · {name}",
+        "choice.default": "{label} (default)",
+    }
+)
+MESSAGES[ZH].update(
+    {
+        "choice.model": "{model} · {lengths} · {resolutions}",
+        "choice.seconds": "{seconds} 秒",
+        "choice.template": "{template} · {name}",
+        "choice.default": "{label}(默认)",
+    }
+)
+
 
 def language(locale: str | None) -> str:
     """Discord locale -> catalog language ('zh-CN' and 'zh-TW' read Chinese; everything else English)."""

@@ -8,12 +8,13 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import Choice
 from discord.ext import commands
 
 from bot.discord_ui.attachments import AttachmentReader
 from bot.discord_ui.checks import require_post_permissions
 from bot.discord_ui.conversation import open_conversation
-from bot.discord_ui.options import describe, describe_model_options, lengths, set_choices
+from bot.discord_ui.options import ModelChoices, describe, describe_model_options, lengths
 from bot.discord_ui.translator import _
 from bot.jobs.images import size_refusal
 from bot.jobs.models import JobRequest
@@ -47,13 +48,10 @@ class GenerateCog(commands.Cog):
         self.jobs = jobs
         self.image_max_bytes = image_max_bytes
         self.attachments = attachments
-        # Choices from the running catalog, in its order; a pair the model can't make is refused in
-        # JobService.check_text with the valid resolutions named.
+        # Suggestions from the running catalog, filtered by the model chosen so far; whatever is typed is still
+        # checked by JobService.check_text (a pair the model can't make is refused with the valid values named).
         models = jobs.models()
-        set_choices(self.kf2v, "model", [m.key for m in models])
-        set_choices(self.kf2v, "resolution", [r for m in models for r in m.resolutions])
-        set_choices(self.kf2v_effect, "model", [m.key for m in models])
-        set_choices(self.kf2v_effect, "template", sorted({t for m in models for t in m.templates}))
+        self.choices = ModelChoices(models, jobs.catalog.default_model, jobs.region)
         # Descriptions that name models, lengths or resolutions come from the same catalog (issue 19).
         describe(self.kf2v, None, "cmd.kf2v", lengths=lengths(models))
         describe_model_options(self.kf2v, models, jobs.catalog.default_model)
@@ -125,6 +123,28 @@ class GenerateCog(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         draft = self._draft(interaction, JobRequest(model=model or self.jobs.effect_model(), template=template))
         await self._submit(interaction, draft, image, None)
+
+    @kf2v.autocomplete("model")
+    async def _kf2v_models(self, interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
+        return self.choices.model_choices(str(interaction.locale), current)
+
+    @kf2v.autocomplete("resolution")
+    async def _kf2v_resolutions(self, interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
+        return self.choices.resolution_choices(str(interaction.locale), interaction.namespace.model, current)
+
+    @kf2v.autocomplete("duration")
+    async def _kf2v_durations(self, interaction: discord.Interaction[Any], current: str) -> list[Choice[int]]:
+        return self.choices.duration_choices(str(interaction.locale), interaction.namespace.model, current)
+
+    @kf2v_effect.autocomplete("model")
+    async def _effect_models(self, interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
+        effect_model = self.jobs.effect_model()
+        return self.choices.model_choices(str(interaction.locale), current, with_templates=True, default=effect_model)
+
+    @kf2v_effect.autocomplete("template")
+    async def _effect_templates(self, interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
+        model, effect_model = interaction.namespace.model, self.jobs.effect_model()
+        return self.choices.template_choices(str(interaction.locale), model, current, default=effect_model)
 
     def _draft(self, interaction: discord.Interaction[Any], request: JobRequest) -> Draft:
         assert interaction.guild_id is not None and interaction.channel_id is not None

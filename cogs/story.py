@@ -12,11 +12,12 @@ from typing import Any
 
 import discord
 from discord import app_commands
+from discord.app_commands import Choice
 from discord.ext import commands
 
 from bot.discord_ui.attachments import AttachmentReader
 from bot.discord_ui.checks import Owners, require_post_permissions
-from bot.discord_ui.options import describe_model_options, set_choices
+from bot.discord_ui.options import ModelChoices, describe_model_options
 from bot.discord_ui.story import DiscordStoryNotifier, StoryComponents, open_story_conversation
 from bot.discord_ui.translator import _
 from bot.jobs.models import JobRequest
@@ -36,8 +37,8 @@ class StoryCog(commands.Cog):
         self.attachments = attachments
         self._resumed = False
         models = stories.jobs.models()
-        set_choices(self.kf2v_story, "model", [m.key for m in models])
-        set_choices(self.kf2v_story, "resolution", [r for m in models for r in m.resolutions])
+        # Suggestions filtered by the model chosen so far; JobService.check_text still checks what is typed.
+        self.choices = ModelChoices(models, stories.jobs.catalog.default_model, stories.jobs.region)
         describe_model_options(self.kf2v_story, models, stories.jobs.catalog.default_model)
 
     @app_commands.command(name="kf2v-story", description=_("cmd.kf2v_story"))
@@ -85,6 +86,14 @@ class StoryCog(commands.Cog):
         frames = tuple([await read_attachment(self.attachments, a, self.image_max_bytes) for a in attachments])
         story, _jobs = await self.stories.submit(StoryDraft(**{**_fields(draft), "frames": frames}))
         await open_story_conversation(interaction, story, self.stories)
+
+    @kf2v_story.autocomplete("model")
+    async def _story_models(self, interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
+        return self.choices.model_choices(str(interaction.locale), current)
+
+    @kf2v_story.autocomplete("resolution")
+    async def _story_resolutions(self, interaction: discord.Interaction[Any], current: str) -> list[Choice[str]]:
+        return self.choices.resolution_choices(str(interaction.locale), interaction.namespace.model, current)
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:

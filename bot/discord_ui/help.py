@@ -12,6 +12,7 @@ from discord import app_commands
 
 from bot.catalog import MB, MILLI_PER_CNY, ModelSpec, format_cny
 from bot.discord_ui.render import channel_mentions, paused_text
+from bot.discord_ui.translator import declared_text
 from bot.i18n import EN, MESSAGES, t
 from bot.jobs.models import Pause
 from bot.jobs.quota import BudgetReport
@@ -30,13 +31,14 @@ def price_per_second(milli: int) -> str:
 def description_of(command: Listed, locale: str) -> str:
     """A command's description in the member's language (with the catalog's values it was built with); a
     message command's name, which is its display text."""
-    attribute = "_locale_name" if isinstance(command, app_commands.ContextMenu) else "_locale_description"
-    described = getattr(command, attribute, None)
-    extras: dict[str, Any] = described.extras if isinstance(described, app_commands.locale_str) else {}
+    english = command.name if isinstance(command, app_commands.ContextMenu) else command.description
+    filled = command.extras.get("description")
+    described = filled if isinstance(filled, app_commands.locale_str) else declared_text(english)
+    extras: dict[str, Any] = described.extras if described is not None else {}
     key = extras.get("key")
     if key and key in MESSAGES[EN]:
         return t(locale, key, **(extras.get("params") or {}))
-    return str(getattr(command, "description", command.name))
+    return english
 
 
 def may_see(command: Listed, permissions: discord.Permissions) -> bool:

@@ -21,7 +21,33 @@ def _(key: str, **params: object) -> app_commands.locale_str:
     (`bot.discord_ui.options.describe`). Discord takes at most 100 characters.
     """
     text = MESSAGES[EN][key]
-    return app_commands.locale_str(text.format(**params)[:100] if params else text, key=key, params=params)
+    declared = app_commands.locale_str(text.format(**params)[:100] if params else text, key=key, params=params)
+    _DECLARED[declared.message] = declared
+    return declared
+
+
+# Every text `_` made, by its English: discord.py keeps a command's declared locale_str to itself, so /kf2v-help
+# finds a command's text (to show it in the member's language) from its public English description or name.
+_DECLARED: dict[str, app_commands.locale_str] = {}
+
+
+def declared_text(english: str) -> app_commands.locale_str | None:
+    """The catalog text a command or menu was declared with, found by its English (None: not ours)."""
+    return _DECLARED.get(english)
+
+
+def described_with(
+    string: app_commands.locale_str, context: app_commands.TranslationContextTypes
+) -> app_commands.locale_str:
+    """A command's description as filled from the running catalog (`options.describe` keeps it in the command's
+    `extras`), else the one it was declared with."""
+    if context.location is not app_commands.TranslationContextLocation.command_description:
+        return string
+    data = context.data
+    filled = data.extras.get("description") if isinstance(data, app_commands.Command | app_commands.Group) else None
+    if isinstance(filled, app_commands.locale_str) and filled.extras.get("key") == string.extras.get("key"):
+        return filled
+    return string
 
 
 class CatalogTranslator(app_commands.Translator):
@@ -31,6 +57,7 @@ class CatalogTranslator(app_commands.Translator):
         locale: discord.Locale,
         context: app_commands.TranslationContextTypes,
     ) -> str | None:
+        string = described_with(string, context)
         key = string.extras.get("key")
         if not key:
             return None

@@ -310,7 +310,7 @@ async def test_effect_template_makes_a_video_with_the_plus_model(world: World) -
     assert (await world.job(job.id)).cost_settled == 3500
 
 
-async def test_a_model_added_by_the_catalog_file_is_a_choice_and_its_pairs_are_checked(tmp_path: Path) -> None:
+async def test_a_model_added_by_the_catalog_file_is_suggested_and_its_pairs_are_checked(tmp_path: Path) -> None:
     catalog = copy.deepcopy(DEFAULT_CATALOG)
     added = copy.deepcopy(catalog["models"]["wan2.2-kf2v-flash"])
     added["provider_names"] = {region: "wan-house-kf2v" for region in added["provider_names"]}
@@ -326,7 +326,15 @@ async def test_a_model_added_by_the_catalog_file_is_a_choice_and_its_pairs_are_c
             "first_frame", "last_frame", "prompt", "negative_prompt", "model", "resolution", "prompt_extend", "seed",
             "duration", "sound", "audio",  # issue 12: appended after the contract's first eight
         ]  # fmt: skip
-        assert "wan-house-kf2v" in [choice["value"] for choice in options["model"]["choices"]]
+        assert options["model"]["autocomplete"] is True
+        record = await world.discord.run_autocomplete(world.guild, world.channel, ALICE, "kf2v", "model", "house")
+        await record.wait_response(10)
+        assert [c["value"] for c in world.discord.autocomplete_choices(record) or []] == ["wan-house-kf2v"]
+        record = await world.discord.run_autocomplete(
+            world.guild, world.channel, ALICE, "kf2v", "resolution", "", {"model": "wan-house-kf2v"}
+        )
+        await record.wait_response(10)
+        assert [c["value"] for c in world.discord.autocomplete_choices(record) or []] == ["480P"]
         record = await world.kf2v(model="wan-house-kf2v", resolution="1080P")
         assert "`wan-house-kf2v` can't make 1080P videos. Choose one of: 480P." in await world.reply(record)
         assert await world.svc.store.all_jobs() == []

@@ -1042,6 +1042,53 @@ class DiscordEmulator:
             raise ValueError(f"channel {channel_id} is not a live channel of guild {guild.id}")
         return channel
 
+    async def run_autocomplete(
+        self,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        name: str,
+        focused: str,
+        typed: str,
+        options: dict[str, Any] | None = None,
+        *,
+        locale: str = "en-US",
+    ) -> InteractionRecord:
+        """A user types `typed` into option `focused` of /name, with `options` filled so far: INTERACTION_CREATE
+        type 4 (APPLICATION_COMMAND_AUTOCOMPLETE). As documented, the options are sent as typed and unchecked
+        and the focused one carries `"focused": true` and a string value, whatever its type; attachments are
+        not sent (https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-object-
+        application-command-interaction-data-option-structure). The bot answers with callback type 8
+        (`autocomplete_choices`)."""
+        guild = self.guild(guild_id)
+        channel = self._usable_channel(guild, channel_id)
+        if user_id not in guild.members:
+            raise ValueError(f"user {user_id} is not a member of guild {guild_id}")
+        scope, command = self._find_command(guild_id, name)
+        self._check_command_available(guild, channel, user_id, command, False)
+        definitions = {str(d.get("name")): d for d in command.get("options") or []}
+        if focused not in definitions or not definitions[focused].get("autocomplete"):
+            raise ValueError(f"option {focused!r} of /{name} is not an autocomplete option")
+        sent: list[Json] = []
+        for option, value in (options or {}).items():
+            if option not in definitions or option == focused:
+                raise ValueError(f"unknown or focused option {option!r} in the filled options")
+            sent.append({"name": option, "type": definitions[option]["type"], "value": value})
+        sent.append({"name": focused, "type": definitions[focused]["type"], "value": typed, "focused": True})
+        data: Json = {"id": command["id"], "name": name, "type": 1, "options": sent}
+        if scope is not None:
+            data["guild_id"] = str(scope)
+        return self._dispatch_interaction(
+            InteractionType.AUTOCOMPLETE, guild, channel, user_id, name, data, locale, None,
+            command_type=CommandType.CHAT_INPUT,
+        )  # fmt: skip
+
+    @staticmethod
+    def autocomplete_choices(record: InteractionRecord) -> list[Json] | None:
+        """The suggestions the bot answered an autocomplete with (None: no answer yet)."""
+        answers = [r for r in record.responses if r.type == CallbackType.AUTOCOMPLETE_RESULT]
+        return list((answers[0].data or {}).get("choices") or []) if answers else None
+
     def _find_command(self, guild_id: int, name: str) -> tuple[int | None, Json]:
         for scope in (guild_id, None):
             command = self.commands.get(scope, {}).get((1, name))

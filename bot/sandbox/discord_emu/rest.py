@@ -871,7 +871,14 @@ class RestApi:
         is_component = record.type == InteractionType.MESSAGE_COMPONENT or (
             record.type == InteractionType.MODAL_SUBMIT and record.source_message_id is not None
         )
-        if callback_type == CallbackType.CHANNEL_MESSAGE_WITH_SOURCE:
+        if (record.type == InteractionType.AUTOCOMPLETE) != (callback_type == CallbackType.AUTOCOMPLETE_RESULT):
+            # Documented: an autocomplete interaction is answered with type 8 only, and type 8 answers nothing else.
+            errors = FormErrors()
+            errors.add(("type",), "INTERACTION_RESPONSE_TYPE_INVALID", "Invalid interaction response type")
+            raise errors.error()
+        if callback_type == CallbackType.AUTOCOMPLETE_RESULT:
+            check_autocomplete_choices(data)
+        elif callback_type == CallbackType.CHANNEL_MESSAGE_WITH_SOURCE:
             channel = self._live_channel(record)
             check_message(data, len(files), creating=True, prefix=("data",))
             flags = int(data.get("flags") or 0) & SETTABLE_MESSAGE_FLAGS
@@ -1026,3 +1033,31 @@ class RestApi:
 def interaction_token(ident: int, secret: str) -> str:
     """Interaction tokens look like Discord's: base64url of `interaction:<id>:<random>`."""
     return base64.urlsafe_b64encode(f"interaction:{ident}:{secret}".encode()).decode().rstrip("=")
+
+
+def check_autocomplete_choices(data: dict[str, Any]) -> None:
+    """At most 25 choices, each a name of 1-100 characters and a string (at most 100) or number value
+    (https://discord.com/developers/docs/interactions/application-commands#application-command-object-
+    application-command-option-choice-structure)."""
+    errors = FormErrors()
+    choices = data.get("choices")
+    if not isinstance(choices, list) or len(choices) > 25:
+        errors.add(("data", "choices"), "BASE_TYPE_MAX_LENGTH", "Must be a list of 25 or fewer in length.")
+        raise errors.error()
+    for index, choice in enumerate(choices):
+        name = choice.get("name") if isinstance(choice, dict) else None
+        value = choice.get("value") if isinstance(choice, dict) else None
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            errors.add(
+                ("data", "choices", str(index), "name"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, str | int | float)
+            or (isinstance(value, str) and len(value) > 100)
+        ):
+            errors.add(
+                ("data", "choices", str(index), "value"), "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
+            )
+    if errors:
+        raise errors.error()
