@@ -11,9 +11,16 @@ Each model belongs to an API family, which decides the request shape (see `bot.d
 * ``media`` — ``POST /services/aigc/video-generation/video-synthesis``, ``input.media`` (a list of
   ``{type, url}``), a whole-second ``duration`` range, sound.
 
-Provenance: every model carries ``sources`` (value path -> URL of the official page that states it) and
-``unconfirmed`` (value paths no official page confirmed; ``notes`` says why). `Catalog.unconfirmed()` lists them
-for ``kf2v-bot check``. A value path is relative to the model, e.g. ``price_per_second.1080P``.
+Regions: a model has per region the name it is sent as (``provider_names``), the other names it is recognised
+by in answers and task-list rows (``aliases``), its price (``region_prices``, else ``price_per_second``), its
+limits and how that region's API takes its media (``media_transport``). It is offered in a region only where it
+is documented and this bot can send its media that way (`Catalog.why_not_offered`).
+
+Provenance: every model carries ``sources`` (value path -> the official page that states it, with the day it was
+read there: ``{"url", "confirmed_on"}``) and ``unconfirmed`` (value paths no official page confirmed; ``notes``
+says why). `Catalog.unconfirmed(region)` lists them for ``kf2v-bot check``; every per-region value of an offered
+model has one or the other (`Catalog.undocumented_region_values`). A value path is relative to the model, e.g.
+``price_per_second.1080P`` or ``limits.singapore``; a path covers the paths under it.
 """
 
 from __future__ import annotations

@@ -493,6 +493,10 @@ def test_error_text_is_redacted() -> None:
         ({"first_frame_uri": "file:///etc/passwd"}, "first_frame_uri"),
         ({"last_frame_uri": "data:image/png;base64,@@not-base64@@"}, "last_frame_uri"),
         ({"last_frame_uri": "ftp://example.com/a.png"}, "last_frame_uri"),
+        # No temporary upload in Singapore: an oss:// URL cannot be read there.
+        ({"region": "singapore", "last_frame_uri": "oss://dashscope-instant/k/b.png"}, "last_frame_uri"),
+        # The media family's `url` is http(s) or oss:// (its API reference): a data URI is not sent.
+        ({"model_key": "wan2.7-i2v", "resolution": "720P", "last_frame_uri": None}, "first_frame_uri"),
     ],
 )
 async def test_invalid_requests_are_refused_before_sending(
