@@ -655,9 +655,11 @@ class Catalog:
         for spec in self.models_in(region) if region is not None else self.models.values():
             for path in spec.unconfirmed:
                 about = path.split(".")
-                if others & set(about) or (
-                    region is not None and about[0] == "templates" and not spec.templates_in(region)
-                ):
+                unused_here = region is not None and (
+                    (about[0] == "templates" and not spec.templates_in(region))  # no effects in this region
+                    or (about[0] == "price_per_second" and spec.price_path(region) != "price_per_second")
+                )
+                if others & set(about) or unused_here:
                     continue
                 why = spec.notes.get(path)
                 lines.append(f"{spec.key}.{path}" + (f": {why}" if why else ""))

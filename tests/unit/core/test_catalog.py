@@ -75,6 +75,7 @@ def test_unconfirmed_in_a_region_leaves_out_other_regions_and_models_not_offered
     assert not any(line.startswith("wan2.7-i2v.") for line in singapore)  # not offered there
     assert not any("beijing" in line.split(":")[0] for line in singapore)
     assert not any(".templates." in line for line in singapore)  # effects are Beijing-only
+    assert not any(".price_per_second" in line for line in singapore)  # Singapore has its own price entries
     beijing = catalog.unconfirmed("beijing")
     assert any(line.startswith("wan2.7-i2v.price_per_second") for line in beijing)
     assert not any("singapore" in line.split(":")[0] for line in beijing)
