@@ -593,6 +593,10 @@ MESSAGES[EN].update(
         "story.join_failed": "{user} story #{story_id} failed: its segments could not be joined. Charged: "
         "¥{charged}. The bot's owners have the details.",
         "story.not_running": "That story isn't running any more.",
+        "story.retry_refused": "{user} story #{story_id} stopped: a segment failed and its retry was refused by "
+        "the server's limits (budget or daily videos). Charged: up to ¥{charged} (segments still being generated "
+        "are paid when they finish); everything else was released.",
+        "story.redo_busy": "A redo of that story is already under way; choose again once it is delivered.",
         "story.videos_gone": "The other segments of that story were already removed from storage, so it can't be "
         "joined again. Start a new /kf2v-story.",
     }
@@ -643,6 +647,9 @@ MESSAGES[ZH].update(
         "其余预留已释放。",
         "story.join_failed": "{user} 故事 #{story_id} 失败:无法拼接各段。已扣费 ¥{charged}。机器人所有者已收到详情。",
         "story.not_running": "这个故事已不在进行中。",
+        "story.retry_refused": "{user} 故事 #{story_id} 已停止:有一段失败,且其重试被服务器的限额(预算或每日视频数)"
+        "拒绝。扣费:最多 ¥{charged}(仍在生成的段落完成后计费);其余预留已释放。",
+        "story.redo_busy": "该故事已有一段正在重做;请在其交付后再选择。",
         "story.videos_gone": "该故事的其他段落已从存储中删除,无法重新拼接。请发起新的 /kf2v-story。",
     }
 )

@@ -25,14 +25,16 @@ from typing import Any, Protocol
 
 from bot.errors import BotError, InvalidInput, NotAllowed, QueueFull, QuotaExceeded
 from bot.jobs.db import Transaction
-from bot.jobs.models import Job, JobRequest, JobState, NewJob
+from bot.jobs.models import GuildUsage, Job, JobRequest, JobState, NewJob
 from bot.jobs.ports import DeliveryError, Notifier, Progress, Video
 from bot.jobs.service import Actor, JobService
 from bot.jobs.story.frames import MAX_FRAMES, MIN_FRAMES, FrameError, normalise_frames
 from bot.jobs.story.plan import (
+    Decision,
     EmptySegmentPrompt,
     NextStep,
     PromptCountMismatch,
+    SegmentJob,
     SegmentStatus,
     StoryState,
     decide,
@@ -257,23 +259,37 @@ class StoryService:
         """Take the story's next step, one pass at a time per story in this process."""
         lock = self._locks.setdefault(story_id, asyncio.Lock())
         async with lock:
-            await self._advance(story_id)
+            ended = await self._advance(story_id)
+        if ended and not lock.locked():
+            # Nothing more happens to it (a Redo starts from the database): its in-memory state goes.
+            self._locks.pop(story_id, None)
+            self._shown.pop(story_id, None)
 
-    async def _advance(self, story_id: int) -> None:
+    async def _advance(self, story_id: int) -> bool:
+        """One step; True when the story has ended (final, nothing left to join or post)."""
         story = await self.stories.get(story_id)
         if story is None:
-            return
+            return True
         jobs = await self.stories.segment_jobs(story.id)
         statuses = segment_statuses(story.segments, jobs)
         decision = decide(story.segments, jobs)
         if story.state is StoryState.AWAITING_CHOICE:
-            if story.partial_opt_in and decision.ready_prefix >= 1:
-                await self._join_and_post(story, decision.ready_prefix, partial=True)
-            return
-        if story.state in (StoryState.FAILED, StoryState.CANCELED):
-            return
-        if story.state in (StoryState.DELIVERED, StoryState.PARTIAL) and not (story.join_due or story.post_due):
-            return
+            if not (story.partial_opt_in and decision.ready_prefix >= 1):
+                return False
+            await self._join_and_post(story, decision.ready_prefix, partial=True)
+        elif _ended(story):
+            return True
+        elif decision.step is NextStep.WAIT:
+            await self._show(story, statuses)
+            return False
+        else:
+            await self._step(story, decision, jobs, statuses)
+        after = await self.stories.get(story_id)  # the step may have ended it (posted, failed, cancelled)
+        return after is None or _ended(after)
+
+    async def _step(
+        self, story: Story, decision: Decision, jobs: Sequence[SegmentJob], statuses: Sequence[SegmentStatus]
+    ) -> None:
         await self._show(story, statuses)
         if decision.step is NextStep.RETRY:
             for segment in decision.retry:
@@ -307,7 +323,7 @@ class StoryService:
         except (QuotaExceeded, QueueFull) as exc:
             log.warning("story %s: the retry of segment %d was refused (%s)", story.id, segment + 1, exc.key)
             if await self.stories.set_state(story.id, StoryState.AWAITING_CHOICE, expect=StoryState.RUNNING):
-                await self._tell_failed(story, decide(story.segments, jobs).ready_prefix)
+                await self._tell_failed(story, decide(story.segments, jobs).ready_prefix, reason="story.retry_refused")
             return
         for job in new_jobs:
             log.info("story %s: segment %d retried as job %s with a new seed", story.id, segment + 1, job.id)
@@ -316,24 +332,34 @@ class StoryService:
     async def _admit_segment(
         self, story: Story, segment: int, request: JobRequest, template: Job, *, expect_newest: int | None
     ) -> list[Job]:
-        """One new job for `segment`, reserved like any job. With `expect_newest`, admitted only while that job
-        is still the segment's newest (two advances, or two processes, never both retry it)."""
+        """One new job for `segment`, reserved like any job. With `expect_newest` (a retry), admitted only while
+        that job is still the segment's newest (two advances, or two processes, never both retry it); without
+        (a Redo), only while the story is still the finished generation it was read as (two quick Redo choices
+        make one regeneration, the other is refused). The story's own segments never count against its member's
+        queue limit: the story took one place when it was admitted, and a retry keeps it."""
         budget = self.jobs.budget
         cost = self._cost(request)
         periods = budget.periods()
+        own_active = sum(1 for j in await self.stories.segment_jobs(story.id) if j.state.value in _ACTIVE_STATES)
+        retry = expect_newest is not None
 
-        def admit_money(usage: Any, policy: Any) -> None:
-            budget.refuse_if_over(usage, policy, cost, periods)
+        def admit_money(usage: GuildUsage, policy: Any) -> None:
+            others = 0 if retry else max(0, usage.member_active_jobs - own_active)
+            budget.refuse_if_over(replace(usage, member_active_jobs=others), policy, cost, periods)
+
+        redo_taken = False
 
         async def still_newest(tx: Transaction) -> list[NewJob]:
+            nonlocal redo_taken
             if expect_newest is not None:
                 row = await tx.fetch_one(
                     "SELECT MAX(id) AS newest FROM jobs WHERE story_id = ? AND segment_index = ?", (story.id, segment)
                 )
                 if row is None or int(row["newest"]) != expect_newest:
                     return []
-            else:
-                await StoryStore.next_generation(tx, story.id)
+            elif await StoryStore.next_generation(tx, story.id, expect_generation=story.generation) is None:
+                redo_taken = True
+                return []
             return [
                 NewJob(
                     guild_id=story.guild_id,
@@ -349,10 +375,13 @@ class StoryService:
                 )
             ]
 
-        return await self.jobs.store.create_jobs(
+        admitted = await self.jobs.store.create_jobs(
             story.guild_id, story.user_id, cost=cost, period_day=periods.day, period_month=periods.month,
             admit=admit_money, prepare=still_newest,
         )  # fmt: skip
+        if redo_taken:
+            raise InvalidInput("story.redo_busy")
+        return admitted
 
     def joined_path(self, story: Story) -> Path:
         """Where this generation of the story is joined to."""
@@ -434,7 +463,9 @@ class StoryService:
         await self._refresh_status(story.id)
         if self.notifier is None:
             return
-        charged = await self.stories.charged(story.id)
+        # Segments still generating settle later: counted at their reservation (the most they can cost), or the
+        # story would say 0.00 while they run and are paid.
+        charged = await self.stories.charged(story.id, with_in_flight=True)
         try:
             await self.notifier.story_failed(
                 story, charged=charged, ready=ready, can_deliver_partial=ready >= 1, reason=reason
@@ -445,9 +476,15 @@ class StoryService:
     async def _cancel_rest(self, story: Story, jobs: Sequence[Any]) -> None:
         actor = Actor(story.user_id)
         for job in jobs:
-            if job.state in (JobState.QUEUED, JobState.PENDING):
+            if job.state in (JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING):
+                # Queued: cancelled now. Being submitted or waiting at the provider: cancelled there once it has
+                # a task, and never sent again (the worker honours a pending Cancel before any resend).
                 with contextlib.suppress(BotError):  # already running or finished: it settles or releases itself
                     await self.jobs.cancel(job.job_id, actor)
+            elif job.state is JobState.RUNNING:
+                # Too late to stop, and paid if it succeeds; but should its task fail for the provider's own
+                # reasons, it is not sent again (nor charged).
+                await self.jobs.store.update(job.job_id, cancel_requested=True)
         if await self.stories.set_state(story.id, StoryState.CANCELED, expect=StoryState.RUNNING):
             await self._tell_failed(story, 0, reason="story.cancelled")
 
@@ -492,7 +529,8 @@ class StoryService:
         await self.jobs.check_channel(story.guild_id, story.channel_id)
         request = replace(old.request, seed=new_seed(old.request.seed))
         await self.jobs.check_content_rules(story.guild_id, request)  # a rule added since the story began counts
-        new_jobs = await self._admit_segment(story, segment, request, old, expect_newest=None)
+        async with self._locks.setdefault(story.id, asyncio.Lock()):
+            new_jobs = await self._admit_segment(story, segment, request, old, expect_newest=None)
         self._shown.pop(story.id, None)
         for job in new_jobs:
             self.jobs.worker.enqueue(job)
@@ -505,6 +543,18 @@ class StoryService:
         if not (actor.is_owner or actor.is_manager or actor.user_id == story.user_id):
             raise NotAllowed("job.not_yours")
         return story
+
+
+_ACTIVE_STATES = frozenset(
+    s.value for s in (JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING)
+)  # what the member queue limit counts (a SUCCEEDED job is done for it)
+
+
+def _ended(story: Story) -> bool:
+    """Nothing more happens to the story unless its member chooses a Redo."""
+    if story.state in (StoryState.FAILED, StoryState.CANCELED):
+        return True
+    return story.state in (StoryState.DELIVERED, StoryState.PARTIAL) and not (story.join_due or story.post_due)
 
 
 def _videos_missing(videos: Mapping[int, str], segments: Iterable[int]) -> bool:

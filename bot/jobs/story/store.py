@@ -151,10 +151,19 @@ class StoryStore:
         )
         return int(rows[0]["id"])
 
-    async def charged(self, story_id: int) -> int:
-        """What the story's jobs have been charged so far (milli-CNY), retries and redos included."""
-        row = await self._db.fetch_one("SELECT SUM(cost_settled) AS charged FROM jobs WHERE story_id = ?", (story_id,))
-        return int(row["charged"] or 0) if row is not None else 0
+    async def charged(self, story_id: int, *, with_in_flight: bool = False) -> int:
+        """What the story's jobs have been charged so far (milli-CNY), retries and redos included; with
+        `with_in_flight`, plus the reservation of each job still to be generated or generating (the most it can
+        cost: it runs on, and is paid, if not cancelled)."""
+        row = await self._db.fetch_one(
+            """SELECT SUM(CASE WHEN charge_state = 'settled' THEN cost_settled ELSE 0 END) AS charged,
+                      SUM(CASE WHEN charge_state = 'reserved' THEN cost_reserved ELSE 0 END) AS in_flight
+               FROM jobs WHERE story_id = ?""",
+            (story_id,),
+        )
+        if row is None:
+            return 0
+        return int(row["charged"] or 0) + (int(row["in_flight"] or 0) if with_in_flight else 0)
 
     async def get(self, story_id: int) -> Story | None:
         """The story, or None."""
@@ -238,14 +247,13 @@ class StoryStore:
         return changed == 1
 
     @staticmethod
-    async def next_generation(tx: Transaction, story_id: int) -> int:
+    async def next_generation(tx: Transaction, story_id: int, *, expect_generation: int) -> int | None:
         """A redone segment: the story runs again and its next join and post are due (inside the redo's
-        admission transaction)."""
-        await tx.execute(
+        admission transaction). None when the story is no longer the delivered `expect_generation` (another
+        Redo took it first)."""
+        row = await tx.fetch_one(
             "UPDATE stories SET generation = generation + 1, state = ?, updated_at = ?, finished_at = NULL "
-            "WHERE id = ?",
-            (StoryState.RUNNING.value, _now(), story_id),
+            "WHERE id = ? AND generation = ? AND state = ? RETURNING generation",
+            (StoryState.RUNNING.value, _now(), story_id, expect_generation, StoryState.DELIVERED.value),
         )
-        row = await tx.fetch_one("SELECT generation FROM stories WHERE id = ?", (story_id,))
-        assert row is not None
-        return int(row["generation"])
+        return None if row is None else int(row["generation"])

@@ -58,7 +58,9 @@ async def test_join_and_post_happen_once_per_generation(database: Database) -> N
 
     # A redone segment: the next generation's join and post are due again, once each.
     async with database.transaction() as tx:
-        assert await StoryStore.next_generation(tx, story_id) == 2
+        assert await StoryStore.next_generation(tx, story_id, expect_generation=1) == 2
+    async with database.transaction() as tx:  # a second Redo read the same delivered generation: refused
+        assert await StoryStore.next_generation(tx, story_id, expect_generation=1) is None
     again = await stories.get(story_id)
     assert again is not None and again.state is StoryState.RUNNING and again.join_due
     assert await stories.mark_joined(story_id, 1, "/old.mp4") is False  # a stale generation changes nothing
