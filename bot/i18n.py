@@ -675,12 +675,15 @@ MESSAGES[EN].update(
         '• One main action per video; name a style once ("watercolour", "film grain").\n'
         '• Put what you don\'t want in `negative_prompt` ("blur, extra fingers, text").\n'
         "• `prompt_extend` lets the model enrich a short prompt (the result shows what it used); turn it off "
-        "to keep your words. The same `seed` and inputs give a similar video.",
+        "to keep your words. The same `seed` and inputs give a similar video; `count` makes up to 4 variations "
+        "with different seeds at once.",
         "help.buttons_title": "Buttons on a video",
         "help.buttons": "**Cancel** stops a video that is still waiting (nothing is charged). **Regenerate** makes "
         "it again with a new seed; **Remix** changes the prompt, resolution or length; **Extend** continues a "
-        "finished video (models that can). The requester, the server's managers and the bot's owners may "
-        "press them.",
+        "finished video (models that can); **Vary** makes two more with new seeds in the same thread. "
+        "**Details** shows you privately every setting, the prompt the provider used and a command to make it "
+        "again. **Delete** takes the video down (what it cost stays spent). The requester, the server's managers "
+        "and the bot's owners may press them; Details is for everyone.",
         "help.commands_title": "Commands you can use here",
         "help.command_line": "`/{name}`: {description}",
         "help.menu_line": "Apps → **{name}** on a message with one or two pictures: animate them",
@@ -714,6 +717,33 @@ MESSAGES[EN].update(
         "forget.pending": "{pending} still in progress: they finish and are delivered first, then are erased.",
         "job.erased": "That request's prompt and frames were erased (after the retention period, or at the "
         "member's request). Start a new /kf2v.",
+        "opt.count": "How many variations (different seeds) to make at once: 1 to 4, each at the full price",
+        "input.count": "`count` must be a whole number from 1 to {limit}.",
+        "quota.batch_queue": "{count} more videos would make {total} waiting for you; the limit is {limit}. "
+        "Ask for fewer variations or wait for some to finish.",
+        "quota.batch_member_daily": "You may ask for {left} more videos today (limit {limit}), not {count}. "
+        "It resets <t:{resets_ts}:R>.",
+        "vary.accepted": "{count} variations are queued: {job_ids} (¥{cost} reserved in all). Follow them in {where}.",
+        "button.vary": "Vary",
+        "button.details": "Details",
+        "button.delete": "Delete",
+        "details.title": "Video #{job_id}: details",
+        "details.prompt": "Prompt",
+        "details.actual_prompt": "Prompt the provider used",
+        "details.not_rewritten": "(as written: the provider did not report a rewritten prompt)",
+        "details.negative": "Negative prompt",
+        "details.resolution": "Resolution",
+        "details.length": "Length",
+        "details.seed_provider": "chosen by the provider (not reported)",
+        "details.created": "Asked",
+        "details.command": "To make it again, attach the same first and last frame to:",
+        "details.no_command": "This video continues video #{parent_id}: use Extend on that one to make another.",
+        "result.not_delivered": "Video #{job_id} has not been posted, so there is nothing to delete.",
+        "result.already_deleted": "Video #{job_id} was already deleted.",
+        "delete.done": "Video #{job_id} was deleted. What it cost ({cost}) stays spent: the provider billed it "
+        "when it was made.",
+        "delete.note": "Video #{job_id} was deleted by {user}.",
+        "delete.thread_name": "#{job_id} (deleted)",
     }
 )
 MESSAGES[ZH].update(
@@ -731,11 +761,12 @@ MESSAGES[ZH].update(
         '• 每个视频一个主要动作;风格只说一次("水彩"、"胶片颗粒")。\n'
         '• 不想要的内容写在 `negative_prompt` 里("模糊、多余的手指、文字")。\n'
         "• `prompt_extend` 让模型扩写简短的提示词(结果会显示实际使用的提示词);关闭它可保留原话。"
-        "相同的 `seed` 和输入会得到相似的视频。",
+        "相同的 `seed` 和输入会得到相似的视频;`count` 可一次生成最多 4 个不同种子的变体。",
         "help.buttons_title": "视频上的按钮",
         "help.buttons": "**取消** 停止仍在等待的视频(不收费)。**重新生成** 用新种子再做一次;**改编** 修改提示词、"
-        "分辨率或时长;**续写** 接着已完成的视频继续生成(限支持的模型)。请求者、服务器管理员和机器人所有者"
-        "可以使用这些按钮。",
+        "分辨率或时长;**续写** 接着已完成的视频继续生成(限支持的模型);**变体** 在同一子区中用新种子再生成两个。"
+        "**详情** 私下显示全部设置、服务商实际使用的提示词和再次生成的命令。**删除** 撤下视频(已产生的费用不退)。"
+        "请求者、服务器管理员和机器人所有者可以使用这些按钮;详情所有人可看。",
         "help.commands_title": "你在这里可以使用的命令",
         "help.command_line": "`/{name}`:{description}",
         "help.menu_line": "应用 → **{name}**,用于带一到两张图片的消息:让它们动起来",
@@ -766,6 +797,32 @@ MESSAGES[ZH].update(
         "forget.done": "已删除:{jobs} 个请求和 {stories} 个故事;已移除 {files} 个文件。",
         "forget.pending": "{pending} 个仍在进行中:它们会先完成并交付,然后被删除。",
         "job.erased": "该请求的提示词和图片已被删除(超过保留期限,或应成员要求)。请重新使用 /kf2v。",
+        "opt.count": "一次生成几个变体(不同种子):1 到 4 个,每个按全价计费",
+        "input.count": "`count` 必须是 1 到 {limit} 之间的整数。",
+        "quota.batch_queue": "再加 {count} 个视频,你排队的视频将达到 {total} 个;上限为 {limit}。"
+        "请减少变体数量,或等待部分视频完成。",
+        "quota.batch_member_daily": "你今天还可以请求 {left} 个视频(上限 {limit}),不够 {count} 个。"
+        "将于 <t:{resets_ts}:R> 重置。",
+        "vary.accepted": "{count} 个变体已排队:{job_ids}(共预留 ¥{cost})。请在 {where} 查看进度。",
+        "button.vary": "变体",
+        "button.details": "详情",
+        "button.delete": "删除",
+        "details.title": "视频 #{job_id}:详情",
+        "details.prompt": "提示词",
+        "details.actual_prompt": "服务商实际使用的提示词",
+        "details.not_rewritten": "(原样使用:服务商未返回改写后的提示词)",
+        "details.negative": "反向提示词",
+        "details.resolution": "分辨率",
+        "details.length": "时长",
+        "details.seed_provider": "由服务商选择(未返回)",
+        "details.created": "请求时间",
+        "details.command": "要再次生成,请附上相同的首帧和尾帧并使用:",
+        "details.no_command": "此视频是视频 #{parent_id} 的续写:请在那个视频上使用“续写”再生成一个。",
+        "result.not_delivered": "视频 #{job_id} 尚未发布,没有可删除的内容。",
+        "result.already_deleted": "视频 #{job_id} 已被删除。",
+        "delete.done": "视频 #{job_id} 已删除。已产生的费用({cost})不会退回:服务商在生成时已计费。",
+        "delete.note": "视频 #{job_id} 已被 {user} 删除。",
+        "delete.thread_name": "#{job_id}(已删除)",
     }
 )
 

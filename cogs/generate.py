@@ -15,6 +15,7 @@ from bot.discord_ui.attachments import AttachmentReader
 from bot.discord_ui.checks import require_post_permissions
 from bot.discord_ui.conversation import open_conversation
 from bot.discord_ui.options import ModelChoices, describe, describe_model_options, lengths
+from bot.discord_ui.results import open_variations
 from bot.discord_ui.translator import _
 from bot.jobs.images import size_refusal
 from bot.jobs.models import JobRequest
@@ -72,6 +73,7 @@ class GenerateCog(commands.Cog):
         duration=_("opt.duration"),
         sound=_("opt.sound"),
         audio=_("opt.audio"),
+        count=_("opt.count"),
     )
     async def kf2v(
         self,
@@ -91,6 +93,8 @@ class GenerateCog(commands.Cog):
         duration: int | None = None,
         sound: bool | None = None,
         audio: discord.Attachment | None = None,
+        # Issue 19, appended after `audio`: variations with different seeds, reserved whole (checked in code).
+        count: int = 1,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # before any I/O: the 3 s rule
         request = JobRequest(
@@ -103,7 +107,7 @@ class GenerateCog(commands.Cog):
             duration=duration,
             sound=sound,
         )
-        draft = replace(self._draft(interaction, request), audio_attached=audio is not None)
+        draft = replace(self._draft(interaction, request), audio_attached=audio is not None, count=count)
         await self._submit(interaction, draft, first_frame, last_frame, audio)
 
     @app_commands.command(name="kf2v-effect", description=_("cmd.kf2v_effect"))
@@ -174,5 +178,8 @@ class GenerateCog(commands.Cog):
         last = await read_attachment(reader, last_frame, cap) if last_frame is not None else None
         audio_cap = jobs.audio_max_bytes(draft.request.model)
         sound = await read_audio(reader, audio, audio_cap) if audio is not None else None
-        job = await jobs.submit_checked(replace(draft, first_image=first, last_image=last, audio=sound))
-        await open_conversation(interaction, job, jobs)
+        submitted = await jobs.submit_all_checked(replace(draft, first_image=first, last_image=last, audio=sound))
+        if len(submitted) == 1:
+            await open_conversation(interaction, submitted[0], jobs)
+        else:
+            await open_variations(interaction, jobs, submitted)

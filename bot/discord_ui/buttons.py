@@ -15,19 +15,39 @@ from typing import Any
 
 import discord
 
+from bot.discord_ui.channels import thread_locale
 from bot.discord_ui.checks import Owners, is_manager, require_post_permissions
 from bot.discord_ui.conversation import open_conversation
 from bot.discord_ui.errors import reply_error
 from bot.discord_ui.extend import ExtendModal, post_in_parent_thread
 from bot.discord_ui.modals import RemixModal
 from bot.discord_ui.persistent import ButtonItem, id_button, in_allowed_guild
-from bot.discord_ui.render import CANCEL_ID, EXTEND_ID, NO_PINGS, REGENERATE_ID, REMIX_ID, channel_mention
+from bot.discord_ui.render import (
+    CANCEL_ID,
+    DELETE_ID,
+    DETAILS_ID,
+    EXTEND_ID,
+    NO_PINGS,
+    REGENERATE_ID,
+    REMIX_ID,
+    VARY_ID,
+    channel_mention,
+)
+from bot.discord_ui.results import (
+    details_message,
+    job_cost,
+    post_variations,
+    remove_result_messages,
+    variations_accepted,
+)
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
 from bot.jobs.models import Job, JobState
 from bot.jobs.service import Actor, JobService, RemixEdits
 
 log = logging.getLogger(__name__)
+
+VARY_COUNT = 2  # videos one press of Vary asks for (each a full-price job: 2 keeps a press affordable)
 
 
 class JobButtons:
@@ -170,6 +190,61 @@ class JobButtons:
         except Exception as exc:
             await reply_error(interaction, exc)
 
+    # --- a delivered result (issue 19) ----------------------------------------------------------------
+    async def vary(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """VARY_COUNT videos with the job's frames and prompt and new seeds, reserved whole, followed and
+        delivered in the result's thread."""
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            assert interaction.guild_id is not None and interaction.channel_id is not None  # guild messages only
+            require_post_permissions(interaction)
+            job = await self.jobs.get(job_id)
+            variations = await self.jobs.vary(
+                job_id,
+                await self.actor_for(interaction, job.guild_id),
+                VARY_COUNT,
+                str(interaction.locale),
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                post_channel_id=job.thread_id or job.channel_id,
+            )
+            await post_variations(interaction, self.jobs, variations, job.thread_id)
+            where = channel_mention(job.thread_id or job.channel_id)
+            text = variations_accepted(variations, str(interaction.locale), where)
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    async def details(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """Every parameter of the job, privately, with the command that asks for it again (any member of the
+        job's server: the prompt, model and seed are on its public status message already)."""
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            assert interaction.guild_id is not None
+            job = await self.jobs.result_for(job_id, interaction.guild_id)
+            spec = self.jobs.catalog.models.get(job.request.model)
+            content, embed = details_message(job, spec, str(interaction.locale))
+            await interaction.followup.send(content, embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    async def delete(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """Take the video down (the requester, the server's managers, the owners): its post and status message
+        go, who did it is recorded; what it cost stays spent, and the presser is told so."""
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            assert interaction.guild_id is not None
+            job = await self.jobs.get(job_id)
+            actor = await self.actor_for(interaction, job.guild_id)
+            deleted = await self.jobs.delete_result(job_id, actor, guild_id=interaction.guild_id)
+            thread_language = thread_locale(interaction.client, deleted.guild_id, deleted.locale)
+            await remove_result_messages(interaction.client, deleted, thread_language)
+            locale = str(interaction.locale)
+            text = t(locale, "delete.done", job_id=deleted.id, cost=job_cost(deleted, locale))
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
     def items(self) -> tuple[type[ButtonItem], ...]:
         """The DynamicItem classes the client registers; each press is handed to this object."""
         return (
@@ -177,4 +252,7 @@ class JobButtons:
             id_button(REGENERATE_ID.removesuffix(":{job_id}"), self.regenerate, self.allowed),
             id_button(REMIX_ID.removesuffix(":{job_id}"), self.remix, self.allowed),
             id_button(EXTEND_ID.removesuffix(":{job_id}"), self.extend, self.allowed),
+            id_button(VARY_ID.removesuffix(":{job_id}"), self.vary, self.allowed),
+            id_button(DETAILS_ID.removesuffix(":{job_id}"), self.details, self.allowed),
+            id_button(DELETE_ID.removesuffix(":{job_id}"), self.delete, self.allowed),
         )

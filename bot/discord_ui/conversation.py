@@ -23,6 +23,20 @@ async def open_conversation(interaction: discord.Interaction[Any], job: Job, job
     """Post the status message (with frames as thumbnails), start a thread, confirm privately."""
     locale = str(interaction.locale)
     progress = jobs.progress(job)
+    job, where = await start_conversation(interaction, job, jobs)
+    text = t(locale, "submit.accepted", job_id=job.id, where=where)
+    if progress.position is not None:
+        text += " " + t(locale, "status.position", position=progress.position)
+    if progress.paused is not None:
+        text += "\n" + paused_text(progress.paused, locale)
+    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
+
+async def start_conversation(interaction: discord.Interaction[Any], job: Job, jobs: JobService) -> tuple[Job, str]:
+    """Post the status message (with frames as thumbnails) and start a thread: (the job attached to them, a
+    mention of where to follow it)."""
+    locale = str(interaction.locale)
+    progress = jobs.progress(job)
     embed = status_embed(job, progress, locale)
     files = []
     first = jobs.frame_path(job.first_frame)
@@ -53,9 +67,4 @@ async def open_conversation(interaction: discord.Interaction[Any], job: Job, job
             thread_id = channel.id  # already in a thread: the conversation stays here
         job = await jobs.attach_conversation(job.id, status_message_id=status.id, thread_id=thread_id)
     where = channel_mention(thread_id) if thread_id else (status.jump_url if status is not None else "")
-    text = t(locale, "submit.accepted", job_id=job.id, where=where)
-    if progress.position is not None:
-        text += " " + t(locale, "status.position", position=progress.position)
-    if progress.paused is not None:
-        text += "\n" + paused_text(progress.paused, locale)
-    await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+    return job, where

@@ -170,6 +170,9 @@ CANCEL_ID = "kf2v:cancel:{job_id}"
 REGENERATE_ID = "kf2v:regen:{job_id}"
 REMIX_ID = "kf2v:remix:{job_id}"
 EXTEND_ID = "kf2v:extend:{job_id}"
+VARY_ID = "kf2v:vary:{job_id}"
+DETAILS_ID = "kf2v:details:{job_id}"
+DELETE_ID = "kf2v:delete:{job_id}"
 
 
 def job_buttons(job: Job, locale: str | None, *, extendable: bool = False) -> discord.ui.View:
@@ -207,4 +210,13 @@ def job_buttons(job: Job, locale: str | None, *, extendable: bool = False) -> di
                 custom_id=EXTEND_ID.format(job_id=job.id),
             )
         )
+    if job.state is JobState.DELIVERED and job.deleted_at is None:  # issue 19: on every delivered result
+        for label, style, custom_id in (
+            ("button.vary", discord.ButtonStyle.secondary, VARY_ID),
+            ("button.details", discord.ButtonStyle.secondary, DETAILS_ID),
+            ("button.delete", discord.ButtonStyle.danger, DELETE_ID),
+        ):
+            view.add_item(
+                discord.ui.Button(label=t(locale, label), style=style, custom_id=custom_id.format(job_id=job.id))
+            )
     return view

@@ -149,6 +149,8 @@ class Job:
     segment_index: int | None = None
     # When its prompts, media and requester were erased (KF2V_RETENTION_DAYS or /kf2v-forget-me); None: kept.
     anonymised_at: datetime | None = None
+    deleted_by: int | None = None  # who took the delivered video down (Delete, issue 19), and when
+    deleted_at: datetime | None = None
 
     @property
     def is_final(self) -> bool:

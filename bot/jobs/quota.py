@@ -9,12 +9,14 @@ transaction, so simultaneous requests can never over-commit a budget.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.catalog import VIDEO_SECONDS, Catalog, format_cny
 from bot.errors import QueueFull, QuotaExceeded
+from bot.jobs.db import Transaction
 from bot.jobs.models import GuildPolicy, GuildUsage, Job, NewJob
 from bot.jobs.store import ChannelEdit, JobStore, utcnow
 
@@ -210,6 +212,42 @@ class BudgetService:
         return await self._store.create_job(
             new_job, cost=cost, period_day=periods.day, period_month=periods.month, admit=decide, now=now
         )
+
+    async def admit_batch(self, new_jobs: Sequence[NewJob], now: datetime | None = None) -> list[Job]:
+        """Variations (issue 19): several jobs of one member and request, reserved whole in one transaction or
+        refused whole. The batch's total cost is held against the budgets, and every job of it against the
+        member's daily videos and queue."""
+        first = new_jobs[0]
+        count = len(new_jobs)
+        cost = self.estimate(first.request.model, first.request.resolution, first.request.duration)
+        periods = self.periods(now)
+
+        def decide(usage: GuildUsage, policy: GuildPolicy) -> None:
+            self.refuse_if_over(usage, policy, cost * count, periods)
+            limits = self.effective(policy)
+            if usage.member_active_jobs + count > limits.user_queue_limit:
+                raise QueueFull(
+                    "quota.batch_queue",
+                    count=count,
+                    total=usage.member_active_jobs + count,
+                    limit=limits.user_queue_limit,
+                )
+            if usage.member_videos_today + count > limits.member_daily_videos:
+                raise QuotaExceeded(
+                    "quota.batch_member_daily",
+                    count=count,
+                    left=max(0, limits.member_daily_videos - usage.member_videos_today),
+                    limit=limits.member_daily_videos,
+                    resets_ts=int(periods.day_resets_at.timestamp()),
+                )
+
+        async def batch(_: Transaction) -> Sequence[NewJob]:
+            return new_jobs
+
+        return await self._store.create_jobs(
+            first.guild_id, first.user_id, cost=cost, period_day=periods.day, period_month=periods.month,
+            admit=decide, prepare=batch, now=now,
+        )  # fmt: skip
 
     # --- reports and settings ------------------------------------------------------------------------
     async def report(self, guild_id: int, user_id: int = 0, now: datetime | None = None) -> BudgetReport:

@@ -45,6 +45,16 @@ log = logging.getLogger(__name__)
 MAX_PROMPT = 800
 MAX_NEGATIVE_PROMPT = 500
 MAX_SEED = 2_147_483_647
+MAX_VARIATIONS = 4  # /kf2v count and the Vary button: at most this many videos at once
+
+
+def variation_seeds(seed: int | None, count: int) -> list[int | None]:
+    """One seed per variation: the asked seed and the ones after it (wrapping), or random ones; a single
+    video keeps the seed as asked (None: the provider picks)."""
+    if count == 1:
+        return [seed]
+    start = random.randint(0, MAX_SEED) if seed is None else seed  # noqa: S311 - a seed, not a secret
+    return [(start + k) % (MAX_SEED + 1) for k in range(count)]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +72,7 @@ class Draft:
     # `audio` holds the bytes after it; both are checked against the model's catalog entry before reserving.
     audio_attached: bool = False
     audio: bytes | None = None
+    count: int = 1  # variations (issue 19): that many jobs with different seeds, reserved whole
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -295,6 +306,8 @@ class JobService:
 
     async def precheck(self, draft: Draft) -> None:
         """Everything that needs no image bytes: run before downloading attachments."""
+        if not 1 <= draft.count <= MAX_VARIATIONS:
+            raise InvalidInput("input.count", limit=MAX_VARIATIONS)
         self.rate_limiter.hit(draft.user_id)
         await self._request_checks(
             draft.guild_id, draft.channel_id, draft.user_id, draft.request, with_audio=draft.audio_attached
@@ -347,6 +360,12 @@ class JobService:
 
     async def submit_checked(self, draft: Draft) -> Job:
         """Check the images (and audio), store them, reserve the budget and queue the job (after `precheck`)."""
+        return (await self.submit_all_checked(replace(draft, count=1)))[0]
+
+    async def submit_all_checked(self, draft: Draft) -> list[Job]:
+        """`submit_checked` for `draft.count` variations (different seeds): all reserved, or all refused."""
+        if not 1 <= draft.count <= MAX_VARIATIONS:
+            raise InvalidInput("input.count", limit=MAX_VARIATIONS)
         request = self.check_text(draft.request, with_audio=draft.audio is not None)
         frames = [draft.first_image, draft.last_image] if draft.last_image else [draft.first_image]
         stored = await self.image_workers.check_and_store(frames, self.image_limits, self.media.put_frame)
@@ -354,7 +373,7 @@ class JobService:
         if draft.audio is not None:
             request, audio_written = await self._store_audio(request, draft.audio)
         try:
-            return await self._admit(draft, request, stored)
+            return await self._admit_all(draft, request, stored)
         except BaseException:
             if audio_written and request.audio is not None:
                 self.media.remove_frame(request.audio)  # a refused request leaves nothing behind
@@ -370,32 +389,40 @@ class JobService:
         ref, written = await asyncio.to_thread(self.media.put_frame, data, info.content_type)
         return replace(request, audio=ref), written
 
-    async def _admit(self, draft: Draft, request: JobRequest, stored: list[tuple[str, bool]]) -> Job:
-        """Reserve and queue a job whose frames are checked and `stored` ([(reference, newly written)])."""
+    async def _admit_all(self, draft: Draft, request: JobRequest, stored: list[tuple[str, bool]]) -> list[Job]:
+        """Reserve and queue `draft.count` jobs (one per variation seed) whose frames are checked and `stored`:
+        all of them or, refused, none."""
         written = [ref for ref, new in stored if new]
         first_ref, last_ref = stored[0][0], (stored[1][0] if len(stored) > 1 else None)
-        new_job = NewJob(
-            guild_id=draft.guild_id,
-            channel_id=draft.channel_id,
-            user_id=draft.user_id,
-            locale=draft.locale,
-            request=request,
-            first_frame=first_ref,
-            last_frame=last_ref,
-        )
+        new_jobs = [
+            NewJob(
+                guild_id=draft.guild_id,
+                channel_id=draft.channel_id,
+                user_id=draft.user_id,
+                locale=draft.locale,
+                request=replace(request, seed=seed),
+                first_frame=first_ref,
+                last_frame=last_ref,
+            )
+            for seed in variation_seeds(request.seed, draft.count)
+        ]
         try:
-            job = await self.budget.admit(new_job)
+            if len(new_jobs) == 1:
+                jobs = [await self.budget.admit(new_jobs[0])]
+            else:
+                jobs = await self.budget.admit_batch(new_jobs)
         except BaseException:
             for ref in written:  # a refused request leaves nothing behind
                 self.media.remove_frame(ref)
             raise
-        log.info(
-            "job %s accepted: guild %s user %s %s %s",
-            job.id, job.guild_id, job.user_id, request.model, request.resolution,
-            extra={"job_id": job.id, "guild_id": job.guild_id, "user_id": job.user_id},
-        )  # fmt: skip
-        self.worker.enqueue(job)
-        return job
+        for job in jobs:
+            log.info(
+                "job %s accepted: guild %s user %s %s %s",
+                job.id, job.guild_id, job.user_id, request.model, request.resolution,
+                extra={"job_id": job.id, "guild_id": job.guild_id, "user_id": job.user_id},
+            )  # fmt: skip
+            self.worker.enqueue(job)
+        return jobs
 
     async def regenerate(self, job_id: int, actor: Actor, locale: str, *, guild_id: int, channel_id: int) -> Job:
         """Same frames and prompt, a new seed, through every check a new /kf2v meets (rate limit, channel,
@@ -537,6 +564,77 @@ class JobService:
         )
         self.worker.enqueue(job)
         return job
+
+    # --- a delivered result: Vary, Details, Delete (issue 19) -----------------------------------------
+    async def vary(
+        self,
+        job_id: int,
+        actor: Actor,
+        count: int,
+        locale: str,
+        *,
+        guild_id: int,
+        channel_id: int,
+        post_channel_id: int | None = None,
+    ) -> list[Job]:
+        """`count` new jobs with the job's frames and request and new seeds, each a normal job in the fair
+        queue, reserved whole (or refused whole) after every check a new /kf2v meets. `channel_id` is where the
+        button was pressed (the channel rules apply there); `post_channel_id` where they are followed (the
+        job's thread), default the same."""
+        if not 1 <= count <= MAX_VARIATIONS:
+            raise InvalidInput("input.count", limit=MAX_VARIATIONS)
+        self.rate_limiter.hit(actor.user_id)
+        job = await self._job_for(job_id, actor)
+        if job.guild_id != guild_id:  # a button can only spend the budget of the guild it was pressed in
+            raise NotAllowed("job.not_yours")
+        await self._request_checks(job.guild_id, channel_id, actor.user_id, job.request)
+        stored = [job.first_frame, job.last_frame, job.request.audio, job.request.first_clip]
+        if any(ref is not None and not self.media.frame_path(ref).exists() for ref in stored):
+            raise InvalidInput("input.frames_gone")
+        fresh = variation_seeds(None, count) if count > 1 else [random.randint(0, MAX_SEED)]  # noqa: S311
+        new_jobs = [
+            NewJob(
+                guild_id=job.guild_id,
+                channel_id=post_channel_id or channel_id,
+                user_id=actor.user_id,
+                locale=locale,
+                request=replace(job.request, seed=seed),
+                first_frame=job.first_frame,
+                last_frame=job.last_frame,
+                parent_job_id=job.id,
+            )
+            for seed in fresh
+        ]
+        jobs = await self.budget.admit_batch(new_jobs)
+        for new_job in jobs:
+            self.worker.enqueue(new_job)
+        log.info("jobs %s vary job %s", [j.id for j in jobs], job.id, extra={"job_id": job.id, "guild_id": guild_id})
+        return jobs
+
+    async def result_for(self, job_id: int, guild_id: int) -> Job:
+        """A job as Details shows it to any member of its server; another server's job is refused (a crafted
+        button id cannot read it)."""
+        job = await self.get(job_id)
+        if job.guild_id != guild_id:
+            raise NotAllowed("job.not_yours")
+        return job
+
+    async def delete_result(self, job_id: int, actor: Actor, *, guild_id: int) -> Job:
+        """Take a delivered video down (the requester, the guild's managers, the owners): record who did, and
+        remove the kept video file. What it cost stays spent (the provider billed it; the ledger keeps it).
+        The caller removes the posted messages."""
+        job = await self._job_for(job_id, actor)
+        if job.guild_id != guild_id:
+            raise NotAllowed("job.not_yours")
+        if job.state is not JobState.DELIVERED:
+            raise InvalidInput("result.not_delivered", job_id=job.id)
+        deleted = await self.store.mark_result_deleted(job.id, actor.user_id)
+        if deleted is None:
+            raise InvalidInput("result.already_deleted", job_id=job.id)
+        if deleted.video_path:
+            await asyncio.to_thread(Path(deleted.video_path).unlink, missing_ok=True)
+        log.info("job %s: result deleted", job.id, extra={"job_id": job.id, "guild_id": guild_id})
+        return deleted
 
     # --- existing jobs -------------------------------------------------------------------------------
     async def get(self, job_id: int) -> Job:

@@ -119,6 +119,7 @@ _JOB_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "finished_at": _dt,
     "delivered_at": _dt,
     "anonymised_at": _dt,
+    "deleted_at": _dt,
     "created_at": _required_dt,
     "updated_at": _required_dt,
 }
@@ -505,6 +506,17 @@ class JobStore:
     async def requeue_front(self, job_id: int, *, expect: JobState, detail: str, **fields: Any) -> Job:
         """SUBMITTING -> QUEUED keeping the job's original place (its queue_seq is unchanged)."""
         return await self.transition(job_id, JobState.QUEUED, expect=expect, detail=detail, **fields)
+
+    async def mark_result_deleted(self, job_id: int, user_id: int, now: datetime | None = None) -> Job | None:
+        """Record that `user_id` took the job's delivered video down; None when it was already taken down (the
+        first press wins). The row, its cost and its ledger entries stay as they are."""
+        async with self._db.transaction() as db:
+            changed = await db.execute(
+                "UPDATE jobs SET deleted_by = ?, deleted_at = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
+                (user_id, _iso(now or utcnow()), _iso(utcnow()), job_id),
+            )
+            job = await self._get(db, job_id) if changed else None
+        return job
 
     async def jobs_in_states(self, states: Iterable[JobState]) -> list[Job]:
         """Every job in any of `states`, in queue order."""

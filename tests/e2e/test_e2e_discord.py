@@ -325,6 +325,7 @@ async def test_a_model_added_by_the_catalog_file_is_suggested_and_its_pairs_are_
         assert [o["name"] for o in synced["kf2v"]["options"]] == [
             "first_frame", "last_frame", "prompt", "negative_prompt", "model", "resolution", "prompt_extend", "seed",
             "duration", "sound", "audio",  # issue 12: appended after the contract's first eight
+            "count",  # issue 19: appended after audio
         ]  # fmt: skip
         assert options["model"]["autocomplete"] is True
         record = await world.discord.run_autocomplete(world.guild, world.channel, ALICE, "kf2v", "model", "house")

@@ -1,0 +1,158 @@
+"""End to end (issue 19): Details, Delete and Vary on a delivered result, and /kf2v `count`, with the real bot
+(discord.py) against the Discord and DashScope emulators and a real SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.errors import InvalidInput, NotAllowed
+from bot.jobs.models import ChargeState, Job, JobState
+from bot.jobs.service import Actor
+from tests.support.waiting import wait_until
+from tests.support.world import ALICE, BOB, MANAGER, World, delivered
+
+
+async def delivered_job(world: World, **options: Any) -> Job:
+    """A /kf2v by Alice, delivered, with the result buttons on its status message."""
+    await world.reply(await world.kf2v(**options))
+    job = await world.latest_job()
+    await delivered(world, job.id)
+    job = await world.job(job.id)
+
+    def has_buttons() -> bool:
+        status = world.discord.message(job.status_message_id or 0)
+        return status is not None and f"kf2v:delete:{job.id}" in status.custom_ids()
+
+    await wait_until(has_buttons, within=10)
+    return job
+
+
+async def press(world: World, job: Job, action: str, user: int, locale: str = "en-US") -> Any:
+    record = await world.discord.press_button(
+        job.status_message_id or 0, f"kf2v:{action}:{job.id}", user, locale=locale
+    )
+    await world.reply(record)
+    return record
+
+
+def reply_message(record: Any) -> Any:
+    [message] = [m for m in record.messages if m.ephemeral and not m.loading]
+    return message
+
+
+async def test_details_show_every_parameter_and_a_command_to_make_it_again(world: World) -> None:
+    job = await delivered_job(world, seed=42, negative_prompt="blur, text", resolution="480P")
+    assert job.actual_prompt  # the emulator rewrites prompts (prompt_extend on)
+    status = world.discord.message(job.status_message_id or 0)
+    assert status is not None
+    assert {f"kf2v:{a}:{job.id}" for a in ("regen", "remix", "vary", "details", "delete")} <= set(status.custom_ids())
+    # Any member of the server may look (Bob did not ask for it); the answer is private.
+    record = await press(world, job, "details", BOB)
+    message = reply_message(record)
+    assert message.ephemeral
+    assert "```\n/kf2v prompt:a red square turns blue negative_prompt:blur, text model:wan2.2-kf2v-flash " in (
+        message.content
+    )
+    assert "resolution:480P seed:42\n```" in message.content  # no length or sound: the model has no choice
+    [embed] = message.embeds
+    assert job.actual_prompt in embed["description"] and "a red square turns blue" in embed["description"]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Seed"] == "42" and fields["Resolution"] == "480P" and fields["Model"] == "wan2.2-kf2v-flash"
+    assert fields["Negative prompt"] == "blur, text" and fields["Length"] == "5 s, silent"
+    assert job.charge_state is ChargeState.SETTLED and fields["Cost"] == "¥0.50"
+    assert fields["Requested by"] == f"<@{ALICE}>"
+    chinese = reply_message(await press(world, job, "details", BOB, locale="zh-CN"))
+    assert "要再次生成" in chinese.content and chinese.embeds[0]["title"] == f"视频 #{job.id}:详情"
+    # Another server's job is never shown, whatever id a client sends.
+    with pytest.raises(NotAllowed):
+        await world.svc.jobs.result_for(job.id, world.guild + 1)
+    # Persistent: after a restart the same button still answers.
+    await world.stop_bot()
+    await world.start_bot()
+    again = reply_message(await press(world, job, "details", ALICE))
+    assert "seed:42" in again.content
+
+
+async def test_delete_removes_the_posts_records_who_and_keeps_what_was_spent(world: World) -> None:
+    job = await delivered_job(world)
+    [(video_message, _)] = world.videos()
+    assert video_message.channel_id == job.thread_id and job.video_path and Path(job.video_path).exists()
+    ledger_before = await world.svc.store.ledger(world.guild)
+    report_before = await world.svc.jobs.budget_report(world.guild, ALICE)
+    refused = await press(world, job, "delete", BOB)  # neither the requester nor a manager
+    assert reply_message(refused).content == "That job belongs to someone else."
+    assert not video_message.deleted and (await world.job(job.id)).deleted_by is None
+
+    record = await press(world, job, "delete", ALICE)
+    text = reply_message(record).content
+    assert f"Video #{job.id} was deleted" in text and "(¥1.00) stays spent" in text
+    status = world.discord.message(job.status_message_id or 0)
+    assert video_message.deleted and status is not None and status.deleted
+    job = await world.job(job.id)
+    assert job.deleted_by == ALICE and job.deleted_at is not None and job.state is JobState.DELIVERED
+    assert job.video_path and not Path(job.video_path).exists()  # the kept file goes too
+    assert await world.svc.store.ledger(world.guild) == ledger_before  # money already spent stays spent
+    report = await world.svc.jobs.budget_report(world.guild, ALICE)
+    assert report.usage.spent_day == report_before.usage.spent_day == job.cost_settled
+    thread = world.discord.channel(job.thread_id or 0)
+    assert thread.name == f"#{job.id} (deleted)"  # the prompt no longer names the thread
+    assert any(f"Video #{job.id} was deleted by <@{ALICE}>" in m.content for m in world.discord.messages(thread.id))
+    with pytest.raises(InvalidInput) as again:  # the first press wins; a second changes nothing
+        await world.svc.jobs.delete_result(job.id, Actor(ALICE), guild_id=world.guild)
+    assert again.value.key == "result.already_deleted" and (await world.job(job.id)).deleted_by == ALICE
+
+
+async def test_a_manager_may_delete_a_members_video(world: World) -> None:
+    job = await delivered_job(world)
+    text = reply_message(await press(world, job, "delete", MANAGER)).content
+    assert "was deleted" in text
+    assert (await world.job(job.id)).deleted_by == MANAGER
+    assert all(message.deleted for message, _ in world.videos())
+
+
+async def test_count_makes_variations_reserved_whole_and_delivered_in_one_thread(world: World) -> None:
+    record = await world.kf2v(count=3, seed=7)
+    text = await world.reply(record)
+    jobs = await world.svc.store.all_jobs()
+    assert len(jobs) == 3 and text.startswith("3 variations are queued")
+    assert [j.request.seed for j in jobs] == [7, 8, 9]
+    assert len({(j.first_frame, j.last_frame, j.request.prompt) for j in jobs}) == 1
+    assert sum(j.cost_reserved for j in jobs) == 3 * jobs[0].cost_reserved
+    for job in jobs:
+        await delivered(world, job.id)
+    jobs = [await world.job(j.id) for j in jobs]
+    thread_id = jobs[0].thread_id
+    assert thread_id is not None and all(j.thread_id == thread_id for j in jobs)
+    videos = world.videos()
+    assert len(videos) == 3 and {m.channel_id for m, _ in videos} == {thread_id}
+
+
+async def test_count_the_budget_cannot_cover_is_refused_whole(world: World) -> None:
+    await world.svc.budget.set_budgets(world.guild, daily=2500, monthly=None)  # two 720P flash videos, not three
+    record = await world.kf2v(count=3)
+    text = await world.reply(record)
+    assert "¥2.50" in text and "¥3.00" in text, text
+    assert await world.svc.store.all_jobs() == [] and await world.svc.store.ledger(world.guild) == []
+    assert world.dashscope.stats()["submissions_accepted"] == 0
+    bad = await world.kf2v(count=5)
+    assert "from 1 to 4" in await world.reply(bad)
+
+
+async def test_vary_makes_new_seeds_in_the_results_thread(world: World) -> None:
+    job = await delivered_job(world, seed=11)
+    text = reply_message(await press(world, job, "vary", ALICE)).content
+    assert text.startswith("2 variations are queued") and f"<#{job.thread_id}>" in text
+    variations = [j for j in await world.svc.store.all_jobs() if j.parent_job_id == job.id]
+    assert len(variations) == 2
+    assert len({j.request.seed for j in variations}) == 2 and all(j.request.seed is not None for j in variations)
+    assert all(j.request.prompt == job.request.prompt and j.first_frame == job.first_frame for j in variations)
+    for variation in variations:
+        await delivered(world, variation.id)
+        variation = await world.job(variation.id)
+        assert variation.thread_id == job.thread_id
+        status = world.discord.message(variation.status_message_id or 0)
+        assert status is not None and status.channel_id == job.thread_id
+    assert {m.channel_id for m, _ in world.videos()} == {job.thread_id}
