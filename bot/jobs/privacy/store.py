@@ -111,6 +111,8 @@ class PrivacyStore:
             await self._mark(tx, "stories", sorted(open_stories))
             erasure.pending = len(flying) + len(open_stories)
             await tx.execute("UPDATE content_rules SET added_by = ? WHERE added_by = ?", (ANONYMOUS_USER, user_id))
+            # Who deleted a result (issue 19's Delete) may be someone else than who asked for it.
+            await tx.execute("UPDATE jobs SET deleted_by = ? WHERE deleted_by = ?", (ANONYMOUS_USER, user_id))
             return erasure
 
         return await self._db.run_in_transaction(work)
@@ -213,7 +215,8 @@ class PrivacyStore:
             await tx.execute(
                 f"""UPDATE jobs SET user_id = ?, prompt = '', negative_prompt = NULL, actual_prompt = NULL,
                         error_detail = NULL, first_frame = '', last_frame = NULL, audio = NULL, first_clip = NULL,
-                        video_path = NULL, erase_requested = 0, anonymised_at = ?
+                        video_path = NULL, erase_requested = 0, anonymised_at = ?,
+                        deleted_by = CASE WHEN deleted_by IS NULL THEN NULL ELSE {int(ANONYMOUS_USER)} END
                     WHERE id IN ({_marks(part)})""",  # noqa: S608
                 (ANONYMOUS_USER, _iso(now), *part),
             )

@@ -165,3 +165,16 @@ async def test_retention_anonymises_only_jobs_finished_before_the_cut_off(databa
     assert waiting is not None and waiting.request.prompt == BOB_PROMPT
     assert await bench.store.spend_by_guild() == spend_before
     assert (await bench.privacy.sweep()).jobs == 0  # each row once
+
+
+async def test_who_deleted_a_result_is_forgotten_too(database: Database, tmp_path: Path) -> None:
+    """Issue 19's Delete records who took a video down; that may be another member (a manager) than the requester."""
+    bench = Bench(database, tmp_path)
+    bobs = await bench.deliver(await bench.admit(BOB, BOB_PROMPT, (90, 90, 90)))
+    marked = await bench.store.mark_result_deleted(bobs.id, ALICE)  # Alice, a manager, took Bob's video down
+    assert marked is not None and marked.deleted_by == ALICE
+    assert await rows_naming(database, ALICE, [])  # the scan finds her (it can fail)
+    await bench.privacy.forget(ALICE)
+    assert await rows_naming(database, ALICE, []) == []
+    bob = await bench.store.get(bobs.id)
+    assert bob is not None and bob.deleted_by == ANONYMOUS_USER and bob.deleted_at is not None and bob.user_id == BOB
