@@ -19,7 +19,7 @@ from typing import Protocol
 
 import aiohttp
 
-from bot.background import BackgroundTasks
+from bot.background import BackgroundTasks, TaskHealth
 from bot.catalog import Catalog
 from bot.dashscope.client import DashScopeClient
 from bot.discord_ui.attachments import AttachmentReader
@@ -27,7 +27,7 @@ from bot.discord_ui.buttons import JobButtons
 from bot.discord_ui.checks import Owners
 from bot.discord_ui.client import StartupRefused, VideoBot, point_discord_at, serve_until
 from bot.discord_ui.notifier import DiscordNotifier
-from bot.health import HealthServer, Metrics
+from bot.health import HealthCheck, HealthServer, Metrics
 from bot.jobs.images import ImageLimits
 from bot.jobs.media import MediaStore
 from bot.jobs.ports import Notifier
@@ -68,6 +68,9 @@ HOUSEKEEPING_INTERVAL_S = 3600.0
 # `run` exits with this (EX_TEMPFAIL) after losing the dispatcher lease: its supervisor (systemd
 # Restart=on-failure, Compose restart: unless-stopped) starts it again, as a standby.
 EXIT_LEASE_LOST = 75
+# /healthz fails once no process has held the dispatcher lease for this long past its expiry (TTL + this
+# since its last renewal): a takeover normally happens within one retry after the expiry.
+LEASE_GRACE_S = 10.0
 STORY_COG = "cogs.story"  # imported only when PyAV is installed
 
 
@@ -103,10 +106,16 @@ class Services:
             await self._start_shared()
         else:
             await self.worker.start()
-        self.background.spawn(self._housekeeping(), "housekeeping")
-        self.background.spawn(self.privacy.run(), "privacy-sweep")
+        self.background.supervise("housekeeping", self._housekeeping)
+        self.background.supervise("privacy-sweep", self.privacy.run)
+        if self.metrics is not None:
+            self.metrics.attach(tasks=self.supervised_tasks)
         if self.settings.http_port:
             await self._start_health()
+
+    def supervised_tasks(self) -> list[TaskHealth]:
+        """Every supervised long-lived task of this process: the worker's and the services' own."""
+        return [*self.worker.tasks.supervised.values(), *self.background.supervised.values()]
 
     @property
     def standby(self) -> bool:
@@ -114,12 +123,12 @@ class Services:
         return self.lease is not None and not self.worker.alive and not self.lease_lost.is_set()
 
     async def _start_shared(self) -> None:
-        self.follower = JobFollower(self.worker)
+        self.follower = JobFollower(self.worker, self.background)
         await self.follower.start()
         # "none" is the scheduler's account when no key is configured: still one dispatcher, not one per process.
         lease = self.lease = DispatchLease(self.store.database, sorted(self.worker.clients) or ["none"], process_name())
         self.store.fence_for = lease.fence_for
-        self.background.spawn(lease.hold(self._start_dispatching, self._lease_taken_over), "dispatch-lease")
+        self.background.supervise("dispatch-lease", lambda: lease.hold(self._start_dispatching, self._lease_taken_over))
         self.background.spawn(self._leave_when_fenced(), "lease-loss")
 
     async def _start_dispatching(self) -> None:
@@ -127,6 +136,8 @@ class Services:
         SUCCEEDED ones, and dispatch the queue."""
         # The standby's mirror of the queue may hold jobs that are in flight by now; recovery rebuilds it from
         # the rows (a mirrored job that is in flight would otherwise free that job's slot when picked).
+        if self.worker.alive:
+            return  # started already (the lease's keeper was restarted): the worker's queue is the dispatcher's
         queue = self.worker.scheduler.queue
         for job_id in list(queue.positions()):
             queue.remove(job_id)
@@ -150,23 +161,55 @@ class Services:
         assert self.metrics is not None
         metrics = self.metrics
 
-        async def database_ok() -> bool:
-            return await self.store.ping()
+        def tasks_shown() -> dict[str, object]:
+            return {"tasks": {t.name: {"state": t.state, "restarts": t.restarts} for t in self.supervised_tasks()}}
+
+        self.health = HealthServer(
+            metrics, self.health_checks(), host=self.settings.http_host, port=self.settings.http_port, info=tasks_shown
+        )
+        url = await self.health.start()
+        log.info("health and metrics on %s", url)
+
+    def health_checks(self) -> dict[str, HealthCheck]:
+        """What `/healthz` checks: the database answers (and takes writes), the gateway is connected, the
+        worker dispatches where it should, every supervised task runs, and (PostgreSQL) some process has held
+        the dispatcher lease within its TTL + `LEASE_GRACE_S`."""
+
+        async def database_ok() -> tuple[bool, str]:
+            return await self.store.ping(), "answers"
 
         def gateway_ok() -> bool:
             return self.gateway is None or (self.gateway.is_ready() and not self.gateway.is_closed())
 
-        def worker_ok() -> bool:
-            return self.worker.alive or self.standby
+        def worker_ok() -> tuple[bool, str]:
+            if self.lease_lost.is_set():
+                return False, "dispatcher lease lost: exiting for a restart"
+            if self.lease is not None and not self.worker.alive:
+                keeper = self.background.supervised.get("dispatch-lease")
+                ok = keeper is not None and keeper.state == "running"
+                return ok, "standby" if ok else "standby, but the lease keeper is not running"
+            if self.worker.dispatching:
+                return True, "dispatching"
+            return False, "the dispatcher is not running" if not self.worker.alive else "the dispatcher is restarting"
 
-        self.health = HealthServer(
-            metrics,
-            {"database": database_ok, "gateway": gateway_ok, "worker": worker_ok},
-            host=self.settings.http_host,
-            port=self.settings.http_port,
-        )
-        url = await self.health.start()
-        log.info("health and metrics on %s", url)
+        def tasks_ok() -> tuple[bool, str]:
+            down = sorted(t.name for t in self.supervised_tasks() if t.state == "restarting")
+            return not down, f"restarting: {', '.join(down)}" if down else "all running"
+
+        checks: dict[str, HealthCheck] = {
+            "database": database_ok, "gateway": gateway_ok, "worker": worker_ok, "tasks": tasks_ok,
+        }  # fmt: skip
+        if self.lease is not None:
+            lease = self.lease
+
+            async def lease_ok() -> tuple[bool, str]:
+                unheld = await lease.unheld_for()
+                if unheld == 0:
+                    return True, "held"
+                return unheld <= LEASE_GRACE_S, f"no process has held it for {unheld:.0f} s past its expiry"
+
+            checks["dispatcher_lease"] = lease_ok
+        return checks
 
     async def _housekeeping(self) -> None:
         """Remove stored videos and frames past the retention period."""

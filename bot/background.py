@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@dataclass
+class TaskHealth:
+    """What `/healthz` and `/metrics` show of one supervised long-lived task."""
+
+    name: str
+    state: Literal["running", "restarting", "stopped"] = "running"
+    restarts: int = 0
+    last_error: str | None = None
 
 
 class BackgroundTasks:
@@ -23,6 +35,50 @@ class BackgroundTasks:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._log = logger or log
+        self.supervised: dict[str, TaskHealth] = {}
+
+    def supervise(
+        self,
+        name: str,
+        factory: Callable[[], Coroutine[Any, Any, None]],
+        *,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 5.0,
+    ) -> asyncio.Task[None]:
+        """Run the long-lived `factory()` until it returns or is cancelled, restarting it with back-off (doubling
+        up to `max_backoff_s`) each time it raises. Its state and restarts are in `supervised[name]`."""
+        health = self.supervised[name] = TaskHealth(name)
+        return self.spawn(self._keep_running(health, factory, backoff_s, max_backoff_s), name)
+
+    async def _keep_running(
+        self,
+        health: TaskHealth,
+        factory: Callable[[], Coroutine[Any, Any, None]],
+        backoff_s: float,
+        max_backoff_s: float,
+    ) -> None:
+        delay = backoff_s
+        try:
+            while True:
+                health.state = "running"
+                started = time.monotonic()
+                try:
+                    await factory()
+                    return
+                except Exception as exc:
+                    if time.monotonic() - started > 4 * max_backoff_s:
+                        delay = backoff_s  # it ran well for a while: this is a new fault, not the same one
+                    health.state = "restarting"
+                    health.restarts += 1
+                    health.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                    self._log.exception(
+                        "background task %r crashed; restarting in %.1f s", health.name, delay,
+                        extra={"bg_task": health.name},
+                    )  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(max_backoff_s, delay * 2)
+        finally:
+            health.state = "stopped"
 
     def spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
         """Start `coro` as a task named `name` (must be called from the running event loop)."""

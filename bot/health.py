@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 # The 0.0.4 text format: what generate_latest writes and what every Prometheus version reads.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-HealthCheck = bool | Callable[[], bool | Awaitable[bool]]
+# A check answers ok or not, optionally with a few words saying why (shown in the body under "details").
+CheckResult = bool | tuple[bool, str]
+HealthCheck = bool | Callable[[], CheckResult | Awaitable[CheckResult]]
 
 # Seconds. Waits run from a few seconds (idle account) to hours (a busy shared account); a task at the
 # provider takes minutes (the documented example: 2.5 min queued + 6 min running).
@@ -82,6 +84,17 @@ class WorkerStats(Protocol):
 
     @property
     def errors_by_code(self) -> Mapping[str, int]: ...
+
+
+class TaskStats(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def restarts(self) -> int: ...
 
 
 class _Collector:
@@ -143,6 +156,24 @@ class _Collector:
                 errors.add_metric([code], n)
         yield errors
 
+        tasks = list(o.tasks()) if o.tasks is not None else []
+        up = GaugeMetricFamily(
+            "kf2v_task_up", "1 while a supervised long-lived task runs (0: restarting after a fault).", labels=["task"]
+        )
+        restarts = CounterMetricFamily(
+            "kf2v_task_restarts", "Restarts of a supervised long-lived task after it failed.", labels=["task"]
+        )
+        for task in sorted(tasks, key=lambda t: t.name):
+            up.add_metric([task.name], 1 if task.state == "running" else 0)
+            restarts.add_metric([task.name], task.restarts)
+        yield up
+        yield restarts
+        if o.worker is not None:
+            yield CounterMetricFamily(
+                "kf2v_database_faults",
+                "Job steps interrupted by a database fault (each resumed from its row once the database answered).",
+                value=dict(o.worker.counters).get("database_faults", 0),
+            )
         images = dict(o.images()) if o.images is not None else {}
         for name, key, text, family in IMAGE_SERIES:
             yield family(name, text, value=images.get(key, 0))
@@ -207,6 +238,7 @@ class Metrics:
         self.scheduler = scheduler
         self.worker = worker
         self.images: Callable[[], Mapping[str, float]] | None = None
+        self.tasks: Callable[[], Iterable[TaskStats]] | None = None  # the supervised tasks, read at scrape time
         self.registry = registry if registry is not None else CollectorRegistry()
         self.refresh_timeout = refresh_timeout
         self._jobs_by_state: dict[JobState, int] = {}
@@ -255,10 +287,13 @@ class Metrics:
         scheduler: SchedulerStats | None = None,
         worker: WorkerStats | None = None,
         images: Callable[[], Mapping[str, float]] | None = None,
+        tasks: Callable[[], Iterable[TaskStats]] | None = None,
     ) -> None:
         """Late binding, for an app that builds the metrics before the objects they read."""
         if images is not None:
             self.images = images
+        if tasks is not None:
+            self.tasks = tasks
         if store is not None:
             self.store = store
         if scheduler is not None:
@@ -302,18 +337,23 @@ class Metrics:
             return generate_latest(self.registry)
 
 
-async def _run_check(name: str, check: HealthCheck, limit_s: float) -> bool:
+async def _run_check(name: str, check: HealthCheck, limit_s: float) -> tuple[bool, str | None]:
     if isinstance(check, bool):
-        return check
+        return check, None
     try:
         async with asyncio.timeout(limit_s):
             result = check()
             if inspect.isawaitable(result):
                 result = await result
-        return bool(result)
+    except TimeoutError:
+        log.warning("health check %s did not answer within %.1f s", name, limit_s)
+        return False, f"no answer within {limit_s:g} s"
     except Exception as exc:
         log.warning("health check %s failed: %s", name, type(exc).__name__)
-        return False
+        return False, type(exc).__name__
+    if isinstance(result, tuple):
+        return bool(result[0]), result[1]
+    return bool(result), None
 
 
 class HealthServer:
@@ -327,9 +367,11 @@ class HealthServer:
         port: int = 0,
         *,
         check_timeout: float = 3.0,
+        info: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
         self.metrics = metrics
         self.checks = dict(checks)
+        self.info = info  # extra fields for the body (the supervised tasks), never a verdict
         self.host = host
         self.port = port
         self.check_timeout = check_timeout
@@ -346,16 +388,29 @@ class HealthServer:
         return cls(metrics, checks, settings.http_host, settings.http_port)
 
     async def health(self) -> tuple[bool, dict[str, bool]]:
+        healthy, parts, _ = await self.health_details()
+        return healthy, parts
+
+    async def health_details(self) -> tuple[bool, dict[str, bool], dict[str, str]]:
+        """(healthy, each check's verdict, the reasons the checks gave)."""
         names = list(self.checks)
         results = await asyncio.gather(*(_run_check(n, self.checks[n], self.check_timeout) for n in names))
-        parts = dict(zip(names, results, strict=True))
-        return all(parts.values()), parts
+        parts = {name: ok for name, (ok, _) in zip(names, results, strict=True)}
+        details = {name: why for name, (_, why) in zip(names, results, strict=True) if why}
+        return all(parts.values()), parts, details
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        healthy, parts = await self.health()
+        healthy, parts, details = await self.health_details()
         body: dict[str, object] = {"status": "ok" if healthy else "unavailable", **parts}
         if not healthy:
             body["failing"] = [name for name, ok in parts.items() if not ok]
+        if details:
+            body["details"] = details
+        if self.info is not None:
+            try:
+                body.update(self.info())
+            except Exception:
+                log.exception("health: reading the extra fields failed")
         return web.Response(
             status=200 if healthy else 503,
             body=json.dumps(body).encode(),

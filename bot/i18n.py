@@ -54,6 +54,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "job.failed.provider": "The video service had trouble and gave up on this video. Please try again later.",
         "job.failed.expired": "The video service lost track of this task (it expired).",
         "job.failed.account_gone": "The provider account this job was sent with is no longer configured.",
+        "job.failed.model_gone": "The model this video was asked for is no longer offered here (the bot's catalog "
+        "or region changed). Nothing was charged; please ask again with another model.",
         "job.failed.undeliverable": "The video was made but couldn't be posted here (the channel or thread "
         "is gone or the bot lacks permission).",
         "job.failed.video_lost": "The video was made but its download link had already expired.",
@@ -327,6 +329,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "job.failed.provider": "视频服务出现问题,放弃了此视频。请稍后再试。",
         "job.failed.expired": "视频服务丢失了此任务(已过期)。",
         "job.failed.account_gone": "提交此任务的服务商账号已不再配置。",
+        "job.failed.model_gone": "此视频所选的模型已不再提供(机器人的模型目录或地域已更改)。"
+        "未扣费,请换一个模型重新提交。",
         "job.failed.undeliverable": "视频已生成,但无法发布到这里(频道或子区已删除,或机器人缺少权限)。",
         "job.failed.video_lost": "视频已生成,但下载链接已过期。",
         "job.failed.video_refused": "视频服务给出的下载地址不在其自身的存储上,机器人没有下载。已通知机器人的所有者。",

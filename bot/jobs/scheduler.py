@@ -239,6 +239,10 @@ class AccountLimits:
         """The configured account fingerprints, paused ones included."""
         return list(self._accounts)
 
+    def serves(self, model: str) -> bool:
+        """Whether `model` has limits here (it is in the catalog for this region); others are never dispatched."""
+        return model in self._limits
+
     def _lane(self, account: str, model: str) -> _Lane:
         acc = self._accounts[account]
         lane = acc.lanes.get(model)
@@ -510,9 +514,10 @@ class Scheduler:
         return self.limits.next_ready(self._dispatchable_models(), now)
 
     def _dispatchable_models(self) -> set[str]:
-        if not self._paused_guilds:
-            return self.queue.models()
-        return self.queue.head_models(self._paused_guilds.keys())
+        # A model without limits (it left the catalog while its jobs were queued) is never picked: the worker
+        # fails those jobs; the dispatcher must not stop on them.
+        models = self.queue.models() if not self._paused_guilds else self.queue.head_models(self._paused_guilds.keys())
+        return {model for model in models if self.limits.serves(model)}
 
     def eta(self, position: int, model: str, resolution: str) -> float:
         """Seconds until a queued job at `position` is expected to be done (a rough, honest estimate)."""

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Protocol
+
+import asyncpg
 
 from bot.jobs.db.base import (
     Database,
@@ -22,6 +25,24 @@ from bot.jobs.db.migrate import latest_version, migrate, schema_version
 from bot.jobs.db.postgres import PostgresDatabase
 from bot.jobs.db.sql import is_postgresql_url, redact_url
 from bot.jobs.db.sqlite import SqliteDatabase
+
+
+def is_database_fault(exc: BaseException) -> bool:
+    """Whether `exc` came from the database or the way to it (a locked or unreadable SQLite file, a PostgreSQL
+    connection cut, refused or timed out, any server error). Every such error is treated as transient: the
+    caller retries with back-off for as long as it lasts. `LeaseLost` is not a fault but a verdict."""
+    if isinstance(exc, LeaseLost):
+        return False
+    return isinstance(
+        exc,
+        DatabaseError
+        | sqlite3.Error
+        | asyncpg.PostgresError
+        | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
+        | OSError
+        | TimeoutError,
+    )
 
 
 class DatabaseSettings(Protocol):
@@ -67,6 +88,7 @@ __all__ = [
     "SqliteDatabase",
     "Transaction",
     "TransientConflict",
+    "is_database_fault",
     "latest_version",
     "migrate",
     "open_database",

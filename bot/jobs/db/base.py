@@ -154,6 +154,19 @@ class Database(abc.ABC):
     async def release_lease(self, name: str, holder: str, epoch: int) -> None:
         """Give the lease up now so another holder need not wait for it to expire."""
 
+    @abc.abstractmethod
+    async def lease_expires_in(self, name: str) -> float | None:
+        """Seconds until lease `name` expires (negative: it lapsed that long ago); None if never taken."""
+
+    async def ping(self) -> bool:
+        """True when the database answers (health checks); raises the engine's error otherwise."""
+        return await self.fetch_one("SELECT 1") is not None
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after the notification connection was re-established (notifications sent meanwhile
+        were lost: re-read the tables). A no-op where notifications cannot be lost (SQLite, in-process)."""
+        return None
+
     async def notify(self, channel: str, payload: str = "") -> None:
         """Send a notification now (its own transaction)."""
         async with self.transaction() as tx:

@@ -31,7 +31,11 @@ from bot.jobs.db.sql import redact_url, to_numbered
 log = logging.getLogger(__name__)
 
 _CONFLICTS = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-_BOOKKEEPING_LOCK = "schema"  # also taken by the migration runner
+_BOOKKEEPING_LOCK = "schema"
+CONNECT_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 60.0
+# Reconnect attempts at most this far apart: a cut that ends is noticed within it.
+RELISTEN_MAX_DELAY_S = 2.0  # also taken by the migration runner
 
 BOOKKEEPING_SQL = """
 CREATE TABLE IF NOT EXISTS kf2v_schema_version (
@@ -60,11 +64,15 @@ RETURNING epoch
 """
 _RENEW_SQL = """UPDATE kf2v_leases SET expires_at = clock_timestamp() + make_interval(secs => $4)
 WHERE name = $1 AND holder = $2 AND epoch = $3"""
-_RELEASE_SQL = "UPDATE kf2v_leases SET expires_at = '-infinity' WHERE name = $1 AND holder = $2 AND epoch = $3"
+# Expired now (not '-infinity'): how long nobody has held a lease stays readable (`lease_expires_in`).
+_RELEASE_SQL = "UPDATE kf2v_leases SET expires_at = clock_timestamp() WHERE name = $1 AND holder = $2 AND epoch = $3"
 # FOR SHARE: a takeover's UPDATE of this row waits until the checking transaction has committed, so the new
-# holder's reconciliation sees every write made under the old epoch.
-_CHECK_EPOCH_SQL = """SELECT epoch, expires_at > clock_timestamp() AS live FROM kf2v_leases
-WHERE name = $1 FOR SHARE"""
+# holder's reconciliation sees every write made under the old epoch. That is also why an expired lease nobody
+# took over still fences correctly: a takeover bumps the epoch only after this transaction ends.
+_CHECK_EPOCH_SQL = "SELECT epoch FROM kf2v_leases WHERE name = $1 FOR SHARE"
+_EXPIRES_IN_SQL = """SELECT CASE WHEN isfinite(expires_at)
+    THEN EXTRACT(EPOCH FROM expires_at - clock_timestamp())::float8 ELSE '-Infinity'::float8 END
+FROM kf2v_leases WHERE name = $1"""
 
 
 def _changed(status: str) -> int:
@@ -103,7 +111,7 @@ class _PostgresTransaction(Transaction):
 
     async def check_epoch(self, name: str, epoch: int) -> None:
         row = await self._conn.fetchrow(_CHECK_EPOCH_SQL, name)
-        if row is None or row["epoch"] != epoch or not row["live"]:
+        if row is None or row["epoch"] != epoch:
             raise LeaseLost(f"lease {name!r}: epoch {epoch} is not the live one")
 
     async def send_notifications(self) -> None:
@@ -125,12 +133,20 @@ class PostgresDatabase(Database):
         self._subscriptions: list[tuple[str, Callable[..., None]]] = []
         self._closing = False
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._on_reconnect: list[Callable[[], None]] = []
 
     @classmethod
     async def open(cls, url: str, *, max_connections: int = 10) -> PostgresDatabase:
         """Connect a pool of up to `max_connections` and create the lease bookkeeping table if missing."""
         pool = await asyncpg.create_pool(
-            url, min_size=1, max_size=max_connections, server_settings={"application_name": "kf2v-bot"}
+            url,
+            min_size=1,
+            max_size=max_connections,
+            timeout=CONNECT_TIMEOUT_S,
+            # A statement on a connection that died without a word (no reset reached us) fails instead of
+            # waiting for ever; the caller retries it as a database fault.
+            command_timeout=COMMAND_TIMEOUT_S,
+            server_settings={"application_name": "kf2v-bot"},
         )
         db = cls(pool, url)
         async with db.transaction() as tx:
@@ -188,6 +204,17 @@ class PostgresDatabase(Database):
         async with self._pool.acquire() as conn:
             await conn.execute(_RELEASE_SQL, name, holder, epoch)
 
+    async def lease_expires_in(self, name: str) -> float | None:
+        """By the server's clock; negative once lapsed (a lease released long ago: -inf)."""
+        async with self._pool.acquire() as conn:
+            value = await conn.fetchval(_EXPIRES_IN_SQL, name)
+        return None if value is None else float(value)
+
+    async def ping(self) -> bool:
+        """`SELECT 1` on a pooled connection."""
+        async with self._pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT 1") == 1)
+
     # --- LISTEN/NOTIFY -------------------------------------------------------------------------------
     async def listen(self, channel: str, callback: NotifyCallback) -> Callable[[], Awaitable[None]]:
         """One dedicated connection carries every LISTEN of this process (a pooled one would be reused).
@@ -214,9 +241,15 @@ class PostgresDatabase(Database):
 
         return stop
 
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """`callback()` after every re-established LISTEN connection: what was notified meanwhile is lost."""
+        self._on_reconnect.append(callback)
+
     async def _listener_connection(self) -> asyncpg.Connection:
         if self._listener is None or self._listener.is_closed():
-            self._listener = await asyncpg.connect(self._url, server_settings={"application_name": "kf2v-bot"})
+            self._listener = await asyncpg.connect(
+                self._url, timeout=CONNECT_TIMEOUT_S, server_settings={"application_name": "kf2v-bot"}
+            )
             self._listener.add_termination_listener(self._listener_lost)
         return self._listener
 
@@ -234,11 +267,17 @@ class PostgresDatabase(Database):
                     conn = await self._listener_connection()
                     for channel, deliver in self._subscriptions:
                         await conn.add_listener(channel, deliver)
+                log.info("PostgreSQL LISTEN connection re-established; re-reading what was missed")
+                for callback in list(self._on_reconnect):
+                    try:
+                        callback()
+                    except Exception:
+                        log.exception("a reconnect callback failed")
                 return
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # every failure is retried: a listener that gave up would miss every job
                 log.warning("LISTEN reconnect failed (%s); retrying in %.1f s", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
+                delay = min(delay * 2, RELISTEN_MAX_DELAY_S)
 
     async def close(self) -> None:
         """Stop reconnecting listeners, then close the pool."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -70,8 +71,9 @@ class _SqliteTransaction(Transaction):
         self.notifications.append((check_channel(channel), payload))
 
     async def check_epoch(self, name: str, epoch: int) -> None:
+        # An expired lease nobody took over is still safe to write under: whoever takes it gets a new epoch.
         lease = self._db.leases.get(name)
-        if lease is None or lease.epoch != epoch or not lease.live():
+        if lease is None or lease.epoch != epoch:
             raise LeaseLost(f"lease {name!r}: epoch {epoch} is not the live one")
 
 
@@ -173,7 +175,18 @@ class SqliteDatabase(Database):
         """Expire the lease now if this holder and epoch still own it; the epoch is kept."""
         lease = self.leases.get(name)
         if lease is not None and lease.holder == holder and lease.epoch == epoch:
-            lease.expires_at = float("-inf")  # the epoch stays: the next holder gets a larger one
+            lease.expires_at = time.monotonic()  # the epoch stays: the next holder gets a larger one
+
+    async def lease_expires_in(self, name: str) -> float | None:
+        """Seconds until the in-process lease expires (negative once lapsed)."""
+        lease = self.leases.get(name)
+        return None if lease is None else lease.expires_at - time.monotonic()
+
+    async def ping(self) -> bool:
+        """True when the file can be read and written now: a fresh connection takes the write lock within
+        `PING_TIMEOUT_S` and reads the schema. A locked file (another process holding a write transaction) is
+        unavailable even though reads still work: nothing the bot does can be recorded."""
+        return await asyncio.to_thread(_probe_file, self.path)
 
     # --- in-process notifications --------------------------------------------------------------------
     async def listen(self, channel: str, callback: NotifyCallback) -> Callable[[], Awaitable[None]]:
@@ -196,6 +209,20 @@ class SqliteDatabase(Database):
     async def close(self) -> None:
         """Close the connection."""
         await self.connection.close()
+
+
+PING_TIMEOUT_S = 1.0
+
+
+def _probe_file(path: Path) -> bool:
+    probe = sqlite3.connect(path, timeout=PING_TIMEOUT_S, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        probe.execute("ROLLBACK")
+        return True
+    finally:
+        probe.close()
 
 
 def prepare_file(path: Path) -> None:

@@ -24,7 +24,9 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
+from bot.background import BackgroundTasks
 from bot.catalog import Catalog
+from bot.jobs.db import is_database_fault
 from bot.jobs.media import MediaStore
 from bot.jobs.models import SLOT_STATES, Job, JobState
 from bot.jobs.ports import Clock, Notifier, Progress, ProviderClient
@@ -75,6 +77,7 @@ class Worker:
         self._reconciler = Reconciler(ctx, key_ids, self._poller)
         self._dispatcher = Dispatcher(ctx, self._supervisor, self._poller, self._reconciler, key_ids)
         self._dispatch_task: asyncio.Task[None] | None = None
+        self._recovered = False
 
     # --- what others read ----------------------------------------------------------------------------
     @property
@@ -145,15 +148,55 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        """Whether the dispatcher is running."""
+        """Whether the dispatcher was started and has not stopped (it may be restarting after a fault)."""
         return self._dispatch_task is not None and not self._dispatch_task.done()
+
+    @property
+    def dispatching(self) -> bool:
+        """Whether the dispatcher is running right now: started, recovered, and not waiting to restart."""
+        health = self._ctx.tasks.supervised.get("dispatcher")
+        return self.alive and self._recovered and health is not None and health.state == "running"
+
+    @property
+    def tasks(self) -> BackgroundTasks:
+        """The worker's background tasks (the supervised long-lived ones are in `tasks.supervised`)."""
+        return self._ctx.tasks
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """Runs each job's work and resumes it after a fault."""
+        return self._supervisor
 
     # --- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Recover from the database, then start dispatching."""
-        await self.recover()
-        self._dispatch_task = asyncio.create_task(self._dispatcher.run(), name="kf2v-dispatcher")
-        self._ctx.tasks.spawn(self._dispatcher.watch_queue(), "queue-watch")
+        """Recover from the database, then start dispatching (both supervised: a fault restarts them).
+
+        A database that does not answer yet does not stop the start: recovery is retried by the dispatcher
+        until it answers. Calling `start` again does nothing."""
+        if self._dispatch_task is not None:
+            return
+        try:
+            await self.recover()
+            self._recovered = True
+        except Exception as exc:
+            if not is_database_fault(exc):
+                raise
+            log.warning("recovery postponed, the database does not answer (%s: %s)", type(exc).__name__, exc)
+        self._dispatch_task = self._ctx.tasks.supervise("dispatcher", self._recover_then_dispatch)
+        self._ctx.tasks.supervise("queue-watch", self._dispatcher.watch_queue)
+
+    async def _recover_then_dispatch(self) -> None:
+        failures = 0
+        while not self._recovered and not self._ctx.stopping:
+            try:
+                await self.recover()
+                self._recovered = True
+            except Exception as exc:
+                if not is_database_fault(exc):
+                    raise
+                failures += 1
+                await asyncio.sleep(min(self.config.db_retry_max_s, self.config.db_retry_base_s * 2**failures))
+        await self._dispatcher.run()
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking jobs; whatever is in flight stays resumable from its row."""
@@ -169,7 +212,9 @@ class Worker:
         self._ctx.wake()
 
     async def recover(self) -> None:
-        """Rebuild the queue and the account bookkeeping from the database after a (re)start."""
+        """Rebuild the queue and the account bookkeeping from the database after a (re)start.
+
+        Safe to run again after it failed half-way (a database fault): jobs already resumed are skipped."""
         ctx = self._ctx
         scheduler = ctx.scheduler
         now_wall, now_mono = utcnow(), ctx.clock()
@@ -181,7 +226,10 @@ class Worker:
             stats = scheduler.durations_for(model, resolution)
             for queued_s, running_s in reversed(await ctx.store.recent_durations(model, resolution)):
                 stats.observe(queued_s, running_s)
+        limits, queue = scheduler.limits, scheduler.queue
         for job in jobs:
+            if self._supervisor.active(job.id) or job.id in queue or limits.holds(job.id):
+                continue  # resumed by an earlier attempt
             await self._resume(job)
         log.info("recovered %d unfinished jobs (%d queued)", len(jobs), len(scheduler.queue))
         self.wake()
@@ -190,6 +238,9 @@ class Worker:
         """Pick up a job's work from its row: after a start, or after its work crashed."""
         ctx = self._ctx
         limits = ctx.scheduler.limits
+        if not limits.serves(job.request.model):
+            await self._model_gone(job)
+            return
         if job.state is JobState.QUEUED:
             limits.forget(job.id)
             ctx.scheduler.queue.push(QueuedJob.of(job))
@@ -213,9 +264,24 @@ class Worker:
             ctx.started_mono[job.id] = ctx.clock() - (utcnow() - job.started_at).total_seconds()
         self._poller.watch(job)
 
+    async def _model_gone(self, job: Job) -> None:
+        """The job's model (or the region's offer of it) left the catalog since it was admitted: nothing can be
+        sent or priced for it any more. Fail it with its money released (a queued task is cancelled first)."""
+        log.warning("job %s: model %s is no longer offered in region %s; failing it released",
+                    job.id, job.request.model, self._ctx.region, extra={"job_id": job.id})  # fmt: skip
+        if job.state is JobState.PENDING:
+            await self._ctx.cancel_at_provider(job)
+        await self._ctx.fail(
+            job, "job.failed.model_gone", code="ModelUnavailable", release=True,
+            detail=f"{job.request.model} not offered in {self._ctx.region}",
+        )  # fmt: skip
+
     # --- entry points for the service layer ----------------------------------------------------------
     def enqueue(self, job: Job) -> None:
-        """Queue a freshly admitted job."""
+        """Queue a freshly admitted job (one whose model is no longer offered is failed instead)."""
+        if not self._ctx.scheduler.limits.serves(job.request.model):
+            self._supervisor.run(job.id, "model-gone", self._model_gone(job))
+            return
         self._ctx.scheduler.queue.push(QueuedJob.of(job))
         self.wake()
 

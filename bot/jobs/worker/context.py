@@ -49,6 +49,10 @@ class WorkerConfig:
     queue_watch_depth: int = 100  # beyond this position a status message says only "queued"
     max_crashes: int = 3  # unexpected exceptions in one job's work before it is failed
     crash_backoff_s: float = 1.0  # before restarting a crashed job's work (doubles each time)
+    # A database fault is retried for as long as it lasts: from db_retry_base_s, doubling, capped so that
+    # every waiting job notices within db_retry_max_s that the database answers again.
+    db_retry_base_s: float = 0.25
+    db_retry_max_s: float = 2.0
 
 
 def describe_failure(code: str | None) -> str:
@@ -82,6 +86,7 @@ def _new_counters() -> dict[str, int]:
         "submissions", "throttled", "polls", "provider_errors", "malformed_answers", "bills_clamped",
         "video_urls_refused", "reconciled", "lost_creates_requeued",
         "lost_creates_given_up", "resubmitted_after_failure", "job_crashes",
+        "database_faults",
     )  # fmt: skip
     return dict.fromkeys(names, 0)
 

@@ -21,7 +21,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
 
-from bot.jobs.db import Database, DatabaseError
+from bot.jobs.db import Database, DatabaseError, is_database_fault
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ class DispatchLease:
         """True only while every account's lease is held (none are held without the others)."""
         return bool(self.accounts) and len(self.epochs) == len(self.accounts)
 
+    async def unheld_for(self) -> float:
+        """Seconds since any process last held every account's lease (0 while one does), by the database's clock.
+
+        A lease never taken counts as unheld for ever (inf)."""
+        lapsed = 0.0
+        for account in self.accounts:
+            expires_in = await self._db.lease_expires_in(lease_name(account))
+            lapsed = max(lapsed, float("inf") if expires_in is None else max(0.0, -expires_in))
+        return lapsed
+
     def fence_for(self, account: str) -> tuple[str, int] | None:
         """(lease name, epoch) to check with a submission write for `account`; None when not held."""
         epoch = self.epochs.get(account)
@@ -90,10 +100,12 @@ class DispatchLease:
         """Give every lease up now; database and network errors are ignored (they expire anyway)."""
         epochs, self.epochs = self.epochs, {}
         for account, epoch in epochs.items():
-            with contextlib.suppress(DatabaseError, OSError):
+            try:
                 await self._db.release_lease(lease_name(account), self.holder, epoch)
+            except Exception as exc:
+                log.info("dispatcher lease %s not released (%s); it expires by itself", account, type(exc).__name__)
         if epochs:
-            with contextlib.suppress(DatabaseError, OSError):
+            with contextlib.suppress(Exception):
                 await self._db.notify(RELEASED_CHANNEL, self.holder)
 
     async def hold(
@@ -102,29 +114,58 @@ class DispatchLease:
         on_lost: Callable[[], Awaitable[None]],
     ) -> None:
         """Until cancelled: wait for the leases, run `on_acquired`, renew; on a takeover run `on_lost` and wait
-        again. Cancelling releases the leases (a graceful stop hands over at once)."""
-        stop_listening = await self._db.listen(RELEASED_CHANNEL, lambda _c, _p: self._released.set())
+        again. Cancelling releases the leases (a graceful stop hands over at once).
+
+        Never abandoned: an `on_acquired` that fails (the database went away during recovery) is run again
+        with back-off while the leases are kept renewed, and database faults only delay a renewal."""
+        stop_listening = await self._listen_for_releases()
         try:
             while True:
                 await self._wait_for_leases()
                 log.info("dispatcher leases taken for %s (epochs %s)", ", ".join(self.accounts), self.epochs)
-                await on_acquired()
-                while await self._renew_after(self.ttl / 3):
-                    pass
+                if await self._start(on_acquired):
+                    while await self._renew_after(self.ttl / 3):
+                        pass
                 log.warning("dispatcher lease lost to another process; this one stops dispatching")
                 await on_lost()
         finally:
             await self.release()
-            with contextlib.suppress(DatabaseError, OSError):
-                await stop_listening()
+            if stop_listening is not None:
+                with contextlib.suppress(DatabaseError, OSError):
+                    await stop_listening()
+
+    async def _listen_for_releases(self) -> Callable[[], Awaitable[None]] | None:
+        """Listen for other holders' graceful releases (a hint: without it, leases are asked for every retry_s)."""
+        try:
+            return await self._db.listen(RELEASED_CHANNEL, lambda _c, _p: self._released.set())
+        except Exception as exc:
+            if not is_database_fault(exc):
+                raise
+            log.warning("dispatcher lease: not listening for releases (%s); asking every %.1f s", exc, self.retry_s)
+            return None
+
+    async def _start(self, on_acquired: Callable[[], Awaitable[None]]) -> bool:
+        """Run `on_acquired` until it succeeds, keeping the leases renewed in between; False if they were lost."""
+        delay = self.retry_s
+        while True:
+            try:
+                await on_acquired()
+                return True
+            except Exception:
+                log.exception("dispatcher lease: starting to dispatch failed; again in %.1f s (leases kept)", delay)
+            if not await self._renew_after(delay):
+                return False
+            delay = min(delay * 2, self.ttl / 3)
 
     async def _wait_for_leases(self) -> None:
         while True:
             try:
                 if await self.acquire():
                     return
-            except (DatabaseError, OSError) as exc:  # the database is away: stay a standby, try again
-                log.warning("dispatcher lease: %s", exc)
+            except Exception as exc:  # the database is away: stay a standby, try again
+                if not is_database_fault(exc):
+                    raise
+                log.warning("dispatcher lease: %s: %s", type(exc).__name__, exc)
             self._released.clear()
             # Jitter so standbys don't all ask in the same instant after a release.
             with contextlib.suppress(TimeoutError):
@@ -134,7 +175,9 @@ class DispatchLease:
         await asyncio.sleep(delay)
         try:
             return await self.renew()
-        except (DatabaseError, OSError) as exc:
+        except Exception as exc:
+            if not is_database_fault(exc):
+                raise
             # Unsure whether it was renewed: keep trying until the lease would have expired; fencing
             # protects the writes meanwhile.
             log.warning("dispatcher lease renewal failed: %s", exc)
