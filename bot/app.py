@@ -28,6 +28,7 @@ from bot.discord_ui.checks import Owners
 from bot.discord_ui.client import StartupRefused, VideoBot, point_discord_at, serve_until
 from bot.discord_ui.notifier import DiscordNotifier
 from bot.health import HealthCheck, HealthServer, Metrics
+from bot.jobs.db import is_database_fault
 from bot.jobs.images import ImageLimits
 from bot.jobs.media import MediaStore
 from bot.jobs.ports import Notifier
@@ -203,7 +204,12 @@ class Services:
             lease = self.lease
 
             async def lease_ok() -> tuple[bool, str]:
-                unheld = await lease.unheld_for()
+                try:
+                    unheld = await lease.unheld_for()
+                except Exception as exc:
+                    if not is_database_fault(exc):
+                        raise
+                    return True, "unknown while the database does not answer"
                 if unheld == 0:
                     return True, "held"
                 return unheld <= LEASE_GRACE_S, f"no process has held it for {unheld:.0f} s past its expiry"

@@ -330,8 +330,8 @@ class AccountLimits:
         self._lane(account, model).in_flight.add(job_id)
 
     def remember_submit(self, account: str, model: str, at: float) -> None:
-        """A submission made before a restart still counts in the rate window."""
-        if account in self._accounts:
+        """A submission made before a restart still counts in the rate window (of a model still offered)."""
+        if account in self._accounts and self.serves(model):
             lane = self._lane(account, model)
             lane.recent_submits.append(at)
             lane.recent_submits = deque(sorted(lane.recent_submits))

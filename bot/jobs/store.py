@@ -856,9 +856,8 @@ class JobStore:
             db.notify(PAUSE_CHANNEL, self.origin)
 
     async def ping(self) -> bool:
-        """True when the database answers `SELECT 1` (health checks); the engine's error when unreachable."""
-        row = await self._db.fetch_one("SELECT 1")
-        return row is not None
+        """True when the database answers and takes writes (health checks); the engine's error when not."""
+        return await self._db.ping()
 
     # --- internals -----------------------------------------------------------------------------------
     @staticmethod
