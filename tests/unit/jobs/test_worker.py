@@ -212,6 +212,8 @@ async def test_bad_key_pauses_the_account_and_keeps_jobs_queued(tmp_path: Path) 
         job = await services.jobs.submit(draft())
         await wait_until(lambda: bool(recorder.alerts), within=20)
         assert recorder.alerts[0][0] == "alert.account_problem"
+        # The owners are alerted before the job goes back to the queue: wait for that write.
+        await wait_until(lambda: state_is(services, job.id, JobState.QUEUED), within=20)
         again = await services.store.get(job.id)
         assert again is not None and again.state is JobState.QUEUED and again.charge_state is ChargeState.RESERVED
         assert "sk-the-right-one" not in repr(recorder.alerts)
@@ -314,3 +316,8 @@ async def test_a_guild_pause_holds_only_that_guild_and_survives_a_restart(
         assert services.jobs.pauses() == []  # the resume was persisted too
     finally:
         await services.stop()
+
+
+async def state_is(services: Services, job_id: int, state: JobState) -> bool:
+    job = await services.store.get(job_id)
+    return job is not None and job.state is state
