@@ -748,6 +748,7 @@ MESSAGES[EN].update(
         "when it was made.",
         "delete.note": "Video #{job_id} was deleted by {user}.",
         "delete.thread_name": "#{job_id} (deleted)",
+        "state.deleted": "Deleted",
     }
 )
 MESSAGES[ZH].update(
@@ -827,6 +828,7 @@ MESSAGES[ZH].update(
         "delete.done": "视频 #{job_id} 已删除。已产生的费用({cost})不会退回:服务商在生成时已计费。",
         "delete.note": "视频 #{job_id} 已被 {user} 删除。",
         "delete.thread_name": "#{job_id}(已删除)",
+        "state.deleted": "已删除",
     }
 )
 

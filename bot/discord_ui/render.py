@@ -110,6 +110,8 @@ def channel_mentions(channel_ids: Iterable[int]) -> str:
 
 def job_line(job: Job, locale: str, position: int | None, eta_s: float | None) -> str:
     state = t(locale, f"state.{job.state.value}")
+    if job.deleted_at is not None:
+        state = t(locale, "state.deleted")  # the video was taken down (Delete); its cost stays
     where = channel_mention(job.thread_id or job.channel_id)
     cost = job.cost_settled if job.charge_state is ChargeState.SETTLED else job.cost_reserved
     money = t(locale, "status.cost_none") if job.charge_state is ChargeState.RELEASED else f"¥{format_cny(cost)}"

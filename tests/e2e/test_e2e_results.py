@@ -86,11 +86,18 @@ async def test_delete_removes_the_posts_records_who_and_keeps_what_was_spent(wor
     assert reply_message(refused).content == "That job belongs to someone else."
     assert not video_message.deleted and (await world.job(job.id)).deleted_by is None
 
+    # Another job's post in the same thread whose marker starts with this one's (#1 and #10): it stays.
+    footer = {"footer": {"text": f"kf2v-job-{job.id}0"}}
+    thread = world.discord.channel(job.thread_id or 0)
+    decoy = world.discord.create_message(
+        thread, {"content": "", "embeds": [footer]}, [], type=0, author_id=world.discord.bot_user_id
+    )
     record = await press(world, job, "delete", ALICE)
     text = reply_message(record).content
     assert f"Video #{job.id} was deleted" in text and "(¥1.00) stays spent" in text
     status = world.discord.message(job.status_message_id or 0)
     assert video_message.deleted and status is not None and status.deleted
+    assert not decoy.deleted
     job = await world.job(job.id)
     assert job.deleted_by == ALICE and job.deleted_at is not None and job.state is JobState.DELIVERED
     assert job.video_path and not Path(job.video_path).exists()  # the kept file goes too
@@ -100,6 +107,8 @@ async def test_delete_removes_the_posts_records_who_and_keeps_what_was_spent(wor
     thread = world.discord.channel(job.thread_id or 0)
     assert thread.name == f"#{job.id} (deleted)"  # the prompt no longer names the thread
     assert any(f"Video #{job.id} was deleted by <@{ALICE}>" in m.content for m in world.discord.messages(thread.id))
+    listed = await world.discord.run_command(world.guild, world.channel, ALICE, "kf2v-jobs")
+    assert f"**#{job.id}** Deleted · wan2.2-kf2v-flash 720P · ¥1.00" in await world.reply(listed)
     with pytest.raises(InvalidInput) as again:  # the first press wins; a second changes nothing
         await world.svc.jobs.delete_result(job.id, Actor(ALICE), guild_id=world.guild)
     assert again.value.key == "result.already_deleted" and (await world.job(job.id)).deleted_by == ALICE
@@ -156,3 +165,20 @@ async def test_vary_makes_new_seeds_in_the_results_thread(world: World) -> None:
         status = world.discord.message(variation.status_message_id or 0)
         assert status is not None and status.channel_id == job.thread_id
     assert {m.channel_id for m, _ in world.videos()} == {job.thread_id}
+
+
+async def test_vary_the_budget_cannot_cover_is_refused_whole(world: World) -> None:
+    job = await delivered_job(world)  # 720P flash: ¥1.00
+    await world.svc.budget.set_budgets(world.guild, daily=2500, monthly=None)  # ¥1.50 left: one more, not two
+    text = reply_message(await press(world, job, "vary", ALICE)).content
+    assert "¥1.50 of ¥2.50 left" in text and "¥2.00" in text, text
+    assert [j.id for j in await world.svc.store.all_jobs()] == [job.id]
+    report = await world.svc.jobs.budget_report(world.guild, ALICE)
+    assert report.usage.reserved_day == 0
+
+
+async def test_count_past_the_members_queue_limit_is_refused_whole(world: World) -> None:
+    await world.svc.jobs.set_member_limits(world.guild, user_queue_limit=2)
+    text = await world.reply(await world.kf2v(count=3))
+    assert "3 more videos would make 3 waiting for you; the limit is 2" in text
+    assert await world.svc.store.all_jobs() == []
