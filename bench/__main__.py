@@ -18,7 +18,7 @@ from typing import Any
 
 from bench._common import SIZES, configure_logging, emit, note
 
-BENCHES = ("throughput", "polling", "ack", "scale", "delivery", "failover", "admission")
+BENCHES = ("throughput", "polling", "ack", "scale", "delivery", "failover", "admission", "report_chart")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

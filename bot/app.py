@@ -35,6 +35,8 @@ from bot.jobs.ports import Notifier
 from bot.jobs.privacy.service import PrivacyService
 from bot.jobs.privacy.store import PrivacyStore
 from bot.jobs.quota import BudgetService, Defaults
+from bot.jobs.reports.service import ReportService
+from bot.jobs.reports.store import ReportStore
 from bot.jobs.scheduler import AccountLimits, Scheduler
 from bot.jobs.service import ImageWorkers, JobService, UserRateLimiter
 from bot.jobs.store import JobStore, utcnow
@@ -89,6 +91,7 @@ class Services:
     jobs: JobService
     notifier: Notifier
     privacy: PrivacyService
+    reports: ReportService
     health: HealthServer | None = None
     background: BackgroundTasks = field(default_factory=BackgroundTasks)
     metrics: Metrics | None = None
@@ -365,6 +368,7 @@ async def build_services(
         jobs=jobs,
         notifier=notifier,
         privacy=privacy,
+        reports=ReportService(ReportStore(store.database), budget),
         metrics=metrics,
         gateway=gateway,
     )
@@ -421,10 +425,10 @@ async def build_discord_app(
     await bot.add_cog(GenerateCog(jobs, image_max_bytes=settings.image_max_bytes, attachments=attachments))
     await bot.add_cog(AnimateCog(bot.tree, jobs, image_max_bytes=settings.image_max_bytes, attachments=attachments))
     await bot.add_cog(JobsCog(jobs))
-    await bot.add_cog(QuotaCog(jobs))
+    await bot.add_cog(QuotaCog(jobs, reports=services.reports))
     await bot.add_cog(HelpCog(jobs))
     await bot.add_cog(PrivacyCog(services.privacy))
-    bot.tree.add_command(AdminGroup(jobs, owners, privacy=services.privacy))
+    bot.tree.add_command(AdminGroup(jobs, owners, privacy=services.privacy, reports=services.reports))
     bot.tree.add_command(RulesGroup(jobs, owners))
     bot.add_job_buttons(JobButtons(jobs, owners, settings.allowed_guilds))
     if stories_available():

@@ -851,6 +851,51 @@ MESSAGES[ZH].update(
 )
 
 
+# Spend reports (issue 19): /kf2v-admin report, the managers' /kf2v-quota chart.
+MESSAGES[EN].update(
+    {
+        "cmd.admin_report": "Spend chart (PNG) and CSV of the last 30 days: every server, or one",
+        "opt.report_guild_id": "Server id (default: every server together, with the top servers)",
+        "report.attached": "Spend of the last {days} days: the chart and the same figures as CSV for spreadsheets.",
+        "chart.title_guild": "Server {guild} · last {days} days · {total} CNY spent",
+        "chart.title_all": "All servers · last {days} days · {total} CNY spent",
+        "chart.spend": "Spend per day (CNY), by model",
+        "chart.month": "Spent so far each month (CNY)",
+        "chart.outcomes": "Jobs per day",
+        "chart.daily_budget": "daily budget {amount}",
+        "chart.monthly_budget": "monthly budget {amount}",
+        "chart.reserved": "reserved (in progress)",
+        "chart.delivered": "delivered",
+        "chart.failed": "failed",
+        "chart.canceled": "canceled",
+        "chart.in_progress": "in progress",
+        "chart.top_guilds": "Top servers, {days} days (CNY)",
+        "chart.no_spend": "Nothing was spent in these {days} days",
+    }
+)
+MESSAGES[ZH].update(
+    {
+        "cmd.admin_report": "最近 30 天的花费图表(PNG)和 CSV:所有服务器或单个服务器",
+        "opt.report_guild_id": "服务器 ID(默认:所有服务器合计,并列出花费最多的服务器)",
+        "report.attached": "最近 {days} 天的花费:图表,以及可用于电子表格的相同数据(CSV)。",
+        "chart.title_guild": "服务器 {guild} · 最近 {days} 天 · 已花费 {total} 元",
+        "chart.title_all": "所有服务器 · 最近 {days} 天 · 已花费 {total} 元",
+        "chart.spend": "每日花费(元),按模型",
+        "chart.month": "本月累计花费(元)",
+        "chart.outcomes": "每日任务数",
+        "chart.daily_budget": "每日预算 {amount}",
+        "chart.monthly_budget": "每月预算 {amount}",
+        "chart.reserved": "已预留(进行中)",
+        "chart.delivered": "已交付",
+        "chart.failed": "失败",
+        "chart.canceled": "已取消",
+        "chart.in_progress": "进行中",
+        "chart.top_guilds": "花费最多的服务器,{days} 天(元)",
+        "chart.no_spend": "这 {days} 天内没有花费",
+    }
+)
+
+
 def language(locale: str | None) -> str:
     """Discord locale -> catalog language ('zh-CN' and 'zh-TW' read Chinese; everything else English)."""
     if locale and locale.lower().startswith("zh"):

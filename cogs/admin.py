@@ -16,10 +16,12 @@ from bot.catalog import MILLI_PER_CNY
 from bot.discord_ui.checks import Owners
 from bot.discord_ui.errors import RefusedCheck
 from bot.discord_ui.render import NO_PINGS, clip, job_line, pause_line, report_embed
+from bot.discord_ui.report import report_files
 from bot.discord_ui.translator import _
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
 from bot.jobs.privacy.service import PrivacyService
+from bot.jobs.reports.service import ReportService
 from bot.jobs.service import Actor, JobService
 from cogs.privacy import forget_summary
 
@@ -51,11 +53,12 @@ def parse_user_id(value: str) -> int:
 @app_commands.guild_only()
 @app_commands.default_permissions(administrator=True)
 class AdminGroup(app_commands.Group, name="kf2v-admin", description=_("cmd.kf2v_admin")):
-    def __init__(self, jobs: JobService, owners: Owners, *, privacy: PrivacyService) -> None:
+    def __init__(self, jobs: JobService, owners: Owners, *, privacy: PrivacyService, reports: ReportService) -> None:
         super().__init__()
         self.jobs = jobs
         self.owners = owners
         self.privacy = privacy
+        self.reports = reports
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         if not await self.owners.is_owner(interaction.user.id):
@@ -161,6 +164,18 @@ class AdminGroup(app_commands.Group, name="kf2v-admin", description=_("cmd.kf2v_
         outcome = await self.privacy.forget(parse_user_id(user_id))
         await interaction.followup.send(
             forget_summary(outcome, str(interaction.locale)), ephemeral=True, allowed_mentions=NO_PINGS
+        )
+
+    # --- spend report (issue 19) -------------------------------------------------------------------------
+    @app_commands.command(name="report", description=_("cmd.admin_report"))
+    @app_commands.describe(guild_id=_("opt.report_guild_id"))
+    async def report(self, interaction: discord.Interaction[Any], guild_id: str | None = None) -> None:
+        """The spend chart and CSV of every guild together (with the top guilds), or of one against its budgets."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        locale = str(interaction.locale)
+        files = await report_files(self.reports, parse_guild_id(guild_id) if guild_id else None, locale)
+        await interaction.followup.send(
+            t(locale, "report.attached", days=self.reports.days), files=files, ephemeral=True, allowed_mentions=NO_PINGS
         )
 
 

@@ -15,9 +15,11 @@ from discord.ext import commands
 
 from bot.discord_ui.checks import is_manager
 from bot.discord_ui.render import NO_PINGS, channel_mention, report_embed
+from bot.discord_ui.report import report_files
 from bot.discord_ui.translator import _
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
+from bot.jobs.reports.service import ReportService
 from bot.jobs.service import JobService
 from bot.jobs.store import ChannelEdit
 
@@ -50,8 +52,9 @@ class QuotaCog(commands.Cog):
     the command still checks Manage Server when it runs.
     """
 
-    def __init__(self, jobs: JobService) -> None:
+    def __init__(self, jobs: JobService, *, reports: ReportService) -> None:
         self.jobs = jobs
+        self.reports = reports
 
     @app_commands.command(name="kf2v-quota", description=_("cmd.kf2v_quota"))
     @app_commands.guild_only()
@@ -112,4 +115,6 @@ class QuotaCog(commands.Cog):
             ),
             inline=False,
         )  # fmt: skip
-        await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+        # Managers also get the spend picture (issue 19): the last 30 days against the budgets, PNG and CSV.
+        files = await report_files(self.reports, interaction.guild_id, locale) if is_manager(interaction) else []
+        await interaction.followup.send(embed=embed, files=files, ephemeral=True, allowed_mentions=NO_PINGS)

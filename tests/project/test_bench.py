@@ -29,6 +29,7 @@ KEYS = {
     "delivery": {"deliver_p50_s", "deliver_p95_s"},
     "failover": {"takeover_s_p50", "takeover_s_max"},
     "admission": {"sqlite_enqueue_per_s", "sqlite_admit_per_s", "sqlite_dispatch_p99_ms"},
+    "report_chart": {"guild_build_ms", "guild_render_ms", "all_build_ms", "all_render_ms", "all_csv_ms"},
 }
 
 
@@ -120,6 +121,12 @@ def _admission(f: dict[str, Any]) -> None:
         assert f[f"{engine}_pick_p99_ms"] <= f[f"{engine}_dispatch_max_ms"]  # the pick is part of the decision
 
 
+def _report_chart(f: dict[str, Any]) -> None:
+    assert f["jobs"] == f["guilds"] * 30 * 2  # the tiny fixture: two jobs per guild per day
+    assert f["all_spent_cny"] == f["settled_cny"] > f["guild_spent_cny"] > 0  # the report adds up to the rows
+    assert f["guild_png_kb"] > 1 and f["all_csv_kb"] > f["guild_csv_kb"] > 0
+
+
 CHECKS = {
     "throughput": _throughput,
     "polling": _polling,
@@ -128,4 +135,5 @@ CHECKS = {
     "delivery": _delivery,
     "failover": _failover,
     "admission": _admission,
+    "report_chart": _report_chart,
 }
