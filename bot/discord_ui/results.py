@@ -99,14 +99,17 @@ async def remove_result_messages(client: discord.Client, job: Job, locale: str) 
     deleted = 0
     bot_id = client.user.id if client.user is not None else 0
     marker = MARKER.format(job_id=job.id)
-    where_id = job.thread_id or job.channel_id
-    try:
-        where: Any = await messageable(client, where_id)
-        async for message in where.history(limit=HISTORY_LIMIT):
-            if message.author.id == bot_id and any(e.footer and e.footer.text == marker for e in message.embeds):
-                deleted += await _delete(message, job)
-    except BEST_EFFORT_ERRORS as exc:
-        log.warning("job %s: could not look for its video post to delete: %r", job.id, exc)
+    # The video is in the job's thread, or in its channel where the thread refused the bot at delivery.
+    for where_id in dict.fromkeys(i for i in (job.thread_id, job.channel_id) if i):
+        try:
+            where: Any = await messageable(client, where_id)
+            async for message in where.history(limit=HISTORY_LIMIT):
+                if message.author.id == bot_id and any(e.footer and e.footer.text == marker for e in message.embeds):
+                    deleted += await _delete(message, job)
+        except BEST_EFFORT_ERRORS as exc:
+            log.warning("job %s: could not look for its video post to delete: %r", job.id, exc)
+        if deleted:
+            break
     if job.status_message_id:
         try:
             channel: Any = await messageable(client, job.channel_id)

@@ -182,3 +182,26 @@ async def test_count_past_the_members_queue_limit_is_refused_whole(world: World)
     text = await world.reply(await world.kf2v(count=3))
     assert "3 more videos would make 3 waiting for you; the limit is 2" in text
     assert await world.svc.store.all_jobs() == []
+
+
+async def test_result_buttons_are_refused_outside_the_allowed_guilds(world: World) -> None:
+    job = await delivered_job(world)
+    await world.stop_bot()
+    world.overrides["KF2V_ALLOWED_GUILDS"] = str(world.guild + 1)  # this server is no longer served
+    await world.start_bot()
+    for action in ("details", "delete", "vary"):
+        text = reply_message(await press(world, job, action, ALICE)).content
+        assert text.startswith("This bot is not enabled in this server"), (action, text)
+    assert (await world.job(job.id)).deleted_by is None and all(not m.deleted for m, _ in world.videos())
+    assert len(await world.svc.store.all_jobs()) == 1
+
+
+async def test_delete_where_no_thread_could_be_made_removes_the_post_in_the_channel(world: World) -> None:
+    world.discord.set_channel_permissions(world.channel, bot_can_create_threads=False)
+    job = await delivered_job(world)
+    assert job.thread_id is None
+    [(video_message, _)] = world.videos()
+    assert video_message.channel_id == world.channel
+    assert "was deleted" in reply_message(await press(world, job, "delete", ALICE)).content
+    status = world.discord.message(job.status_message_id or 0)
+    assert video_message.deleted and status is not None and status.deleted
