@@ -12,13 +12,15 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.catalog import load_catalog
-from bot.jobs.db import Database, SqliteDatabase
+from bot.jobs.db import Database, SqliteDatabase, Transaction
 from bot.jobs.media import MediaStore
 from bot.jobs.models import Job, JobRequest, JobState, NewJob
 from bot.jobs.privacy.service import PrivacyService
 from bot.jobs.privacy.store import ANONYMOUS_USER, PrivacyStore
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.store import JobStore
+from bot.jobs.story.plan import StoryState
+from bot.jobs.story.store import NewStory, StoryStore
 from bot.jobs.uploads import CachedUpload, DatabaseUploadStore
 from bot.logs import TextFormatter
 from tests.support import corpus
@@ -178,3 +180,65 @@ async def test_who_deleted_a_result_is_forgotten_too(database: Database, tmp_pat
     assert await rows_naming(database, ALICE, []) == []
     bob = await bench.store.get(bobs.id)
     assert bob is not None and bob.deleted_by == ANONYMOUS_USER and bob.deleted_at is not None and bob.user_id == BOB
+
+
+async def story_of(bench: Bench, stories: StoryStore, user: int, prompts: tuple[str, str]) -> tuple[int, list[Job]]:
+    """A two-segment story admitted as the story service does: its row and its segment jobs in one transaction."""
+    frames = [bench.media.put_frame(corpus.good_png(64, 64, (i * 70, 20, 20)), "image/png")[0] for i in range(3)]
+    story_id = 0
+
+    async def prepare(tx: Transaction) -> list[NewJob]:
+        nonlocal story_id
+        story_id = await stories.insert(tx, NewStory(
+            guild_id=GUILD, channel_id=5, user_id=user, locale="en-US", model="wan2.2-kf2v-flash", resolution="720P",
+            seed=None, prompts=prompts, frames=tuple(frames), cost_reserved=2000,
+        ))  # fmt: skip
+        return [
+            NewJob(guild_id=GUILD, channel_id=5, user_id=user, locale="en-US",
+                   request=JobRequest(model="wan2.2-kf2v-flash", resolution="720P", prompt=prompts[k]),
+                   first_frame=frames[k], last_frame=frames[k + 1], story_id=story_id, segment_index=k)
+            for k in range(2)
+        ]  # fmt: skip
+
+    periods = bench.budget.periods()
+    jobs = await bench.store.create_jobs(
+        GUILD, user, cost=1000, period_day=periods.day, period_month=periods.month, admit=lambda u, p: None,
+        prepare=prepare,
+    )  # fmt: skip
+    return story_id, jobs
+
+
+async def test_forget_waits_for_an_open_story_and_erases_a_finished_one(database: Database, tmp_path: Path) -> None:
+    bench = Bench(database, tmp_path)
+    stories = StoryStore(database)
+    done_id, done_jobs = await story_of(bench, stories, ALICE, ("qz7 dawn over the lighthouse", "qz7 the beam fades"))
+    for segment in done_jobs:
+        await bench.deliver(segment)
+    joined = bench.media.videos / f"story-{done_id}-1.mp4"
+    joined.write_bytes(b"joined")
+    assert await stories.mark_joined(done_id, 1, str(joined))
+    assert await stories.mark_posted(done_id, 1, 99, StoryState.DELIVERED)
+    open_id, open_jobs = await story_of(bench, stories, ALICE, ("qz7 fog rolls in", "qz7 the lighthouse vanishes"))
+    await bench.deliver(open_jobs[0])  # one segment done, the story still running
+    texts = ["qz7 dawn", "qz7 fog", "lighthouse"]
+
+    outcome = await bench.privacy.forget(ALICE)
+
+    assert (outcome.jobs, outcome.stories, outcome.pending) == (2, 1, 3)  # the open story and both its segments
+    assert not joined.exists()
+    finished = await stories.get(done_id)
+    assert finished is not None and finished.user_id == ANONYMOUS_USER and finished.prompts == ()
+    waiting = await stories.get(open_id)
+    assert waiting is not None and waiting.user_id == ALICE and waiting.prompts[0] == "qz7 fog rolls in"
+    kept = await bench.store.get(open_jobs[0].id)  # a done segment of an open story: a redo may still need it
+    assert kept is not None and kept.request.prompt == "qz7 fog rolls in"
+    assert bench.media.video_path(open_jobs[0].id).exists()
+
+    await bench.deliver(open_jobs[1])
+    await bench.privacy.sweep()
+    assert (await bench.store.get(open_jobs[1].id)).user_id == ALICE  # type: ignore[union-attr]  # story not ended
+    assert await stories.set_state(open_id, StoryState.DELIVERED)
+    erased = await bench.privacy.sweep()
+    assert (erased.jobs, erased.stories, erased.pending) == (2, 1, 0)
+    assert await rows_naming(database, ALICE, texts) == []
+    assert files_naming(bench.media.root, [t.encode() for t in texts]) == []
