@@ -181,8 +181,11 @@ async def test_database_outage_every_job_delivered_once(
     await run_outage(engine, outage_s, tmp_path, store_env, emulator)
 
 
+# One minute-long case only (the suite's time budget): PostgreSQL, where a minute also outlives the dispatcher
+# lease (TTL 6 s), the pool's connections and the LISTEN connection. SQLite's was run by hand (README).
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("engine", ["postgresql"])
 async def test_database_outage_of_a_minute(
     engine: str, tmp_path: Path, store_env: dict[str, Any], emulator: DashScopeEmulator
 ) -> None:

@@ -134,3 +134,36 @@ async def test_an_error_during_cancellation_is_logged(caplog: pytest.LogCaptureF
     await tasks.close(timeout=1)
     await asyncio.sleep(0)
     assert any("flusher" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+async def test_a_supervised_task_is_restarted_with_backoff_and_counted_in_metrics() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bot.health import Metrics
+
+    tasks = BackgroundTasks()
+    runs = 0
+    steady = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 2:
+            raise ConnectionResetError("the database went away")
+        steady.set()
+        await asyncio.Event().wait()  # a long-lived loop
+
+    metrics = Metrics()
+    metrics.attach(tasks=lambda: tasks.supervised.values())
+    task = tasks.supervise("follower", flaky, backoff_s=0.01, max_backoff_s=0.05)
+    await asyncio.wait_for(steady.wait(), 5)
+    health = tasks.supervised["follower"]
+    assert (health.state, health.restarts) == ("running", 2)
+    assert health.last_error == "ConnectionResetError: the database went away"
+    families = {f.name: f for f in text_string_to_metric_families((await metrics.render()).decode())}
+    [restarts] = [s for s in families["kf2v_task_restarts"].samples if s.name == "kf2v_task_restarts_total"]
+    assert (restarts.labels, restarts.value) == ({"task": "follower"}, 2.0)
+    [up] = families["kf2v_task_up"].samples
+    assert (up.labels, up.value) == ({"task": "follower"}, 1.0)
+    await tasks.close(1.0)
+    assert task.done() and health.state == "stopped"
