@@ -21,7 +21,7 @@ import aiohttp
 
 from bot.background import BackgroundTasks, TaskHealth
 from bot.catalog import Catalog
-from bot.dashscope.client import DashScopeClient
+from bot.dashscope.client import DashScopeClient, account_fingerprint
 from bot.discord_ui.attachments import AttachmentReader
 from bot.discord_ui.buttons import JobButtons
 from bot.discord_ui.checks import Owners
@@ -272,6 +272,11 @@ async def open_store(settings: Settings) -> JobStore:
     return await JobStore.from_settings(settings)
 
 
+def account_name(place: int) -> str:
+    """A configured account's stable name: "primary" (DASHSCOPE_API_KEY), then "extra-1", "extra-2"..."""
+    return "primary" if place == 0 else f"extra-{place}"
+
+
 async def build_services(
     settings: Settings,
     notifier: Notifier,
@@ -287,15 +292,24 @@ async def build_services(
     media = MediaStore(settings.data_dir / "media")
     http = aiohttp.ClientSession()
     clients = {}
-    for key in settings.api_keys():
-        client = DashScopeClient(
+    for place, key in enumerate(settings.api_keys()):
+        # Named by its place in the configuration, which a rotated key keeps (see README: rotating a key).
+        account = account_name(place)
+        clients[account] = DashScopeClient(
             http,
             base_url=settings.dashscope_base_url,
             api_key=key,
             timeout=settings.request_timeout,
             video_url_hosts=settings.video_url_hosts,
         )
-        clients[client.account_id] = client
+        fingerprint = account_fingerprint(key.get_secret_value())
+        previous = await store.bind_account(account, fingerprint)
+        if previous is not None and previous != fingerprint:
+            log.warning(
+                "account %s: its API key changed (fingerprint %s -> %s); its jobs in flight carry on with the new "
+                "key, and its api_key_id in the task list is learned again",
+                account, previous, fingerprint,
+            )  # fmt: skip
     if not clients:  # `check`/tests without a key still build; nothing can be submitted
         log.warning("no DashScope API key configured: jobs will wait in the queue")
     limits = {

@@ -575,6 +575,34 @@ class JobStore:
                 (account, api_key_id, _iso(now or utcnow())),
             )
 
+    async def bind_account(self, account: str, fingerprint: str, now: datetime | None = None) -> str | None:
+        """Record that `account` (a configured place: "primary", "extra-1"...) now uses the key of `fingerprint`.
+
+        Returns the fingerprint it had before (None the first time). The first time, rows written when accounts
+        were named by their key's fingerprint are renamed to `account`. When the key changed (rotated), what
+        belonged to the old key alone is forgotten: the api_key_id its tasks carried in the task list (the
+        new key's is learned again) and its temporary uploads. Jobs keep their account, so their tasks are
+        polled, and their videos fetched, with the new key.
+        """
+        async with self._db.transaction() as db:
+            row = await db.fetch_one("SELECT fingerprint FROM account_keys WHERE account = ?", (account,))
+            previous = None if row is None else str(row[0])
+            if previous == fingerprint:
+                return previous
+            if previous is None:
+                for table in ("jobs", "provider_keys", "uploads"):  # fixed names, never user input
+                    await db.execute(f"UPDATE {table} SET account = ? WHERE account = ?", (account, fingerprint))  # noqa: S608
+            else:
+                await db.execute("DELETE FROM provider_keys WHERE account = ?", (account,))
+                await db.execute("DELETE FROM uploads WHERE account = ?", (account,))
+            await db.execute(
+                """INSERT INTO account_keys (account, fingerprint, bound_at) VALUES (?, ?, ?)
+                   ON CONFLICT (account) DO UPDATE SET fingerprint = excluded.fingerprint,
+                       bound_at = excluded.bound_at""",
+                (account, fingerprint, _iso(now or utcnow())),
+            )
+        return previous
+
     async def count_by_state(self) -> dict[JobState, int]:
         """Jobs per state; states with no job are absent."""
         rows = await self._db.fetch_all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
