@@ -18,7 +18,19 @@ from typing import Any
 
 from bench._common import SIZES, configure_logging, emit, note
 
-BENCHES = ("throughput", "polling", "ack", "scale", "delivery", "failover", "admission", "report_chart")
+BENCHES = (
+    "throughput",
+    "polling",
+    "ack",
+    "scale",
+    "delivery",
+    "failover",
+    "admission",
+    "report_chart",
+    "memory",
+    "soak",
+    "handover",
+)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

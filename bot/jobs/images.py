@@ -459,38 +459,57 @@ def _check_opened(im: ImageFile.ImageFile, data: bytes, fmt: str, limits: ImageL
                                reducible=False, keep=keep)  # fmt: skip
     with hold(plan.peak_bytes):
         try:
-            im.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InvalidImage("image.bomb", width=width, height=height, max=limits.max_side) from None
-        except _DECODE_ERRORS:
-            raise InvalidImage("image.corrupt") from None
-        if fmt == "PNG" and orientation == 1 and "exif" in im.info:  # an eXIf chunk after the pixel data
-            orientation = _orientation(im)
-            if orientation != 1:  # rare: planned again (refused if over the budget), run on what is held
-                shown = (height, width) if orientation in _SWAPS_SIDES else (width, height)
-                target = _check_sides(*shown, limits)
-                keep = False
-                plan = plan_decode(im.mode, im.has_transparency_data, orientation, im.size, target, limits,
-                                   reducible=False, keep=False)  # fmt: skip
+            return _decode(im, data, fmt, limits, plan, keep=keep, orientation=orientation, shown=shown)
+        finally:
+            im.close()  # its pixels go back before the bytes held for them do
 
-        if keep and not im.has_transparency_data and im.mode in ("RGB", "L"):
-            # Decoded (reduced, for a JPEG) only to prove it is whole: the upload is sent as it is.
-            return _result(data, fmt, *shown, reencoded=False, plan=plan)
-        if keep:  # the header said plain 8-bit, the pixels say otherwise: normalised as decoded
-            plan = replace(plan, steps=_steps(im.mode, im.has_transparency_data, orientation, im.size, im.size))
-        pixels = _normalise(im, plan)
-        changed = pixels is not im or (fmt == "PNG" and not _png_is_plain(data))  # 16-bit/sub-byte: re-encoded
-        if not changed and len(data) <= limits.reencode_bytes:
-            return _result(data, fmt, *shown, reencoded=False, plan=plan)
 
-        lossless = fmt in ("PNG", "BMP") or (fmt == "WEBP" and _webp_is_lossless(data))
-        # Re-compressing the very same PNG pixels won't shrink them meaningfully: go straight to JPEG then.
-        try_png = lossless and (changed or fmt != "PNG")
-        icc = im.info.get("icc_profile") if _same_colour_family(im.mode, pixels.mode) else None
-        source_jpeg = _jpeg_source_options(im) if fmt == "JPEG" and im.mode == pixels.mode else {}
-        spare = limits.memory_budget - plan.peak_bytes
-        out, out_fmt, pixels = _reencode(pixels, limits, try_png=try_png, icc=icc, source_jpeg=source_jpeg, spare=spare)
-        return _result(out, out_fmt, pixels.width, pixels.height, reencoded=True, plan=plan)
+def _decode(
+    im: ImageFile.ImageFile,
+    data: bytes,
+    fmt: str,
+    limits: ImageLimits,
+    plan: DecodePlan,
+    *,
+    keep: bool,
+    orientation: int,
+    shown: tuple[int, int],
+) -> CheckedImage:
+    """Decode as planned, normalise, re-encode if needed: the part of the check that holds the budget."""
+    width, height = shown[::-1] if orientation in _SWAPS_SIDES else shown  # as stored, before any reduction
+    try:
+        im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidImage("image.bomb", width=width, height=height, max=limits.max_side) from None
+    except _DECODE_ERRORS:
+        raise InvalidImage("image.corrupt") from None
+    if fmt == "PNG" and orientation == 1 and "exif" in im.info:  # an eXIf chunk after the pixel data
+        orientation = _orientation(im)
+        if orientation != 1:  # rare: planned again (refused if over the budget), run on what is held
+            shown = (height, width) if orientation in _SWAPS_SIDES else (width, height)
+            target = _check_sides(*shown, limits)
+            keep = False
+            plan = plan_decode(im.mode, im.has_transparency_data, orientation, im.size, target, limits,
+                               reducible=False, keep=False)  # fmt: skip
+
+    if keep and not im.has_transparency_data and im.mode in ("RGB", "L"):
+        # Decoded (reduced, for a JPEG) only to prove it is whole: the upload is sent as it is.
+        return _result(data, fmt, *shown, reencoded=False, plan=plan)
+    if keep:  # the header said plain 8-bit, the pixels say otherwise: normalised as decoded
+        plan = replace(plan, steps=_steps(im.mode, im.has_transparency_data, orientation, im.size, im.size))
+    pixels = _normalise(im, plan)
+    changed = pixels is not im or (fmt == "PNG" and not _png_is_plain(data))  # 16-bit/sub-byte: re-encoded
+    if not changed and len(data) <= limits.reencode_bytes:
+        return _result(data, fmt, *shown, reencoded=False, plan=plan)
+
+    lossless = fmt in ("PNG", "BMP") or (fmt == "WEBP" and _webp_is_lossless(data))
+    # Re-compressing the very same PNG pixels won't shrink them meaningfully: go straight to JPEG then.
+    try_png = lossless and (changed or fmt != "PNG")
+    icc = im.info.get("icc_profile") if _same_colour_family(im.mode, pixels.mode) else None
+    source_jpeg = _jpeg_source_options(im) if fmt == "JPEG" and im.mode == pixels.mode else {}
+    spare = limits.memory_budget - plan.peak_bytes
+    out, out_fmt, pixels = _reencode(pixels, limits, try_png=try_png, icc=icc, source_jpeg=source_jpeg, spare=spare)
+    return _result(out, out_fmt, pixels.width, pixels.height, reencoded=True, plan=plan)
 
 
 def _keeps_bytes(

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# `bench all --size tiny` takes about a minute on an idle 2-core machine, twice that on a busy one.
+pytestmark = pytest.mark.timeout(240)
 
 KEYS = {
     "throughput": {"jobs", "makespan_s", "ideal_makespan_s", "slot_utilization", "limit_violations"},
@@ -30,6 +32,9 @@ KEYS = {
     "failover": {"takeover_s_p50", "takeover_s_max"},
     "admission": {"sqlite_enqueue_per_s", "sqlite_admit_per_s", "sqlite_dispatch_p99_ms"},
     "report_chart": {"guild_build_ms", "guild_render_ms", "all_build_ms", "all_render_ms", "all_csv_ms"},
+    "memory": {"idle_rss_mib", "peak_rss_mib", "budget_mib", "answered"},
+    "soak": {"rss_warm_mib", "rss_end_mib", "growth_mib", "jobs_per_s"},
+    "handover": {"pause_s_p50", "pause_s_max", "resume_s_p50", "stop_s_p50", "stop_s_max"},
 }
 
 
@@ -38,7 +43,7 @@ def tiny_run() -> dict[str, Any]:
     """`python -m bench all --size tiny`: every benchmark in its own process, then one summary line."""
     done = subprocess.run(
         [sys.executable, "-m", "bench", "all", "--size", "tiny"],
-        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=200, check=False,
     )  # fmt: skip
     lines = done.stdout.strip().splitlines()
     assert lines, done.stderr[-3000:]
@@ -127,6 +132,30 @@ def _report_chart(f: dict[str, Any]) -> None:
     assert f["guild_png_kb"] > 1 and f["all_csv_kb"] > f["guild_csv_kb"] > 0
 
 
+def _memory(f: dict[str, Any]) -> None:
+    # Four worst-case pictures at once against the real bot: every request answered, the bot alive.
+    assert f["answered"] == f["requests"] == 4 and f["bot_alive"] is True
+    assert f["queued"] == ["ordinary_jpeg", "phone_jpeg", "plain_png"]  # the 48 MP-like photo still a job
+    assert f["refused"] == ["transparent_png"] and "pixels" in f["refusal_text"]
+    assert f["submitted"] >= 2
+    assert 0 < f["idle_rss_mib"] <= f["peak_rss_mib"]
+    for name, alone in f["alone"].items():  # each plan covered what the decode really took (tiny: no noise)
+        if alone["outcome"] == "accepted" and alone["planned_mib"] > 4:
+            assert alone["taken_mib"] <= alone["planned_mib"], name
+
+
+def _soak(f: dict[str, Any]) -> None:
+    assert f["delivered"] == f["jobs"] == f["tasks"] and f["failed"] == 0  # every job through, one task each
+    assert f["limit_violations"] >= 0  # reported (a throttled create is refused, then sent again)
+    assert f["rss_warm_mib"] > 0 and f["rss_end_mib"] > 0
+    assert min(int(done) for done in f["rss_samples_mib"]) >= f["warmup_jobs"]  # sampled once warm
+
+
+def _handover(f: dict[str, Any]) -> None:
+    assert f["rounds"] >= 1
+    assert 0 < f["pause_s_p50"] <= f["pause_s_max"] and 0 < f["stop_s_p50"] <= f["stop_s_max"]
+
+
 CHECKS = {
     "throughput": _throughput,
     "polling": _polling,
@@ -136,4 +165,7 @@ CHECKS = {
     "failover": _failover,
     "admission": _admission,
     "report_chart": _report_chart,
+    "memory": _memory,
+    "soak": _soak,
+    "handover": _handover,
 }
