@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.catalog import DEFAULT_CATALOG, parse_catalog
+from bot.discord_ui.results import command_line, details_message
 from bot.errors import InvalidInput, NotAllowed
-from bot.jobs.models import ChargeState, Job, JobState
+from bot.jobs.models import ChargeState, Job, JobRequest, JobState
 from bot.jobs.service import Actor
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, MANAGER, World, delivered
@@ -205,3 +209,41 @@ async def test_delete_where_no_thread_could_be_made_removes_the_post_in_the_chan
     assert "was deleted" in reply_message(await press(world, job, "delete", ALICE)).content
     status = world.discord.message(job.status_message_id or 0)
     assert video_message.deleted and status is not None and status.deleted
+
+
+def stored_job(request: JobRequest, **fields: Any) -> Job:
+    """A delivered job as the store returns it (for the pure Details functions)."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = dict(
+        id=12, guild_id=1, channel_id=2, user_id=ALICE, locale="en-US", request=request, first_frame="a.png",
+        last_frame="b.png", parent_job_id=None, state=JobState.DELIVERED, queue_seq=1, account="acct", task_id="t",
+        request_id="r", attempts=1, delivery_attempts=0, error_code=None, error_key=None, error_detail=None,
+        cost_reserved=5000, cost_settled=5000, charge_state=ChargeState.SETTLED, period_day="2026-12-06",
+        period_month="2026-12", actual_prompt=None, video_path=None, video_url_expires_at=None,
+        status_message_id=None, thread_id=None, cancel_requested=False, created_at=now, submitted_at=now,
+        started_at=now, finished_at=now, delivered_at=now, updated_at=now,
+    )  # fmt: skip
+    values.update(fields)
+    return Job(**values)
+
+
+def test_the_command_line_names_only_what_the_model_lets_a_member_choose() -> None:
+    catalog = parse_catalog(DEFAULT_CATALOG)
+    wan27 = catalog.model("wan2.7-i2v")
+    request = JobRequest(
+        model="wan2.7-i2v", resolution="1080P", prompt="a `tick`\nthen a tock", prompt_extend=False, seed=3,
+        duration=8, sound=True,
+    )  # fmt: skip
+    line = command_line(stored_job(request), wan27)
+    assert (
+        line
+        == "/kf2v prompt:a ˋtickˋ then a tock model:wan2.7-i2v resolution:1080P prompt_extend:False seed:3 duration:8"
+    )
+    effect = JobRequest(model="wanx2.1-kf2v-plus", resolution="720P", template="hanfu-1")
+    assert command_line(stored_job(effect), catalog.model("wanx2.1-kf2v-plus")) == (
+        "/kf2v-effect template:hanfu-1 model:wanx2.1-kf2v-plus"
+    )
+    extended = stored_job(replace(request, first_clip="clip.mp4"), parent_job_id=7)
+    assert command_line(extended, wan27) is None
+    content, _ = details_message(extended, wan27, "en-US")
+    assert "continues video #7" in content
