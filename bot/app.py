@@ -166,7 +166,10 @@ class Services:
         metrics = self.metrics
 
         def tasks_shown() -> dict[str, object]:
-            return {"tasks": {t.name: {"state": t.state, "restarts": t.restarts} for t in self.supervised_tasks()}}
+            return {
+                "tasks": {t.name: {"state": t.state, "restarts": t.restarts} for t in self.supervised_tasks()},
+                "job_work": self.worker.supervisor.summary(),
+            }
 
         self.health = HealthServer(
             metrics, self.health_checks(), host=self.settings.http_host, port=self.settings.http_port, info=tasks_shown
@@ -188,7 +191,7 @@ class Services:
         def worker_ok() -> tuple[bool, str]:
             if self.lease_lost.is_set():
                 return False, "dispatcher lease lost: exiting for a restart"
-            if self.lease is not None and not self.worker.alive:
+            if self.lease is not None and not self.lease.held and not self.worker.alive:
                 keeper = self.background.supervised.get("dispatch-lease")
                 ok = keeper is not None and keeper.state == "running"
                 return ok, "standby" if ok else "standby, but the lease keeper is not running"

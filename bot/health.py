@@ -148,6 +148,7 @@ class _Collector:
             ("kf2v_provider_malformed_answers", "malformed_answers", "Provider answers that could not be read."),
             ("kf2v_bills_clamped", "bills_clamped", "Provider bills over the catalog's duration, clamped."),
             ("kf2v_video_urls_refused", "video_urls_refused", "Video URLs outside the provider's storage, refused."),
+            ("kf2v_job_crashes", "job_crashes", "Unexpected exceptions in a job's work (each resumed from its row)."),
         ):
             yield CounterMetricFamily(name, text, value=counters.get(key, 0))
         errors = CounterMetricFamily("kf2v_provider_errors", "Provider errors by code.", labels=["code"])

@@ -153,6 +153,7 @@ async def run_outage(
         after = sorted(t["created"] for t in stats["tasks"] if t["created"] > fault_end)
         assert after, "no job was dispatched after the fault ended"
         assert "database" in seen_503["failing"], seen_503
+        assert {"dispatcher", "queue-watch"} <= set(seen_503["tasks"]) and "job_work" in seen_503, seen_503
         assert services.worker.counters["job_crashes"] == 0, "a database fault is not a bug of the job's work"
         assert stats["submissions_accepted"] == JOBS, "one provider task per job"
         assert Counter(job_id for job_id, _ in recorder.delivered) == Counter({j.id: 1 for j in jobs})

@@ -278,9 +278,11 @@ class Worker:
 
     # --- entry points for the service layer ----------------------------------------------------------
     def enqueue(self, job: Job) -> None:
-        """Queue a freshly admitted job (one whose model is no longer offered is failed instead)."""
+        """Queue a freshly admitted job. One whose model this process no longer offers is failed instead by the
+        dispatcher (a standby leaves it alone: the dispatcher, perhaps of another version, decides)."""
         if not self._ctx.scheduler.limits.serves(job.request.model):
-            self._supervisor.run(job.id, "model-gone", self._model_gone(job))
+            if self.alive:
+                self._supervisor.run(job.id, "model-gone", self._model_gone(job))
             return
         self._ctx.scheduler.queue.push(QueuedJob.of(job))
         self.wake()

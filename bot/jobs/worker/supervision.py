@@ -37,6 +37,7 @@ class Supervisor:
         self._resume = resume
         self._crashes: dict[int, int] = {}  # bugs in a row per job; pruned when its work ends or it is given up
         self._active: dict[int, int] = {}  # supervised works running per job
+        self.waiting: set[int] = set()  # jobs whose work waits to resume (the database away, or a crash's back-off)
 
     def active(self, job_id: int) -> bool:
         """Whether some of the job's work is running (or waiting to resume) under this supervisor."""
@@ -114,6 +115,17 @@ class Supervisor:
     async def _resume_from_row(self, job_id: int, delay: float) -> None:
         """Re-read the job's row and resume its work, retrying database faults for as long as they last. The
         job's slot stays held meanwhile: its task may be running at the provider."""
+        self.waiting.add(job_id)
+        try:
+            await self._resume_when_answered(job_id, delay)
+        finally:
+            self.waiting.discard(job_id)
+
+    def summary(self) -> dict[str, int]:
+        """For /healthz: jobs with work running, waiting to resume, and with crashes not yet behind them."""
+        return {"running": len(self._active), "waiting_to_resume": len(self.waiting), "crashed": len(self._crashes)}
+
+    async def _resume_when_answered(self, job_id: int, delay: float) -> None:
         ctx = self._ctx
         failures = 0
         while True:
