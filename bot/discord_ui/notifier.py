@@ -137,7 +137,8 @@ class DiscordNotifier:
         async for message in target.history(limit=50):
             if message.author.id == self.bot.user.id if self.bot.user else False:
                 for embed in message.embeds:
-                    if embed.footer and embed.footer.text and marker in embed.footer.text:
+                    # Equal, not contained: job 1's marker is inside job 12's, and variations share a thread.
+                    if embed.footer and embed.footer.text == marker:
                         return True
         return False
 

@@ -14,6 +14,7 @@ from bot.catalog import DEFAULT_CATALOG, parse_catalog
 from bot.discord_ui.results import command_line, details_message
 from bot.errors import InvalidInput, NotAllowed
 from bot.jobs.models import ChargeState, Job, JobRequest, JobState
+from bot.jobs.ports import Video
 from bot.jobs.service import Actor
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, MANAGER, World, delivered
@@ -247,3 +248,20 @@ def test_the_command_line_names_only_what_the_model_lets_a_member_choose() -> No
     assert command_line(extended, wan27) is None
     content, _ = details_message(extended, wan27, "en-US")
     assert "continues video #7" in content
+
+
+async def test_a_redelivery_is_not_fooled_by_another_jobs_marker_in_the_thread(world: World) -> None:
+    """Variations share a thread: job N's redelivery must not take job N0's post (kf2v-job-N0) for its own."""
+    job = await delivered_job(world)
+    [(posted, attachment)] = world.videos()
+    world.discord.delete_message(posted)  # as if the post had never been made before a restart
+    thread = world.discord.channel(job.thread_id or 0)
+    footer = {"footer": {"text": f"kf2v-job-{job.id}0"}}
+    world.discord.create_message(
+        thread, {"content": "", "embeds": [footer]}, [], type=0, author_id=world.discord.bot_user_id
+    )
+    assert job.video_path is not None
+    video = Video(Path(job.video_path), len(attachment.data), None, None)
+    await world.svc.notifier.deliver(job, video, redelivery=True)
+    [(again, _)] = [(m, a) for m, a in world.videos() if not m.deleted]
+    assert again.channel_id == job.thread_id and again.id != posted.id
