@@ -31,6 +31,7 @@ from bot.health import HealthCheck, HealthServer, Metrics
 from bot.jobs.db import is_database_fault
 from bot.jobs.images import ImageLimits
 from bot.jobs.media import MediaStore
+from bot.jobs.models import PauseScope
 from bot.jobs.ports import Notifier
 from bot.jobs.privacy.service import PrivacyService
 from bot.jobs.privacy.store import PrivacyStore
@@ -310,9 +311,10 @@ async def build_services(
         if previous is not None and previous != fingerprint:
             log.warning(
                 "account %s: its API key changed (fingerprint %s -> %s); its jobs in flight carry on with the new "
-                "key, and its api_key_id in the task list is learned again",
+                "key, its api_key_id in the task list is learned again, and a pause for the old key is lifted",
                 account, previous, fingerprint,
             )  # fmt: skip
+            await store.delete_pause(PauseScope.ACCOUNT, account)  # a bad or unpaid key's pause: a new key
     if not clients:  # `check`/tests without a key still build; nothing can be submitted
         log.warning("no DashScope API key configured: jobs will wait in the queue")
     limits = {

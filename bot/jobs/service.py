@@ -692,8 +692,8 @@ class JobService:
     async def pause(self, reason: str, *, guild_id: int | None = None, account: str | None = None) -> Pause:
         """Hold new submissions: everywhere, for one guild, or on one provider account. Jobs keep their place.
 
-        The pause of everything and a guild's are kept across restarts; an account's lasts until resumed or
-        restarted (the provider problems that pause accounts are found again at the next submission).
+        Every pause is kept in the database (and announced), so it holds in whichever process dispatches and
+        across restarts, until resumed through any process.
         """
         if guild_id is not None:
             scope, target = PauseScope.GUILD, str(guild_id)
@@ -702,8 +702,7 @@ class JobService:
         else:
             scope, target = PauseScope.ALL, ""
         held = Pause(scope, target, reason or "paused", utcnow())
-        if scope is not PauseScope.ACCOUNT:
-            await self.store.save_pause(held)
+        await self.store.save_pause(held)
         self.worker.scheduler.pause(held)
         return held
 
@@ -714,12 +713,17 @@ class JobService:
             await self.store.delete_pause(PauseScope.GUILD, str(guild_id))
             scheduler.resume(PauseScope.GUILD, str(guild_id))
         elif account is not None:
+            await self.store.delete_pause(PauseScope.ACCOUNT, account)
             scheduler.resume(PauseScope.ACCOUNT, account)
         else:
             await self.store.delete_pause(PauseScope.ALL, "")
             scheduler.resume(PauseScope.ALL)
-            for paused_account in list(scheduler.limits.paused()):
-                scheduler.resume(PauseScope.ACCOUNT, paused_account)
+            # The accounts' pauses too, wherever they were found: the dispatcher may run in another process.
+            stored = {held.target for held in await self.store.pauses() if held.scope is PauseScope.ACCOUNT}
+            for paused_account in stored | set(scheduler.limits.paused()):
+                if paused_account in self.worker.clients:  # "none" (no key configured) stays paused
+                    await self.store.delete_pause(PauseScope.ACCOUNT, paused_account)
+                    scheduler.resume(PauseScope.ACCOUNT, paused_account)
         self.worker.wake()
 
     def pauses(self) -> list[Pause]:
@@ -733,6 +737,8 @@ class JobService:
     async def load_pause_state(self) -> None:
         """Restore the persisted pauses after a start."""
         for held in await self.store.pauses():
+            if held.scope is PauseScope.ACCOUNT and held.target not in self.worker.clients:
+                continue  # an account no longer configured
             self.worker.scheduler.pause(held)
 
     @property

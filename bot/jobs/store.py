@@ -847,9 +847,9 @@ class JobStore:
                 (key, value),
             )
 
-    # --- pauses (kept in meta: the owners' pause of everything, and each guild's) ------------------------
+    # --- pauses (kept in meta: of everything, of a guild, of an account) -----------------------------------
     async def pauses(self) -> list[Pause]:
-        """The persisted pauses (scopes ALL and GUILD), including the pre-issue-11 global pause."""
+        """The persisted pauses (every scope), including the pre-issue-11 global pause."""
         found: list[Pause] = []
         rows = await self._db.fetch_all(
             "SELECT key, value FROM meta WHERE key LIKE 'pause:%' OR key = ?", (_OLD_PAUSE_KEY,)

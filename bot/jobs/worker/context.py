@@ -13,11 +13,11 @@ from bot.background import BackgroundTasks
 from bot.catalog import Catalog
 from bot.dashscope.errors import DashScopeError
 from bot.jobs.media import MediaStore
-from bot.jobs.models import ChargeState, Job, JobState
+from bot.jobs.models import ChargeState, Job, JobState, Pause, PauseScope
 from bot.jobs.ports import Clock, Notifier, Progress, ProviderClient
 from bot.jobs.quota import BudgetService
 from bot.jobs.scheduler import QueuedJob, Scheduler
-from bot.jobs.store import JobStore, StaleState
+from bot.jobs.store import JobStore, StaleState, utcnow
 from bot.jobs.uploads import UploadCache
 
 log = logging.getLogger(__name__)
@@ -236,8 +236,13 @@ class WorkerContext:
     async def account_problem(self, account: str, exc: DashScopeError) -> None:
         """Pause an account the provider refuses (bad key, arrears) and alert the owners once."""
         if account not in self.scheduler.limits.paused():
-            self.scheduler.limits.pause(account, exc.code)
+            held = Pause(PauseScope.ACCOUNT, account, exc.code, utcnow())
+            self.scheduler.pause(held)
             log.error("account %s paused: %s", account, exc)
+            try:  # in the database too: an owner's resume through any process reaches this dispatcher
+                await self.store.save_pause(held)
+            except Exception:
+                log.exception("account %s: its pause could not be recorded; it holds in this process", account)
             await self.safe(self.notifier.owner_alert("alert.account_problem", account=account, code=exc.code))
 
     async def cancel_at_provider(self, job: Job) -> bool:

@@ -132,12 +132,21 @@ class JobFollower:
         log.info("re-read the queue from the database: %d queued job(s) added, %d dropped", added, len(dropped))
 
     async def _sync_pauses(self) -> None:
-        """Make this process's pauses of everything and of guilds what the database says (another process's
-        owner command changed them); account pauses are this process's own findings and stay."""
-        scheduler = self._worker.scheduler
-        stored = {(held.scope, held.target): held for held in await self._worker.store.pauses()}
+        """Make this process's pauses what the database says (another process's owner command, or the
+        dispatcher's finding about an account, changed them). Accounts not configured here are left alone
+        ("none", paused for want of a key)."""
+        worker = self._worker
+        scheduler = worker.scheduler
+        known = set(worker.clients)
+        stored = {
+            (held.scope, held.target): held
+            for held in await worker.store.pauses()
+            if held.scope is not PauseScope.ACCOUNT or held.target in known
+        }
         for held in scheduler.pauses():
-            if held.scope is not PauseScope.ACCOUNT and (held.scope, held.target) not in stored:
+            if held.scope is PauseScope.ACCOUNT and held.target not in known:
+                continue
+            if (held.scope, held.target) not in stored:
                 scheduler.resume(held.scope, held.target)
         for held in stored.values():
             scheduler.pause(held)

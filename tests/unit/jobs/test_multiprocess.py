@@ -187,3 +187,24 @@ async def test_a_holder_whose_lease_was_taken_over_stops_dispatching(
     job = await holder.jobs.submit(draft())  # it still admits; the job waits for the live dispatcher
     assert job.state is JobState.QUEUED
     assert not standby.worker.alive, "the leases are 'elsewhere''s until they expire"
+
+
+async def test_resume_on_a_standby_lifts_the_account_pause_the_dispatcher_found(
+    start_engines: StartEngines, emulator: DashScopeEmulator
+) -> None:
+    """The dispatcher pauses an account the provider refuses (here every key but another is 401 InvalidApiKey);
+    an owner's /kf2v-admin resume handled by a standby must reach it (issue 17, item 8)."""
+    engines = await start_engines(2)
+    (holder, holder_notes), [(standby, _)] = holder_of(engines)
+    emulator.update(api_key="sk-some-other-key")  # our key refused: InvalidApiKey
+    job = await standby.jobs.submit(draft(guild=1))
+    await wait_until(lambda: bool(holder_notes.alerts), within=20)
+    assert [key for key, _ in holder_notes.alerts] == ["alert.account_problem"]
+    assert list(holder.worker.scheduler.limits.paused()) == ["primary"]
+    await wait_until(lambda: bool(standby.worker.scheduler.limits.paused()), within=10)  # shown everywhere
+
+    emulator.update(api_key=None)  # the owners fixed the key
+    await standby.jobs.resume()
+    await wait_until(lambda: all_delivered(holder, [job.id]), within=30)
+    assert holder.worker.scheduler.limits.paused() == {}
+    assert await holder.store.pauses() == []
