@@ -560,6 +560,8 @@ MESSAGES[EN].update(
         "or exactly {segments} separated by |.",
         "story.prompt_empty": "The prompt for segment {segment} is empty (between two |).",
         "story.frame_unreadable": "Keyframe {frame} can't be read as a picture.",
+        "story.frame_over_memory": "Keyframe {frame} ({width}×{height}) can't be fitted to the first keyframe's "
+        "{target} within this bot's memory. Use smaller pictures (a JPEG is decoded at a reduced size).",
         "story.no_choice": "That story isn't waiting for a choice any more.",
         "story.no_redo": "That segment can't be redone now (only a finished story's segments can).",
         "story.unknown": "That story doesn't exist.",
@@ -618,6 +620,8 @@ MESSAGES[ZH].update(
         "或正好 {segments} 个,用 | 分隔。",
         "story.prompt_empty": "第 {segment} 段的提示词是空的(两个 | 之间)。",
         "story.frame_unreadable": "关键帧 {frame} 无法作为图片读取。",
+        "story.frame_over_memory": "关键帧 {frame}({width}×{height})无法在本机器人的内存内缩放到第一个关键帧的 "
+        "{target}。请使用更小的图片(JPEG 会以缩小的尺寸解码)。",
         "story.no_choice": "这个故事已不再等待你的选择。",
         "story.no_redo": "现在不能重做这一段(只能重做已完成故事的段落)。",
         "story.unknown": "这个故事不存在。",

@@ -394,11 +394,12 @@ def _check_sides(width: int, height: int, limits: ImageLimits) -> tuple[int, int
 Hold = Callable[[int], AbstractContextManager[object]]
 
 
-def _hold_nothing(_: int) -> AbstractContextManager[object]:
+def hold_nothing(_: int) -> AbstractContextManager[object]:
+    """A `Hold` that holds nothing (a caller without a shared budget)."""
     return contextlib.nullcontext()
 
 
-def check_image(data: bytes, limits: ImageLimits, hold: Hold = _hold_nothing) -> CheckedImage:
+def check_image(data: bytes, limits: ImageLimits, hold: Hold = hold_nothing) -> CheckedImage:
     """Validate an upload and return what to send. Raises `InvalidImage` with an `image.*` key.
 
     `hold(n)` is entered with the decode's planned peak in bytes (never more than `limits.memory_budget`)
@@ -554,7 +555,7 @@ REDUCING_GAP: Final = 2.0
 _JPEG_SCALES: Final = (1, 2, 4, 8)  # libjpeg decodes a JPEG at 1/1, 1/2, 1/4 or 1/8 of its sides
 
 
-def _pixel_bytes(mode: str) -> int:
+def pixel_bytes(mode: str) -> int:
     """Bytes Pillow keeps for one pixel of `mode` (Storage.c: 8-bit one-band modes 1, I;16 2, every other 4:
     RGB included, stored as 32 bits)."""
     if mode in ("1", "L", "P"):
@@ -575,7 +576,7 @@ class _Step:
 
     @property
     def bytes(self) -> int:
-        return _pixel_bytes(self.mode) * self.size[0] * self.size[1]
+        return pixel_bytes(self.mode) * self.size[0] * self.size[1]
 
 
 @dataclass(frozen=True)
@@ -653,7 +654,7 @@ def _steps(
         steps.append(_Step("RGB", decoded, lambda im: im.convert("RGB")))
     out_mode = steps[-1].mode if steps else mode
     if sent != decoded:
-        steps.append(_Step(out_mode, sent, lambda im: _scale_down(im, sent), _resize_scratch(out_mode, decoded, sent)))
+        steps.append(_Step(out_mode, sent, lambda im: _scale_down(im, sent), resize_scratch(out_mode, decoded, sent)))
     method = _TRANSPOSE.get(orientation)
     if method is not None:
         upright = (sent[1], sent[0]) if orientation in _SWAPS_SIDES else sent
@@ -667,17 +668,23 @@ def _peak_bytes(mode: str, decoded: tuple[int, int], steps: Sequence[_Step], *, 
     for step in steps:
         peak = max(peak, previous + step.bytes + step.scratch)
         previous = step.bytes
-    return _pixel_bytes(mode) * decoded[0] * decoded[1] + peak + encode
+    return pixel_bytes(mode) * decoded[0] * decoded[1] + peak + encode
 
 
-def _resize_scratch(mode: str, source: tuple[int, int], target: tuple[int, int]) -> int:
+def resize_scratch(mode: str, source: tuple[int, int], target: tuple[int, int]) -> int:
+    """Bytes `Image.resize` holds besides its result when scaling `source` to `target` (reducing_gap 2)."""
     # Mirrors Image.resize: reduce() by whole factors (a new picture), then a horizontal pass into a
     # picture as wide as the target and as tall as the source, then the vertical pass (the step's own).
     factor_x = int(source[0] / target[0] / REDUCING_GAP) or 1
     factor_y = int(source[1] / target[1] / REDUCING_GAP) or 1
     reduced = (-(-source[0] // factor_x), -(-source[1] // factor_y))
     scratch = reduced[0] * reduced[1] if reduced != source else 0
-    return _pixel_bytes(mode) * (scratch + target[0] * reduced[1])
+    return pixel_bytes(mode) * (scratch + target[0] * reduced[1])
+
+
+def orientation_transpose(orientation: int) -> Image.Transpose | None:
+    """The turn or flip that EXIF `orientation` asks for; None when the picture is upright (or the tag odd)."""
+    return _TRANSPOSE.get(orientation)
 
 
 def _scale_down(im: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -858,7 +865,7 @@ def _reencode(
         if min(new_size) < limits.min_side:
             break
         # Not in the plan (only near-incompressible noise gets here): only within the budget left unplanned.
-        if _pixel_bytes(pixels.mode) * new_size[0] * (new_size[1] + pixels.height) > spare:
+        if pixel_bytes(pixels.mode) * new_size[0] * (new_size[1] + pixels.height) > spare:
             break
         pixels = pixels.resize(new_size, Image.Resampling.LANCZOS)
         attempts = [_jpeg_at(q, extra) for q in JPEG_QUALITIES[:3]]

@@ -28,7 +28,7 @@ from bot.jobs.db import Transaction
 from bot.jobs.models import GuildUsage, Job, JobRequest, JobState, NewJob
 from bot.jobs.ports import DeliveryError, Notifier, Progress, Video
 from bot.jobs.service import Actor, JobService
-from bot.jobs.story.frames import MAX_FRAMES, MIN_FRAMES, FrameError, normalise_frames
+from bot.jobs.story.frames import MAX_FRAMES, MIN_FRAMES, FrameError, FrameTooLarge, normalise_frames
 from bot.jobs.story.plan import (
     Decision,
     EmptySegmentPrompt,
@@ -148,7 +148,20 @@ class StoryService:
         requests = self.segment_requests(draft.request, len(draft.frames))
         checked = [await self.jobs.image_workers.check(data, self.jobs.image_limits) for data in draft.frames]
         try:
-            normalised = await asyncio.to_thread(normalise_frames, [c.data for c in checked])
+            limits = self.jobs.image_limits
+            decodes = self.jobs.image_workers.budget(limits)  # the decodes of every request share it
+            frames = [c.data for c in checked]
+            normalised = await asyncio.to_thread(
+                normalise_frames, frames, memory_budget=limits.memory_budget, hold=decodes.hold
+            )
+        except FrameTooLarge as exc:
+            raise InvalidInput(
+                "story.frame_over_memory",
+                frame=exc.index + 1,
+                width=exc.size[0],
+                height=exc.size[1],
+                target=f"{exc.target[0]}×{exc.target[1]}",
+            ) from None
         except FrameError as exc:
             raise InvalidInput("story.frame_unreadable", frame=exc.index + 1) from None
         media = self.jobs.media

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
-from bot.jobs.story.frames import FrameError, normalise_frames
+from bot.jobs.story.frames import FrameError, FrameTooLarge, normalise_frames
 
 
 def encoded(size: tuple[int, int], colour: tuple[int, int, int] = (200, 10, 10), fmt: str = "PNG") -> bytes:
@@ -72,3 +74,44 @@ def test_an_undecodable_frame_is_named_by_its_position() -> None:
         normalise_frames([encoded((64, 64)), encoded((64, 64)), b"not an image"])
     assert caught.value.index == 2
     assert "frame 3" in str(caught.value)
+
+
+# --- memory (issue 17): only what changes is decoded, reduced on load, within the shared budget ------------
+
+
+def photo(size: tuple[int, int]) -> bytes:
+    """A JPEG whose left half is red and right half blue (the centre crop must keep both, split in the middle)."""
+    im = Image.new("RGB", size, (220, 20, 20))
+    im.paste((20, 20, 220), (size[0] // 2, 0, size[0], size[1]))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_a_big_jpeg_is_decoded_reduced_to_what_the_fit_needs_within_the_budget() -> None:
+    held: list[int] = []
+
+    @contextlib.contextmanager
+    def hold(n: int) -> Iterator[None]:
+        held.append(n)
+        yield
+
+    frames = [encoded((640, 360), fmt="JPEG"), photo((4000, 3000)), encoded((640, 360), fmt="JPEG")]
+    result = normalise_frames(frames, memory_budget=64 * 1024 * 1024, hold=hold)
+
+    # Only the one frame that changes is decoded; cropped to 4000x2250 it is fitted to 640x360 from a 1/4
+    # decode: 1000x750 (3.0 MB) + the resize's pass (1.4 MB) + the result (0.9 MB) + its encoding (1.4 MB),
+    # where the whole picture alone is 48 MB.
+    assert held == [1000 * 750 * 4 + 640 * 562 * 4 + 640 * 360 * 4 + 2 * 3 * 640 * 360]
+    fitted = opened(result[1].data).convert("RGB")
+    assert fitted.size == (640, 360)
+    red, blue = fitted.getpixel((160, 180)), fitted.getpixel((480, 180))
+    assert isinstance(red, tuple) and isinstance(blue, tuple)
+    assert red[0] > 180 and red[2] < 60 and blue[2] > 180 and blue[0] < 60
+
+
+def test_a_frame_whose_fit_alone_is_over_the_budget_is_refused_by_position() -> None:
+    frames = [encoded((2000, 2000)), encoded((64, 64)), encoded((1500, 1000))]
+    with pytest.raises(FrameTooLarge) as caught:
+        normalise_frames(frames, memory_budget=8 * 1024 * 1024)  # a 2000x2000 result alone is 16 MB
+    assert caught.value.index == 1 and caught.value.target == (2000, 2000)
