@@ -184,3 +184,23 @@ async def test_manager_limits_never_touch_budgets(store: JobStore) -> None:
     await service.set_budgets(1, daily=5000, monthly=None)
     policy = await service.set_member_limits(1, member_daily_videos=3, allowed_channels=(42,))
     assert policy.daily_budget == 5000 and policy.member_daily_videos == 3 and policy.allowed_channels == (42,)
+
+
+async def test_simultaneous_variation_batches_are_reserved_whole_or_refused_whole(store: JobStore) -> None:
+    # Issue 19: ten batches of three 1-CNY variations against a 10-CNY day: three batches fit (nine videos),
+    # never a part of a fourth; every job of a batch is a job of its own, reserved at the single price.
+    service = budget(store, daily=10_000)
+    batches = [[request(user=u)] * 3 for u in range(10)]
+    results = await asyncio.gather(*(service.admit_batch(b) for b in batches), return_exceptions=True)
+    accepted = [r for r in results if isinstance(r, list)]
+    assert len(accepted) == 3 and sum(isinstance(r, QuotaExceeded) for r in results) == 7, results
+    assert all(len(jobs) == 3 and {j.user_id for j in jobs} == {jobs[0].user_id} for jobs in accepted)
+    assert all(j.cost_reserved == 1000 for jobs in accepted for j in jobs)
+    report = await service.report(1)
+    assert report.usage.reserved_day == 9_000 and len(await store.all_jobs()) == 9
+    # The member limits count every video of a batch: two left today refuse a batch of three, whole.
+    limited = budget(store, daily=100_000, videos=2)
+    with pytest.raises(QuotaExceeded) as refused:
+        await limited.admit_batch([request(guild=2)] * 3)
+    assert refused.value.key == "quota.batch_member_daily" and refused.value.params["left"] == 2
+    assert len(await limited.admit_batch([request(guild=2)] * 2)) == 2
