@@ -753,6 +753,12 @@ MESSAGES[EN].update(
         "delete.note": "Video #{job_id} was deleted by {user}.",
         "delete.thread_name": "#{job_id} (deleted)",
         "state.deleted": "Deleted",
+        "story.not_posted": "Story #{story_id} has not been posted, so there is nothing to delete.",
+        "story.already_deleted": "Story #{story_id} was already deleted.",
+        "story.deleted": "Story #{story_id} was deleted. What it cost (¥{cost}) stays spent: the provider billed "
+        "its segments when they were made.",
+        "story.deleted_note": "Story #{story_id} was deleted by {user}.",
+        "story.thread_deleted": "Story #{story_id} (deleted)",
     }
 )
 MESSAGES[ZH].update(
@@ -833,6 +839,11 @@ MESSAGES[ZH].update(
         "delete.note": "视频 #{job_id} 已被 {user} 删除。",
         "delete.thread_name": "#{job_id}(已删除)",
         "state.deleted": "已删除",
+        "story.not_posted": "故事 #{story_id} 尚未发布,没有可删除的内容。",
+        "story.already_deleted": "故事 #{story_id} 已被删除。",
+        "story.deleted": "故事 #{story_id} 已删除。已产生的费用(¥{cost})不会退回:服务商在生成各段时已计费。",
+        "story.deleted_note": "故事 #{story_id} 已被 {user} 删除。",
+        "story.thread_deleted": "故事 #{story_id}(已删除)",
     }
 )
 

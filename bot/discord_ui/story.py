@@ -38,6 +38,7 @@ STORY_MARKER = "kf2v-story-{story_id}-{generation}"  # in the joined video's emb
 PARTIAL_ID = "kf2v:story-partial:{story_id}"
 CANCEL_STORY_ID = "kf2v:story-cancel:{story_id}"
 REDO_ID = "kf2v:story-redo:{story_id}"
+DELETE_STORY_ID = "kf2v:story-delete:{story_id}"
 _SEGMENT_COLOURS = {
     SegmentStatus.WAITING: "⏳",
     SegmentStatus.RUNNING: "🎬",
@@ -80,6 +81,25 @@ def redo_view(story: Story, locale: str | None) -> discord.ui.View:
         ],
     )
     view.add_item(select)
+    view.add_item(delete_story_button(story, locale))
+    return view
+
+
+def delete_story_button(story: Story, locale: str | None) -> discord.ui.Button[Any]:
+    """Delete under a posted story (issue 19): the requester, the server's managers and the owners."""
+    return discord.ui.Button(
+        custom_id=DELETE_STORY_ID.format(story_id=story.id),
+        label=t(locale, "button.delete"),
+        style=discord.ButtonStyle.danger,
+    )
+
+
+def posted_view(story: Story, locale: str | None, *, partial: bool) -> discord.ui.View:
+    """What sits under the posted video: Redo and Delete; Delete only for a story delivered as far as it got."""
+    if not partial:
+        return redo_view(story, locale)
+    view = discord.ui.View(timeout=None)
+    view.add_item(delete_story_button(story, locale))
     return view
 
 
@@ -184,7 +204,7 @@ class DiscordStoryNotifier:
         embed.set_footer(text=STORY_MARKER.format(story_id=story.id, generation=story.generation))
         key = "story.ready_partial" if partial else "story.ready"
         text = t(locale, key, user=f"<@{story.user_id}>", story_id=story.id)
-        view = None if partial else redo_view(story, locale)
+        view = posted_view(story, locale, partial=partial)
         if video.size <= limit and await asyncio.to_thread(Path(video.path).exists):
             try:
                 sent = await target.send(
@@ -285,6 +305,34 @@ async def open_story_conversation(interaction: discord.Interaction[Any], story: 
 SelectItem = discord.ui.DynamicItem[discord.ui.Select[Any]]
 
 
+async def remove_story_messages(client: discord.Client, story: Story, locale: str) -> int:
+    """Delete the story's posted video and its status message, take the prompt out of the name of the thread
+    opened for it and say there who removed it (best effort per message; returns how many were deleted)."""
+    where_id = story.thread_id or story.channel_id
+    deleted = 0
+    for channel_id, message_id in ((where_id, story.joined_message_id), (story.channel_id, story.status_message_id)):
+        if not message_id:
+            continue
+        try:
+            channel: Any = await messageable(client, channel_id)
+            await channel.get_partial_message(message_id).delete()
+            deleted += 1
+        except discord.NotFound:
+            pass  # already gone (deleted by a moderator)
+        except BEST_EFFORT_ERRORS as exc:
+            log.warning("story %s: message %s not deleted: %r", story.id, message_id, exc)
+    if story.thread_id:
+        try:
+            thread: Any = await messageable(client, story.thread_id)
+            if isinstance(thread, discord.Thread) and story.thread_id == story.status_message_id:
+                await thread.edit(name=clip(t(locale, "story.thread_deleted", story_id=story.id), 100))
+            note = t(locale, "story.deleted_note", story_id=story.id, user=f"<@{story.deleted_by}>")
+            await thread.send(note, allowed_mentions=NO_PINGS)
+        except BEST_EFFORT_ERRORS as exc:
+            log.info("story %s: thread not renamed or no note after delete: %r", story.id, exc)
+    return deleted
+
+
 class StoryComponents:
     """What the story's button and select do; registered as dynamic items so they survive restarts."""
 
@@ -341,6 +389,25 @@ class StoryComponents:
         except Exception as exc:
             await reply_error(interaction, exc)
 
+    async def delete(self, interaction: discord.Interaction[Any], story_id: int) -> None:
+        """Take the story's video down: its post and status message go, who did it is recorded; what it cost
+        stays spent, and the presser is told so."""
+        locale = str(interaction.locale)
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            story = await self.stories.stories.get(story_id)
+            if story is None or interaction.guild_id is None:
+                raise InvalidInput("story.unknown")
+            actor = await self.actor(interaction, story.guild_id)
+            deleted = await self.stories.delete_result(story_id, actor, guild_id=interaction.guild_id)
+            thread_language = thread_locale(interaction.client, deleted.guild_id, deleted.locale)
+            await remove_story_messages(interaction.client, deleted, thread_language)
+            charged = await self.stories.stories.charged(story_id)
+            text = t(locale, "story.deleted", story_id=story_id, cost=format_cny(charged))
+            await interaction.followup.send(text, ephemeral=True)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
     def items(self) -> tuple[type[ButtonItem] | type[SelectItem], ...]:
         handler = self
 
@@ -363,4 +430,5 @@ class StoryComponents:
 
         partial = id_button(PARTIAL_ID.removesuffix(":{story_id}"), self.deliver_partial, self.allowed)
         cancel = id_button(CANCEL_STORY_ID.removesuffix(":{story_id}"), self.cancel, self.allowed)
-        return partial, cancel, RedoSelect
+        delete = id_button(DELETE_STORY_ID.removesuffix(":{story_id}"), self.delete, self.allowed)
+        return partial, cancel, RedoSelect, delete

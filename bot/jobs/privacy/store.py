@@ -113,6 +113,7 @@ class PrivacyStore:
             await tx.execute("UPDATE content_rules SET added_by = ? WHERE added_by = ?", (ANONYMOUS_USER, user_id))
             # Who deleted a result (issue 19's Delete) may be someone else than who asked for it.
             await tx.execute("UPDATE jobs SET deleted_by = ? WHERE deleted_by = ?", (ANONYMOUS_USER, user_id))
+            await tx.execute("UPDATE stories SET deleted_by = ? WHERE deleted_by = ?", (ANONYMOUS_USER, user_id))
             return erasure
 
         return await self._db.run_in_transaction(work)
@@ -230,7 +231,8 @@ class PrivacyStore:
         for part in _chunks(ids):
             await tx.execute(
                 f"""UPDATE stories SET user_id = ?, prompts = '[]', frames = '[]', joined_path = NULL,
-                        erase_requested = 0, anonymised_at = ?
+                        erase_requested = 0, anonymised_at = ?,
+                        deleted_by = CASE WHEN deleted_by IS NULL THEN NULL ELSE {int(ANONYMOUS_USER)} END
                     WHERE id IN ({_marks(part)})""",  # noqa: S608
                 (ANONYMOUS_USER, _iso(now), *part),
             )

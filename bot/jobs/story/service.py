@@ -528,8 +528,8 @@ class StoryService:
         """Run one segment again with a new seed, budgeted like a new job; the story re-joins when it is done."""
         self.jobs.rate_limiter.hit(actor.user_id)
         story = await self._story_for(story_id, actor)
-        if story.state is not StoryState.DELIVERED or not 0 <= segment < story.segments:
-            raise InvalidInput("story.no_redo")
+        if story.state is not StoryState.DELIVERED or not 0 <= segment < story.segments or story.deleted_at:
+            raise InvalidInput("story.no_redo")  # a deleted story stays down
         current = [j for j in await self.stories.segment_jobs(story.id) if j.segment == segment]
         if not current:
             raise InvalidInput("story.no_redo")
@@ -548,6 +548,23 @@ class StoryService:
         for job in new_jobs:
             self.jobs.worker.enqueue(job)
         return new_jobs[0]
+
+    async def delete_result(self, story_id: int, actor: Actor, *, guild_id: int) -> Story:
+        """Take a posted story down (the requester, the guild's managers, the owners): record who did, and remove
+        the joined video and its segments' videos. What it cost stays spent; the caller removes the messages."""
+        story = await self._story_for(story_id, actor)
+        if story.guild_id != guild_id:
+            raise NotAllowed("job.not_yours")
+        if story.state not in (StoryState.DELIVERED, StoryState.PARTIAL):
+            raise InvalidInput("story.not_posted", story_id=story.id)
+        deleted = await self.stories.mark_deleted(story.id, actor.user_id)
+        if deleted is None:
+            raise InvalidInput("story.already_deleted", story_id=story.id)
+        files = [deleted.joined_path, *(await self.stories.current_videos(story.id)).values()]
+        for path in (Path(f) for f in files if f):
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        log.info("story %s: result deleted", story.id, extra={"guild_id": guild_id})
+        return deleted
 
     async def _story_for(self, story_id: int, actor: Actor) -> Story:
         story = await self.stories.get(story_id)

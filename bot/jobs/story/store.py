@@ -68,6 +68,8 @@ class Story:
     joined_path: str | None
     joined_message_id: int | None
     error_key: str | None
+    deleted_by: int | None = None  # who took the posted video down (Delete, issue 19), and when
+    deleted_at: str | None = None
 
     @property
     def final(self) -> bool:
@@ -109,6 +111,8 @@ def _story(row: Row) -> Story:
         joined_path=row["joined_path"],
         joined_message_id=_maybe_int(row["joined_message_id"]),
         error_key=row["error_key"],
+        deleted_by=_maybe_int(row["deleted_by"]),
+        deleted_at=row["deleted_at"],
     )
 
 
@@ -197,6 +201,16 @@ class StoryStore:
             (story_id, JobState.DELIVERED.value),
         )
         return {int(r["segment_index"]): str(r["video_path"]) for r in rows}
+
+    async def mark_deleted(self, story_id: int, user_id: int) -> Story | None:
+        """Record that `user_id` took the story's video down; None when it already was (the first press wins)."""
+        async with self._db.transaction() as db:
+            changed = await db.execute(
+                "UPDATE stories SET deleted_by = ?, deleted_at = ?, updated_at = ? WHERE id = ? AND deleted_at IS NULL",
+                (user_id, _now(), _now(), story_id),
+            )
+            row = await db.fetch_one("SELECT * FROM stories WHERE id = ?", (story_id,)) if changed else None
+        return _story(row) if row is not None else None
 
     async def set_messages(self, story_id: int, *, thread_id: int | None, status_message_id: int | None) -> None:
         """Record the story's thread and status message."""
