@@ -101,3 +101,28 @@ async def test_a_job_given_up_after_crashes_keeps_its_slot_until_its_task_is_ove
         await wait_until(lambda: all_final(services, [later.id]), within=30)
     finally:
         await services.stop()
+
+
+async def test_healthz_names_a_dispatcher_that_is_not_running(tmp_path: Path, emulator: DashScopeEmulator) -> None:
+    import socket
+
+    import aiohttp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    services, _ = await start_engine(tmp_path, emulator.base_url, KF2V_HTTP_PORT=port)
+    try:
+        assert services.health is not None
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{services.health.url}/healthz") as response:
+                body = await response.json()
+                assert response.status == 200, body
+            assert body["tasks"]["dispatcher"] == {"state": "running", "restarts": 0}
+            await services.worker.stop()  # the one process of a SQLite install no longer dispatches
+            async with http.get(f"{services.health.url}/healthz") as response:
+                body = await response.json()
+                assert response.status == 503
+            assert body["failing"] == ["worker"] and body["details"]["worker"] == "the dispatcher is not running"
+    finally:
+        await services.stop()
