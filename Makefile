@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(BIN)/mypy bot cogs tests bench
+	$(BIN)/mypy bot cogs sandbox tests bench
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q

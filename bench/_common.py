@@ -37,8 +37,8 @@ from bot.catalog import DEFAULT_CATALOG
 from bot.discord_ui.client import point_discord_at
 from bot.jobs.ports import Notifier
 from bot.jobs.scheduler import DurationModel
-from bot.sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig
 from bot.settings import Settings, load_settings
+from sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig
 from tests.support.recording import RecordingNotifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -401,7 +401,7 @@ async def open_world(
     tmp: Path, emulator: EmulatorConfig, *, time_scale: float, users: int = 2, **overrides: Any
 ) -> DiscordWorld:
     """The Discord emulator, a DashScope emulator and the real VideoBot connected to both."""
-    from bot.sandbox.discord_emu import DiscordEmulator
+    from sandbox.discord_emu import DiscordEmulator
 
     discord_emu = DiscordEmulator(owner_id=900_001)
     await discord_emu.start()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import LoopLag, noise_png, note, percentile, r3, start_bot_process
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 
 DEFAULTS: dict[str, dict[str, float]] = {
     "tiny": {"interactions": 4, "image_mb": 0.2, "window_s": 0.2},
@@ -31,7 +31,7 @@ DEFAULTS: dict[str, dict[str, float]] = {
 
 
 async def measure(size: str, *, jobs: int | None = None, seed: int = 5) -> dict[str, Any]:
-    from bot.sandbox.discord_emu import DiscordEmulator
+    from sandbox.discord_emu import DiscordEmulator
 
     d = DEFAULTS[size]
     n = jobs or int(d["interactions"])

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench._common import flat_png, note, open_world, percentile, r3, wait_for
 from bot.jobs.models import JobState
-from bot.sandbox.dashscope_emulator import EmulatorConfig
+from sandbox.dashscope_emulator import EmulatorConfig
 
 MIB = 1024 * 1024
 DEFAULTS: dict[str, dict[str, float]] = {

@@ -31,7 +31,7 @@ from bench._common import note, r3, start_engine
 from bench.failover import _with_database
 from bot.app import Services
 from bot.jobs.db import redact_url
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 
 ROUNDS = {"tiny": 2, "full": 10}
 GUILD = 4242

@@ -30,7 +30,7 @@ from typing import Any
 from PIL import Image
 
 from bench._common import ROOT, note, r3, start_bot_process, wait_for
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 
 MIB = 1024 * 1024
 TARGET_MIB = 600
@@ -154,7 +154,7 @@ def _group_peak_kib(pid: int) -> int:
 
 
 async def measure(size: str, seed: int = 17) -> dict[str, Any]:
-    from bot.sandbox.discord_emu import DiscordEmulator
+    from sandbox.discord_emu import DiscordEmulator
 
     d = DEFAULTS[size]
     side, (phone_w, phone_h) = d["square"], d["phone"]

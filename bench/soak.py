@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import API_KEY, ROOT, flat_png, note, r3, rss_mb, start_engine
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 
 DEFAULTS: dict[str, dict[str, float]] = {
     "tiny": {"jobs": 60, "warmup": 20, "time_scale": 2000.0, "accounts": 4, "every": 20},

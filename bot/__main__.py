@@ -4,33 +4,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import importlib.util
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from bot.settings import SettingsError, load_settings
 
 EXIT_CONFIG = 2
 SANDBOX_EXTRA = "pip install 'kf2v-bot[sandbox]'"
+SANDBOX_COMMANDS = ("sandbox", "demo")
 
 
 def _sandbox_missing(command: str) -> str | None:
     """`sandbox` and `demo` render real mp4s with PyAV, which a plain install (and the Docker image) leaves out."""
-    if importlib.util.find_spec("av") is not None:
+    if importlib.util.find_spec("av") is not None and importlib.util.find_spec("sandbox") is not None:
         return None
     return f"kf2v-bot {command} needs the sandbox extra (PyAV): {SANDBOX_EXTRA}  (make demo installs it)"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _sandbox(module: str) -> ModuleType:
+    """The top-level `sandbox` package (emulators, demo), loaded by name: the bot itself never imports it."""
+    return importlib.import_module(f"sandbox.{module}")
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kf2v-bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="connect to Discord, serve the slash commands and run the job worker")
     sub.add_parser("check", help="validate the configuration and, with credentials, that both services answer")
 
     sandbox = sub.add_parser("sandbox", help="serve a local DashScope-compatible emulator")
-    from bot.sandbox.cli import add_sandbox_arguments
-
-    add_sandbox_arguments(sandbox)
+    if command == "sandbox":  # its flags live with the emulator, loaded only for this command
+        _sandbox("cli").add_sandbox_arguments(sandbox)
 
     demo = sub.add_parser("demo", help="the whole pipeline offline: emulated Discord and DashScope")
     demo.add_argument(
@@ -51,21 +62,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command in ("sandbox", "demo") and (missing := _sandbox_missing(args.command)) is not None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command(argv)
+    if command in SANDBOX_COMMANDS and (missing := _sandbox_missing(command)) is not None:
         print(f"kf2v-bot: {missing}", file=sys.stderr)
         return EXIT_CONFIG
+    args = _parser(command).parse_args(argv)
     try:
         if args.command == "sandbox":
-            from bot.sandbox.cli import run_sandbox
-
-            return run_sandbox(args)
+            status: int = _sandbox("cli").run_sandbox(args)
+            return status
         if args.command == "demo":
-            from bot.sandbox.demo import run_demo
-
-            return asyncio.run(
+            run_demo = _sandbox("demo").run_demo
+            status = asyncio.run(
                 run_demo(time_scale=args.time_scale, output=args.output, verbose=args.verbose, seed=args.seed)
             )
+            return status
         settings = load_settings()
         if args.command == "run":
             settings.require_run_credentials()

@@ -11,7 +11,7 @@ import pytest
 
 from bot.catalog import DEFAULT_CATALOG
 from bot.jobs.models import ChargeState, JobState
-from bot.sandbox.discord_emu import CommandUnavailableError
+from sandbox.discord_emu import CommandUnavailableError
 from tests.support import corpus
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, MANAGER, OWNER, World, close_world, delivered, make_world

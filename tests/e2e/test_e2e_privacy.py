@@ -13,7 +13,7 @@ import pytest
 from bot.jobs.db import SqliteDatabase
 from bot.jobs.models import JobState
 from bot.logs import TextFormatter
-from bot.sandbox.discord_emu import MessageRecord
+from sandbox.discord_emu import MessageRecord
 from tests.support.scan import files_naming, rows_naming
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, OWNER, World, delivered

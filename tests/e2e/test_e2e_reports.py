@@ -8,7 +8,7 @@ import io
 
 from PIL import Image
 
-from bot.sandbox.discord_emu import MessageRecord
+from sandbox.discord_emu import MessageRecord
 from tests.support.world import ALICE, MANAGER, OWNER, World, delivered
 
 

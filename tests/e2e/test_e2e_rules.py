@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.sandbox.discord_emu import CommandUnavailableError
+from sandbox.discord_emu import CommandUnavailableError
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, MANAGER, OWNER, World
 

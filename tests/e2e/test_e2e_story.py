@@ -20,7 +20,7 @@ from bot.jobs.models import ChargeState
 from bot.jobs.story.join import expected_frames, seam_indices
 from bot.jobs.story.plan import StoryState
 from bot.jobs.story.store import StoryStore
-from bot.sandbox.discord_emu import UPLOAD_LIMITS, MessageRecord
+from sandbox.discord_emu import UPLOAD_LIMITS, MessageRecord
 from tests.support import corpus
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, World

@@ -30,9 +30,9 @@ import pytest
 import pytest_asyncio
 
 from bot.i18n import t
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, api_key_id, fingerprint
-from bot.sandbox.discord_emu import DiscordEmulator
-from bot.sandbox.discord_emu.emulator import InteractionRecord
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, api_key_id, fingerprint
+from sandbox.discord_emu import DiscordEmulator
+from sandbox.discord_emu.emulator import InteractionRecord
 from tests.support import corpus
 from tests.support.waiting import wait_until
 

@@ -8,8 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
-from bot.sandbox.discord_emu import DiscordEmulator
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.discord_emu import DiscordEmulator
 from tests.support import corpus
 from tests.support.waiting import wait_until
 

@@ -20,7 +20,7 @@ import pytest
 
 from bot.jobs.models import JobState
 from bot.jobs.store import JobStore
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,7 +30,7 @@ import pytest
 
 from bot.app import Services
 from bot.jobs.models import JobState
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import draft, jobs_by_id, start_engine
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until

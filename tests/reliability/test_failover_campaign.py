@@ -25,7 +25,7 @@ import pytest
 
 from bot.jobs.models import ChargeState, JobState
 from bot.jobs.store import JobStore
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.waiting import wait_until
 
 PROCESSES = 3
@@ -60,7 +60,7 @@ async def _states(url: str) -> Counter[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(170)
 async def test_sigkilled_dispatchers_lose_and_duplicate_nothing(tmp_path: Path, postgres_url: str) -> None:
-    from bot.sandbox.discord_emu import DiscordEmulator
+    from sandbox.discord_emu import DiscordEmulator
     from tests.support import corpus
     from tests.support.reliability import (
         ALICE,

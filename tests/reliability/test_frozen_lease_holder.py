@@ -13,7 +13,7 @@ import pytest
 
 from bot.app import EXIT_LEASE_LOST
 from bot.jobs.worker.lease import DEFAULT_RETRY_S, DEFAULT_TTL_S
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.waiting import wait_until
 
 
@@ -33,7 +33,7 @@ async def holder_pid(url: str) -> int | None:
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 async def test_a_holder_frozen_past_its_lease_exits_75_once_it_runs_again(tmp_path: Path, postgres_url: str) -> None:
-    from bot.sandbox.discord_emu import DiscordEmulator
+    from sandbox.discord_emu import DiscordEmulator
     from tests.support.reliability import FAKE_API_KEY, FAKE_BOT_TOKEN, OWNER, bot_env, spawn_bot, stop_process
 
     discord = DiscordEmulator(owner_id=OWNER, bot_token=FAKE_BOT_TOKEN)

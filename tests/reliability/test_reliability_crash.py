@@ -29,7 +29,7 @@ import pytest
 
 from bot.jobs.models import ChargeState, GuildPolicy, JobState
 from bot.jobs.store import JobStore
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import all_final, start_engine
 from tests.support.runners.admit_runner import GUILDS, RUNNER_SETTINGS
 from tests.support.waiting import wait_until
@@ -191,7 +191,7 @@ JOBS = 14
 @pytest.mark.slow
 @pytest.mark.timeout(170)
 async def test_real_bot_process_survives_sigkills(tmp_path: Path) -> None:
-    from bot.sandbox.discord_emu import DiscordEmulator
+    from sandbox.discord_emu import DiscordEmulator
     from tests.support import corpus
     from tests.support.reliability import (
         ALICE,

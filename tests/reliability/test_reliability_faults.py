@@ -19,8 +19,8 @@ import pytest
 
 from bot.i18n import t
 from bot.jobs.models import ChargeState, Job, JobState
-from bot.sandbox.dashscope_emulator import EmulatorConfig
-from bot.sandbox.discord_emu.model import Overwrite, Perm
+from sandbox.dashscope_emulator import EmulatorConfig
+from sandbox.discord_emu.model import Overwrite, Perm
 from tests.support.reliability import FINAL, videos_per_job
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, World

@@ -25,9 +25,9 @@ import pytest
 from bot.app import register_secrets
 from bot.jobs.models import JobState
 from bot.logs import setup_logging
-from bot.sandbox.dashscope_emulator import EmulatorConfig
-from bot.sandbox.discord_emu.model import DEFAULT_BOT_PERMISSIONS, Perm
 from bot.settings import load_settings
+from sandbox.dashscope_emulator import EmulatorConfig
+from sandbox.discord_emu.model import DEFAULT_BOT_PERMISSIONS, Perm
 from tests.support import corpus
 from tests.support.reliability import (
     ALICE,

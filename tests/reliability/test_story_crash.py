@@ -17,8 +17,8 @@ import pytest
 
 from bot.jobs.models import ChargeState, JobState
 from bot.jobs.store import JobStore
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
-from bot.sandbox.discord_emu import DiscordEmulator
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.discord_emu import DiscordEmulator
 from tests.support import corpus
 from tests.support.reliability import ALICE, FAKE_API_KEY, FAKE_BOT_TOKEN, OWNER, bot_env, spawn_bot, stop_process
 from tests.support.waiting import wait_until

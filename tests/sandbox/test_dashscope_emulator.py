@@ -22,8 +22,8 @@ import av
 import pytest
 from PIL import Image
 
-from bot.sandbox.cli import add_sandbox_arguments, config_from_args
-from bot.sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig, FaultConfig, fingerprint
+from sandbox.cli import add_sandbox_arguments, config_from_args
+from sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig, FaultConfig, fingerprint
 from tests.support.waiting import wait_until
 
 KEY = "sk-emulator-test-key-1"

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image, ImageStat
 
 from bot.__main__ import main
-from bot.sandbox.demo import run_demo
-from bot.sandbox.demo.report import analyse_story_video
-from bot.sandbox.demo.scenes import SCENES, SIZE, frame_pair, keyframes
-from bot.sandbox.demo.script import REQUESTS, STORY, Expect
-from bot.sandbox.demo.world import SANDBOX_API_KEY, demo_settings
+from sandbox.demo import run_demo
+from sandbox.demo.report import analyse_story_video
+from sandbox.demo.scenes import SCENES, SIZE, frame_pair, keyframes
+from sandbox.demo.script import REQUESTS, STORY, Expect
+from sandbox.demo.world import SANDBOX_API_KEY, demo_settings
 
 FAST = 600.0  # ten minutes of provider time per second: the afternoon takes about ten seconds
 

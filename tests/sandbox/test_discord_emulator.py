@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 import yarl
 
-from bot.sandbox.discord_emu import (
+from sandbox.discord_emu import (
     MIB,
     CommandNotSyncedError,
     CommandUnavailableError,

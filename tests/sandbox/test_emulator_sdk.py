@@ -19,7 +19,7 @@ import pytest
 from dashscope import VideoSynthesis
 from PIL import Image
 
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 
 KEY = "sk-sdk-test-key"
 MODEL = "wan2.2-kf2v-flash"

@@ -23,7 +23,7 @@ from bot.catalog import load_catalog
 from bot.dashscope.client import DashScopeClient
 from bot.dashscope.errors import InvalidRequestError
 from bot.dashscope.models import CreateTaskRequest, RequestValidationError
-from bot.sandbox.dashscope_emulator import (
+from sandbox.dashscope_emulator import (
     CATALOG_REGIONS,
     MEDIA_CREATE_PATH,
     DashScopeEmulator,

@@ -8,7 +8,7 @@ import av
 import pytest
 from PIL import Image
 
-from bot.sandbox.video import TIER_AREAS, frame_size, render_crossfade
+from sandbox.video import TIER_AREAS, frame_size, render_crossfade
 
 RED = (220, 30, 30)
 BLUE = (30, 40, 210)

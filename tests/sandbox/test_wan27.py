@@ -26,8 +26,8 @@ from bot.catalog import Catalog, load_catalog
 from bot.dashscope.client import DashScopeClient
 from bot.dashscope.errors import ForeignUploadHostError, InvalidRequestError
 from bot.dashscope.models import CreateTaskRequest, RequestValidationError, TaskResult
-from bot.sandbox.dashscope_emulator import MEDIA_CREATE_PATH, DashScopeEmulator, EmulatorConfig
-from bot.sandbox.video import render_video
+from sandbox.dashscope_emulator import MEDIA_CREATE_PATH, DashScopeEmulator, EmulatorConfig
+from sandbox.video import render_video
 
 KEY = "sk-wan27-test"
 OTHER_KEY = "sk-wan27-other-account"

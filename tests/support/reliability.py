@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.jobs.models import JobState
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
-from bot.sandbox.discord_emu import DiscordEmulator
-from bot.sandbox.discord_emu.model import DEFAULT_BOT_PERMISSIONS
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.discord_emu import DiscordEmulator
+from sandbox.discord_emu.model import DEFAULT_BOT_PERMISSIONS
 from tests.support.world import ALICE, BOB, FAST, MANAGER, OWNER, World
 
 ROOT = Path(__file__).resolve().parents[2]

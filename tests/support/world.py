@@ -11,8 +11,8 @@ from typing import Any
 from bot.app import DiscordApp, Services, build_discord_app
 from bot.discord_ui.client import VideoBot, point_discord_at
 from bot.jobs.models import Job, JobState
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
-from bot.sandbox.discord_emu import DiscordEmulator, MessageRecord
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.discord_emu import DiscordEmulator, MessageRecord
 from tests.support import corpus
 from tests.support.engine import engine_settings
 from tests.support.waiting import wait_until

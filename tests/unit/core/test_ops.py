@@ -234,7 +234,7 @@ async def test_check_warns_when_anyone_can_add_the_bot(
 
 
 async def test_check_reads_public_bot_from_the_discord_emulator(tmp_path: Path) -> None:
-    from bot.sandbox.discord_emu import DiscordEmulator
+    from sandbox.discord_emu import DiscordEmulator
 
     discord = DiscordEmulator(bot_token=GOOD_TOKEN)  # its application is public, as Discord's default is
     await discord.start()

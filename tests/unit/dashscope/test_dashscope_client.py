@@ -45,7 +45,7 @@ from bot.dashscope.models import (
     TaskResult,
     TaskStatus,
 )
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
 
 KEY = "sk-test-5f1c0ffee0ddba11"
 PENDING_S = 0.3

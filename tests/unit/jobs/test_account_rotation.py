@@ -15,7 +15,7 @@ import pytest
 
 from bot.dashscope.client import account_fingerprint
 from bot.jobs.models import ChargeState, JobState
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import API_KEY, all_final, draft, start_engine
 from tests.support.waiting import wait_until
 

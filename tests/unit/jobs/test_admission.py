@@ -17,7 +17,7 @@ from bot.errors import InvalidInput, QueueFull, QuotaExceeded, RateLimited
 from bot.jobs.quota import BudgetService, Defaults
 from bot.jobs.service import UserRateLimiter
 from bot.jobs.store import JobStore
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support import corpus
 from tests.support.engine import draft, start_engine
 

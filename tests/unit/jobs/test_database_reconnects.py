@@ -16,7 +16,7 @@ import pytest
 from bot.app import LEASE_GRACE_S, build_services
 from bot.jobs.db import SqliteDatabase, migrate
 from bot.jobs.worker.lease import DispatchLease, lease_name
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import draft, engine_settings, start_engine
 from tests.support.recording import RecordingNotifier
 from tests.support.tcp_proxy import TcpProxy

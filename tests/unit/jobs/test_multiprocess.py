@@ -12,7 +12,7 @@ import pytest
 from bot.app import Services
 from bot.jobs.models import JobState
 from bot.jobs.service import Actor
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import draft, start_engine
 from tests.support.recording import RecordingNotifier
 from tests.support.waiting import wait_until

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bot.catalog import TimedMediaLimits, load_catalog
 from bot.jobs.probe import InvalidMedia, probe_audio, probe_clip, sniff_audio, sniff_clip
-from bot.sandbox.video import render_video
+from sandbox.video import render_video
 
 WAN27 = load_catalog().model("wan2.7-i2v")
 assert WAN27.inputs.audio is not None and WAN27.inputs.clip is not None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.jobs.models import JobState
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import all_final, draft, start_engine
 from tests.support.waiting import wait_until
 

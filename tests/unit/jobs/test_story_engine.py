@@ -24,7 +24,7 @@ from bot.jobs.story.join import expected_frames, join_segments, seam_indices
 from bot.jobs.story.plan import SegmentStatus, StoryState
 from bot.jobs.story.service import SegmentLinks, SegmentRouter, StoryDraft, StoryService
 from bot.jobs.story.store import Story, StoryStore
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support import corpus
 from tests.support.engine import start_engine
 from tests.support.recording import RecordingNotifier

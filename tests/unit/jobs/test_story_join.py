@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from bot.jobs.story.join import JoinError, expected_frames, join_segments, seam_indices
-from bot.sandbox.video import render_crossfade, render_video
+from sandbox.video import render_crossfade, render_video
 
 KEYFRAMES = [(220, 30, 30), (30, 200, 40), (30, 40, 210), (235, 235, 235)]
 FPS = 8  # few frames per segment: neighbouring frames differ by ~27 levels, so an off-by-one seam shows

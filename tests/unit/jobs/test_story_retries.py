@@ -26,7 +26,7 @@ from bot.jobs.story.join import join_segments
 from bot.jobs.story.plan import StoryState
 from bot.jobs.story.service import SegmentRouter, StoryService
 from bot.jobs.story.store import StoryStore
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
 from tests.support.engine import start_engine
 from tests.support.recording import RecordingNotifier
 from tests.support.waiting import wait_until

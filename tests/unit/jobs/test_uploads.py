@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from bot.dashscope.client import DashScopeClient
 from bot.dashscope.errors import InvalidRequestError, ProviderUnavailableError
 from bot.jobs.uploads import DatabaseUploadStore, MemoryUploadStore, UploadCache, UploadConfig, UploadStore
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
 from tests.support.postgres import OpenDatabase
 
 MODEL = "wan2.7-i2v"

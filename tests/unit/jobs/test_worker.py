@@ -16,7 +16,7 @@ from bot.errors import InvalidInput
 from bot.jobs.models import ChargeState, JobState, PauseScope
 from bot.jobs.scheduler import QueuedJob
 from bot.jobs.service import Actor
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support import corpus
 from tests.support.engine import all_final, draft, jobs_by_id, start_engine
 from tests.support.waiting import wait_until

@@ -22,7 +22,7 @@ import pytest
 from bot.app import Services
 from bot.jobs.models import ChargeState, JobState
 from bot.jobs.service import Actor, Draft
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
 from tests.support import corpus
 from tests.support.engine import all_final, draft, start_engine
 from tests.support.waiting import wait_until

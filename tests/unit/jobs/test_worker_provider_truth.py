@@ -19,7 +19,7 @@ from aiohttp import web
 from bot.app import Services
 from bot.jobs.models import ChargeState, Job, JobState
 from bot.jobs.quota import Settlement
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, api_key_id
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, api_key_id
 from tests.support.engine import API_KEY, all_final, draft, jobs_by_id, start_engine
 from tests.support.waiting import wait_until
 

@@ -15,7 +15,7 @@ import pytest
 from bot.catalog import DEFAULT_CATALOG
 from bot.i18n import t
 from bot.jobs.models import ChargeState, JobState
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import all_final, draft, start_engine
 from tests.support.waiting import wait_until
 

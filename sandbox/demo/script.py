@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.sandbox.dashscope_emulator import EmulatorConfig
+from sandbox.dashscope_emulator import EmulatorConfig
 
 FAIL_WORD = EmulatorConfig().fail_word  # "FAIL_CONTENT": the emulator fails any task whose prompt has it
 OWNER_ID = 880_000_000_000_000_001
@@ -51,7 +51,7 @@ class RequestSpec:
     guild: str
     user: str  # a member's handle
     prompt: str
-    scene: str  # bot.sandbox.demo.scenes.SCENES
+    scene: str  # sandbox.demo.scenes.SCENES
     resolution: str = "720P"
     image_format: str = "PNG"
     expect: Expect = Expect.DELIVERED

@@ -16,10 +16,10 @@ from typing import Any
 
 from bot.app import DiscordApp, Services, build_discord_app
 from bot.discord_ui.client import VideoBot, point_discord_at
-from bot.sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
-from bot.sandbox.demo.script import FAIL_WORD, GUILDS, OWNER_ID, OWNER_NAME
-from bot.sandbox.discord_emu import DiscordEmulator
 from bot.settings import Settings, load_settings
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.demo.script import FAIL_WORD, GUILDS, OWNER_ID, OWNER_NAME
+from sandbox.discord_emu import DiscordEmulator
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class DemoWorld:
 
     @property
     def account(self) -> str:
-        from bot.sandbox.dashscope_emulator import fingerprint
+        from sandbox.dashscope_emulator import fingerprint
 
         return fingerprint(SANDBOX_API_KEY)
 

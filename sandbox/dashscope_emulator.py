@@ -523,7 +523,7 @@ def _placeholder(url: str) -> bytes:
 
 
 def _render(first: _Image, last: _Image | None, resolution: str) -> bytes:
-    from bot.sandbox.video import render_crossfade  # imports PyAV: only when a video is really needed
+    from sandbox.video import render_crossfade  # imports PyAV: only when a video is really needed
 
     first_bytes = first.data if first.data is not None else _placeholder(first.url or "")
     if last is None:
@@ -539,7 +539,7 @@ def _render(first: _Image, last: _Image | None, resolution: str) -> bytes:
 
 def _render_media(task: _Task) -> bytes:
     """wan2.7's output: `duration` seconds with sound; a continued clip comes back whole (clip + new part)."""
-    from bot.sandbox.video import render_video
+    from sandbox.video import render_video
 
     first = None
     if task.clip is None:
@@ -553,7 +553,7 @@ def _render_media(task: _Task) -> bytes:
 
 
 def _probe_seconds(data: bytes, name: str) -> float:
-    from bot.sandbox.video import media_seconds
+    from sandbox.video import media_seconds
 
     try:
         return media_seconds(data)
@@ -562,7 +562,7 @@ def _probe_seconds(data: bytes, name: str) -> float:
 
 
 def _probe_size(data: bytes, name: str) -> tuple[int, int]:
-    from bot.sandbox.video import video_size
+    from sandbox.video import video_size
 
     try:
         return video_size(data)

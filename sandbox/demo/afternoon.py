@@ -21,9 +21,9 @@ from typing import Any
 from bot.jobs.models import Job, JobState
 from bot.jobs.story.plan import FINAL_STORY_STATES, StoryState
 from bot.jobs.story.store import Story, StoryStore
-from bot.sandbox.demo.live import Console, JobView, SlotView, Snapshot, fit
-from bot.sandbox.demo.scenes import frame_pair, keyframes
-from bot.sandbox.demo.script import (
+from sandbox.demo.live import Console, JobView, SlotView, Snapshot, fit
+from sandbox.demo.scenes import frame_pair, keyframes
+from sandbox.demo.script import (
     BURST_GAP_S,
     GUILDS,
     OWNER_ID,
@@ -36,8 +36,8 @@ from bot.sandbox.demo.script import (
     guild_spec,
     member,
 )
-from bot.sandbox.demo.world import DemoWorld
-from bot.sandbox.discord_emu import InteractionRecord, MessageRecord
+from sandbox.demo.world import DemoWorld
+from sandbox.discord_emu import InteractionRecord, MessageRecord
 
 log = logging.getLogger(__name__)
 

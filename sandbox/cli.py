@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import Any
 
-from bot.sandbox.dashscope_emulator import (
+from sandbox.dashscope_emulator import (
     ABSURD_BILLS,
     CATALOG_REGIONS,
     OVER_LIMIT_MODES,

@@ -9,6 +9,6 @@ the two provider slots and each job; `report.py` writes report.md / report.json,
 OUTPUT/videos/ and runs the checks that decide the exit code. Nothing here is imported by the bot at run time.
 """
 
-from bot.sandbox.demo.runner import DEFAULT_TIME_SCALE, run_demo
+from sandbox.demo.runner import DEFAULT_TIME_SCALE, run_demo
 
 __all__ = ["DEFAULT_TIME_SCALE", "run_demo"]

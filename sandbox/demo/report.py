@@ -24,10 +24,10 @@ from bot.i18n import MESSAGES, language, t
 from bot.jobs.models import ChargeState, Job, JobState, LedgerEntry
 from bot.jobs.story.join import expected_frames, seam_indices
 from bot.jobs.story.plan import StoryState
-from bot.sandbox.demo.afternoon import Afternoon, Outcome, StoryOutcome
-from bot.sandbox.demo.live import provider_time
-from bot.sandbox.demo.script import GUILDS, Expect, guild_spec, member
-from bot.sandbox.discord_emu import MessageRecord
+from sandbox.demo.afternoon import Afternoon, Outcome, StoryOutcome
+from sandbox.demo.live import provider_time
+from sandbox.demo.script import GUILDS, Expect, guild_spec, member
+from sandbox.discord_emu import MessageRecord
 
 TIMELINE_WIDTH = 64
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.logs import SecretRedactor, TextFormatter
-from bot.sandbox.demo.afternoon import Afternoon
-from bot.sandbox.demo.live import Console, display_width, fit, provider_time
-from bot.sandbox.demo.report import Check, Report, ReportBuilder, write_report
-from bot.sandbox.demo.world import start_world, stop_world
+from sandbox.demo.afternoon import Afternoon
+from sandbox.demo.live import Console, display_width, fit, provider_time
+from sandbox.demo.report import Check, Report, ReportBuilder, write_report
+from sandbox.demo.world import start_world, stop_world
 
 log = logging.getLogger(__name__)
 
