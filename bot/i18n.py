@@ -759,6 +759,9 @@ MESSAGES[EN].update(
         "its segments when they were made.",
         "story.deleted_note": "Story #{story_id} was deleted by {user}.",
         "story.thread_deleted": "Story #{story_id} (deleted)",
+        "story.details_title": "Story #{story_id}: details",
+        "story.details_segment": "**Segment {segment}** (frame {first} → {last}): {prompt}",
+        "story.details_command": "To make it again, attach the same {frames} keyframes, in order, to:",
     }
 )
 MESSAGES[ZH].update(
@@ -844,6 +847,9 @@ MESSAGES[ZH].update(
         "story.deleted": "故事 #{story_id} 已删除。已产生的费用(¥{cost})不会退回:服务商在生成各段时已计费。",
         "story.deleted_note": "故事 #{story_id} 已被 {user} 删除。",
         "story.thread_deleted": "故事 #{story_id}(已删除)",
+        "story.details_title": "故事 #{story_id}:详情",
+        "story.details_segment": "**第 {segment} 段**(帧 {first} → {last}):{prompt}",
+        "story.details_command": "要再次生成,请按顺序附上相同的 {frames} 张关键帧并使用:",
     }
 )
 

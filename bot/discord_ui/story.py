@@ -39,6 +39,7 @@ PARTIAL_ID = "kf2v:story-partial:{story_id}"
 CANCEL_STORY_ID = "kf2v:story-cancel:{story_id}"
 REDO_ID = "kf2v:story-redo:{story_id}"
 DELETE_STORY_ID = "kf2v:story-delete:{story_id}"
+DETAILS_STORY_ID = "kf2v:story-details:{story_id}"
 _SEGMENT_COLOURS = {
     SegmentStatus.WAITING: "⏳",
     SegmentStatus.RUNNING: "🎬",
@@ -81,6 +82,7 @@ def redo_view(story: Story, locale: str | None) -> discord.ui.View:
         ],
     )
     view.add_item(select)
+    view.add_item(details_story_button(story, locale))
     view.add_item(delete_story_button(story, locale))
     return view
 
@@ -94,11 +96,46 @@ def delete_story_button(story: Story, locale: str | None) -> discord.ui.Button[A
     )
 
 
+def details_story_button(story: Story, locale: str | None) -> discord.ui.Button[Any]:
+    """Details under a posted story (issue 19): any member of its server, privately."""
+    return discord.ui.Button(
+        custom_id=DETAILS_STORY_ID.format(story_id=story.id),
+        label=t(locale, "button.details"),
+        style=discord.ButtonStyle.secondary,
+    )
+
+
+def story_details(story: Story, actual_prompts: dict[int, str], charged: int, locale: str) -> tuple[str, discord.Embed]:
+    """(content with the copyable /kf2v-story line, embed with every segment's prompt and what the provider used
+    for it, the model, resolution, seed, cost)."""
+    lines = []
+    for k, prompt in enumerate(story.prompts):
+        shown = clip(prompt, 600)
+        lines.append(t(locale, "story.details_segment", segment=k + 1, first=k + 1, last=k + 2, prompt=shown))
+        if actual_prompts.get(k):
+            lines.append("> " + clip(" ".join(actual_prompts[k].split()), 600))
+    title = t(locale, "story.details_title", story_id=story.id)
+    embed = discord.Embed(title=title, description=clip("\n".join(lines), 4000))
+    embed.add_field(name=t(locale, "status.model"), value=story.model, inline=True)
+    embed.add_field(name=t(locale, "details.resolution"), value=story.resolution, inline=True)
+    seed = str(story.seed) if story.seed is not None else t(locale, "details.seed_provider")
+    embed.add_field(name=t(locale, "result.seed"), value=seed, inline=True)
+    embed.add_field(name=t(locale, "status.cost"), value=f"¥{format_cny(charged)}", inline=True)
+    embed.add_field(name=t(locale, "status.requester"), value=f"<@{story.user_id}>", inline=True)
+    prompts = " | ".join(" ".join(p.split()).replace("|", "/").replace("`", "ˋ") for p in story.prompts)
+    line = f"/kf2v-story prompt:{prompts} model:{story.model} resolution:{story.resolution}"
+    if story.seed is not None:
+        line += f" seed:{story.seed}"
+    content = t(locale, "story.details_command", frames=len(story.frames)) + "\n```\n" + clip(line, 1800) + "\n```"
+    return content, embed
+
+
 def posted_view(story: Story, locale: str | None, *, partial: bool) -> discord.ui.View:
     """What sits under the posted video: Redo and Delete; Delete only for a story delivered as far as it got."""
     if not partial:
         return redo_view(story, locale)
     view = discord.ui.View(timeout=None)
+    view.add_item(details_story_button(story, locale))
     view.add_item(delete_story_button(story, locale))
     return view
 
@@ -408,6 +445,25 @@ class StoryComponents:
         except Exception as exc:
             await reply_error(interaction, exc)
 
+    async def details(self, interaction: discord.Interaction[Any], story_id: int) -> None:
+        """Every segment's prompt and what the provider used, the options, the cost, a copyable /kf2v-story line;
+        privately, to any member of the story's server."""
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            story = await self.stories.stories.get(story_id)
+            if story is None or story.guild_id != interaction.guild_id:
+                raise NotAllowed("job.not_yours")  # another server's story is never shown
+            actual: dict[int, str] = {}
+            for segment_job in await self.stories.stories.segment_jobs(story_id):  # oldest first: the newest wins
+                job = await self.stories.jobs.get(segment_job.job_id)
+                if job.actual_prompt:
+                    actual[segment_job.segment] = job.actual_prompt
+            charged = await self.stories.stories.charged(story_id)
+            content, embed = story_details(story, actual, charged, str(interaction.locale))
+            await interaction.followup.send(content, embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
     def items(self) -> tuple[type[ButtonItem] | type[SelectItem], ...]:
         handler = self
 
@@ -431,4 +487,5 @@ class StoryComponents:
         partial = id_button(PARTIAL_ID.removesuffix(":{story_id}"), self.deliver_partial, self.allowed)
         cancel = id_button(CANCEL_STORY_ID.removesuffix(":{story_id}"), self.cancel, self.allowed)
         delete = id_button(DELETE_STORY_ID.removesuffix(":{story_id}"), self.delete, self.allowed)
-        return partial, cancel, RedoSelect, delete
+        details = id_button(DETAILS_STORY_ID.removesuffix(":{story_id}"), self.details, self.allowed)
+        return partial, cancel, RedoSelect, delete, details

@@ -30,6 +30,21 @@ async def test_delete_takes_a_posted_story_down_and_keeps_what_was_spent(world: 
     ledger_before = await world.svc.store.ledger(world.guild)
     charged = await stories.charged(1)
 
+    # Details: any member, privately: each segment's prompt and what the provider used, a copyable command.
+    details = await world.discord.press_button(message.id, "kf2v:story-details:1", BOB)
+    await world.reply(details)
+    [answer] = [m for m in details.messages if m.ephemeral and not m.loading]
+    assert "```\n/kf2v-story prompt:dawn | dusk model:wan2.2-kf2v-flash resolution:720P" in answer.content
+    assert "the same 3 keyframes" in answer.content
+    [embed] = answer.embeds
+    assert "**Segment 1** (frame 1 → 2): dawn" in embed["description"] and "**Segment 2**" in embed["description"]
+    segment_jobs = [j for j in await world.svc.store.all_jobs() if j.story_id == 1]
+    assert all(
+        j.actual_prompt and "> " + " ".join(j.actual_prompt.split())[:60] in embed["description"] for j in segment_jobs
+    )
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Cost"] == f"¥{charged / 1000:.2f}" and fields["Requested by"] == f"<@{ALICE}>"
+
     refused = await world.discord.press_button(message.id, "kf2v:story-delete:1", BOB)
     assert await world.reply(refused) == "That job belongs to someone else."
     assert not message.deleted
