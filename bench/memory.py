@@ -6,8 +6,9 @@
 2. The real bot (`python -m bot run`, as deployed) against the Discord and DashScope emulators in this
    process: four /kf2v at the same moment, as issue 17 asks: two 8000x8000 PNGs (the 0.3 MB transparent one
    and a plain RGB one sent as uploaded), a 48 MP phone photo (8000x6000, EXIF "turn 90°", ~9 MB) and an
-   ordinary pair. Every request must be answered (queued, or refused naming the pixel limit) and the
-   accepted jobs submitted (each frame then a base64 data URI in a JSON body, also in the bot's memory).
+   ordinary pair. Every request must be answered (queued, or refused naming the pixel limit) and each
+   accepted job submitted (each frame then a base64 data URI in a JSON body, also in the bot's memory)
+   and delivered (its video downloaded and posted).
    Figures: the bot's resident memory idle, and the peak of its process group (VmHWM of the bot and of any
    child) through the burst; the target is 600 MiB with the default 256 MiB budget.
 
@@ -221,7 +222,12 @@ async def measure(size: str, seed: int = 17) -> dict[str, Any]:
                 within=120,
                 what="the accepted jobs submitted",
             )
-            await asyncio.sleep(1.0)
+
+            def videos() -> int:
+                return sum(a.filename.endswith(".mp4") for m in discord_emu.all_messages() for a in m.attachments)
+
+            # ... and each becomes a video, downloaded and posted (the emulator's default timings: seconds).
+            await wait_for(lambda: videos() >= len(queued), within=180, what="every accepted job's video posted")
             alive = bot.process.returncode is None
             peak_kib = _group_peak_kib(pid)
             return {
@@ -234,6 +240,7 @@ async def measure(size: str, seed: int = 17) -> dict[str, Any]:
                 "refused": sorted(refused),
                 "refusal_text": next(iter(refused.values()), ""),
                 "submitted": dashscope.stats()["submissions_accepted"],
+                "videos_posted": videos(),
                 "bot_alive": alive,
                 "idle_rss_mib": r3(idle_kib / 1024),
                 "idle_peak_mib": r3(idle_peak_kib / 1024),

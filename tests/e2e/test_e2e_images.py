@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.support import corpus
-from tests.support.world import ALICE, BOB, World
+from tests.support.world import ALICE, BOB, World, delivered
 
 MIB = 1024 * 1024
 BUDGET_MB = 16
@@ -97,6 +97,7 @@ async def test_worst_case_pictures_at_once_are_all_answered_within_the_budget(wo
         "worst case phone",
         "worst case plain_16mb",
     ]
+    assert {entry.job_id for entry in await world.svc.store.ledger()} == {job.id for job in jobs}  # none for it
 
     workers = world.svc.jobs.image_workers
     (budget,) = workers.budgets()
@@ -110,6 +111,7 @@ async def test_worst_case_pictures_at_once_are_all_answered_within_the_budget(wo
     with Image.open(io.BytesIO(stored)) as sent:
         assert sent.size == (1125, 1500)  # upright, at the size it was decoded at
 
+    await delivered(world, phone.id, within=60)  # the photo that had to be reduced became a video
     # The bot carries on: another member's ordinary request is queued.
     after = await world.kf2v(user=BOB, prompt="after the worst case")
     assert "queued" in await world.reply(after)
