@@ -1,6 +1,7 @@
 """`DiscordEmulator`: the state of a small Discord (guilds, channels, messages, interactions) and the test API.
 
-The REST API lives in `rest.py` and the gateway in `gateway.py`; both read and change the state kept here.
+The REST API lives in `rest.py` and the gateway in `gateway.py`; both read and change the state kept here,
+through the `Host` protocol of `host.py` (so neither imports this module).
 Everything runs on one event loop, so no locks are needed.
 """
 
@@ -22,6 +23,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .gateway import Gateway
+from .host import EmulatorError as EmulatorError
+from .host import InteractionRecord as InteractionRecord
 from .model import (
     DEFAULT_BOT_PERMISSIONS,
     DEFAULT_EVERYONE_PERMISSIONS,
@@ -48,12 +51,13 @@ from .model import (
     RoleRecord,
     SnowflakeFactory,
     SyncRecord,
+    UploadedFile,
     UserRecord,
     compute_channel_permissions,
     iso,
     utcnow,
 )
-from .rest import RestApi, UploadedFile, interaction_token
+from .rest import RestApi, interaction_token
 from .rules import image_size
 
 T = TypeVar("T")
@@ -72,156 +76,12 @@ class _Waiter:
     poll: bool
 
 
-class EmulatorError(RuntimeError):
-    """The test asked for something the emulated Discord cannot do (e.g. no bot connected)."""
-
-
 class CommandNotSyncedError(LookupError):
     """`run_command` named a command the bot never synced: on Discord the user could not even type it."""
 
 
 class CommandUnavailableError(PermissionError):
     """The command exists but Discord would not offer it to this user here (default permissions, contexts)."""
-
-
-class InteractionRecord:
-    """One interaction the emulator dispatched, and everything the bot answered through its token."""
-
-    def __init__(
-        self,
-        emulator: DiscordEmulator,
-        *,
-        id: int,
-        token: str,
-        type: int,
-        guild_id: int,
-        channel_id: int,
-        user_id: int,
-        name: str,
-        payload: Json,
-        source_message_id: int | None = None,
-        command_type: int | None = None,
-        parent_id: int | None = None,
-    ) -> None:
-        self._emulator = emulator
-        self.id = id
-        self.token = token
-        self.type = type
-        self.guild_id = guild_id
-        self.channel_id = channel_id
-        self.user_id = user_id
-        self.name = name
-        self.payload = payload
-        self.source_message_id = source_message_id
-        self.created_at = time.monotonic()
-        self.token_expires_at = self.created_at + emulator.interaction_token_ttl
-        deadline = emulator.interaction_response_deadline
-        self.deadline_at: float | None = None if deadline is None else self.created_at + deadline
-        self.responses: list[ResponseRecord] = []
-        self.original_message_id: int | None = None
-        self.followup_ids: list[int] = []
-        # The MODAL this interaction answered with, and whether the user has submitted it (a modal closes on
-        # submit: one submission per modal).
-        self.modal: Json | None = None
-        self.modal_submitted = False
-        # Application commands: 1 slash, 2 user, 3 message (context menu); None for other interactions.
-        self.command_type = command_type
-        # A modal submit: the interaction whose modal this submits.
-        self.parent_id = parent_id
-
-    def __repr__(self) -> str:
-        return f"<InteractionRecord id={self.id} name={self.name!r} responses={[r.type for r in self.responses]}>"
-
-    @property
-    def custom_id(self) -> str | None:
-        data = self.payload.get("data") or {}
-        value = data.get("custom_id")
-        return value if isinstance(value, str) else None
-
-    @property
-    def acknowledged(self) -> bool:
-        return bool(self.responses)
-
-    @property
-    def first_response_at(self) -> float | None:
-        return self.responses[0].at if self.responses else None
-
-    @property
-    def latency_ms(self) -> float | None:
-        """Milliseconds from dispatch to the first callback (what Discord's 3-second rule measures)."""
-        first = self.first_response_at
-        return None if first is None else (first - self.created_at) * 1000.0
-
-    @property
-    def token_expired(self) -> bool:
-        return time.monotonic() >= self.token_expires_at
-
-    @property
-    def original_message(self) -> MessageRecord | None:
-        if self.original_message_id is None:
-            return None
-        return self._emulator.message(self.original_message_id)
-
-    @property
-    def followups(self) -> list[MessageRecord]:
-        return [self._emulator._messages[i] for i in self.followup_ids]
-
-    @property
-    def messages(self) -> list[MessageRecord]:
-        """The original response (when it is a message) and the followups, oldest first, without repeats."""
-        ids: list[int] = []
-        if self.original_message_id is not None and self.type == InteractionType.APPLICATION_COMMAND:
-            ids.append(self.original_message_id)
-        for ident in self.followup_ids:
-            if ident not in ids:
-                ids.append(ident)
-        original = self.original_message_id
-        if self.type != InteractionType.APPLICATION_COMMAND and original is not None and original not in ids:
-            ids.append(original)
-        return [self._emulator._messages[i] for i in ids]
-
-    @property
-    def ephemeral_text(self) -> str | None:
-        """Content of the newest ephemeral message this interaction produced."""
-        for message in reversed(self.messages):
-            if message.ephemeral and not message.deleted:
-                return message.content
-        return None
-
-    @property
-    def last_text(self) -> str | None:
-        """Content of the newest message this interaction produced (after edits)."""
-        live = [m for m in self.messages if not m.deleted]
-        return live[-1].content if live else None
-
-    async def wait_modal(self, timeout: float = 5.0) -> Json:  # noqa: ASYNC109
-        """The modal this interaction answered with (raises EmulatorError if it answered otherwise)."""
-        response = await self.wait_response(timeout)
-        if response.type != CallbackType.MODAL or self.modal is None:
-            raise EmulatorError(f"interaction {self.id} answered with callback type {response.type}, not a modal")
-        return self.modal
-
-    async def wait_response(self, timeout: float = 5.0) -> ResponseRecord:  # noqa: ASYNC109
-        """The first callback (defer, message, update, modal)."""
-        return await self._emulator.wait_for(lambda: self.responses[0] if self.responses else None, timeout, poll=False)
-
-    async def wait_followup(self, timeout: float = 5.0, *, count: int = 1) -> MessageRecord:  # noqa: ASYNC109
-        """The `count`-th message sent through the webhook (followup) route; after a deferral the first one
-        is the original response itself, as on Discord."""
-        return await self._emulator.wait_for(
-            lambda: self._emulator._messages[self.followup_ids[count - 1]] if len(self.followup_ids) >= count else None,
-            timeout,
-            poll=False,
-        )
-
-    async def wait_done(self, timeout: float = 5.0) -> MessageRecord:  # noqa: ASYNC109
-        """The original response once it is no longer a "thinking…" placeholder."""
-
-        def done() -> MessageRecord | None:
-            message = self.original_message
-            return message if message is not None and not message.loading else None
-
-        return await self._emulator.wait_for(done, timeout, poll=False)
 
 
 class DiscordEmulator:

@@ -15,14 +15,12 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .host import Host
 from .model import Intent, Json
-
-if TYPE_CHECKING:
-    from .emulator import DiscordEmulator
 
 REPLAY_BUFFER = 5000
 
@@ -109,7 +107,7 @@ class Session:
 
 
 class Gateway:
-    def __init__(self, emulator: DiscordEmulator) -> None:
+    def __init__(self, emulator: Host) -> None:
         self.emulator = emulator
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()

@@ -470,3 +470,13 @@ def compute_channel_permissions(guild: GuildRecord, channel: ChannelRecord, user
     if not perms & Perm.VIEW_CHANNEL:
         return 0
     return perms
+
+
+@dataclass
+class UploadedFile:
+    """One `files[n]` part of a multipart request."""
+
+    index: int
+    filename: str
+    data: bytes
+    content_type: str | None

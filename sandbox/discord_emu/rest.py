@@ -11,10 +11,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from .host import Host, InteractionRecord
 from .model import (
     SETTABLE_MESSAGE_FLAGS,
     UPLOAD_LIMITS,
@@ -32,6 +33,7 @@ from .model import (
     RequestRecord,
     ResponseRecord,
     SyncRecord,
+    UploadedFile,
     utcnow,
 )
 from .rules import (
@@ -61,25 +63,12 @@ from .rules import (
     wrong_channel_type,
 )
 
-if TYPE_CHECKING:
-    from .emulator import DiscordEmulator, InteractionRecord
-
 API_PREFIX = "/api/v10"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _TRUE = frozenset({"1", "true", "True"})
 _ARCHIVE_DURATIONS = frozenset({60, 1440, 4320, 10080})
 _CDN_GONE = "This content is no longer available."
 _CDN_CHUNK = 1 << 18
-
-
-@dataclass
-class UploadedFile:
-    """One `files[n]` part of a multipart request."""
-
-    index: int
-    filename: str
-    data: bytes
-    content_type: str | None
 
 
 @dataclass
@@ -125,7 +114,7 @@ def _int(value: str) -> int:
 
 
 class RestApi:
-    def __init__(self, emulator: DiscordEmulator) -> None:
+    def __init__(self, emulator: Host) -> None:
         self.emulator = emulator
         self._routes: dict[str, _Route] = {}
         self._faults: list[_Fault] = []
