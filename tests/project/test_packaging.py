@@ -84,6 +84,19 @@ def test_sandbox_and_demo_without_pyav_name_the_install_line(tmp_path: Path) -> 
         ]
 
 
+def test_sandbox_and_demo_without_the_sandbox_package_name_the_install_line(tmp_path: Path) -> None:
+    """PyAV there (the `video` extra) but no `sandbox` package: the same install line, no traceback."""
+    env = _without_pyav(tmp_path)
+    (tmp_path / "hide-av" / "sitecustomize.py").write_text("import sys\nsys.modules['sandbox'] = None\n")
+    for command in ("sandbox", "demo"):
+        ran = _run([PYTHON, "-m", "bot", command], tmp_path, env)
+        assert ran.returncode == 2
+        assert ran.stderr.strip().splitlines() == [
+            f"kf2v-bot: kf2v-bot {command} needs the sandbox extra (PyAV): pip install 'kf2v-bot[sandbox]'"
+            "  (make demo installs it)"
+        ]
+
+
 def test_the_wheel_requires_pyav_only_with_the_sandbox_extra(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
