@@ -92,6 +92,18 @@ def details_message(job: Job, spec: ModelSpec | None, locale: str) -> tuple[str,
     return content, embed
 
 
+async def unarchive(client: discord.Client, thread_id: int, what: str) -> None:
+    """Make an archived thread active again (the bot opened it, so it may): messages in an archived thread can't
+    be deleted (50083) and a result is often deleted after the thread archived itself. Read fresh from Discord,
+    not the cache, which may not have seen the archiving."""
+    try:
+        thread = await client.fetch_channel(thread_id)
+        if isinstance(thread, discord.Thread) and thread.archived and not thread.locked:
+            await thread.edit(archived=False)
+    except BEST_EFFORT_ERRORS as exc:
+        log.info("%s: its thread was not unarchived: %r", what, exc)
+
+
 async def remove_result_messages(client: discord.Client, job: Job, locale: str) -> int:
     """Delete the job's video post(s) and its status message, and take the prompt out of the name of the
     thread opened for it; say in that thread who removed it. Best effort per message: returns how many
@@ -99,6 +111,8 @@ async def remove_result_messages(client: discord.Client, job: Job, locale: str) 
     deleted = 0
     bot_id = client.user.id if client.user is not None else 0
     marker = MARKER.format(job_id=job.id)
+    if job.thread_id:
+        await unarchive(client, job.thread_id, f"job {job.id}")
     # The video is in the job's thread, or in its channel where the thread refused the bot at delivery.
     for where_id in dict.fromkeys(i for i in (job.thread_id, job.channel_id) if i):
         try:

@@ -24,6 +24,7 @@ from bot.discord_ui.checks import Owners, is_manager
 from bot.discord_ui.errors import reply_error
 from bot.discord_ui.persistent import ButtonItem, id_button, in_allowed_guild
 from bot.discord_ui.render import NO_PINGS, channel_mention, clip, thread_name
+from bot.discord_ui.results import unarchive
 from bot.errors import InvalidInput, NotAllowed
 from bot.i18n import t
 from bot.jobs.ports import DeliveryError, Video
@@ -347,6 +348,8 @@ async def remove_story_messages(client: discord.Client, story: Story, locale: st
     opened for it and say there who removed it (best effort per message; returns how many were deleted)."""
     where_id = story.thread_id or story.channel_id
     deleted = 0
+    if story.thread_id:
+        await unarchive(client, story.thread_id, f"story {story.id}")
     for channel_id, message_id in ((where_id, story.joined_message_id), (story.channel_id, story.status_message_id)):
         if not message_id:
             continue

@@ -741,6 +741,10 @@ class RestApi:
     async def delete_message(self, request: web.Request) -> web.Response:
         channel = self._channel(request)
         message = self._channel_message(request, channel)
+        # Archived threads are immutable until unarchived: deleting (or editing) a message in one is refused with
+        # 50083; only sending unarchives by itself (discord/discord-api-docs#2855, the API v9 threads review).
+        if channel.is_thread and channel.archived:
+            raise archived_thread()
         if message.author_id != self.emulator.bot_user_id and not self._perms(channel) & Perm.MANAGE_MESSAGES:
             raise missing_permissions()
         self.emulator.delete_message(message)

@@ -265,3 +265,13 @@ async def test_a_redelivery_is_not_fooled_by_another_jobs_marker_in_the_thread(w
     await world.svc.notifier.deliver(job, video, redelivery=True)
     [(again, _)] = [(m, a) for m, a in world.videos() if not m.deleted]
     assert again.channel_id == job.thread_id and again.id != posted.id
+
+
+async def test_delete_after_the_thread_archived_itself(world: World) -> None:
+    """Threads archive themselves after a day of quiet; Discord refuses deletes in an archived thread (50083)."""
+    job = await delivered_job(world)
+    [(video_message, _)] = world.videos()
+    world.discord.channel(job.thread_id or 0).archived = True  # auto-archived; the bot's cache was not told
+    assert "was deleted" in reply_message(await press(world, job, "delete", ALICE)).content
+    assert video_message.deleted
+    assert world.discord.channel(job.thread_id or 0).name == f"#{job.id} (deleted)"
