@@ -213,3 +213,17 @@ def test_pop_with_a_blocked_model_matches_a_plain_scan_through_any_history() -> 
                 counts[jobs[0].model] = counts.get(jobs[0].model, 0) + 1
         assert queue._heads == recount
     assert len(queue) == len(live)
+
+
+def test_a_queued_model_without_limits_is_passed_over_not_a_crash() -> None:
+    # A model that left the catalog (or the region) while a job of it waited: the worker fails such jobs;
+    # the scheduler must never stop on them (it raised KeyError, which killed the dispatcher).
+    scheduler = Scheduler(AccountLimits(["acct-1"], {FLASH: (2, 2.0)}))
+    scheduler.queue.push(q(1, guild=1, user=1, model="gone-model"))
+    scheduler.queue.push(q(2, guild=2, user=2))
+    assert not scheduler.limits.serves("gone-model")
+    picked = scheduler.next_dispatch(0.0)
+    assert picked is not None and picked[0].job_id == 2
+    assert scheduler.next_dispatch(0.0) is None
+    assert scheduler.wake_at(0.0) is None
+    scheduler.limits.remember_submit("acct-1", "gone-model", 0.0)  # a restart's rate window: ignored
