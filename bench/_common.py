@@ -33,10 +33,8 @@ from aiohttp import web
 from PIL import Image
 
 from bot.app import DiscordApp, Services, build_discord_app, build_services
-from bot.catalog import DEFAULT_CATALOG
 from bot.discord_ui.client import point_discord_at
 from bot.jobs.ports import Notifier
-from bot.jobs.scheduler import DurationModel
 from bot.settings import Settings, load_settings
 from sandbox.dashscope_emulator import CREATE_PATH, DashScopeEmulator, EmulatorConfig
 from tests.support.recording import RecordingNotifier
@@ -142,7 +140,7 @@ def retime_engine(services: Services, time_scale: float) -> None:
 
     `WorkerConfig` is frozen: a new one is set, and the worker rebuilds its per-account poll gates with the
     scaled rate (the provider's 20 queries/s is a rate in provider time too).
-    The duration priors (used until a tier has 3 observations) are scaled the same way.
+    The run-time priors (bot/run_times.py, used until a tier has seen its own tasks) are scaled the same way.
     """
     worker = services.worker
     cfg = worker.config
@@ -155,12 +153,9 @@ def retime_engine(services: Services, time_scale: float) -> None:
         queue_refresh_s=cfg.queue_refresh_s / s,
         polls_per_second_per_account=cfg.polls_per_second_per_account * s,
     )
-    for spec_key, spec in DEFAULT_CATALOG["models"].items():
-        for resolution in spec["resolutions"]:
-            stats = services.scheduler.durations_for(spec_key, resolution)
-            defaults = DurationModel()
-            stats.prior_queued = defaults.prior_queued / s
-            stats.prior_running = defaults.prior_running / s
+    scheduler = services.scheduler
+    scheduler.priors = scheduler.priors.compressed(s)
+    scheduler.durations.clear()  # tiers made before this start again from the compressed priors
 
 
 async def start_engine(
@@ -365,6 +360,11 @@ class SdkPoller:
             step += 1
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
+    async def drain(self, within: float) -> None:
+        """Let every watched task's SDK loop reach its final status (the bot may have noticed first)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=within)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -460,6 +460,8 @@ class LoopLag:
 
 
 # --- a queue of jobs through the engine (throughput, polling) ------------------------------------------
+# The provider's running seconds in EmulatorConfig.realistic() (what this project observed).
+PROVIDER_RUNNING_S = (240.0, 360.0)
 
 
 @dataclass
@@ -483,6 +485,7 @@ async def run_queue(
     on_created: Callable[[str, str], None] | None = None,
     emulator_ready: Callable[[TracingEmulator], None] | None = None,
     hide_start_times: bool = False,
+    running_s: tuple[float, float] | None = None,
 ) -> QueueRun:
     """Queue `jobs` jobs (through JobService, before the worker starts), start the engine, wait until every
     one is delivered to the RecordingNotifier. Provider timings: EmulatorConfig.realistic() / time_scale.
@@ -491,7 +494,7 @@ async def run_queue(
     from bot.jobs.service import Draft
 
     emulator = TracingEmulator(
-        EmulatorConfig.realistic(time_scale=time_scale, seed=seed),
+        EmulatorConfig.realistic(time_scale=time_scale, seed=seed, running_s=running_s or PROVIDER_RUNNING_S),
         on_created=on_created,
         hide_start_times=hide_start_times,
     )

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from statistics import fmean
 
 from bot.jobs.models import Job, JobRequest, Pause, PauseScope
+from bot.run_times import RunTimePrior, RunTimePriors
 
 # Keep a little room under the provider's one-second window: our clock and theirs do not tick together.
 RATE_WINDOW_S = 1.1
@@ -395,15 +396,28 @@ class AccountLimits:
         return sum(self._lane(n, model).max_in_flight for n, a in self._accounts.items() if a.pause is None) or 1
 
 
+# Until a tier has this many finished tasks, its window also covers its prior range (`RUN_TIME_PRIORS`): a few
+# samples bunched together would otherwise make a narrow window that later tasks fall outside (found late).
+TRUST_SAMPLES = 8
+
+
 @dataclass
 class DurationModel:
-    """What a tier takes at the provider, learned from recent jobs (seconds)."""
+    """What a tier takes at the provider, learned from recent jobs (seconds), starting from its prior."""
 
     queued: list[float] = field(default_factory=list)
     running: list[float] = field(default_factory=list)
     prior_queued: float = 60.0
     prior_running: float = 300.0
     keep: int = 50
+    # The prior's range of running seconds (bot/run_times.py); None: 0.5-1.5 x prior_running.
+    prior_running_range: tuple[float, float] | None = None
+
+    @classmethod
+    def from_prior(cls, prior: RunTimePrior) -> DurationModel:
+        """A tier not seen yet: its expected times are the prior's."""
+        low, high = prior.running_s
+        return cls(prior_queued=prior.queued_mean_s, prior_running=(low + high) / 2, prior_running_range=(low, high))
 
     def observe(self, queued: float, running: float) -> None:
         """Add a finished job's seconds (negatives count as 0), keeping the latest `keep`."""
@@ -421,7 +435,15 @@ class DurationModel:
         return fmean(self.running) if self.running else self.prior_running
 
     def running_bounds(self) -> tuple[float, float]:
-        """A range the running time very likely falls in (see `_bounds`); from the prior until 3 are seen."""
+        """A range the running time very likely falls in (see `_bounds`). With a prior range: that range
+        widened to every sample until `TRUST_SAMPLES` are seen, then the samples alone. Without one: 0.5-1.5 x
+        the mean until 3 are seen."""
+        if self.prior_running_range is not None and len(self.running) < TRUST_SAMPLES:
+            low, high = self.prior_running_range
+            if len(self.running) >= 2:
+                seen_low, seen_high = _bounds(self.running)
+                return (min(low, seen_low), max(high, seen_high))
+            return (min([low, *self.running]), max([high, *self.running]))
         if len(self.running) < 3:
             mean = self.mean_running
             return (0.5 * mean, 1.5 * mean)
@@ -445,19 +467,20 @@ def _bounds(samples: list[float]) -> tuple[float, float]:
 class Scheduler:
     """The fair queue plus the account limits: hands the worker (job, account) pairs when allowed."""
 
-    def __init__(self, limits: AccountLimits) -> None:
+    def __init__(self, limits: AccountLimits, priors: RunTimePriors | None = None) -> None:
         self.queue = FairQueue()
         self.limits = limits
         self._paused_all: Pause | None = None  # the owners paused every submission
         self._paused_guilds: dict[int, Pause] = {}  # guild -> its pause; other guilds' jobs go on
-        self.durations: dict[tuple[str, str], DurationModel] = {}
+        self.priors = priors or RunTimePriors()
+        self.durations: dict[tuple[str, str, int | None], DurationModel] = {}
 
-    def durations_for(self, model: str, resolution: str) -> DurationModel:
-        """The tier's duration model, created with the priors on first use."""
-        key = (model, resolution)
+    def durations_for(self, model: str, resolution: str, duration: int | None = None) -> DurationModel:
+        """The tier's duration model, created from its prior (bot/run_times.py) on first use."""
+        key = (model, resolution, duration)
         model_stats = self.durations.get(key)
         if model_stats is None:
-            model_stats = self.durations[key] = DurationModel()
+            model_stats = self.durations[key] = DurationModel.from_prior(self.priors.lookup(*key))
         return model_stats
 
     # --- pauses ---------------------------------------------------------------------------------------
@@ -519,9 +542,9 @@ class Scheduler:
         models = self.queue.models() if not self._paused_guilds else self.queue.head_models(self._paused_guilds.keys())
         return {model for model in models if self.limits.serves(model)}
 
-    def eta(self, position: int, model: str, resolution: str) -> float:
+    def eta(self, position: int, model: str, resolution: str, duration: int | None = None) -> float:
         """Seconds until a queued job at `position` is expected to be done (a rough, honest estimate)."""
-        stats = self.durations_for(model, resolution)
+        stats = self.durations_for(model, resolution, duration)
         per_task = stats.mean_queued + stats.mean_running
         rounds = math.ceil(position / self.limits.capacity(model))
         return float(rounds * per_task)

@@ -608,6 +608,35 @@ class JobStore:
         rows = await self._db.fetch_all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {JobState(r[0]): int(r[1]) for r in rows}
 
+    async def add_run_time(
+        self, model: str, resolution: str, duration: int | None, queued_s: float, running_s: float, keep: int = 50
+    ) -> None:
+        """Keep a finished task's provider times for its tier (duration None: 0), the latest `keep` per tier."""
+        tier = (model, resolution, duration or 0)
+        async with self._db.transaction() as db:
+            await db.execute(
+                """INSERT INTO run_times (model, resolution, duration, queued_s, running_s, observed_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (*tier, float(queued_s), float(running_s), _iso(utcnow())),
+            )
+            await db.execute(
+                """DELETE FROM run_times WHERE model = ? AND resolution = ? AND duration = ? AND id <= (
+                       SELECT id FROM run_times WHERE model = ? AND resolution = ? AND duration = ?
+                       ORDER BY id DESC LIMIT 1 OFFSET ?)""",
+                (*tier, *tier, keep),
+            )
+
+    async def run_times(self) -> dict[tuple[str, str, int | None], list[tuple[float, float]]]:
+        """Every tier's kept (queued, running) seconds, oldest first; a duration of 0 reads as None."""
+        rows = await self._db.fetch_all(
+            "SELECT model, resolution, duration, queued_s, running_s FROM run_times ORDER BY id"
+        )
+        found: dict[tuple[str, str, int | None], list[tuple[float, float]]] = {}
+        for model, resolution, duration, queued_s, running_s in rows:
+            tier = (str(model), str(resolution), int(duration) or None)
+            found.setdefault(tier, []).append((float(queued_s), float(running_s)))
+        return found
+
     async def recent_durations(self, model: str, resolution: str, limit: int = 50) -> list[tuple[float, float]]:
         """(queued-at-provider seconds, running seconds) of the latest finished jobs of this tier."""
         rows = await self._db.fetch_all(

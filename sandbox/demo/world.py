@@ -82,11 +82,9 @@ def scale_engine_clock(services: Services, time_scale: float) -> None:
     expected end, and the durations it assumes before it has seen any (they drive positions' ETAs)."""
     worker = services.worker
     worker.config = replace(worker.config, detection_target_s=worker.config.detection_target_s / time_scale)
-    for spec in services.catalog.models_in(services.region):
-        for resolution in spec.resolutions:
-            stats = services.scheduler.durations_for(spec.key, resolution)
-            stats.prior_queued /= time_scale
-            stats.prior_running /= time_scale
+    scheduler = services.scheduler
+    scheduler.priors = scheduler.priors.compressed(time_scale)
+    scheduler.durations.clear()  # tiers made before this start again from the compressed priors
 
 
 def _populate(discord: DiscordEmulator) -> dict[str, GuildHandle]:

@@ -221,9 +221,16 @@ class Worker:
         for account, model, at in await ctx.store.recent_submissions(now_wall - timedelta(seconds=5)):
             scheduler.limits.remember_submit(account, model, now_mono - (now_wall - at).total_seconds())
         jobs = await ctx.store.jobs_in_states([*SLOT_STATES, JobState.QUEUED, JobState.SUCCEEDED])
-        seen_tiers = {(j.request.model, j.request.resolution) for j in jobs}
-        for model, resolution in seen_tiers:
-            stats = scheduler.durations_for(model, resolution)
+        # What the poll planner learnt before the restart (kept per tier by the poller); tiers of unfinished jobs
+        # that have none kept (finished before the run_times table existed) learn from their jobs' rows.
+        learnt = await ctx.store.run_times()
+        for (model, resolution, duration), samples in learnt.items():
+            stats = scheduler.durations_for(model, resolution, duration)
+            for queued_s, running_s in samples:
+                stats.observe(queued_s, running_s)
+        seen_tiers = {(j.request.model, j.request.resolution, j.request.duration) for j in jobs}
+        for model, resolution, duration in seen_tiers - set(learnt):
+            stats = scheduler.durations_for(model, resolution, duration)
             for queued_s, running_s in reversed(await ctx.store.recent_durations(model, resolution)):
                 stats.observe(queued_s, running_s)
         limits, queue = scheduler.limits, scheduler.queue

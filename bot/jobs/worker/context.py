@@ -156,10 +156,13 @@ class WorkerContext:
         """Where the job stands: its queue position and ETA, or its running time."""
         if job.state is JobState.QUEUED:
             position = self.scheduler.queue.positions().get(job.id)
-            eta = self.scheduler.eta(position, job.request.model, job.request.resolution) if position else None
+            request = job.request
+            eta = (
+                self.scheduler.eta(position, request.model, request.resolution, request.duration) if position else None
+            )
             held = self.scheduler.pause_for(job.guild_id)
             return Progress(position=position, eta_s=eta, paused=held.reason if held is not None else None)
-        stats = self.scheduler.durations_for(job.request.model, job.request.resolution)
+        stats = self.scheduler.durations_for(job.request.model, job.request.resolution, job.request.duration)
         started = self.started_mono.get(job.id)
         if job.state is JobState.RUNNING and started is not None:
             elapsed = self.clock() - started

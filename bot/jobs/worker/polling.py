@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from datetime import datetime
 
 from bot.dashscope.errors import AccountProblemError, DashScopeError, MalformedAnswerError, ProviderUnavailableError
 from bot.dashscope.models import TaskResult, TaskStatus
@@ -66,7 +67,7 @@ class Poller:
         def after_previous(seconds: float) -> float:
             return max(0.0, previous_poll + max(lo_gap, min(hi_gap, seconds)) - now)
 
-        stats = ctx.scheduler.durations_for(job.request.model, job.request.resolution)
+        stats = ctx.scheduler.durations_for(job.request.model, job.request.resolution, job.request.duration)
         r_lo, r_hi = stats.running_bounds()
         gap = max(lo_gap, 2 * cfg.detection_target_s)
         started = ctx.started_mono.get(job.id)
@@ -227,18 +228,30 @@ class Poller:
             job.id, JobState.SUCCEEDED, settle=settlement.cost, actual_prompt=result.actual_prompt,
             video_url_expires_at=expires, started_at=job.started_at or now,
         )  # fmt: skip
-        stats = ctx.scheduler.durations_for(job.request.model, job.request.resolution)
-        queued_s, running_s = result.queued_seconds, result.running_seconds
-        if _plausible(queued_s) and _plausible(running_s):
-            assert queued_s is not None and running_s is not None
-            stats.observe(queued_s, running_s)  # the provider's own times: exact
-        elif job.submitted_at is not None:  # our poll times: off by up to a poll gap at each end
-            started = ctx.started_mono.get(job.id, polled_at)
-            queued_s = max(0.0, ((job.started_at or now) - job.submitted_at).total_seconds())
-            stats.observe(queued_s, polled_at - started)
+        await self._learn(job, result, polled_at, now)
         ctx.finish(job)
         ctx.emit("succeeded", job)
         await self._delivery.deliver(job, result.video_url, redelivery=False)
+
+    async def _learn(self, job: Job, result: TaskResult, polled_at: float, now: datetime) -> None:
+        """Add the task's times to its tier (model, resolution, duration) and keep them in the store, so a
+        restarted bot plans its polls from what it learnt, not from the prior again."""
+        ctx = self._ctx
+        request = job.request
+        stats = ctx.scheduler.durations_for(request.model, request.resolution, request.duration)
+        queued_s, running_s = result.queued_seconds, result.running_seconds
+        if not (_plausible(queued_s) and _plausible(running_s)):
+            if job.submitted_at is None:
+                return
+            # Our poll times: off by up to a poll gap at each end.
+            queued_s = max(0.0, ((job.started_at or now) - job.submitted_at).total_seconds())
+            running_s = polled_at - ctx.started_mono.get(job.id, polled_at)
+        assert queued_s is not None and running_s is not None
+        stats.observe(queued_s, running_s)  # the provider's own times when plausible: exact
+        try:
+            await ctx.store.add_run_time(request.model, request.resolution, request.duration, queued_s, running_s)
+        except Exception:  # learning is best effort: the job itself is settled and goes on to delivery
+            log.exception("job %s: could not keep its run time", job.id, extra={"job_id": job.id})
 
 
 def _plausible(seconds: float | None) -> bool:
