@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ("bot", "cogs")
-OURS = {"bot", "cogs", "tests", "bench", "__future__"}
+OURS = {"bot", "cogs", "sandbox", "tests", "bench", "__future__"}
 
 
 def _private(name: str) -> bool:
