@@ -395,6 +395,7 @@ class _Task:
     canceled_at: float | None = None
     polls: int = 0
     polls_after_finished: int = 0
+    billed_seconds: float | None = None  # the `usage` seconds last answered for it (SUCCEEDED)
 
     @property
     def ready(self) -> float:
@@ -859,6 +860,7 @@ class DashScopeEmulator:
                     "status": status,
                     "polls": task.polls,
                     "polls_after_finished": task.polls_after_finished,
+                    "billed_seconds": task.billed_seconds,  # what its SUCCEEDED answers billed (None: none given)
                 }
             )
         return {
@@ -1588,6 +1590,7 @@ class DashScopeEmulator:
                     absurd
                 ]  # json.dumps writes the bare token Infinity/NaN
                 self._faults["absurd_bill"] += 1
+            task.billed_seconds = usage["duration" if task.family == "media" else "video_duration"]
             body["usage"] = usage
         elif status == "FAILED":
             output["code"] = "DataInspectionFailed"

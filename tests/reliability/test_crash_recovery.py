@@ -12,6 +12,7 @@ import os
 import random
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from bot.jobs.models import JobState
 from bot.jobs.store import JobStore
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from tests.support.ledger_check import billed_by_task, check_ledger, delivery_problems, job_states
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,6 +144,7 @@ async def test_thirty_jobs_survive_repeated_sigkills(tmp_path: Path, engine: str
         try:
             jobs = await store.all_jobs()
             ledger = await store.ledger()
+            spend = await store.spend_by_guild()
         finally:
             await store.close()
         # No failure is injected: every one of the 30 jobs is delivered.
@@ -160,10 +163,14 @@ async def test_thirty_jobs_survive_repeated_sigkills(tmp_path: Path, engine: str
             e.job_id for e in ledger if e.kind in ("settle", "release")
         }
         assert open_reservations == set()
+        source = store_env.get("KF2V_DATABASE_URL") or data_dir / "kf2v.sqlite3"
+        money = await check_ledger(source, billed=billed_by_task(emu), reported_spend=spend)
+        assert money.problems == []
+        assert delivery_problems(await job_states(source), Counter(videos), expected_jobs=JOBS) == []
         print(
             f"\nRELIABILITY engine-kills engine={engine} kills={kills} runs={runs} jobs={len(jobs)} "
             f"delivered={len(videos)} "
-            f"submissions={stats['submissions_accepted']} unfinished_at_kills={unfinished}"
+            f"submissions={stats['submissions_accepted']} unfinished_at_kills={unfinished} {money.summary()}"
         )
     finally:
         await emu.stop()

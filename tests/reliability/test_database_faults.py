@@ -32,6 +32,7 @@ from bot.app import Services
 from bot.jobs.models import JobState
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import draft, jobs_by_id, start_engine
+from tests.support.ledger_check import check_services
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
 
@@ -159,11 +160,15 @@ async def run_outage(
         assert Counter(job_id for job_id, _ in recorder.delivered) == Counter({j.id: 1 for j in jobs})
         peaks = [n for per_model in stats["max_in_flight"].values() for n in per_model.values()]
         assert max(peaks) <= MAX_IN_FLIGHT and stats["violations"] == [], stats["max_in_flight"]
+        posts = Counter(job_id for job_id, _ in recorder.delivered)
+        money = await check_services(services, emulator, posts, expected_jobs=JOBS)
+        assert money.problems == []
         print(
             f"\nRELIABILITY database-outage engine={engine} outage_s={lasted:.1f} jobs={JOBS} "
             f"delivered_once={JOBS} tasks={stats['submissions_accepted']} max_in_flight={max(peaks)} "
             f"next_dispatch_after_fault_s={after[0] - fault_end:.2f} "
-            f"healthz_during={seen_503['failing']} database_faults={services.worker.counters['database_faults']}"
+            f"healthz_during={seen_503['failing']} database_faults={services.worker.counters['database_faults']} "
+            f"{money.summary()}"
         )
     finally:
         await http.close()

@@ -26,6 +26,7 @@ import pytest
 from bot.jobs.models import ChargeState, JobState
 from bot.jobs.store import JobStore
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from tests.support.ledger_check import billed_by_task, check_ledger, delivery_problems, job_states
 from tests.support.waiting import wait_until
 
 PROCESSES = 3
@@ -156,6 +157,7 @@ async def test_sigkilled_dispatchers_lose_and_duplicate_nothing(tmp_path: Path, 
         try:
             jobs = await store.all_jobs()
             ledger = await store.ledger()
+            spend = await store.spend_by_guild()
         finally:
             await store.close()
         assert answered == len(jobs) == JOBS, "every answered command made exactly one job"
@@ -172,6 +174,9 @@ async def test_sigkilled_dispatchers_lose_and_duplicate_nothing(tmp_path: Path, 
             reserved - released - sum(j.cost_reserved for j in jobs if j.charge_state is ChargeState.SETTLED)
         )
         assert still_reserved == 0
+        money = await check_ledger(postgres_url, billed=billed_by_task(dashscope), reported_spend=spend)
+        assert money.problems == []
+        assert delivery_problems(await job_states(postgres_url), posts, expected_jobs=JOBS) == []
         peaks = [n for per_model in stats["max_in_flight"].values() for n in per_model.values()]
         assert peaks and max(peaks) <= MAX_IN_FLIGHT, stats["max_in_flight"]
         assert stats["violations"] == []
@@ -179,7 +184,7 @@ async def test_sigkilled_dispatchers_lose_and_duplicate_nothing(tmp_path: Path, 
             f"\nRELIABILITY failover processes={PROCESSES} kills={kills} jobs={len(jobs)} lost=0 "
             f"duplicate_submissions={stats['submissions_accepted'] - len(jobs)} "
             f"duplicate_deliveries={sum(n - 1 for n in posts.values())} ledger_difference={still_reserved} "
-            f"max_in_flight={max(peaks)}"
+            f"max_in_flight={max(peaks)} {money.summary()}"
         )
     finally:
         for proc in procs.values():

@@ -31,36 +31,14 @@ from bot.jobs.models import ChargeState, GuildPolicy, JobState
 from bot.jobs.store import JobStore
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import all_final, start_engine
-from tests.support.runners.admit_runner import GUILDS, RUNNER_SETTINGS
+from tests.support.ledger_check import billed_by_task, check_ledger, delivery_problems, job_states
+from tests.support.recording import PostLogNotifier
+from tests.support.runners.admit_runner import GUILDS, POST_LOG, RUNNER_SETTINGS
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TIGHT_GUILD = GUILDS[-1]
 TIGHT_BUDGET = 1000  # milli-CNY: two 480P videos, then refusals inside the same transaction
-
-
-async def _ledger_problems(store: JobStore) -> list[str]:
-    """Every way a job and its ledger rows can disagree."""
-    problems = []
-    jobs = {j.id: j for j in await store.all_jobs()}
-    rows: dict[int, Counter[str]] = {}
-    amounts: dict[tuple[int, str], int] = {}
-    for entry in await store.ledger():
-        rows.setdefault(entry.job_id, Counter())[entry.kind] += 1
-        amounts[(entry.job_id, entry.kind)] = entry.amount
-        if entry.job_id not in jobs:
-            problems.append(f"ledger row {entry.id} ({entry.kind}) has no job {entry.job_id}")
-    for job in jobs.values():
-        kinds = rows.get(job.id, Counter())
-        if kinds["reserve"] != 1 or amounts.get((job.id, "reserve")) != job.cost_reserved:
-            problems.append(f"job {job.id}: reserve rows {kinds['reserve']} for {job.cost_reserved}")
-        expected = {ChargeState.RESERVED: set(), ChargeState.SETTLED: {"settle"}, ChargeState.RELEASED: {"release"}}
-        moved = {k for k in kinds if k != "reserve"}
-        if moved != expected[job.charge_state] or any(kinds[k] != 1 for k in moved):
-            problems.append(f"job {job.id}: {job.charge_state} but ledger {dict(kinds)}")
-        if job.charge_state is ChargeState.SETTLED and amounts.get((job.id, "settle")) != job.cost_settled:
-            problems.append(f"job {job.id}: settled {job.cost_settled} but ledger says {amounts[(job.id, 'settle')]}")
-    return problems
 
 
 async def _wait_for_windows(path: Path, count: int, proc: asyncio.subprocess.Process, within: float) -> None:
@@ -127,21 +105,22 @@ async def test_kills_during_admission_writes_leave_no_orphaned_reservation(tmp_p
         try:
             integrity = await store.database.fetch_all("PRAGMA integrity_check")
             assert [tuple(r) for r in integrity] == [("ok",)]
-            assert await _ledger_problems(store) == []
             admitted = {j.id for j in await store.all_jobs()}
         finally:
             await store.close()
+        middle = await check_ledger(data_dir / "kf2v.sqlite3", billed=None, expect_final=False)
+        assert middle.problems == []
         assert admitted == acknowledged and len(admitted) == completed_before_kill
 
         # Restart on the same data dir: every job is delivered (no failure injected), money balances, no
         # budget went past its limit.
-        services, _ = await start_engine(data_dir, emu.base_url, **RUNNER_SETTINGS)
+        poster = PostLogNotifier(log=data_dir / POST_LOG)
+        services, _ = await start_engine(data_dir, emu.base_url, poster, **RUNNER_SETTINGS)
         try:
             ids = [j.id for j in await services.store.all_jobs()]
             await wait_until(lambda: all_final(services, ids), within=60, interval=0.1)
             jobs = await services.store.all_jobs()
             ledger = await services.store.ledger()
-            assert await _ledger_problems(services.store) == []
             assert all(j.state is JobState.DELIVERED for j in jobs), Counter(j.state for j in jobs)
             assert all(j.charge_state is ChargeState.SETTLED for j in jobs)
             settled = sum(e.amount for e in ledger if e.kind == "settle")
@@ -154,15 +133,21 @@ async def test_kills_during_admission_writes_leave_no_orphaned_reservation(tmp_p
             stats = emu.stats()
             assert stats["submissions_accepted"] == len(jobs), "a job was submitted twice"
             assert stats["violations"] == []
+            spend = await services.store.spend_by_guild()
+            posts = Counter(poster.posted())  # the runners' posts before the kills, and this engine's
         finally:
             await services.stop()
         assert settled == delivered_cost
+        source = data_dir / "kf2v.sqlite3"
+        money = await check_ledger(source, billed=billed_by_task(emu), reported_spend=spend)
+        assert money.problems == []
+        assert delivery_problems(await job_states(source), posts, expected_jobs=completed_before_kill) == []
         assert (kills, mid_write) == (ADMISSION_KILLS, ADMISSION_KILLS), f"{mid_write} of {kills} inside an admission"
         print(
             f"\nRELIABILITY db-write-kills kills={kills} mid_write={mid_write} jobs={len(jobs)} "
             f"delivered={len(jobs)} orphaned_reservations=0 lost=0 "
             f"duplicate_submissions={stats['submissions_accepted'] - len(jobs)} "
-            f"ledger_difference={settled - delivered_cost}"
+            f"ledger_difference={settled - delivered_cost} {money.summary()}"
         )
     finally:
         await emu.stop()
@@ -278,15 +263,17 @@ async def test_real_bot_process_survives_sigkills(tmp_path: Path) -> None:
         try:
             jobs = await store.all_jobs()
             ledger = await store.ledger()
-            problems = await _ledger_problems(store)
+            spend = await store.spend_by_guild()
         finally:
             await store.close()
-        assert problems == []
+        money = await check_ledger(db_path, billed=billed_by_task(dashscope), reported_spend=spend)
+        assert money.problems == []
         assert (kills, runs) == (KILLS, KILLS + 1)
         assert len(jobs) == len(records) == JOBS, "every answered command made exactly one job"
         assert all(j.state is JobState.DELIVERED for j in jobs), Counter(j.state for j in jobs)
         posts = videos_per_job(discord)
         assert posts == Counter({j.id: 1 for j in jobs}), f"posted: {posts}"
+        assert delivery_problems(await job_states(db_path), posts, expected_jobs=JOBS) == []
         stats = dashscope.stats()
         assert stats["submissions_accepted"] == len(jobs), "a job was submitted twice"
         assert stats["violations"] == []
@@ -298,7 +285,8 @@ async def test_real_bot_process_survives_sigkills(tmp_path: Path) -> None:
             f"\nRELIABILITY real-bot-kills kills={kills} runs={runs} jobs={len(jobs)} lost=0 "
             f"duplicate_submissions={stats['submissions_accepted'] - len(jobs)} "
             f"duplicate_deliveries={sum(n - 1 for n in posts.values())} "
-            f"ledger_difference={settled - sum(j.cost_settled for j in jobs)} unfinished_at_kills={unfinished}"
+            f"ledger_difference={settled - sum(j.cost_settled for j in jobs)} unfinished_at_kills={unfinished} "
+            f"{money.summary()}"
         )
     finally:
         if proc is not None and proc.returncode is None:

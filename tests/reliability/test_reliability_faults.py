@@ -21,6 +21,7 @@ from bot.i18n import t
 from bot.jobs.models import ChargeState, Job, JobState
 from sandbox.dashscope_emulator import EmulatorConfig
 from sandbox.discord_emu.model import Overwrite, Perm
+from tests.support.ledger_check import check_services
 from tests.support.reliability import FINAL, videos_per_job
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, World
@@ -126,10 +127,12 @@ async def test_provider_faults_all_at_once(world: World) -> None:
     assert outcomes == Counter({"delivered": len(jobs)}), outcomes
     assert all(stats["faults"][kind] > 0 for kind in ("error", "throttle", "drop", "malformed", "latency"))
     assert calls["list"] > 0, "no lost create was reconciled"
+    money = await check_services(world.svc, dashscope, videos_per_job(world.discord), expected_jobs=len(jobs))
+    assert money.problems == []
     print(
         f"\nRELIABILITY provider-faults jobs={len(jobs)} outcomes={dict(outcomes)} faults={stats['faults']} "
         f"calls={calls} duplicate_submissions={stats['submissions_accepted'] - len(with_task)} "
-        f"duplicate_deliveries=0 stuck=0"
+        f"duplicate_deliveries=0 stuck=0 {money.summary()}"
     )
 
 
@@ -174,9 +177,11 @@ async def test_discord_429_5xx_and_a_gateway_resume(world: World) -> None:
     failed = [r for r in since if r.status >= 300]
     assert Counter(r.status for r in failed) == faults, [(r.method, r.path, r.status) for r in failed]
     assert discord.count_requests(status=401) == 0 and discord.count_requests(status=403) == 0
+    money = await check_services(world.svc, world.dashscope, videos_per_job(discord), expected_jobs=3)
+    assert money.problems == []
     print(
         f"\nRELIABILITY discord-faults jobs={len(jobs)} outcomes={dict(outcomes)} injected={dict(faults)} "
-        f"resumes={sum(1 for e in discord.events_of('gateway.fault'))} duplicate_deliveries=0"
+        f"resumes={sum(1 for e in discord.events_of('gateway.fault'))} duplicate_deliveries=0 {money.summary()}"
     )
 
 
@@ -197,7 +202,9 @@ async def test_upload_refused_as_too_large_falls_back_to_a_link(world: World) ->
     links = [m for m in discord.messages(job.thread_id or 0) if "larger than this server allows" in m.content]
     assert len(links) == 1 and "http://127.0.0.1" in links[0].content
     assert world.videos() == []
-    print(f"\nRELIABILITY upload-413 refused={refused} link_posted=1 delivered=1")
+    money = await check_services(world.svc, world.dashscope, videos_per_job(discord), expected_jobs=1)
+    assert money.problems == []
+    print(f"\nRELIABILITY upload-413 refused={refused} link_posted=1 delivered=1 {money.summary()}")
 
 
 async def test_channel_deleted_while_its_job_runs(world: World) -> None:
@@ -243,4 +250,6 @@ async def test_thread_permission_taken_away_mid_job(world: World) -> None:
     assert videos_per_job(discord)[job.id] == 1
     assert [m.channel_id for m, _ in world.videos()] == [world.channel]
     assert denied == 1, denied
-    print(f"\nRELIABILITY thread-permission outcome={job.state.value} forbidden_posts={denied}")
+    money = await check_services(world.svc, world.dashscope, videos_per_job(discord), expected_jobs=1)
+    assert money.problems == []
+    print(f"\nRELIABILITY thread-permission outcome={job.state.value} forbidden_posts={denied} {money.summary()}")

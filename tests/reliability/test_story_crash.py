@@ -20,6 +20,7 @@ from bot.jobs.store import JobStore
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from sandbox.discord_emu import DiscordEmulator
 from tests.support import corpus
+from tests.support.ledger_check import billed_by_task, check_ledger
 from tests.support.reliability import ALICE, FAKE_API_KEY, FAKE_BOT_TOKEN, OWNER, bot_env, spawn_bot, stop_process
 from tests.support.waiting import wait_until
 
@@ -111,8 +112,12 @@ async def test_a_story_killed_while_its_segments_run_is_delivered_once_and_never
         try:
             jobs = [j for j in await store.all_jobs() if j.story_id == 1]
             ledger = await store.ledger()
+            spend = await store.spend_by_guild()
         finally:
             await store.close()
+        # The segments' videos are delivered as one post (counted above); their money is checked like any job's.
+        money = await check_ledger(db_path, billed=billed_by_task(dashscope), reported_spend=spend)
+        assert money.problems == []
         segments = sorted(j.segment_index for j in jobs if j.segment_index is not None)
         assert len(jobs) == 3 and segments == [0, 1, 2], "a segment job was duplicated"
         assert all(j.state is JobState.DELIVERED and j.charge_state is ChargeState.SETTLED for j in jobs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bot.jobs.models import Job
@@ -35,3 +36,24 @@ class RecordingNotifier:
 
     async def owner_alert(self, key: str, **params: Any) -> None:
         self.alerts.append((key, params))
+
+
+@dataclass
+class PostLogNotifier(RecordingNotifier):
+    """A RecordingNotifier whose posts outlive the process: one "posted JOB_ID" line per post, appended to
+    `log` (shared by every process of a kill campaign), and a redelivery looks there first, as the Discord
+    notifier looks for its earlier post in the thread."""
+
+    log: Path = field(default_factory=lambda: Path("posts.log"))
+
+    def posted(self) -> list[int]:
+        if not self.log.exists():
+            return []
+        return [int(line.split()[1]) for line in self.log.read_text().splitlines() if line.startswith("posted ")]
+
+    async def deliver(self, job: Job, video: Video, *, redelivery: bool) -> None:
+        if redelivery and job.id in self.posted():
+            return
+        await super().deliver(job, video, redelivery=redelivery)
+        with self.log.open("a") as handle:
+            handle.write(f"posted {job.id}\n")

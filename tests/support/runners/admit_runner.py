@@ -26,9 +26,10 @@ from bot.errors import BotError
 from bot.jobs.db import Transaction
 from bot.jobs.store import JobStore
 from tests.support.engine import draft, engine_settings
-from tests.support.recording import RecordingNotifier
+from tests.support.recording import PostLogNotifier
 
 GUILDS = (1, 2, 3, 4)
+POST_LOG = "posts.log"
 EXTRA_KEYS = "sk-admitrunner0000000001,sk-admitrunner0000000002"
 
 
@@ -55,7 +56,8 @@ async def main(data_dir: Path, base_url: str, progress: Path, window_s: float, h
 
     JobStore._ledger = staticmethod(slow_ledger)  # type: ignore[method-assign]
     settings = engine_settings(data_dir, base_url, **RUNNER_SETTINGS)
-    services = await build_services(settings, RecordingNotifier())
+    # Posts go to a log in the data dir: the test counts every job's deliveries across the kills.
+    services = await build_services(settings, PostLogNotifier(log=data_dir / POST_LOG))
     services.worker.config = replace(services.worker.config, delivery_backoff_s=0.05, reconcile_grace_s=1.0)
     await services.start()
     _log(fd, "ready")
