@@ -438,7 +438,7 @@ async def build_discord_app(
     services = await build_services(settings, router, store=store, gateway=bot)
     jobs = services.jobs
     notifier.extendable = lambda job: jobs.extend_limits(job) is not None
-    attachments = AttachmentReader(services.http)
+    attachments = AttachmentReader(services.http, settings.attachment_memory_mb * 1024 * 1024)
     if services.metrics is not None:
         services.metrics.attach(images=lambda: image_counters(jobs.image_workers, attachments))
     await bot.add_cog(GenerateCog(jobs, image_max_bytes=settings.image_max_bytes, attachments=attachments))
@@ -474,6 +474,8 @@ def image_counters(workers: ImageWorkers, attachments: AttachmentReader) -> dict
         "attachment_bytes": attachments.bytes_read,
         "attachment_downloads": attachments.downloads,
         "attachments_refused": attachments.refused,
+        "attachment_bytes_held": attachments.budget.held,
+        "attachment_waits": attachments.budget.waited,
         "decode_budget_bytes": sum(b.total for b in budgets),
         "decode_bytes_held": sum(b.held for b in budgets),
         "decode_bytes_peak": max((b.peak for b in budgets), default=0),

@@ -196,6 +196,18 @@ IMAGE_SERIES: tuple[tuple[str, str, str, type[CounterMetricFamily] | type[GaugeM
         CounterMetricFamily,
     ),
     (
+        "kf2v_attachment_bytes_held",
+        "attachment_bytes_held",
+        "Announced bytes of attachments held by requests being downloaded or checked.",
+        GaugeMetricFamily,
+    ),
+    (
+        "kf2v_attachment_waits",
+        "attachment_waits",
+        "Requests that waited for others' attachments to be handed over before downloading theirs.",
+        CounterMetricFamily,
+    ),
+    (
         "kf2v_image_decode_budget_bytes",
         "decode_budget_bytes",
         "Bytes of pixels all decodes may hold at once.",

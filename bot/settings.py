@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     image_workers: int = Field(default=2, ge=1, le=64, alias="KF2V_IMAGE_WORKERS")
     # MiB of pixels all decodes may hold at once; a picture needing more alone is refused (256 fits 512 MiB).
     image_memory_budget_mb: int = Field(default=256, ge=16, le=65536, alias="KF2V_IMAGE_MEMORY_BUDGET_MB")
+    # MiB of attachments all requests may hold at once, downloaded and not yet handed over; a burst waits.
+    attachment_memory_mb: int = Field(default=64, ge=16, le=65536, alias="KF2V_ATTACHMENT_MEMORY_MB")
 
     # --- operations ----------------------------------------------------------------------------------
     http_port: int = Field(default=0, ge=0, le=65535, alias="KF2V_HTTP_PORT")

@@ -109,9 +109,11 @@ class AnimateCog(commands.Cog):
             )
             await self.jobs.precheck(draft)
             reader, cap = self.attachments, self.image_max_bytes
-            first = await read_attachment(reader, frames[0], cap)
-            last = await read_attachment(reader, frames[1], cap) if len(frames) > 1 else None
-            job = await self.jobs.submit_checked(replace(draft, first_image=first, last_image=last))
+            async with reader.holding(*frames):  # a burst waits its turn to download
+                first = await read_attachment(reader, frames[0], cap)
+                last = await read_attachment(reader, frames[1], cap) if len(frames) > 1 else None
+                job = await self.jobs.submit_checked(replace(draft, first_image=first, last_image=last))
+                del first, last  # the bytes go with the hold
             await open_conversation(interaction, job, self.jobs)
         except Exception as exc:
             await reply_error(interaction, exc)

@@ -174,11 +174,13 @@ class GenerateCog(commands.Cog):
         await jobs.precheck(draft)
         cap = self.image_max_bytes
         reader = self.attachments
-        first = await read_attachment(reader, first_frame, cap)
-        last = await read_attachment(reader, last_frame, cap) if last_frame is not None else None
-        audio_cap = jobs.audio_max_bytes(draft.request.model)
-        sound = await read_audio(reader, audio, audio_cap) if audio is not None else None
-        submitted = await jobs.submit_all_checked(replace(draft, first_image=first, last_image=last, audio=sound))
+        async with reader.holding(first_frame, last_frame, audio):  # a burst waits its turn to download
+            first = await read_attachment(reader, first_frame, cap)
+            last = await read_attachment(reader, last_frame, cap) if last_frame is not None else None
+            audio_cap = jobs.audio_max_bytes(draft.request.model)
+            sound = await read_audio(reader, audio, audio_cap) if audio is not None else None
+            submitted = await jobs.submit_all_checked(replace(draft, first_image=first, last_image=last, audio=sound))
+            del first, last, sound  # the bytes go with the hold, not after the conversation below
         if len(submitted) == 1:
             await open_conversation(interaction, submitted[0], jobs)
         else:

@@ -83,8 +83,10 @@ class StoryCog(commands.Cog):
         )
         require_post_permissions(interaction)
         await self.stories.precheck(draft, len(attachments))
-        frames = tuple([await read_attachment(self.attachments, a, self.image_max_bytes) for a in attachments])
-        story, _jobs = await self.stories.submit(StoryDraft(**{**_fields(draft), "frames": frames}))
+        async with self.attachments.holding(*attachments):  # a burst waits its turn to download
+            frames = tuple([await read_attachment(self.attachments, a, self.image_max_bytes) for a in attachments])
+            story, _jobs = await self.stories.submit(StoryDraft(**{**_fields(draft), "frames": frames}))
+            del frames  # the bytes go with the hold
         await open_story_conversation(interaction, story, self.stories)
 
     @kf2v_story.autocomplete("model")

@@ -1,15 +1,19 @@
-"""Attachment downloads: streamed, stopped at a byte cap, counted.
+"""Attachment downloads: streamed, stopped at a byte cap, counted, and all together within a budget.
 
 discord.py's `Attachment.read()` reads a whole body into memory whatever its length. Here the announced
 size is checked first (Discord says it in the interaction), then the body is streamed through the bot's
 own aiohttp session and abandoned as soon as more than the cap has arrived (a wrong announced size, a
 CDN or proxy answering with something else): at most the cap plus one chunk is ever held for one file.
+A request holds its attachments' announced sizes from `budget` from before the download until it has
+been handed over (`holding`): a burst of requests waits its turn instead of holding every upload at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Final, Protocol
 
 import aiohttp
@@ -32,16 +36,53 @@ class Downloadable(Protocol):
     def size(self) -> int: ...
 
 
-class AttachmentReader:
-    """Reads attachments with a cap, through `session`. Counts for /metrics: `bytes_read` (body bytes
-    received, those of refused files included), `downloads` (files read whole), `refused` (over the cap,
-    announced or found while streaming)."""
+class DownloadBudget:
+    """Bytes of attachments the requests in progress may hold at once (`hold(n)` waits until `n` fit; `n` is
+    capped at the whole budget, so a single request always gets its turn). Counts: `held`, `peak`, `waited`."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, total: int) -> None:
+        if total < 1:
+            raise ValueError("the download budget must be positive")
+        self.total = total
+        self.held = 0
+        self.peak = 0
+        self.waited = 0
+        self._released = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, n: int) -> AsyncIterator[None]:
+        """Hold `n` bytes (at most the whole budget) while the block runs."""
+        n = min(max(n, 0), self.total)
+        if self.held + n > self.total:
+            self.waited += 1
+            while self.held + n > self.total:
+                self._released.clear()
+                await self._released.wait()
+        self.held += n
+        self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            self.held -= n
+            self._released.set()
+
+
+class AttachmentReader:
+    """Reads attachments with a cap, through `session`, within `budget` bytes for all requests at once.
+    Counts for /metrics: `bytes_read` (body bytes received, those of refused files included), `downloads`
+    (files read whole), `refused` (over the cap, announced or found while streaming)."""
+
+    def __init__(self, session: aiohttp.ClientSession, budget: int = 64 * 1024 * 1024) -> None:
         self.session = session
+        self.budget = DownloadBudget(budget)
         self.bytes_read = 0
         self.downloads = 0
         self.refused = 0
+
+    def holding(self, *attachments: Downloadable | None) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the attachments' announced sizes for a request: enter before downloading them, leave once
+        the bytes have been handed over (checked and stored, or refused)."""
+        return self.budget.hold(sum(a.size for a in attachments if a is not None))
 
     async def read(self, attachment: Downloadable, max_bytes: int, too_large: Callable[[int], Exception]) -> bytes:
         """The attachment's bytes; `too_large(size)` is raised when it announces or turns out to be over

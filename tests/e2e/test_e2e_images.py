@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import socket
 from typing import Any
 
@@ -18,7 +19,9 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from cogs.generate import GenerateCog
 from tests.support import corpus
+from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, World, delivered
 
 MIB = 1024 * 1024
@@ -40,6 +43,7 @@ def world_settings() -> dict[str, Any]:
         KF2V_IMAGE_MEMORY_BUDGET_MB=str(BUDGET_MB),
         KF2V_IMAGE_REENCODE_BYTES=str(MIB),
         KF2V_DEFAULT_USER_QUEUE_LIMIT="10",
+        KF2V_ATTACHMENT_MEMORY_MB="16",
     )
 
 
@@ -50,6 +54,13 @@ def phone_photo(width: int, height: int) -> bytes:
     exif[0x0112] = 6
     buffer = io.BytesIO()
     im.save(buffer, "JPEG", quality=80, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def noise_png(side: int, seed: int) -> bytes:
+    """Random pixels: a PNG as large as its raw pixels (3 bytes each), that no compression shrinks."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), random.Random(seed).randbytes(side * side * 3)).save(buffer, "PNG")
     return buffer.getvalue()
 
 
@@ -123,3 +134,31 @@ async def test_worst_case_pictures_at_once_are_all_answered_within_the_budget(wo
     assert seen["kf2v_images_refused_over_memory_total"] == 1
     assert seen["kf2v_image_decode_budget_bytes"] == BUDGET_MB * MIB
     assert seen["kf2v_image_decode_bytes_held"] == 0
+
+
+async def test_a_burst_of_big_uploads_waits_its_turn_within_the_attachment_budget(world: World) -> None:
+    # Six requests of two 2.9 MB frames each (35 MB) against a 16 MiB attachment budget: at most two
+    # requests' uploads are held at once, the others wait before downloading; every request is queued.
+    frames = [noise_png(980, seed) for seed in range(12)]
+    assert all(2.5 * MIB < len(frame) < 3 * MIB for frame in frames)
+    assert world.bot is not None
+    cog = world.bot.get_cog("GenerateCog")
+    assert isinstance(cog, GenerateCog)
+    budget = cog.attachments.budget
+    async with budget.hold(budget.total):  # taken first, so that the whole burst is seen waiting
+        records = await asyncio.gather(
+            *(
+                world.kf2v(user=ALICE, prompt=f"burst {i}", first=frames[2 * i], last=frames[2 * i + 1])
+                for i in range(6)
+            )
+        )
+        await wait_until(lambda: budget.waited == 6, within=30)
+        assert (await metrics(world))["kf2v_attachment_bytes_total"] == 0  # nothing downloaded meanwhile
+    budget.peak = 0  # what the burst holds from here (no waiter has run yet: nothing awaited since the release)
+    answers = await asyncio.gather(*(world.reply(record, within=90) for record in records))
+    assert all("queued" in answer for answer in answers), answers
+    assert 2 * 2.5 * MIB < budget.peak <= budget.total == 16 * MIB  # then two requests' frames at once, never more
+    seen = await metrics(world)
+    assert seen["kf2v_attachment_waits_total"] >= 6
+    assert seen["kf2v_attachment_bytes_held"] == 0
+    assert seen["kf2v_attachment_bytes_total"] == sum(len(frame) for frame in frames)

@@ -6,6 +6,7 @@ called discord.py's `Attachment.read()`, which reads the whole body whatever its
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,9 +16,10 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from bot.discord_ui.attachments import CHUNK_BYTES, AttachmentReader
+from bot.discord_ui.attachments import CHUNK_BYTES, AttachmentReader, DownloadBudget
 from bot.errors import InvalidImage
 from bot.jobs.images import size_refusal
+from tests.support.waiting import wait_until
 
 MIB = 1024 * 1024
 BODY = bytes(range(256)) * (12 * MIB // 256)  # 12 MiB: more than the 10 MiB cap
@@ -117,3 +119,29 @@ async def test_a_missing_attachment_raises_what_discord_py_raised(cdn: tuple[str
     async with aiohttp.ClientSession() as session:
         with pytest.raises(discord.NotFound):
             await AttachmentReader(session).read(Announced(f"{base}/gone", 10), 10 * MIB, refusal)
+
+
+async def test_requests_hold_their_attachments_within_one_budget() -> None:
+    budget = DownloadBudget(10 * MIB)
+    order: list[str] = []
+
+    async def request(name: str, size: int, release: asyncio.Event) -> None:
+        async with budget.hold(size):
+            order.append(f"{name} in")
+            await release.wait()
+        order.append(f"{name} out")
+
+    first_done, second_done = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(request("first", 8 * MIB, first_done))
+    await wait_until(lambda: budget.held == 8 * MIB)
+    second = asyncio.create_task(request("second", 4 * MIB, second_done))
+    await wait_until(lambda: budget.waited == 1)  # 8 + 4 MiB do not fit 10: it waits, nothing downloaded
+    assert order == ["first in"]
+    first_done.set()
+    await wait_until(lambda: "second in" in order)
+    second_done.set()
+    await asyncio.gather(first, second)
+    assert order == ["first in", "first out", "second in", "second out"]
+    assert budget.peak == 8 * MIB and budget.held == 0
+    async with budget.hold(50 * MIB):  # one request bigger than the whole budget still gets its turn
+        assert budget.held == 10 * MIB
