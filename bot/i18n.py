@@ -129,6 +129,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "alert.lost_create": "Job {job_id} on account {account}: its create answer was lost and no task could "
         "be proved its within the 24 h task lifetime. It failed and its money was released; check the account's "
         "tasks for one that was billed.",
+        "alert.account_gone": "Job {job_id} was sent with account {account}, which is no longer configured: it "
+        "failed and its money was released, but its task may still run and be billed. Put a key back in that "
+        "place (same variable, same position) to keep in-flight jobs.",
         "alert.creates_unanswered": "Job {job_id} on account {account}: {attempts} creates went unanswered and "
         "none made a task (a slow or broken link to DashScope?). It failed, its money released.",
         "alert.job_crashed": "Job {job_id} failed after repeated internal errors (log reference {ref}); its "
@@ -398,6 +401,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "服务器最多只按预留金额扣费。请核对账单。",
         "alert.lost_create": "账号 {account} 上的任务 {job_id}:创建请求的应答丢失,且在 24 小时任务有效期内"
         "无法证明哪个任务属于它。该任务已失败并释放预留金额;请检查账号中是否有被计费的任务。",
+        "alert.account_gone": "任务 {job_id} 通过账号 {account} 提交,但该账号已不在配置中:任务已失败并释放预留金额,"
+        "但其服务商任务可能仍在运行并计费。请在同一位置(同一变量、同一顺序)放回一个密钥,以保留进行中的任务。",
         "alert.creates_unanswered": "账号 {account} 上的任务 {job_id}:{attempts} 次创建请求均无应答,且未生成任何任务"
         "(到 DashScope 的网络过慢或中断?)。该任务已失败并释放预留金额。",
         "alert.job_crashed": "任务 {job_id} 多次内部出错后失败(日志编号 {ref});预留金额已释放。",

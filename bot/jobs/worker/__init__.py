@@ -257,7 +257,14 @@ class Worker:
             self._supervisor.run(job.id, "deliver", self._delivery.deliver(job, None, redelivery=True))
             return
         if job.account not in ctx.clients:
+            # Its account's place was removed from the configuration: nobody can poll its task any more, which
+            # the provider may still run and bill. The owners hear of it (README: rotating a key).
+            log.error(
+                "job %s: its account %s is no longer configured; failed, released (its task may still be billed)",
+                job.id, job.account, extra={"job_id": job.id},
+            )  # fmt: skip
             await ctx.fail(job, "job.failed.account_gone", code="AccountRemoved", release=True)
+            await ctx.safe(ctx.notifier.owner_alert("alert.account_gone", job_id=job.id, account=job.account or "-"))
             return
         assert job.account is not None
         limits.occupy(job.account, job.request.model, job.id)

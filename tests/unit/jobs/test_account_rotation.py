@@ -73,3 +73,28 @@ async def test_rows_named_by_the_old_fingerprint_are_renamed_once(tmp_path: Path
         assert await store.api_key_id("extra-1") == "key-id-1" and await store.api_key_id(old_name) is None
     finally:
         await services.stop()
+
+
+async def test_a_job_whose_accounts_place_was_removed_fails_released_and_the_owners_hear_of_it(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    services, _ = await start_engine(tmp_path, emulator.base_url, KF2V_DASHSCOPE_EXTRA_API_KEYS=NEW_KEY)
+    await services.jobs.pause("send it with the extra key", account="primary")
+    job = await services.jobs.submit(draft(prompt="on the extra account"))
+
+    async def at_provider() -> bool:
+        current = await services.store.get(job.id)
+        return current is not None and current.state in (JobState.PENDING, JobState.RUNNING)
+
+    await wait_until(at_provider, within=30)
+    await services.stop()
+    # The operator drops the extra key while its job runs, and restarts.
+    services, recorder = await start_engine(tmp_path, emulator.base_url)
+    try:
+        await wait_until(lambda: all_final(services, [job.id]), within=30)
+        done = await services.store.get(job.id)
+        assert done is not None
+        assert (done.account, done.state, done.charge_state) == ("extra-1", JobState.FAILED, ChargeState.RELEASED)
+        assert [(key, params["job_id"]) for key, params in recorder.alerts] == [("alert.account_gone", job.id)]
+    finally:
+        await services.stop()
