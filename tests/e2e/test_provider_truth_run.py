@@ -34,6 +34,7 @@ from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, api_ke
 from sandbox.discord_emu import DiscordEmulator
 from sandbox.discord_emu.emulator import InteractionRecord
 from tests.support import corpus
+from tests.support.ledger_check import billed_by_task, check_ledger
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -386,6 +387,9 @@ async def test_c_absurd_bills_leave_the_budget_intact(stage: Stage) -> None:
         await stage.kf2v("job C4: over the day", (10, 160, 90), guild=stage.budget_guild, channel=stage.budget_channel)
     )
     assert "¥0.00 of ¥1.50 left" in refused and stage.job("job C4: over the day") is None
+    # Every job so far (this scenario's and the earlier ones'), through the campaigns' independent check.
+    money = await check_ledger(stage.tmp / "data" / "kf2v.sqlite3", billed=billed_by_task(provider))
+    assert money.problems == []
     print(
         "PROVIDER-TRUTH absurd-bills: bills=huge,infinity clamped=2 settled_each=0.50 reserved_each=0.50 "
         f"guild_spent={spent / 1000:.2f}/1.50 next_video=delivered"
