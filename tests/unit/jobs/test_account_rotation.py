@@ -15,7 +15,7 @@ import pytest
 
 from bot.dashscope.client import account_fingerprint
 from bot.jobs.models import ChargeState, JobState
-from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
 from tests.support.engine import API_KEY, all_final, draft, start_engine
 from tests.support.waiting import wait_until
 
@@ -96,5 +96,31 @@ async def test_a_job_whose_accounts_place_was_removed_fails_released_and_the_own
         assert done is not None
         assert (done.account, done.state, done.charge_state) == ("extra-1", JobState.FAILED, ChargeState.RELEASED)
         assert [(key, params["job_id"]) for key, params in recorder.alerts] == [("alert.account_gone", job.id)]
+    finally:
+        await services.stop()
+
+
+async def test_a_succeeded_job_not_yet_downloaded_is_delivered_after_the_key_is_rotated(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    emulator.update(faults=FaultConfig(error_rate=1.0, routes=frozenset({"video"})))  # its download keeps failing
+    services, _ = await start_engine(tmp_path, emulator.base_url)
+    job = await services.jobs.submit(draft(prompt="made, not fetched yet"))
+
+    async def succeeded() -> bool:
+        current = await services.store.get(job.id)
+        return current is not None and current.state is JobState.SUCCEEDED
+
+    await wait_until(succeeded, within=30)
+    await services.stop()
+
+    emulator.update(faults=FaultConfig())
+    services, recorder = await start_engine(tmp_path, emulator.base_url, DASHSCOPE_API_KEY=NEW_KEY)
+    try:
+        await wait_until(lambda: all_final(services, [job.id]), within=30)
+        done = await services.store.get(job.id)
+        assert done is not None
+        assert (done.state, done.charge_state) == (JobState.DELIVERED, ChargeState.SETTLED)
+        assert [job_id for job_id, _ in recorder.delivered] == [job.id]
     finally:
         await services.stop()
