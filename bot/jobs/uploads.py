@@ -36,6 +36,10 @@ from bot.dashscope.models import UploadedFile
 from bot.jobs.db import Database, Row
 from bot.jobs.ports import Clock
 
+# Owns the uploads table (the cache below); the store's identity part forgets a rotated key's rows.
+TABLES = frozenset({"uploads"})
+USES: frozenset[str] = frozenset()
+
 log = logging.getLogger(__name__)
 
 

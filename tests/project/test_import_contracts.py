@@ -39,7 +39,7 @@ def _lint(src: Path) -> subprocess.CompletedProcess[str]:
 def test_the_contracts_hold_on_the_tree(tmp_path: Path) -> None:
     ran = _lint(_copy_tree(tmp_path))
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert "4 kept, 0 broken" in ran.stdout
+    assert "5 kept, 0 broken" in ran.stdout
 
 
 @pytest.mark.parametrize(
@@ -56,6 +56,8 @@ def test_the_contracts_hold_on_the_tree(tmp_path: Path) -> None:
         # the Discord emulator's parts import downwards only: the gateway never reaches back to the emulator
         ("sandbox/discord_emu/gateway.py", "import sandbox.discord_emu.emulator", {"Discord emulator"}),
         ("sandbox/discord_emu/rest.py", "import sandbox.discord_emu.gateway", {"Discord emulator"}),
+        # an aggregate of the store reaching into another's SQL (JobStore above them composes them instead)
+        ("bot/jobs/store/rules.py", "import bot.jobs.story.store", {"Store aggregates"}),
     ],
     ids=[
         "discord-in-domain",
@@ -66,6 +68,7 @@ def test_the_contracts_hold_on_the_tree(tmp_path: Path) -> None:
         "pyav-outside-the-join",
         "emulator-circle",
         "rest-to-gateway",
+        "store-aggregates",
     ],
 )
 def test_a_shortcut_breaks_its_contract(tmp_path: Path, module: str, shortcut: str, broken: set[str]) -> None:

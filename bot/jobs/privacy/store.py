@@ -19,6 +19,11 @@ from bot.jobs.db import Database, Row, SqliteDatabase, Transaction
 from bot.jobs.models import FINAL_STATES
 from bot.jobs.story.plan import FINAL_STORY_STATES
 
+# A cross-aggregate process, documented above: it owns no table and anonymises rows of these, in one transaction
+# (content_rules lose who added them; a forgotten member's temporary uploads go).
+TABLES: frozenset[str] = frozenset()
+USES = frozenset({"jobs", "job_events", "stories", "content_rules", "uploads"})
+
 ANONYMOUS_USER = 0  # what a forgotten or expired row's user id becomes (no Discord id is 0)
 _FINAL_JOBS = tuple(sorted(s.value for s in FINAL_STATES))
 _FINAL_STORIES = tuple(sorted(s.value for s in FINAL_STORY_STATES))

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from bot.jobs.db import Database, Row
 
+TABLES: frozenset[str] = frozenset()  # owns no table: it only sums the jobs' money columns
+USES = frozenset({"jobs"})
+
 
 @dataclass(frozen=True, slots=True)
 class SpendRow:

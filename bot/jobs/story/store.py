@@ -16,6 +16,10 @@ from bot.jobs.db import Database, Row, Transaction
 from bot.jobs.models import JobState
 from bot.jobs.story.plan import FINAL_STORY_STATES, SegmentJob, StoryState
 
+# Owns the stories table; reads its segments' rows in jobs (their money, states and videos).
+TABLES = frozenset({"stories"})
+USES = frozenset({"jobs"})
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
