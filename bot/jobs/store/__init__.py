@@ -11,9 +11,7 @@ changes, the job's row lock for transitions).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -49,8 +47,6 @@ from bot.jobs.models import (
     JobState,
     LedgerEntry,
     NewJob,
-    Pause,
-    PauseScope,
     check_transition,
 )
 from bot.jobs.store.common import StoreBase, StoreError, utcnow
@@ -60,6 +56,8 @@ from bot.jobs.store.common import guild_lock as _guild_lock
 from bot.jobs.store.common import iso as _iso
 from bot.jobs.store.common import policy_from as _policy_from
 from bot.jobs.store.common import required_dt as _required_dt
+from bot.jobs.store.identity import IdentityStore
+from bot.jobs.store.meta import PAUSE_CHANNEL, MetaStore
 from bot.jobs.store.rules import ChannelEdit, RulesStore
 
 # Columns callers may set alongside a transition or on their own; anything else is a bug.
@@ -159,7 +157,7 @@ class SqliteFileCheck:
 _COUNTED_TABLES = ("jobs", "job_events", "ledger", "guild_policies")
 
 
-class JobStore(RulesStore, StoreBase):
+class JobStore(RulesStore, IdentityStore, MetaStore, StoreBase):
     """The store over a `Database`: SQLite (one connection, writers serialised) or PostgreSQL (a pool)."""
 
     def __init__(self, db: Database) -> None:
@@ -167,8 +165,6 @@ class JobStore(RulesStore, StoreBase):
         # Set by the dispatcher lease when several processes share the database: account -> (lease name,
         # epoch) this process submits under. None (SQLite, one process): no fencing, as always.
         self.fence_for: Callable[[str], tuple[str, int] | None] | None = None
-        # Tags this store's job notifications so a process can tell its own changes from other processes'.
-        self.origin = secrets.token_hex(6)
 
     # --- lifecycle -----------------------------------------------------------------------------------
     @classmethod
@@ -537,50 +533,6 @@ class JobStore(RulesStore, StoreBase):
         row = await self._db.fetch_one("SELECT COUNT(*) FROM job_tasks WHERE job_id = ?", (job_id,))
         return int(row[0]) if row else 0
 
-    # --- provider accounts ---------------------------------------------------------------------------
-    async def api_key_id(self, account: str) -> str | None:
-        """The api_key_id the provider's task list shows on this account's tasks, once learned."""
-        row = await self._db.fetch_one("SELECT api_key_id FROM provider_keys WHERE account = ?", (account,))
-        return str(row[0]) if row else None
-
-    async def save_api_key_id(self, account: str, api_key_id: str, now: datetime | None = None) -> None:
-        """Record (or replace) the api_key_id learned for `account`."""
-        async with self._db.transaction() as db:
-            await db.execute(
-                """INSERT INTO provider_keys (account, api_key_id, learned_at) VALUES (?, ?, ?)
-                   ON CONFLICT (account) DO UPDATE SET api_key_id = excluded.api_key_id,
-                       learned_at = excluded.learned_at""",
-                (account, api_key_id, _iso(now or utcnow())),
-            )
-
-    async def bind_account(self, account: str, fingerprint: str, now: datetime | None = None) -> str | None:
-        """Record that `account` (a configured place: "primary", "extra-1"...) now uses the key of `fingerprint`.
-
-        Returns the fingerprint it had before (None the first time). The first time, rows written when accounts
-        were named by their key's fingerprint are renamed to `account`. When the key changed (rotated), what
-        belonged to the old key alone is forgotten: the api_key_id its tasks carried in the task list (the
-        new key's is learned again) and its temporary uploads. Jobs keep their account, so their tasks are
-        polled, and their videos fetched, with the new key.
-        """
-        async with self._db.transaction() as db:
-            row = await db.fetch_one("SELECT fingerprint FROM account_keys WHERE account = ?", (account,))
-            previous = None if row is None else str(row[0])
-            if previous == fingerprint:
-                return previous
-            if previous is None:
-                for table in ("jobs", "provider_keys", "uploads"):  # fixed names, never user input
-                    await db.execute(f"UPDATE {table} SET account = ? WHERE account = ?", (account, fingerprint))  # noqa: S608
-            else:
-                await db.execute("DELETE FROM provider_keys WHERE account = ?", (account,))
-                await db.execute("DELETE FROM uploads WHERE account = ?", (account,))
-            await db.execute(
-                """INSERT INTO account_keys (account, fingerprint, bound_at) VALUES (?, ?, ?)
-                   ON CONFLICT (account) DO UPDATE SET fingerprint = excluded.fingerprint,
-                       bound_at = excluded.bound_at""",
-                (account, fingerprint, _iso(now or utcnow())),
-            )
-        return previous
-
     async def count_by_state(self) -> dict[JobState, int]:
         """Jobs per state; states with no job are absent."""
         rows = await self._db.fetch_all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
@@ -701,56 +653,6 @@ class JobStore(RulesStore, StoreBase):
         """Read-only, outside any transaction: for a cheap early refusal, never for the decision itself."""
         return await self._policy_and_usage(self._db, guild_id, user_id, period_day, period_month)
 
-    # --- meta ----------------------------------------------------------------------------------------
-    async def get_meta(self, key: str) -> str | None:
-        """A value of the meta table; None when unset."""
-        row = await self._db.fetch_one("SELECT value FROM meta WHERE key = ?", (key,))
-        return str(row[0]) if row else None
-
-    async def set_meta(self, key: str, value: str) -> None:
-        """Set (insert or replace) a value of the meta table."""
-        async with self._db.transaction() as db:
-            await db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-    # --- pauses (kept in meta: of everything, of a guild, of an account) -----------------------------------
-    async def pauses(self) -> list[Pause]:
-        """The persisted pauses (every scope), including the pre-issue-11 global pause."""
-        found: list[Pause] = []
-        rows = await self._db.fetch_all(
-            "SELECT key, value FROM meta WHERE key LIKE 'pause:%' OR key = ?", (_OLD_PAUSE_KEY,)
-        )
-        for key, value in rows:
-            if key == _OLD_PAUSE_KEY:
-                if value:  # a reason with no time: paused since an unknown moment, shown as now
-                    found.append(Pause(PauseScope.ALL, "", str(value), utcnow()))
-                continue
-            data = json.loads(value)
-            found.append(
-                Pause(PauseScope(data["scope"]), str(data["target"]), str(data["reason"]), _required_dt(data["since"]))
-            )
-        return found
-
-    async def save_pause(self, pause: Pause) -> None:
-        """Persist a pause (replacing one of the same scope and target)."""
-        value = json.dumps({"scope": pause.scope.value, "target": pause.target, "reason": pause.reason,
-                            "since": _iso(pause.since)})  # fmt: skip
-        async with self._db.transaction() as db:
-            await db.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (_pause_key(pause.scope, pause.target), value),
-            )
-            db.notify(PAUSE_CHANNEL, self.origin)  # other processes' dispatchers reload the pauses
-
-    async def delete_pause(self, scope: PauseScope, target: str) -> None:
-        """Forget a persisted pause (no error when there was none)."""
-        async with self._db.transaction() as db:
-            keys = (_pause_key(scope, target), _OLD_PAUSE_KEY if scope is PauseScope.ALL else "")
-            await db.execute("DELETE FROM meta WHERE key IN (?, ?)", keys)
-            db.notify(PAUSE_CHANNEL, self.origin)
-
     async def ping(self) -> bool:
         """True when the database answers and takes writes (health checks); the engine's error when not."""
         return await self._db.ping()
@@ -819,7 +721,6 @@ class JobStore(RulesStore, StoreBase):
 
 _QUEUE_SEQ_LOCK = "queue_seq"
 JOB_CHANNEL = "kf2v_jobs"  # LISTEN/NOTIFY channel of job admissions and state changes
-PAUSE_CHANNEL = "kf2v_pauses"  # the owners' pauses (everything, a guild) changed; the payload is the origin
 BACKUP_ON_POSTGRESQL = (
     "kf2v-bot backup copies the SQLite file only; with KF2V_DATABASE_URL set, back PostgreSQL up with "
     "pg_dump (e.g. pg_dump -Fc -f kf2v.dump <database>) and keep the media volume alongside"
@@ -840,13 +741,6 @@ def read_job_notice(payload: str) -> tuple[int, JobState, str] | None:
         return int(parts[0]), JobState(parts[1]), parts[2]
     except ValueError:
         return None
-
-
-_OLD_PAUSE_KEY = "paused"  # the owners' global pause before pauses had scopes: its reason only
-
-
-def _pause_key(scope: PauseScope, target: str) -> str:
-    return f"pause:{scope.value}:{target}"
 
 
 # A guild's spend today and this month, a member's videos today and unfinished jobs (three aggregates, each
@@ -879,6 +773,8 @@ class StaleState(Exception):
 
 __all__ = [
     "BACKUP_ON_POSTGRESQL",
+    "JOB_CHANNEL",
+    "PAUSE_CHANNEL",
     "STORE_UNAVAILABLE",
     "ChannelEdit",
     "JobStore",

@@ -5,6 +5,7 @@ the base class holding the `Database`. It owns no table and imports no aggregate
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,8 @@ class StoreBase:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Tags this store's notifications (jobs, pauses) so a process can tell its own changes from others'.
+        self.origin = secrets.token_hex(6)
 
 
 def guild_lock(guild_id: int) -> str:

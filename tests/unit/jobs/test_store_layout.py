@@ -21,6 +21,8 @@ MIGRATIONS = ROOT / "bot" / "jobs" / "migrations"
 # The aggregate modules: everything that runs SQL on the job database.
 STORE_MODULES = (
     "bot.jobs.store.rules",
+    "bot.jobs.store.identity",
+    "bot.jobs.store.meta",
     "bot.jobs.story.store",
     "bot.jobs.privacy.store",
     "bot.jobs.reports.store",
@@ -28,11 +30,9 @@ STORE_MODULES = (
 )
 FACADE = "bot.jobs.store"
 # Tables whose SQL is still in the facade while the split is under way; empty once every aggregate has moved.
-STILL_IN_FACADE = frozenset(
-    {"jobs", "job_events", "job_tasks", "run_times", "ledger", "meta", "provider_keys", "account_keys"}
-)
-# ...and the other aggregates' tables its SQL still names (the admission's policy join, a rotated key's uploads).
-FACADE_USES = frozenset({"guild_policies", "uploads"})
+STILL_IN_FACADE = frozenset({"jobs", "job_events", "job_tasks", "run_times", "ledger"})
+# ...and the other aggregates' tables its SQL still names (the admission's policy join).
+FACADE_USES = frozenset({"guild_policies"})
 ENGINE_TABLES = frozenset({"sqlite_master"})
 
 _NAMED = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+\"?([a-z_][a-z0-9_]*)")
