@@ -45,7 +45,6 @@ from bot.jobs.models import (
     Job,
     JobRequest,
     JobState,
-    LedgerEntry,
     NewJob,
     check_transition,
 )
@@ -54,10 +53,10 @@ from bot.jobs.store.common import db_value as _db_value
 from bot.jobs.store.common import dt as _dt
 from bot.jobs.store.common import guild_lock as _guild_lock
 from bot.jobs.store.common import iso as _iso
-from bot.jobs.store.common import policy_from as _policy_from
 from bot.jobs.store.common import required_dt as _required_dt
 from bot.jobs.store.identity import IdentityStore
 from bot.jobs.store.meta import PAUSE_CHANNEL, MetaStore
+from bot.jobs.store.money import MoneyStore
 from bot.jobs.store.rules import ChannelEdit, RulesStore
 
 # Columns callers may set alongside a transition or on their own; anything else is a bug.
@@ -157,7 +156,7 @@ class SqliteFileCheck:
 _COUNTED_TABLES = ("jobs", "job_events", "ledger", "guild_policies")
 
 
-class JobStore(RulesStore, IdentityStore, MetaStore, StoreBase):
+class JobStore(RulesStore, MoneyStore, IdentityStore, MetaStore, StoreBase):
     """The store over a `Database`: SQLite (one connection, writers serialised) or PostgreSQL (a pool)."""
 
     def __init__(self, db: Database) -> None:
@@ -610,49 +609,6 @@ class JobStore(RulesStore, IdentityStore, MetaStore, StoreBase):
         )
         return {ref for row in rows for ref in tuple(row) if ref}
 
-    # --- money ---------------------------------------------------------------------------------------
-    async def guild_usage(self, guild_id: int, user_id: int, period_day: str, period_month: str) -> GuildUsage:
-        """The guild's settled and reserved milli-CNY in these periods, and the member's counts."""
-        return await self._usage(self._db, guild_id, user_id, period_day, period_month)
-
-    async def ledger(self, guild_id: int | None = None) -> list[LedgerEntry]:
-        """Ledger entries in order (one guild's, or all), for audits and tests."""
-        if guild_id is None:
-            rows = await self._db.fetch_all("SELECT * FROM ledger ORDER BY id")
-        else:
-            rows = await self._db.fetch_all("SELECT * FROM ledger WHERE guild_id = ? ORDER BY id", (guild_id,))
-        return [
-            LedgerEntry(r["id"], r["job_id"], r["guild_id"], r["kind"], r["amount"], _required_dt(r["at"]))
-            for r in rows
-        ]
-
-    async def top_spenders(self, guild_id: int, period_month: str, limit: int = 5) -> list[tuple[int, int, int]]:
-        """(user_id, videos, milli-CNY counted) this month, biggest first; erased members (user 0) are left out."""
-        rows = await self._db.fetch_all(
-            """SELECT user_id, COUNT(*),
-                      SUM(CASE charge_state WHEN 'settled' THEN cost_settled
-                                            WHEN 'reserved' THEN cost_reserved ELSE 0 END) AS used
-               FROM jobs WHERE guild_id = ? AND period_month = ? AND charge_state != 'released'
-                 AND user_id != 0
-               GROUP BY user_id ORDER BY used DESC LIMIT ?""",
-            (guild_id, period_month, limit),
-        )
-        return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
-
-    async def spend_by_guild(self) -> dict[int, int]:
-        """Settled milli-CNY per guild, all time."""
-        rows = await self._db.fetch_all(
-            "SELECT guild_id, SUM(cost_settled) FROM jobs WHERE charge_state = 'settled' GROUP BY guild_id"
-        )
-        return {int(r[0]): int(r[1]) for r in rows}
-
-    # --- admission's read -----------------------------------------------------------------------------
-    async def policy_and_usage(
-        self, guild_id: int, user_id: int, period_day: str, period_month: str
-    ) -> tuple[GuildPolicy, GuildUsage]:
-        """Read-only, outside any transaction: for a cheap early refusal, never for the decision itself."""
-        return await self._policy_and_usage(self._db, guild_id, user_id, period_day, period_month)
-
     async def ping(self) -> bool:
         """True when the database answers and takes writes (health checks); the engine's error when not."""
         return await self._db.ping()
@@ -685,39 +641,6 @@ class JobStore(RulesStore, IdentityStore, MetaStore, StoreBase):
         # Every admission and state change has its event row: other processes hear of it on commit (issue 14).
         db.notify(JOB_CHANNEL, job_notice(job_id, state, self.origin))
 
-    @staticmethod
-    async def _ledger(db: Transaction, job_id: int, guild_id: int, kind: str, amount: int, now: datetime) -> None:
-        await db.execute(
-            "INSERT INTO ledger (job_id, guild_id, kind, amount, at) VALUES (?, ?, ?, ?, ?)",
-            (job_id, guild_id, kind, amount, _iso(now)),
-        )
-
-    @staticmethod
-    async def _usage(
-        db: Transaction | Database, guild_id: int, user_id: int, period_day: str, period_month: str
-    ) -> GuildUsage:
-        _, usage = await JobStore._policy_and_usage(db, guild_id, user_id, period_day, period_month)
-        return usage
-
-    @staticmethod
-    async def _policy_and_usage(
-        db: Transaction | Database, guild_id: int, user_id: int, period_day: str, period_month: str
-    ) -> tuple[GuildPolicy, GuildUsage]:
-        """The guild's policy and usage in one statement: one trip to the database thread instead of four
-        (admission runs this inside its transaction, under the write lock)."""
-        params = (guild_id, period_day, guild_id, period_month, period_day, guild_id, user_id, guild_id)
-        row = await db.fetch_one(_POLICY_AND_USAGE_SQL, params)
-        assert row is not None
-        usage = GuildUsage(
-            spent_day=int(row["spent_day"]),
-            reserved_day=int(row["reserved_day"]),
-            spent_month=int(row["spent_month"]),
-            reserved_month=int(row["reserved_month"]),
-            member_videos_today=int(row["member_today"]),
-            member_active_jobs=int(row["member_active"]),
-        )
-        return _policy_from(guild_id, row if row["policy_guild"] is not None else None), usage
-
 
 _QUEUE_SEQ_LOCK = "queue_seq"
 JOB_CHANNEL = "kf2v_jobs"  # LISTEN/NOTIFY channel of job admissions and state changes
@@ -741,26 +664,6 @@ def read_job_notice(payload: str) -> tuple[int, JobState, str] | None:
         return int(parts[0]), JobState(parts[1]), parts[2]
     except ValueError:
         return None
-
-
-# A guild's spend today and this month, a member's videos today and unfinished jobs (three aggregates, each
-# over its own index: jobs_guild_day, jobs_guild_month, jobs_user) and the guild's policy row if any.
-_POLICY_AND_USAGE_SQL = """SELECT d.spent AS spent_day, d.reserved AS reserved_day,
-        m.spent AS spent_month, m.reserved AS reserved_month, u.today AS member_today, u.active AS member_active,
-        p.guild_id AS policy_guild, p.daily_budget, p.monthly_budget, p.member_daily_videos, p.user_queue_limit,
-        p.allowed_channels, p.paused
-    FROM
-    (SELECT COALESCE(SUM(CASE WHEN charge_state = 'settled' THEN cost_settled ELSE 0 END), 0) AS spent,
-            COALESCE(SUM(CASE WHEN charge_state = 'reserved' THEN cost_reserved ELSE 0 END), 0) AS reserved
-     FROM jobs WHERE guild_id = ? AND period_day = ?) AS d,
-    (SELECT COALESCE(SUM(CASE WHEN charge_state = 'settled' THEN cost_settled ELSE 0 END), 0) AS spent,
-            COALESCE(SUM(CASE WHEN charge_state = 'reserved' THEN cost_reserved ELSE 0 END), 0) AS reserved
-     FROM jobs WHERE guild_id = ? AND period_month = ?) AS m,
-    (SELECT COALESCE(SUM(CASE WHEN period_day = ? AND charge_state != 'released' THEN 1 ELSE 0 END), 0) AS today,
-            COALESCE(SUM(CASE WHEN state NOT IN ('delivered', 'failed', 'canceled', 'succeeded')
-                              THEN 1 ELSE 0 END), 0) AS active
-     FROM jobs WHERE guild_id = ? AND user_id = ?) AS u
-    LEFT JOIN guild_policies AS p ON p.guild_id = ?"""
 
 
 class StaleState(Exception):
