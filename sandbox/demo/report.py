@@ -142,9 +142,18 @@ class Report:
     checks: list[Check]
     problems: list[str] = field(default_factory=list)
     stories: list[StoryRow] = field(default_factory=list)
+    transcript: str | None = None  # OUTPUT/transcript/index.html: every thread as members saw it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def posted_videos(report: Report) -> dict[str, Path]:
+    """Each posted mp4's attachment name (kf2v-N.mp4, story-N.mp4) -> the file the report saved it as."""
+    videos = Path(report.videos_dir)
+    found = {f"kf2v-{row.job_id}.mp4": videos / row.video for row in report.jobs if row.video}
+    found |= {f"story-{row.story_id}.mp4": videos / row.video for row in report.stories if row.video}
+    return found
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -739,6 +748,7 @@ def render_markdown(report: Report) -> str:
         "are what they correspond to at real provider speed.",
         f"- Videos: `{report.videos_dir}` ({sum(1 for j in report.jobs if j.video)} job videos and "
         f"{sum(1 for s in report.stories if s.video)} joined story video(s), as posted in the threads)",
+        *([f"- What the members saw, thread by thread: `{report.transcript}`"] if report.transcript else []),
         "",
         "## Jobs",
         "",

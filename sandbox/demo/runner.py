@@ -16,7 +16,8 @@ from typing import TextIO
 from bot.logs import SecretRedactor, TextFormatter
 from sandbox.demo.afternoon import Afternoon
 from sandbox.demo.live import Console, display_width, fit, provider_time
-from sandbox.demo.report import Check, Report, ReportBuilder, write_report
+from sandbox.demo.report import Check, Report, ReportBuilder, posted_videos, write_report
+from sandbox.demo.transcript import write_transcript
 from sandbox.demo.world import start_world, stop_world
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,9 @@ async def _run(scale: float, out: Path, console: Console, seed: int, counter: _C
             report = await ReportBuilder(afternoon, out, time.monotonic() - started, started_wall).build()
         finally:
             await stop_world(world)
+    # What the members saw, from what the (now stopped) Discord emulator recorded: nothing changes it any more.
+    transcript = await asyncio.to_thread(write_transcript, world.discord, out, posted_videos(report))
+    report.transcript = str(transcript.index)
     errors = counter.errors
     report.checks.append(
         Check("no errors logged", errors == 0, f"{errors} error line(s) in demo.log" if errors else "none")
@@ -156,6 +160,7 @@ async def _run(scale: float, out: Path, console: Console, seed: int, counter: _C
         console.line(line)
     console.line()
     console.line(f"Report: {md} and {js}; videos: {report.videos_dir}/; log: {out / 'demo.log'}")
+    console.line(f"What the members saw, thread by thread: {transcript.index}")
     if report.passed:
         console.line(f"PASS: everything the script expected happened ({report.wall_s:.0f} s).")
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,39 @@ async def test_the_demo_plays_the_afternoon_and_reports_it(tmp_path: Path) -> No
     sunrise = next(p for p in files if "sunrise-over-the-sea" in p.name and "regenerated" not in p.name)
     first, last = first_and_last_frames(sunrise)
     assert brightness(first) + 40 < brightness(last)
+    check_transcript(out, report)
+
+
+def check_transcript(out: Path, report: dict[str, Any]) -> None:
+    """OUTPUT/transcript: an index linking a page per thread; each delivered job's page names the job and plays
+    the very mp4 the report saved for it, with a still of it as the poster."""
+    folder = out / "transcript"
+    assert report["transcript"] == str(folder / "index.html")
+    index = (folder / "index.html").read_text(encoding="utf-8")
+    pages = {p.name: p.read_text(encoding="utf-8") for p in folder.glob("thread-*.html")}
+    assert pages and all(f'href="{name}"' in index for name in pages)
+    jobs = [job for job in report["jobs"] if job["job_id"] is not None]
+    # Each job has its own thread except the story's segments (one thread for the story) and an Extend (posted
+    # in the thread of the video it continues).
+    own_thread = [job for job in jobs if "segment " not in job["outcome"] and "extended from" not in job["outcome"]]
+    assert len(pages) == len(own_thread) + 1
+    for job in own_thread:  # its status message (视频 #N · … in the Chinese guild)
+        status = re.compile(rf'<div class="title">(Video|视频) #{job["job_id"]} · ')
+        assert sum(bool(status.search(page)) for page in pages.values()) == 1, job
+    [story] = report["stories"]
+    posted = [(job["video"], f"#{job['job_id']}") for job in jobs if job["video"]]
+    for name, number in [*posted, (story["video"], f"#{story['story_id']}")]:
+        holders = [page for page in pages.values() if f'src="../videos/{name}"' in page]
+        assert len(holders) == 1, name
+        assert number in holders[0]
+        poster = re.search(rf'poster="(files/poster-\d+\.png)" src="../videos/{re.escape(name)}"', holders[0])
+        assert poster is not None, name
+        with Image.open(folder / poster.group(1)) as still:
+            assert still.width <= 640 and still.height >= 180
+        assert (out / "videos" / name).is_file()
+    # Buttons as labels; user text escaped (the tree's apostrophe is an entity).
+    assert any('class="button danger">Delete<' in page for page in pages.values())
+    assert "The tree&#x27;s leaves" in index and "The tree's leaves" not in index
 
 
 def test_bad_time_scale_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
