@@ -94,6 +94,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def peak_rss_of(pid: int) -> float:
+    """Peak resident memory (VmHWM, MiB) of another process; NaN where /proc is not there."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return math.nan
+
+
 # --- inputs --------------------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ command, 2 GB for the burst (the emulator's half of that work is done by this pr
 
 * ack_p50_ms / ack_p99_ms / ack_max_ms: INTERACTION_CREATE dispatched -> the deferral callback received by
   the emulator (InteractionRecord.latency_ms: what Discord's 3-second rule measures).
+* bot_peak_rss_mib (extra): the bot process's peak resident memory (VmHWM) at the end of the burst.
 * accepted_p50_s / accepted_max_s (extra): dispatched -> the "queued" reply replaced the deferral (sampled
   every 20 ms); all the image work happens in this time, so it grows with the burst.
 """
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import LoopLag, noise_png, note, percentile, r3, start_bot_process
+from bench._common import LoopLag, noise_png, note, peak_rss_of, percentile, r3, start_bot_process
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 
 DEFAULTS: dict[str, dict[str, float]] = {
@@ -93,6 +94,9 @@ async def measure(size: str, *, jobs: int | None = None, seed: int = 5) -> dict[
                 "accepted_p50_s": r3(percentile(list(accepted.values()), 50)),
                 "accepted_max_s": r3(max(accepted.values(), default=float("nan"))),
                 "replied_queued": queued,
+                # The bot's peak resident memory through the burst (2 GB of transfers; the attachment budget,
+                # KF2V_ATTACHMENT_MEMORY_MB, bounds what the requests hold at once).
+                "bot_peak_rss_mib": round(peak_rss_of(bot.process.pid), 1),
                 # How late this process (the emulators' side) ran its own callbacks meanwhile: the emulator
                 # timestamps the callback when it gets to it, so its lag is part of the figures above.
                 "emulator_loop_lag_p99_ms": emulator_lag["loop_lag_p99_ms"],
