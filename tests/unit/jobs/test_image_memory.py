@@ -44,7 +44,7 @@ def transparent_png(width: int, height: int) -> bytes:
 SMALL_BUDGET = ImageLimits(max_bytes=10 * MIB, min_side=240, max_side=8000, reencode_bytes=MIB, memory_budget=8 * MIB)
 
 
-def test_the_default_budget_fits_a_512_mib_process() -> None:
+def test_the_default_budget_is_256_mib_measured_to_fit_a_512_mib_process_by_bench_memory() -> None:
     assert DEFAULT_LIMITS.memory_budget == DEFAULT_MEMORY_BUDGET == 256 * MIB
 
 
