@@ -10,7 +10,7 @@ RUNTIME_LOCK := requirements/runtime.lock
 DEV_LOCK := requirements/dev.lock
 LOCK_FLAGS := --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock'
 
-.PHONY: test lint typecheck pytest demo run bench sandbox check clean lock
+.PHONY: test lint typecheck pytest demo run bench sandbox check clean lock screenshot
 
 # Installs exactly the locked versions (pip refuses any file whose hash is not in the lock), then the project
 # itself without touching them. A changed pyproject.toml without `make lock` fails tests/project/test_packaging.py.
@@ -58,6 +58,11 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench all
+
+# The README's picture (docs/images/member-view.png) from a fresh demo run; needs Chromium (Debian:
+# apt-get install chromium). Nothing else needs it: the picture is committed.
+screenshot: $(STAMP)
+	$(BIN)/python docs/screenshot.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

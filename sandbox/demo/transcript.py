@@ -43,6 +43,8 @@ header{display:flex;align-items:center;gap:8px;height:48px;padding:0 16px;border
 background:#313338;font-weight:600;color:#f2f3f5;white-space:nowrap;overflow:hidden}
 header .crumb{color:#949ba4;font-weight:500}
 header .hash{color:#80848e;font-size:22px;font-weight:400}
+header .name{min-width:0;overflow:hidden;text-overflow:ellipsis}
+header a{flex:none}
 main{padding:8px 0 24px}
 .msg{display:flex;gap:16px;padding:6px 48px 6px 16px;margin-top:12px}
 .avatar{flex:none;width:40px;height:40px;border-radius:50%;display:flex;align-items:center;justify-content:center;
@@ -305,7 +307,7 @@ class _Renderer:
         header = (
             f'<span class="crumb">{_escape(page.guild)}</span><span class="hash">#</span>'
             f'<span class="crumb">{_escape(page.channel)}</span><span class="crumb">›</span>'
-            f"<span>{_escape(thread.name)}</span>"
+            f'<span class="name">{_escape(thread.name)}</span>'
         )
         return _document(thread.name, header, "\n".join(body), back=True)
 
