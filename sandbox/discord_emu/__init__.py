@@ -6,7 +6,8 @@ The real discord.py talks to it unchanged once `discord.http.Route.BASE` is `emu
 `add_member`), act as users (`run_command`, `press_button`, `select`, `post_message`, `run_message_command`,
 `submit_modal`), read what the bot did
 (`messages`, `thread_for`, `interactions`, `requests`, `events`, `syncs`) and inject faults
-(`inject_rest_errors`, `disconnect_gateway`, `expire_interaction_token`, channel permissions, boost tiers).
+(`inject_rest_errors`, `disconnect_gateway`, `expire_interaction_token`, channel permissions, boost tiers; `hold_rest`,
+`drop_rest` and errors that last until stopped).
 Nothing here is imported by the bot at run time.
 """
 
@@ -34,6 +35,7 @@ from .model import (
     SyncRecord,
     UserRecord,
 )
+from .rest import RestFault
 
 __all__ = [
     "MIB",
@@ -54,6 +56,7 @@ __all__ = [
     "Perm",
     "RequestRecord",
     "ResponseRecord",
+    "RestFault",
     "SyncRecord",
     "UserRecord",
 ]

@@ -57,7 +57,7 @@ from .model import (
     iso,
     utcnow,
 )
-from .rest import RestApi, interaction_token
+from .rest import RestApi, RestFault, interaction_token
 from .rules import image_size
 
 T = TypeVar("T")
@@ -193,6 +193,7 @@ class DiscordEmulator:
                 await self._ticker
             self._ticker = None
         await self.gateway.close_all()
+        self.rest.clear_faults()  # held requests end, so the server's cleanup doesn't wait on them
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -551,6 +552,27 @@ class DiscordEmulator:
         """Messages of a channel or thread, oldest first (ephemeral ones included; see `MessageRecord.flags`)."""
         return [m for m in self._channel_messages.get(channel_id, []) if include_deleted or not m.deleted]
 
+    def open_dm(self, user_id: int) -> ChannelRecord:
+        """The bot's DM channel with `user_id` (one per user, made on first use)."""
+        for channel in self.channels.values():
+            if channel.type == ChannelType.DM and channel.recipient_id == user_id:
+                return channel
+        channel = ChannelRecord(id=self.next_id(), guild_id=None, name="", type=ChannelType.DM, recipient_id=user_id)
+        self.channels[channel.id] = channel
+        self._channel_messages[channel.id] = []
+        return channel
+
+    def shares_a_guild(self, user_id: int) -> bool:
+        """Whether the bot and `user_id` are members of a common server (what lets a bot DM a user)."""
+        return any(not g.removed and user_id in g.members for g in self.guilds.values())
+
+    def dms(self, user_id: int) -> list[MessageRecord]:
+        """What the bot sent `user_id` in direct messages, oldest first."""
+        channel = next(
+            (c for c in self.channels.values() if c.type == ChannelType.DM and c.recipient_id == user_id), None
+        )
+        return self.messages(channel.id) if channel is not None else []
+
     def all_messages(self, *, include_deleted: bool = False) -> list[MessageRecord]:
         return [m for m in self._messages.values() if include_deleted or not m.deleted]
 
@@ -580,16 +602,41 @@ class DiscordEmulator:
     def inject_rest_errors(
         self,
         status: int,
-        count: int = 1,
+        count: int | None = 1,
         route_contains: str | None = None,
         *,
         retry_after: float = 0.05,
         is_global: bool = False,
         method: str | None = None,
-    ) -> None:
-        """The next `count` matching REST requests fail with `status` (429 carries Via, retry_after and
-        X-RateLimit headers so discord.py sleeps and retries; 500/502/504 are retried by discord.py too)."""
-        self.rest.add_fault(status, count, route_contains, retry_after=retry_after, is_global=is_global, method=method)
+        code: int = 0,
+    ) -> RestFault:
+        """The next `count` matching REST requests (None: every one until `fault.stop()`) fail with `status` and
+        the JSON error `code` (429 carries Via, retry_after and X-RateLimit headers so discord.py sleeps and
+        retries; 500/502/504 are retried by discord.py too, 503 is not). A 403 for a missing permission is code
+        50013 "Missing Permissions" (https://discord.com/developers/docs/topics/opcodes-and-status-codes)."""
+        return self.rest.add_fault(
+            status, count, route_contains, retry_after=retry_after, is_global=is_global, method=method, code=code
+        )
+
+    def hold_rest(
+        self, route_contains: str | None, *, method: str | None = None, count: int | None = 1, after: bool = False
+    ) -> RestFault:
+        """Hold matching REST requests until `fault.release()`: before handling them (nothing is done), or with
+        `after`, once handled (a message is stored) but before answering: a post whose answer is in flight."""
+        kind = "hold_after" if after else "hold"
+        return self.rest.add_fault(0, count, route_contains, retry_after=0, is_global=False, method=method, kind=kind)
+
+    def drop_rest(
+        self, route_contains: str | None, *, method: str | None = None, count: int | None = 1, after: bool = False
+    ) -> RestFault:
+        """Close the connection of matching REST requests without answering: before handling them, or with
+        `after`, once handled (Discord did it, the client never hears)."""
+        kind = "drop_after" if after else "drop"
+        return self.rest.add_fault(0, count, route_contains, retry_after=0, is_global=False, method=method, kind=kind)
+
+    def clear_rest_faults(self) -> None:
+        """Stop every injected REST fault and let held requests go on."""
+        self.rest.clear_faults()
 
     async def disconnect_gateway(self, resume: bool = True) -> None:
         """Drop the bot's gateway connection. resume=True: close 4000, discord.py reconnects and RESUMEs and the
@@ -1441,6 +1488,17 @@ class DiscordEmulator:
         return payload
 
     def channel_payload(self, channel: ChannelRecord) -> Json:
+        if channel.type == ChannelType.DM:
+            recipient = self.users[channel.recipient_id or 0]
+            last = str(channel.last_message_id) if channel.last_message_id else None
+            recipients = [self.user_payload(recipient)]
+            return {
+                "id": str(channel.id),
+                "type": ChannelType.DM,
+                "flags": 0,
+                "recipients": recipients,
+                "last_message_id": last,
+            }
         payload: Json = {
             "id": str(channel.id),
             "type": channel.type,

@@ -283,6 +283,7 @@ class ChannelRecord:
     starter_message_id: int | None = None
     member_ids: set[int] = field(default_factory=set)
     deleted: bool = False
+    recipient_id: int | None = None  # a DM channel's user
 
     @property
     def is_thread(self) -> bool:

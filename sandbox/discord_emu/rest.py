@@ -9,7 +9,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -71,14 +71,35 @@ _CDN_GONE = "This content is no longer available."
 _CDN_CHUNK = 1 << 18
 
 
-@dataclass
-class _Fault:
+@dataclass(eq=False)
+class RestFault:
+    """One injected fault at the REST edge, matching requests by method and a piece of their path or route.
+
+    kind "error": answer `status` (JSON body with `code`) instead of handling the request; "hold": wait until
+    `release()` before handling it, "hold_after": handle it (a message is stored) and wait before answering;
+    "drop": close the connection unanswered, "drop_after": handle it, then close the connection unanswered.
+    `remaining` counts the requests it still takes (math.inf: until `stop()`)."""
+
     status: int
-    remaining: int
+    remaining: float
     route_contains: str | None
     retry_after: float
     is_global: bool
     method: str | None
+    kind: str = "error"
+    code: int = 0
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    taken: int = 0  # requests it has met so far
+    held: int = 0  # requests waiting on it now
+
+    def release(self) -> None:
+        """Let the held requests go on (and any later ones it still takes)."""
+        self.released.set()
+
+    def stop(self) -> None:
+        """Take no more requests and let the held ones go on."""
+        self.remaining = 0
+        self.released.set()
 
 
 @dataclass(frozen=True)
@@ -117,7 +138,7 @@ class RestApi:
     def __init__(self, emulator: Host) -> None:
         self.emulator = emulator
         self._routes: dict[str, _Route] = {}
-        self._faults: list[_Fault] = []
+        self._faults: list[RestFault] = []
         self._windows: dict[str, list[float]] = {}
         # Bodies are streamed a few at a time: hundreds of concurrent multi-MB downloads on one loop are
         # several times faster in turn than all at once (discord.py's connector has no connection limit).
@@ -133,6 +154,7 @@ class RestApi:
         table: list[tuple[str, str, str, tuple[str, ...], Handler]] = [
             ("GET", "/users/@me", "bot", (), self.get_me),
             ("GET", "/users/{user_id}", "bot", (), self.get_user),
+            ("POST", "/users/@me/channels", "bot", (), self.create_dm),
             ("GET", "/oauth2/applications/@me", "bot", (), self.get_application),
             ("GET", "/applications/@me", "bot", (), self.get_application),
             ("GET", "/gateway", "none", (), self.get_gateway),
@@ -201,16 +223,28 @@ class RestApi:
     def add_fault(
         self,
         status: int,
-        count: int,
+        count: int | None,
         route_contains: str | None,
         *,
         retry_after: float,
         is_global: bool,
         method: str | None,
-    ) -> None:
-        if not 400 <= status <= 599:
+        kind: str = "error",
+        code: int = 0,
+    ) -> RestFault:
+        if kind == "error" and not 400 <= status <= 599:
             raise ValueError("inject an HTTP error status (4xx or 5xx)")
-        self._faults.append(_Fault(status, count, route_contains, retry_after, is_global, method))
+        if kind not in ("error", "hold", "hold_after", "drop", "drop_after"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        remaining = math.inf if count is None else count
+        fault = RestFault(status, remaining, route_contains, retry_after, is_global, method, kind, code)
+        self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        for fault in self._faults:
+            fault.stop()
+        self._faults = []
 
     # -------------------------------------------------------------- middleware: faults, auth, limits, log
 
@@ -229,7 +263,11 @@ class RestApi:
             limit_headers: dict[str, str] = {}
             try:
                 fault = self._take_fault(request.method, path, key)
-                if fault is not None:
+                if fault is not None and fault.kind in ("hold", "drop"):
+                    if fault.kind == "drop":
+                        return await self._drop(request)
+                    await self._hold(fault)
+                if fault is not None and fault.kind == "error":
                     response = self._fault_response(fault)
                 else:
                     route = self._routes.get(key)
@@ -241,6 +279,10 @@ class RestApi:
                         raise unauthorized()
                     limit_headers = self._rate_limit(key, request, route)
                     response = await handler(request)
+                    if fault is not None and fault.kind == "hold_after":
+                        await self._hold(fault)
+                    elif fault is not None and fault.kind == "drop_after":
+                        return await self._drop(request)
             except ApiError as error:
                 response = json_response(error.body(), error.status)
             except _RateLimited as limited:
@@ -256,7 +298,7 @@ class RestApi:
         self.emulator.notify()
         return response
 
-    def _take_fault(self, method: str, path: str, key: str) -> _Fault | None:
+    def _take_fault(self, method: str, path: str, key: str) -> RestFault | None:
         for fault in self._faults:
             if fault.remaining <= 0:
                 continue
@@ -269,12 +311,29 @@ class RestApi:
             ):
                 continue
             fault.remaining -= 1
+            fault.taken += 1
             self._faults = [f for f in self._faults if f.remaining > 0]
-            self.emulator.record("rest.fault", {"status": fault.status, "route": key, "path": path})
+            self.emulator.record("rest.fault", {"status": fault.status, "kind": fault.kind, "route": key, "path": path})
             return fault
         return None
 
-    def _fault_response(self, fault: _Fault) -> web.Response:
+    async def _hold(self, fault: RestFault) -> None:
+        fault.held += 1
+        self.emulator.notify()
+        try:
+            await fault.released.wait()
+        finally:
+            fault.held -= 1
+
+    async def _drop(self, request: web.Request) -> web.StreamResponse:
+        """Close the connection without an answer (the client sees it reset mid-request)."""
+        if request.transport is not None:
+            request.transport.abort()
+        self.emulator.requests.append(RequestRecord(request.method, request.path, request.path, 0, time.monotonic(), 0))
+        self.emulator.notify()
+        raise asyncio.CancelledError  # aiohttp ends the handler quietly: nothing is written
+
+    def _fault_response(self, fault: RestFault) -> web.Response:
         if fault.status == 429:
             reset_after = fault.retry_after
             headers = {
@@ -294,7 +353,7 @@ class RestApi:
             reason = HTTPStatus(fault.status).phrase
         except ValueError:
             reason = "Error"
-        return json_response({"message": f"{fault.status}: {reason}", "code": 0}, fault.status)
+        return json_response({"message": f"{fault.status}: {reason}", "code": fault.code}, fault.status)
 
     def _rate_limit(self, key: str, request: web.Request, route: _Route) -> dict[str, str]:
         limit, window = self.emulator.rate_limit
@@ -398,6 +457,17 @@ class RestApi:
         if user is None:
             raise unknown_user()
         return json_response(self.emulator.user_payload(user))
+
+    async def create_dm(self, request: web.Request) -> web.Response:
+        """Open (or find) the DM channel with a user (https://discord.com/developers/docs/resources/user#create-dm)."""
+        body = self._parse_json(await request.read())
+        try:
+            recipient = int(str(body.get("recipient_id")))
+        except (TypeError, ValueError):
+            raise ApiError(400, 50035, "Invalid Form Body") from None
+        if recipient not in self.emulator.users:
+            raise unknown_user()
+        return json_response(self.emulator.channel_payload(self.emulator.open_dm(recipient)))
 
     async def get_application(self, request: web.Request) -> web.Response:
         return json_response(self.emulator.application_payload())
@@ -587,6 +657,8 @@ class RestApi:
         channel = emulator.channels.get(_int(request.match_info["channel_id"]))
         if channel is None or channel.deleted:
             raise unknown_channel()
+        if channel.type == ChannelType.DM:
+            return channel
         guild = emulator.guilds.get(channel.guild_id) if channel.guild_id is not None else None
         if guild is None or guild.removed:
             raise missing_access()
@@ -679,6 +751,14 @@ class RestApi:
     async def create_message(self, request: web.Request) -> web.Response:
         emulator = self.emulator
         channel = self._channel(request)
+        if channel.type == ChannelType.DM:
+            # A bot can DM only a user it shares a server with: 50007 "Cannot send messages to this user".
+            if not self.emulator.shares_a_guild(channel.recipient_id or 0):
+                raise ApiError(403, 50007, "Cannot send messages to this user")
+            payload, files = await self.read_body(request, None)
+            check_message(payload, len(files), creating=True)
+            message = self.emulator.create_message(channel, payload, files, type=MessageType.DEFAULT, flags=0)
+            return json_response(self.emulator.message_payload(message))
         perms = self._perms(channel)
         if channel.is_thread:
             if channel.locked and not perms & Perm.MANAGE_THREADS:
