@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -46,3 +48,17 @@ def thread_locale(client: discord.Client, guild_id: int, requester_locale: str) 
     if guild is not None and guild.preferred_locale is not None:
         return str(guild.preferred_locale.value)
     return requester_locale
+
+
+async def upload_limit(client: discord.Client, guild_id: int, ready_timeout: float) -> int:
+    """The guild's real upload limit (its boost tier), never a guess: from the gateway's guild once it has arrived
+    (after a start, waiting up to `ready_timeout` for the gateway to be ready), else from the REST API.
+    discord.HTTPException and the network errors pass through (a delivery retries them)."""
+    guild = client.get_guild(guild_id)
+    if guild is None or guild.unavailable:
+        with contextlib.suppress(TimeoutError, RuntimeError):  # RuntimeError: a client never logged in
+            await asyncio.wait_for(client.wait_until_ready(), ready_timeout)
+        guild = client.get_guild(guild_id)
+    if guild is None or guild.unavailable:
+        guild = await client.fetch_guild(guild_id)  # its premium tier is in the answer
+    return guild.filesize_limit

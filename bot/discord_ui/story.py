@@ -19,7 +19,14 @@ from typing import Any
 import discord
 
 from bot.catalog import format_cny
-from bot.discord_ui.channels import BEST_EFFORT_ERRORS, NETWORK_ERRORS, messageable, thread_locale, thread_or_channel
+from bot.discord_ui.channels import (
+    BEST_EFFORT_ERRORS,
+    NETWORK_ERRORS,
+    messageable,
+    thread_locale,
+    thread_or_channel,
+    upload_limit,
+)
 from bot.discord_ui.checks import Owners, is_manager
 from bot.discord_ui.errors import reply_error
 from bot.discord_ui.persistent import ButtonItem, id_button, in_allowed_guild
@@ -34,6 +41,8 @@ from bot.jobs.story.service import SegmentLinks, StoryService
 from bot.jobs.story.store import Story
 
 log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0  # how long a post waits for the gateway's guilds after a start (the upload limit)
 
 STORY_MARKER = "kf2v-story-{story_id}-{generation}"  # in the joined video's embed footer: found by a redelivery
 PARTIAL_ID = "kf2v:story-partial:{story_id}"
@@ -211,8 +220,8 @@ class DiscordStoryNotifier:
             raise
         except discord.NotFound as exc:
             raise DeliveryError(f"channel gone ({exc.code})", permanent=True) from exc
-        except discord.Forbidden as exc:
-            raise DeliveryError(f"missing permission ({exc.code})", permanent=True) from exc
+        except discord.Forbidden as exc:  # a permission can be granted again: the story retries (issue 17)
+            raise DeliveryError(f"missing permission ({exc.code})") from exc
         except discord.HTTPException as exc:
             raise DeliveryError(f"discord error {exc.status}/{exc.code}") from exc
         except NETWORK_ERRORS as exc:
@@ -235,8 +244,7 @@ class DiscordStoryNotifier:
         partial: bool,
         links: SegmentLinks,
     ) -> int:
-        guild = self.bot.get_guild(story.guild_id)
-        limit = guild.filesize_limit if guild is not None else 10 * 1024 * 1024
+        limit = await upload_limit(self.bot, story.guild_id, READY_TIMEOUT_S)  # the real one, never a guess
         mention = discord.AllowedMentions(users=[discord.Object(story.user_id)], everyone=False, roles=False)
         embed = discord.Embed(colour=discord.Colour.green())
         embed.set_footer(text=STORY_MARKER.format(story_id=story.id, generation=story.generation))

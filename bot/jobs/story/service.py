@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import shutil
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -104,6 +105,10 @@ class StoryService:
         self._locks: dict[int, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._shown: dict[int, tuple[StoryState, tuple[SegmentStatus, ...]]] = {}
+        # The joined video's post is retried like a job's delivery: doubling from `post_backoff_s`, capped.
+        self.post_backoff_s = 2.0
+        self.post_backoff_max_s = 30.0
+        self._post_failures: dict[int, int] = {}
 
     # --- admission -------------------------------------------------------------------------------------
     def quote(self, request: JobRequest, frames: int) -> StoryQuote:
@@ -432,10 +437,13 @@ class StoryService:
                 story, video, partial=partial, redelivery=redelivery, links=lambda: self.segment_links(story, segments)
             )
         except DeliveryError as exc:
-            log.warning("story %s: posting failed (%s); retried at the next advance", story.id, exc.reason)
             if exc.permanent:
+                log.warning("story %s: posting failed for good (%s)", story.id, exc.reason)
                 await self.stories.set_state(story.id, StoryState.FAILED, error_key="job.failed.undeliverable")
+                return
+            self._retry_post_later(story.id, exc.reason)
             return
+        self._post_failures.pop(story.id, None)
         final = StoryState.PARTIAL if partial else StoryState.DELIVERED
         if await self.stories.mark_posted(story.id, story.generation, message_id, final):
             # Posted and recorded: the file has served its purpose (a redo joins again from the segments, which
@@ -443,6 +451,21 @@ class StoryService:
             await asyncio.to_thread(destination.unlink, missing_ok=True)
         await self._refresh_status(story.id)
         log.info("story %s delivered (generation %d, %s)", story.id, story.generation, final.value)
+
+    def _retry_post_later(self, story_id: int, reason: str) -> None:
+        """A temporary failure of the joined video's post (Discord down, a permission missing): try again after a
+        back-off, as a job's delivery does, instead of waiting for an event that may never come."""
+        failures = self._post_failures[story_id] = self._post_failures.get(story_id, 0) + 1
+        ceiling = min(self.post_backoff_max_s, self.post_backoff_s * 2 ** min(failures - 1, 30))
+        delay = ceiling * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not a secret
+        log.warning("story %s: posting failed (%s); trying again in %.1f s", story_id, reason, delay)
+        task = asyncio.get_running_loop().create_task(self._advance_after(story_id, delay))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _advance_after(self, story_id: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._advance_logged(story_id)
 
     async def _refresh_status(self, story_id: int) -> None:
         """Show the story's status message as it now stands (a final state drops its Cancel button)."""
