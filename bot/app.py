@@ -356,6 +356,7 @@ async def build_services(
             detection_target_s=settings.poll_target_delay,
             max_video_bytes=settings.max_video_bytes,
             request_timeout_s=settings.request_timeout,
+            video_keep_s=max(1.0, settings.video_retention_days) * 86400.0,  # at least the 24 h the link lives
         ),
         on_event=metrics.observe_job if metrics is not None else None,
     )
@@ -508,18 +509,26 @@ async def run_bot(settings: Settings) -> int:
 
     lease_watch = asyncio.create_task(stop_on_lease_loss())
     assert settings.discord_token is not None
+    closed = False
     try:
         async with app.bot:
-            await serve_until(
-                app.run(settings.discord_token.get_secret_value()), stop, api_base=settings.discord_api_base
-            )
-            log.info("shutting down: no new jobs; in-flight jobs resume on the next start")
+            try:
+                await serve_until(
+                    app.run(settings.discord_token.get_secret_value()), stop, api_base=settings.discord_api_base
+                )
+                log.info("shutting down: no new jobs; in-flight jobs resume on the next start")
+            finally:
+                # Inside `async with app.bot`, whose exit closes the bot's HTTP session: a post under way finishes
+                # (and is recorded) before Discord is disconnected.
+                closed = True
+                await app.close()
     except StartupRefused as refused:
         print(f"kf2v-bot: {refused.line}", file=sys.stderr)
         return refused.exit_code
     finally:
         lease_watch.cancel()
-        await app.close()
+        if not closed:
+            await app.close()
     return EXIT_LEASE_LOST if lost.is_set() else 0
 
 

@@ -139,6 +139,21 @@ MESSAGES: dict[str, dict[str, str]] = {
         "alert.account_problem": "DashScope account {account} needs attention ({code}): submissions on it "
         "are paused and jobs stay queued. Fix the key or billing, then `/kf2v-admin resume`.",
         "cmd.kf2v": "Make a {lengths} video from a first and a last frame",
+        "alert.delivery_permission": "Videos made on server {guild} can't be posted in <#{channel}> (job "
+        "{job_id} first): the bot lacks {permissions} there. Grant it to the bot's role (Server Settings → Roles, "
+        "or the channel's permissions); the videos are kept and posted within a minute, and nobody is charged "
+        "for a video that is never posted.",
+        "alert.delivery_gone": "Job {job_id} on server {guild}: its channel and thread <#{channel}> were deleted, "
+        "so its video can't be posted. The job failed and was not charged.",
+        "admin.redeliver_retrying": "Job #{job_id}: posting its video now (it was waiting for Discord).",
+        "admin.redeliver_posted": "Job #{job_id}: its video was posted again.",
+        "admin.redeliver_gone": "Job #{job_id}: its video is no longer kept (no file, no working link).",
+        "admin.redeliver_not_ready": "Job #{job_id} has no video yet (state: {state}).",
+        "admin.redeliver_failed": "Job #{job_id}: Discord refused the post ({reason}); try again later.",
+        "admin.redeliver_elsewhere": "Job #{job_id}: its delivery runs in the process dispatching jobs; ask "
+        "again in a moment.",
+        "admin.redeliver_unknown": "Job #{job_id} doesn't exist.",
+        "cmd.admin_redeliver": "Post a job's kept video again (or now, if it waits for Discord)",
         "cmd.kf2v_effect": "Animate one picture with an effect template",
         "opt.first_frame": "The first frame (JPEG, PNG, BMP or WEBP)",
         "opt.last_frame": "The last frame (JPEG, PNG, BMP or WEBP)",
@@ -409,6 +424,19 @@ MESSAGES: dict[str, dict[str, str]] = {
         "alert.account_problem": "DashScope 账号 {account} 需要处理({code}):该账号的提交已暂停,"
         "任务保留在队列中。修复密钥或账单后使用 `/kf2v-admin resume`。",
         "cmd.kf2v": "用首帧和尾帧生成 {lengths} 的视频",
+        "alert.delivery_permission": "服务器 {guild} 生成的视频无法发布到 <#{channel}>(首个为任务 {job_id}):"
+        "机器人在那里缺少 {permissions} 权限。请给机器人的身份组授予(服务器设置 → 身份组,或频道权限);"
+        "视频会保留,并在一分钟内发布,从未发布的视频不会扣费。",
+        "alert.delivery_gone": "服务器 {guild} 上的任务 {job_id}:其频道和子区 <#{channel}> 已被删除,视频无法发布。"
+        "该任务已失败,不扣费。",
+        "admin.redeliver_retrying": "任务 #{job_id}:正在发布其视频(之前在等待 Discord)。",
+        "admin.redeliver_posted": "任务 #{job_id}:视频已重新发布。",
+        "admin.redeliver_gone": "任务 #{job_id}:视频已不再保存(没有文件,也没有有效链接)。",
+        "admin.redeliver_not_ready": "任务 #{job_id} 还没有视频(状态:{state})。",
+        "admin.redeliver_failed": "任务 #{job_id}:Discord 拒绝了发布({reason});请稍后再试。",
+        "admin.redeliver_elsewhere": "任务 #{job_id}:其发布由正在调度任务的进程负责;请稍后再试。",
+        "admin.redeliver_unknown": "任务 #{job_id} 不存在。",
+        "cmd.admin_redeliver": "重新发布任务保存的视频(若在等待 Discord,则立即发布)",
         "cmd.kf2v_effect": "用特效模板让一张图片动起来",
         "opt.first_frame": "首帧(JPEG、PNG、BMP 或 WEBP)",
         "opt.last_frame": "尾帧(JPEG、PNG、BMP 或 WEBP)",

@@ -178,5 +178,13 @@ class AdminGroup(app_commands.Group, name="kf2v-admin", description=_("cmd.kf2v_
             t(locale, "report.attached", days=self.reports.days), files=files, ephemeral=True, allowed_mentions=NO_PINGS
         )
 
+    @app_commands.command(name="redeliver", description=_("cmd.admin_redeliver"))
+    async def redeliver(self, interaction: discord.Interaction[Any], job_id: int) -> None:
+        """Post a kept video on demand: now, if it waits for Discord; again, if it was delivered or failed."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        outcome, detail = await self.jobs.worker.redeliver(job_id)
+        text = t(str(interaction.locale), f"admin.redeliver_{outcome}", job_id=job_id, state=detail, reason=detail)
+        await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+
 
 __all__ = ["AdminGroup", "parse_cny", "parse_guild_id", "parse_user_id"]

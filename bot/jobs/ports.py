@@ -37,12 +37,14 @@ class Video:
 
 
 class DeliveryError(Exception):
-    """The notifier could not post the result. `permanent` means retrying cannot help."""
+    """The notifier could not post the result. `permanent` means retrying cannot help; `needs_link` means the
+    file is larger than the guild accepts and `Video.url` was None: post again with the provider's link."""
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+    def __init__(self, reason: str, *, permanent: bool = False, needs_link: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.needs_link = needs_link
 
 
 class Notifier(Protocol):
@@ -84,6 +86,9 @@ class ProviderClient(Protocol):
 
     async def download_video(self, url: str, dest: Path, *, max_bytes: int) -> int:
         """Fetch the video at `url` into `dest`; returns its size."""
+
+    def check_video_url(self, url: str) -> None:
+        """Raise `ForeignVideoUrlError` unless `url` is on the video URL allow-list (before posting it as a link)."""
 
     async def upload_file(self, model: str, filename: str, data: bytes, content_type: str) -> UploadedFile:
         """Put `data` in the provider's temporary storage for `model` (the provider's name) -> its oss:// URL."""

@@ -68,7 +68,7 @@ async def test_every_owner_subcommand_is_refused_to_managers_and_members(world: 
     job = await world.latest_job()
     cases: list[tuple[str, dict[str, Any]]] = [
         ("show", {}), ("pause", {"reason": "x"}), ("resume", {}), ("queue", {}), ("cancel", {"job_id": job.id}),
-        ("budget", {"daily": "99999", "monthly": "99999"}),
+        ("budget", {"daily": "99999", "monthly": "99999"}), ("redeliver", {"job_id": job.id}),
     ]  # fmt: skip
     refused = 0
     for user in (MANAGER, BOB):

@@ -10,7 +10,7 @@ import aiohttp
 import discord
 import pytest
 
-from bot.sandbox.discord_emu import DiscordEmulator
+from sandbox.discord_emu import DiscordEmulator
 from tests.sandbox.test_discord_emulator import USER_ID, emu, running_bot, world  # noqa: F401 - the fixture
 from tests.support.waiting import wait_until
 

@@ -400,6 +400,7 @@ class JobStore(RulesStore, MoneyStore, IdentityStore, MetaStore, StoreBase):
         expect: JobState | Iterable[JobState] | None = None,
         settle: int | None = None,
         release: bool = False,
+        refund: bool = False,
         now: datetime | None = None,
         detail: str | None = None,
         **fields: Any,
@@ -408,7 +409,8 @@ class JobStore(RulesStore, MoneyStore, IdentityStore, MetaStore, StoreBase):
 
         `expect` guards against races (raises `StaleState` when the job moved meanwhile); `settle`
         charges the actual cost and `release` frees the reservation, both written to the ledger in the
-        same transaction.
+        same transaction. `refund` gives a settled job's cost back (its video could never be shown): a
+        'release' entry of the settled amount follows its 'settle', and the job counts as RELEASED.
         """
         now = now or utcnow()
         bad = set(fields) - UPDATABLE_FIELDS
@@ -426,11 +428,17 @@ class JobStore(RulesStore, MoneyStore, IdentityStore, MetaStore, StoreBase):
                 if job.state not in allowed:
                     raise StaleState(job)
             check_transition(job_id, job.state, new_state)
-            await self._check_fence(db, job, new_state, fields)
+            await self._check_fence(db, job, new_state, fields, money=settle is not None)
             values: dict[str, Any] = {k: _db_value(v) for k, v in fields.items()}
             stamp = _STATE_TIMESTAMPS.get(new_state)
             if stamp and stamp not in values:
                 values[stamp] = _iso(now)
+            if refund and job.charge_state is ChargeState.SETTLED:
+                values["charge_state"] = ChargeState.RELEASED.value
+                values["cost_settled"] = 0
+                await self._ledger(db, job_id, job.guild_id, "release", job.cost_settled, now)
+            elif refund and job.charge_state is ChargeState.RESERVED:
+                release = True
             if settle is not None or release:
                 if job.charge_state is not ChargeState.RESERVED:
                     raise StoreError(f"job {job_id} was already {job.charge_state}; money moves once")
@@ -449,18 +457,31 @@ class JobStore(RulesStore, MoneyStore, IdentityStore, MetaStore, StoreBase):
         assert updated is not None
         return updated
 
-    async def _check_fence(self, db: Transaction, job: Job, new_state: JobState, fields: dict[str, Any]) -> None:
-        """A submission write (SUBMITTING, or a task id recorded) commits only under the live dispatcher lease
-        of its account: a process that lost the lease gets `LeaseLost` and writes nothing (issue 14)."""
+    async def _check_fence(
+        self, db: Transaction, job: Job, new_state: JobState, fields: dict[str, Any], *, money: bool = False
+    ) -> None:
+        """A submission write (SUBMITTING, or a task id recorded), a settlement and a delivery (DELIVERED) commit
+        only under the live dispatcher lease of the job's account: a process that lost the lease (frozen, then
+        woken) gets `LeaseLost` and writes nothing (issues 14 and 17)."""
         if self.fence_for is None:
             return
-        if new_state is not JobState.SUBMITTING and fields.get("task_id") is None:
+        fenced = new_state in (JobState.SUBMITTING, JobState.SUCCEEDED, JobState.DELIVERED) or money
+        if not fenced and fields.get("task_id") is None:
             return
+        if new_state is not JobState.SUBMITTING and job.account is None:
+            return  # never submitted (a queued job cancelled or failed): no provider work to fence
         account = fields.get("account") or job.account
         fence = self.fence_for(account) if account else None
         if fence is None:
             raise LeaseLost(f"job {job.id}: this process holds no dispatcher lease for account {account!r}")
         await db.check_epoch(*fence)
+
+    async def check_lease(self, job: Job) -> None:
+        """Raise `LeaseLost` unless this process may act for `job`'s account (before posting its video)."""
+        if self.fence_for is None:
+            return  # one process (SQLite): nothing to fence
+        async with self._db.transaction() as db:
+            await self._check_fence(db, job, JobState.DELIVERED, {})
 
     async def update(self, job_id: int, **fields: Any) -> Job:
         """Set non-state fields (status message, thread, delivery attempts, ...)."""

@@ -316,6 +316,19 @@ class Worker:
         """Ask the provider to cancel a PENDING task. True when it was cancelled there."""
         return await self._ctx.cancel_at_provider(job)
 
+    async def redeliver(self, job_id: int) -> tuple[str, str]:
+        """Post a kept video now (`/kf2v-admin redeliver`): see `Delivery.redeliver` for the outcomes."""
+        job = await self._ctx.store.get(job_id)
+        if job is None:
+            return "unknown", ""
+        outcome, detail = await self._delivery.redeliver(job)
+        if outcome == "started":
+            if not self.alive:
+                return "elsewhere", ""  # a standby: the process dispatching (and delivering) holds the lease
+            self._supervisor.run(job.id, "deliver", self._delivery.deliver(job, None, redelivery=True))
+            outcome = "retrying"
+        return outcome, detail
+
     def resume_account(self, account: str) -> None:
         """Lift an account's pause (after the owners fixed its key or paid)."""
         self._ctx.scheduler.limits.resume(account)

@@ -37,8 +37,13 @@ class WorkerConfig:
     # (the official SDK polls every 5 s, i.e. 2.5 s late on average and 4.75 s at the 95th percentile).
     detection_target_s: float = 2.25
     max_submit_attempts: int = 5  # provider 5xx before a task existed
-    max_delivery_attempts: int = 8
-    delivery_backoff_s: float = 2.0
+    max_delivery_attempts: int = 8  # failed downloads of one video before its link is posted instead
+    delivery_backoff_s: float = 2.0  # the first wait after a failed post; doubles up to the cap below
+    # The longest wait between two posts of a video Discord refused (outage, missing permission): once Discord
+    # answers again, every waiting video is posted within this (with jitter, 0.5-1x of it).
+    delivery_backoff_max_s: float = 30.0
+    video_keep_s: float = 7 * 86400.0  # a video not posted within this (KF2V_VIDEO_RETENTION_DAYS) is given up
+    post_grace_s: float = 5.0  # how long a stop waits for a post under way to finish and be recorded
     reconcile_grace_s: float = 15.0  # how long a lost create may take to show up in the task list
     request_timeout_s: float = 30.0  # the client's timeout: a create's task is made before it runs out
     clock_skew_s: float = 120.0  # our clock vs the provider's, when placing a lost create by creation time
@@ -195,9 +200,10 @@ class WorkerContext:
     async def fail(self, job: Job, key: str, *, code: str, release: bool = False, detail: str | None = None) -> None:
         """Fail the job (releasing its reservation when asked and still held) and tell its member."""
         try:
+            # `refund`: a reservation is released, and a settled job whose video was never seen gets its money back.
             job = await self.store.transition(
-                job.id, JobState.FAILED, release=release and job.charge_state is ChargeState.RESERVED,
-                error_code=code, error_key=key, error_detail=(detail or "")[:500] or None, detail=code,
+                job.id, JobState.FAILED, refund=release, error_code=code, error_key=key,
+                error_detail=(detail or "")[:500] or None, detail=code,
             )  # fmt: skip
         except StaleState:
             return
