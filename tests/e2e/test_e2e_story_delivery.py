@@ -34,6 +34,10 @@ async def test_the_joined_video_is_posted_once_discord_takes_it_again(world: Wor
     )
     await wait_until(lambda: fault.taken >= 3, within=90)  # refused three times: retried, not forgotten
     fault.stop()
-    await wait_until(lambda: len(story_videos(world)) == 1, within=30)
-    story = await stories.get(1)
-    assert story is not None and story.state is StoryState.DELIVERED
+
+    async def delivered() -> bool:
+        story = await stories.get(1)
+        return story is not None and story.state is StoryState.DELIVERED  # posted, then recorded
+
+    await wait_until(delivered, within=30)
+    assert len(story_videos(world)) == 1
