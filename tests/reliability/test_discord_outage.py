@@ -18,6 +18,7 @@ import pytest
 from bot.jobs.models import ChargeState, Job, JobState
 from bot.jobs.worker import WorkerConfig
 from sandbox.dashscope_emulator import EmulatorConfig
+from tests.support.ledger_check import billed_by_task, check_ledger
 from tests.support.reliability import videos_per_job
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, OWNER, World
@@ -150,6 +151,9 @@ async def test_a_video_gone_for_good_is_not_charged(world: World) -> None:
     assert final.error_key == "job.failed.video_lost" and final.charge_state is ChargeState.RELEASED
     ledger = [(e.kind, e.amount) for e in await world.svc.store.ledger(world.guild) if e.job_id == job.id]
     assert ledger == [("reserve", final.cost_reserved), ("settle", 500), ("release", 500)], ledger
+    database = world.tmp / "data" / "kf2v.sqlite3"
+    report = await check_ledger(database, billed=billed_by_task(world.dashscope), reported_spend={})
+    assert report.problems == [] and (report.released, report.settled) == (1, 0), report
 
 
 async def _thread_of(world: World, job_id: int) -> bool:

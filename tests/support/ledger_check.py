@@ -7,7 +7,8 @@ is wrong, in words:
 
 * every job is final and its money moved once: SETTLED or RELEASED, nothing left RESERVED;
 * its ledger rows: one reserve of its reservation, then one settle of what it was charged or one release of
-  the reservation;
+  the reservation; or, for a job charged when the provider finished whose video could then never be shown
+  (issue 17), one settle and one release of the same amount (a refund: RELEASED, nothing spent);
 * a SETTLED job was charged at most its reservation, and exactly the catalog's price for what the provider
   billed (a bill that is not a number of seconds within the video's length counts as the video's length,
   rounded up to a whole milli-CNY); its task is one the provider billed;
@@ -156,6 +157,17 @@ async def check_ledger(
             if kinds["settle"] or kinds["release"]:
                 problems.append(f"job {job_id}: reserved but ledger rows {dict(kinds)}")
             continue
+        refund = amounts.get((job_id, "settle"))
+        if (
+            charge == "released"
+            and kinds["settle"] == kinds["release"] == 1
+            and amounts.get((job_id, "release")) == refund
+        ):
+            report.released += 1  # charged when the provider finished, given back: the video was never shown
+            ledger_spend[int(job["guild_id"])] -= refund or 0
+            if state == "delivered":
+                problems.append(f"job {job_id} was delivered but not charged")
+            continue
         own, other = ("settle", "release") if charge == "settled" else ("release", "settle")
         if kinds[other] or kinds[own] != 1:
             problems.append(f"job {job_id}: {charge} but ledger rows {dict(kinds)}")
@@ -185,7 +197,7 @@ async def check_ledger(
         if settled != due:
             problems.append(f"job {job_id}: charged {settled}, the catalog's price for the bill ({bill} s) is {due}")
     report.spend_by_guild = dict(jobs_spend)
-    if dict(ledger_spend) != dict(jobs_spend):
+    if {g: m for g, m in ledger_spend.items() if m} != {g: m for g, m in jobs_spend.items() if m}:
         problems.append(f"settled per guild: ledger {dict(ledger_spend)} but jobs {dict(jobs_spend)}")
     if reported_spend is not None and {g: s for g, s in reported_spend.items() if s} != {
         g: s for g, s in jobs_spend.items() if s
