@@ -160,6 +160,7 @@ def retime_engine(services: Services, time_scale: float) -> None:
         cfg,
         detection_target_s=cfg.detection_target_s / s,
         delivery_backoff_s=cfg.delivery_backoff_s / s,
+        delivery_backoff_max_s=cfg.delivery_backoff_max_s / s,
         reconcile_grace_s=cfg.reconcile_grace_s / s,
         queue_refresh_s=cfg.queue_refresh_s / s,
         polls_per_second_per_account=cfg.polls_per_second_per_account * s,

@@ -158,3 +158,25 @@ async def test_a_video_gone_for_good_is_not_charged(world: World) -> None:
 
 async def _thread_of(world: World, job_id: int) -> bool:
     return bool((await world.job(job_id)).thread_id)
+
+
+async def test_a_post_whose_answer_is_lost_is_not_posted_twice(world: World) -> None:
+    """Discord stores the video's post, then the connection drops before the answer: the bot retries, finds its
+    own post in the thread (the marker) and records the delivery without posting it again."""
+    discord = world.discord
+    world.svc.worker.config = replace(world.svc.worker.config, delivery_backoff_s=0.05, delivery_backoff_max_s=0.1)
+    await world.reply(await world.kf2v(prompt="answer lost", resolution="480P"))
+    job = await world.latest_job()
+    await wait_until(lambda: _thread_of(world, job.id), within=30)
+    thread = (await world.job(job.id)).thread_id or 0
+    dropped = discord.drop_rest(f"/channels/{thread}/messages", method="POST", after=True)
+
+    async def delivered() -> bool:
+        return (await world.job(job.id)).state is JobState.DELIVERED
+
+    await wait_until(delivered, within=30)
+    assert dropped.taken == 1
+    assert videos_per_job(discord)[job.id] == 1
+    notifier = world.svc.notifier
+    inner = getattr(notifier, "inner", notifier)
+    await wait_until(lambda: job.id not in getattr(inner, "_flushers", {}), within=10)  # per-job state pruned
