@@ -212,11 +212,14 @@ class WorkerContext:
         self.emit("failed", job)
         await self.safe(self.notifier.job_failed(job))
 
-    async def requeue(self, job: Job, why: str) -> None:
+    async def requeue(self, job: Job, why: str, *, attempted: bool = True) -> None:
         """Put a SUBMITTING job back at the front of the queue (nothing reached the provider); a job whose
-        member pressed Cancel meanwhile is cancelled instead, its money released."""
+        member pressed Cancel meanwhile is cancelled instead, its money released. `attempted=False`: the
+        create was refused before being processed (a 429, an account problem), so it does not count against
+        `max_submit_attempts` (a throttle burst must not use up the attempts that lost or failed creates get)."""
+        fields = {} if attempted else {"attempts": max(0, job.attempts - 1)}
         try:
-            job = await self.store.requeue_front(job.id, expect=JobState.SUBMITTING, detail=why)
+            job = await self.store.requeue_front(job.id, expect=JobState.SUBMITTING, detail=why, **fields)
         except StaleState:
             self.free_slot(job.id)
             return

@@ -162,10 +162,10 @@ class Dispatcher:
                 "throttled (%s); %s/%s cools down %.0fs, job %s back to the front",
                 exc.code, account, job.request.model, delay, job.id, extra={"job_id": job.id},
             )  # fmt: skip
-            await ctx.requeue(job, "throttled")
+            await ctx.requeue(job, "throttled", attempted=False)
         elif isinstance(exc, AccountProblemError):
             await ctx.account_problem(account, exc)
-            await ctx.requeue(job, f"account problem {exc.code}")
+            await ctx.requeue(job, f"account problem {exc.code}", attempted=False)
         elif isinstance(exc, SubmissionOutcomeUnknownError):
             log.warning("job %s: create answer lost (%s); reconciling", job.id, exc.code, extra={"job_id": job.id})
             await self._reconciler.reconcile(job, lost_at=utcnow())
