@@ -499,9 +499,10 @@ class StoryService:
         await self._refresh_status(story.id)
         if self.notifier is None:
             return
-        # Segments still generating settle later: counted at their reservation (the most they can cost), or the
-        # story would say 0.00 while they run and are paid.
-        charged = await self.stories.charged(story.id, with_in_flight=True)
+        # Segments that run on settle later: counted at their reservation (the most they can cost), or the story
+        # would say 0.00 while they run and are paid. After a cancel only those already generating run on.
+        running_on = _GENERATING if reason == "story.cancelled" else _UNFINISHED
+        charged = await self.stories.charged(story.id, in_flight=running_on)
         try:
             await self.notifier.story_failed(
                 story, charged=charged, ready=ready, can_deliver_partial=ready >= 1, reason=reason
@@ -598,6 +599,8 @@ class StoryService:
         return story
 
 
+_GENERATING = (JobState.RUNNING, JobState.SUCCEEDED)
+_UNFINISHED = (JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED)
 _ACTIVE_STATES = frozenset(
     s.value for s in (JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING)
 )  # what the member queue limit counts (a SUCCEEDED job is done for it)

@@ -8,6 +8,7 @@ guarded on the previous value, and only the caller whose UPDATE changed a row go
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -159,19 +160,22 @@ class StoryStore:
         )
         return int(rows[0]["id"])
 
-    async def charged(self, story_id: int, *, with_in_flight: bool = False) -> int:
-        """What the story's jobs have been charged so far (milli-CNY), retries and redos included; with
-        `with_in_flight`, plus the reservation of each job still to be generated or generating (the most it can
-        cost: it runs on, and is paid, if not cancelled)."""
+    async def charged(self, story_id: int, *, in_flight: Sequence[JobState] = ()) -> int:
+        """What the story's jobs have been charged so far (milli-CNY), retries and redos included; plus the
+        reservation of each job still reserved in one of the `in_flight` states (what it costs at most once
+        it is generated: those that run on)."""
+        states = [s.value for s in in_flight] or [""]
+        marks = ", ".join("?" * len(states))
         row = await self._db.fetch_one(
-            """SELECT SUM(CASE WHEN charge_state = 'settled' THEN cost_settled ELSE 0 END) AS charged,
-                      SUM(CASE WHEN charge_state = 'reserved' THEN cost_reserved ELSE 0 END) AS in_flight
-               FROM jobs WHERE story_id = ?""",
-            (story_id,),
+            f"""SELECT SUM(CASE WHEN charge_state = 'settled' THEN cost_settled ELSE 0 END) AS charged,
+                      SUM(CASE WHEN charge_state = 'reserved' AND state IN ({marks}) THEN cost_reserved ELSE 0 END)
+                          AS in_flight
+               FROM jobs WHERE story_id = ?""",  # noqa: S608 - placeholders only
+            (*states, story_id),
         )
         if row is None:
             return 0
-        return int(row["charged"] or 0) + (int(row["in_flight"] or 0) if with_in_flight else 0)
+        return int(row["charged"] or 0) + int(row["in_flight"] or 0)
 
     async def get(self, story_id: int) -> Story | None:
         """The story, or None."""

@@ -159,6 +159,7 @@ async def test_a_story_cancel_covers_segments_being_submitted(tmp_path: Path, em
         assert [j.state for j in final] == [JobState.CANCELED] * len(jobs)
         assert all(j.charge_state is ChargeState.RELEASED for j in final)
         assert await settled_total(engine, story.id) == 0
+        assert engine.told.reasons == ["story.cancelled"] and engine.told.failed[0][1] == 0  # said: nothing paid
         assert story.id not in engine.stories._locks  # per-story state pruned once it ended
     finally:
         await stop(engine)
