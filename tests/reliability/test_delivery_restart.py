@@ -28,6 +28,7 @@ from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from sandbox.discord_emu import MIB, DiscordEmulator, RestFault
 from tests.reliability.test_crash_recovery import Database
 from tests.support import corpus
+from tests.support.ledger_check import billed_by_task, check_ledger, delivery_problems, job_states
 from tests.support.reliability import videos_per_job
 from tests.support.waiting import wait_until
 
@@ -137,6 +138,7 @@ async def test_a_restart_at_every_step_of_delivery_posts_every_video_once(tmp_pa
     store = await JobStore.open(tmp_path / "data" / "kf2v.sqlite3")
     try:
         jobs = {job.id: job for job in await store.all_jobs()}
+        spend = await store.spend_by_guild()
     finally:
         await store.close()
     posts = videos_per_job(discord)
@@ -152,7 +154,14 @@ async def test_a_restart_at_every_step_of_delivery_posts_every_video_once(tmp_pa
             assert (len(files), len(links)) == (1, 0), (size, step)
         else:  # over the limit: the provider's link, which passes the video URL allow-list
             assert (len(files), len(links)) == (0, 1), (size, step)
-    print(f"\nRELIABILITY delivery-restart cases={len(cases)} delivered_once={len(jobs)} charged_without_video=0")
+    source = tmp_path / "data" / "kf2v.sqlite3"
+    money = await check_ledger(source, billed=billed_by_task(provider), reported_spend=spend)
+    assert money.problems == []
+    assert delivery_problems(await job_states(source), posts, expected_jobs=len(cases)) == []
+    print(
+        f"\nRELIABILITY delivery-restart cases={len(cases)} delivered_once={len(jobs)} charged_without_video=0 "
+        f"{money.summary()}"
+    )
 
 
 async def _has(found: Any, count: int) -> bool:

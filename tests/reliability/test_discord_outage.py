@@ -18,7 +18,7 @@ import pytest
 from bot.jobs.models import ChargeState, Job, JobState
 from bot.jobs.worker import WorkerConfig
 from sandbox.dashscope_emulator import EmulatorConfig
-from tests.support.ledger_check import billed_by_task, check_ledger
+from tests.support.ledger_check import billed_by_task, check_ledger, check_services
 from tests.support.reliability import videos_per_job
 from tests.support.waiting import wait_until
 from tests.support.world import ALICE, BOB, OWNER, World
@@ -95,10 +95,12 @@ async def test_discord_503_for_30_minutes_then_403_then_recovery(world: World) -
         told = [m.content for m in discord.dms(person) if "Send Messages in Threads" in m.content]
         assert len(told) == 1, (person, [m.content for m in discord.dms(person)])
     attempts = sum(job.delivery_attempts for job in final)
+    money = await check_services(world.svc, world.dashscope, posts, expected_jobs=JOBS)
+    assert money.problems == []
     print(
         f"\nRELIABILITY discord-outage 503={outage.taken} 403={sum(f.taken for f in forbidden)} "
         f"delivered={len(ids)}/{JOBS} failed=0 charged_without_video=0 attempts={attempts} "
-        f"from_recovery_to_all_posted={recovery_s:.2f}s (back-off cap {CAP_S}s; 30s by default)"
+        f"from_recovery_to_all_posted={recovery_s:.2f}s (back-off cap {CAP_S}s; 30s by default) {money.summary()}"
     )
 
 

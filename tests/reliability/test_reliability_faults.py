@@ -230,7 +230,9 @@ async def test_channel_deleted_while_its_job_runs(world: World) -> None:
     assert f"#{job.id}** Failed" in text
     after = await submit(world, "the bot carries on")
     assert (await settle(world, [after], within=20))[0].state is JobState.DELIVERED
-    print(f"\nRELIABILITY channel-deleted outcome=failed,released calls_after_delete={len(calls)}")
+    money = await check_services(world.svc, world.dashscope, videos_per_job(discord), expected_jobs=3)
+    assert money.problems == []
+    print(f"\nRELIABILITY channel-deleted outcome=failed,released calls_after_delete={len(calls)} {money.summary()}")
 
 
 async def test_thread_permission_taken_away_mid_job(world: World) -> None:
