@@ -3,6 +3,7 @@ item 8). The speed they buy is measured by `python -m bench polling` (its cold-s
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from bot.catalog import DEFAULT_CATALOG, load_catalog
 from bot.jobs.models import JobState
 from bot.jobs.scheduler import TRUST_SAMPLES, AccountLimits, DurationModel, Scheduler
+from bot.jobs.worker.polling import window_gap
 from bot.run_times import FALLBACK, RUN_TIME_PRIORS, RunTimePriors
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import all_final, draft, start_engine
@@ -140,3 +142,31 @@ async def test_the_store_keeps_the_latest_runs_per_tier(tmp_path: Path, store_en
         assert kept[("m", "720P", None)] == [(1.0, 50.0)]
     finally:
         await services.stop()
+
+
+def test_window_gaps_shrink_toward_the_end_and_keep_the_mean_delay() -> None:
+    """Polls at t_k+1 = t_k + window_gap(t_k) over a 120 s window with a 4.5 s gap: for finishes spread evenly,
+    fewer polls until the finish is seen than every 4.5 s, the same mean delay (about 2.3 s), a lower median."""
+    start, end, gap = 1000.0, 1120.0, 4.5
+    assert window_gap(start, start, end, gap, 1.0) == pytest.approx(6.75)
+    assert window_gap(start + 90, start, end, gap, 1.0) == pytest.approx(6.75 / 2)
+    assert window_gap(end - 0.1, start, end, gap, 1.0) == 1.0  # never under the minimum
+    assert window_gap(start, start, start + 3, gap, 1.0) == gap  # a narrow window: the steady gap
+    polls = [start]
+    while polls[-1] < end:
+        polls.append(polls[-1] + window_gap(polls[-1], start, end, gap, 0.5))
+    steady = [start + gap * k for k in range(int((end - start) / gap) + 2)]
+
+    finishes = [start + 0.01 + i * 0.1 for i in range(1199)]  # evenly over the window
+
+    def delays(times: list[float]) -> list[float]:
+        return [next(t for t in times if t >= f) - f for f in finishes]
+
+    def polls_made(times: list[float]) -> float:
+        """Polls in the window until the one that sees the finish, on average over the finishes."""
+        return statistics.fmean(sum(1 for t in times if start < t < f) + 1 for f in finishes)
+
+    shrinking, even = delays(polls), delays(steady)
+    assert polls_made(polls) < 0.95 * polls_made(steady)
+    assert statistics.fmean(shrinking) == pytest.approx(statistics.fmean(even), abs=0.1)
+    assert statistics.median(shrinking) < statistics.median(even) - 0.1
