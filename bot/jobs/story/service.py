@@ -370,10 +370,7 @@ class StoryService:
         async def still_newest(tx: Transaction) -> list[NewJob]:
             nonlocal redo_taken
             if expect_newest is not None:
-                row = await tx.fetch_one(
-                    "SELECT MAX(id) AS newest FROM jobs WHERE story_id = ? AND segment_index = ?", (story.id, segment)
-                )
-                if row is None or int(row["newest"]) != expect_newest:
+                if await StoryStore.newest_segment_job(tx, story.id, segment) != expect_newest:
                     return []
             elif await StoryStore.next_generation(tx, story.id, expect_generation=story.generation) is None:
                 redo_taken = True

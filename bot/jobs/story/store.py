@@ -269,6 +269,14 @@ class StoryStore:
         return changed == 1
 
     @staticmethod
+    async def newest_segment_job(tx: Transaction, story_id: int, segment: int) -> int | None:
+        """The id of the segment's newest job, read inside a retry's admission transaction; None if it has none."""
+        row = await tx.fetch_one(
+            "SELECT MAX(id) AS newest FROM jobs WHERE story_id = ? AND segment_index = ?", (story_id, segment)
+        )
+        return None if row is None or row["newest"] is None else int(row["newest"])
+
+    @staticmethod
     async def next_generation(tx: Transaction, story_id: int, *, expect_generation: int) -> int | None:
         """A redone segment: the story runs again and its next join and post are due (inside the redo's
         admission transaction). None when the story is no longer the delivered `expect_generation` (another

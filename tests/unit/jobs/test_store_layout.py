@@ -102,6 +102,17 @@ def test_the_facade_composes_and_names_only_tables_not_yet_moved() -> None:
     assert _named_tables(FACADE) <= STILL_IN_FACADE | FACADE_USES
 
 
+def test_no_sql_outside_the_store_modules_and_the_db_layer() -> None:
+    """Services, the worker, the Discord layer and the cogs ask a store; they never name a table themselves."""
+    allowed = {_path(module) for module in (*STORE_MODULES, FACADE)} | set(ROOT.glob("bot/jobs/db/*.py"))
+    checked = [p for p in (*ROOT.glob("bot/**/*.py"), *ROOT.glob("cogs/**/*.py")) if p not in allowed]
+    assert len(checked) > 30
+    found = {
+        str(p.relative_to(ROOT)): names for p in checked if (names := set(_NAMED.findall(_sql_text(p.read_text()))))
+    }
+    assert found == {}
+
+
 def test_the_reader_sees_f_strings_and_skips_docstrings() -> None:
     """The check has teeth: a statement on a table is seen inside an f-string; prose in a docstring is not SQL."""
     source = '''"""Only the caller whose UPDATE changed a row goes ahead."""
