@@ -60,20 +60,17 @@ from bot.jobs.models import (
     NewJob,
     check_transition,
 )
-from bot.jobs.store.common import StoreBase, StoreError, utcnow
-from bot.jobs.store.common import db_value as _db_value
-from bot.jobs.store.common import guild_lock as _guild_lock
-from bot.jobs.store.common import iso as _iso
+from bot.jobs.store.common import StoreBase, StoreError, db_value, guild_lock, iso, utcnow
 from bot.jobs.store.identity import IdentityStore
 from bot.jobs.store.jobs import (
     JOB_CHANNEL,
+    STATE_TIMESTAMPS,
     UPDATABLE_FIELDS,
     JobStateStore,
     StaleState,
     job_notice,
     read_job_notice,
 )
-from bot.jobs.store.jobs import STATE_TIMESTAMPS as _STATE_TIMESTAMPS
 from bot.jobs.store.meta import PAUSE_CHANNEL, MetaStore
 from bot.jobs.store.money import MoneyStore
 from bot.jobs.store.rules import ChannelEdit, RulesStore
@@ -299,7 +296,7 @@ class JobStore(JobStateStore, MoneyStore, RulesStore, IdentityStore, MetaStore, 
         admit: Callable[[GuildUsage, GuildPolicy], None],
     ) -> None:
         # First thing: READ COMMITTED reads after the lock see every admission committed before it.
-        await db.lock(_guild_lock(guild_id))
+        await db.lock(guild_lock(guild_id))
         policy, usage = await self._policy_and_usage(db, guild_id, user_id, period_day, period_month)
         admit(usage, policy)
 
@@ -346,10 +343,10 @@ class JobStore(JobStateStore, MoneyStore, RulesStore, IdentityStore, MetaStore, 
                     raise StaleState(job)
             check_transition(job_id, job.state, new_state)
             await self._check_fence(db, job, new_state, fields, money=settle is not None)
-            values: dict[str, Any] = {k: _db_value(v) for k, v in fields.items()}
-            stamp = _STATE_TIMESTAMPS.get(new_state)
+            values: dict[str, Any] = {k: db_value(v) for k, v in fields.items()}
+            stamp = STATE_TIMESTAMPS.get(new_state)
             if stamp and stamp not in values:
-                values[stamp] = _iso(now)
+                values[stamp] = iso(now)
             if refund and job.charge_state is ChargeState.SETTLED:
                 values["charge_state"] = ChargeState.RELEASED.value
                 values["cost_settled"] = 0
@@ -367,7 +364,7 @@ class JobStore(JobStateStore, MoneyStore, RulesStore, IdentityStore, MetaStore, 
                     values["charge_state"] = ChargeState.RELEASED.value
                     await self._ledger(db, job_id, job.guild_id, "release", job.cost_reserved, now)
             values["state"] = new_state.value
-            values["updated_at"] = _iso(now)
+            values["updated_at"] = iso(now)
             await self._update(db, job_id, values)
             await self._event(db, job_id, new_state, now, detail)
             updated = await self._get(db, job_id)
