@@ -273,7 +273,9 @@ class DiscordNotifier:
                 await channel.send(text, allowed_mentions=mention)
         except BEST_EFFORT_ERRORS as exc:
             log.warning("could not tell the thread of job %s about its failure: %r", job.id, exc)
-        await self.edit_status(job, Progress())
+        # Through job_updated, not edit_status: a progress edit still waiting its turn is dropped, else it would
+        # put "Generating" back on the status after this final one.
+        await self.job_updated(job, Progress())
 
     async def owner_alert(self, key: str, **params: Any) -> None:
         text = t(None, key, **params)

@@ -133,9 +133,11 @@ def check_transcript(out: Path, report: dict[str, Any]) -> None:
     # in the thread of the video it continues).
     own_thread = [job for job in jobs if "segment " not in job["outcome"] and "extended from" not in job["outcome"]]
     assert len(pages) == len(own_thread) + 1
-    for job in own_thread:  # its status message (视频 #N · … in the Chinese guild)
-        status = re.compile(rf'<div class="title">(Video|视频) #{job["job_id"]} · ')
-        assert sum(bool(status.search(page)) for page in pages.values()) == 1, job
+    final = {"delivered": ("Done", "已完成"), "failed": ("Failed", "失败"), "cancelled": ("Cancelled", "已取消")}
+    for job in own_thread:  # its status message (视频 #N · … in the Chinese guild), in its final state
+        status = re.compile(rf'<div class="title">(?:Video|视频) #{job["job_id"]} · ([^<]*)</div>')
+        shown = [found.group(1) for page in pages.values() if (found := status.search(page))]
+        assert len(shown) == 1 and shown[0] in final[job["outcome"].split()[0].rstrip(":")], (job, shown)
     [story] = report["stories"]
     posted = [(job["video"], f"#{job['job_id']}") for job in jobs if job["video"]]
     for name, number in [*posted, (story["video"], f"#{story['story_id']}")]:
