@@ -99,7 +99,8 @@ class MoneyStore(StoreBase):
 
 
 # A guild's spend today and this month, a member's videos today and unfinished jobs (three aggregates, each
-# over its own index: jobs_guild_day, jobs_guild_month, jobs_user) and the guild's policy row if any.
+# over its own index: jobs_guild_day, jobs_guild_month, jobs_user) and the guild's policy row if any. A story
+# with segments unfinished is one unfinished request, however many segments it has (its member's queue limit).
 _POLICY_AND_USAGE_SQL = """SELECT d.spent AS spent_day, d.reserved AS reserved_day,
         m.spent AS spent_month, m.reserved AS reserved_month, u.today AS member_today, u.active AS member_active,
         p.guild_id AS policy_guild, p.daily_budget, p.monthly_budget, p.member_daily_videos, p.user_queue_limit,
@@ -113,6 +114,8 @@ _POLICY_AND_USAGE_SQL = """SELECT d.spent AS spent_day, d.reserved AS reserved_d
      FROM jobs WHERE guild_id = ? AND period_month = ?) AS m,
     (SELECT COALESCE(SUM(CASE WHEN period_day = ? AND charge_state != 'released' THEN 1 ELSE 0 END), 0) AS today,
             COALESCE(SUM(CASE WHEN state NOT IN ('delivered', 'failed', 'canceled', 'succeeded')
-                              THEN 1 ELSE 0 END), 0) AS active
+                              AND story_id IS NULL THEN 1 ELSE 0 END), 0)
+            + COUNT(DISTINCT CASE WHEN state NOT IN ('delivered', 'failed', 'canceled', 'succeeded')
+                                  THEN story_id END) AS active
      FROM jobs WHERE guild_id = ? AND user_id = ?) AS u
     LEFT JOIN guild_policies AS p ON p.guild_id = ?"""

@@ -358,12 +358,11 @@ class StoryService:
         budget = self.jobs.budget
         cost = self._cost(request)
         periods = budget.periods()
-        own_active = sum(1 for j in await self.stories.segment_jobs(story.id) if j.state.value in _ACTIVE_STATES)
         retry = expect_newest is not None
 
         def admit_money(usage: GuildUsage, policy: Any) -> None:
-            others = 0 if retry else max(0, usage.member_active_jobs - own_active)
-            budget.refuse_if_over(replace(usage, member_active_jobs=others), policy, cost, periods)
+            # The store counts a running story as one request; a retry is part of it, a Redo a new request.
+            budget.refuse_if_over(replace(usage, member_active_jobs=0) if retry else usage, policy, cost, periods)
 
         redo_taken = False
 
@@ -598,9 +597,6 @@ class StoryService:
 
 _GENERATING = (JobState.RUNNING, JobState.SUCCEEDED)
 _UNFINISHED = (JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING, JobState.SUCCEEDED)
-_ACTIVE_STATES = frozenset(
-    s.value for s in (JobState.QUEUED, JobState.SUBMITTING, JobState.PENDING, JobState.RUNNING)
-)  # what the member queue limit counts (a SUCCEEDED job is done for it)
 
 
 def _ended(story: Story) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.errors import InvalidInput
+from bot.errors import InvalidInput, QueueFull
 from bot.jobs.models import ChargeState, Job, JobState
 from bot.jobs.service import Actor
 from bot.jobs.story.join import join_segments
@@ -27,7 +27,7 @@ from bot.jobs.story.plan import StoryState
 from bot.jobs.story.service import SegmentRouter, StoryService
 from bot.jobs.story.store import StoryStore
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
-from tests.support.engine import start_engine
+from tests.support.engine import all_final, draft, start_engine
 from tests.support.recording import RecordingNotifier
 from tests.support.waiting import wait_until
 from tests.unit.jobs.test_story_engine import Engine, RecordingStoryNotifier, story_draft, story_now
@@ -89,6 +89,24 @@ async def test_a_failed_segments_retry_is_not_refused_by_the_storys_own_segments
         assert [j.state for j in middle] == [JobState.FAILED, JobState.FAILED]  # retried once, as promised
         assert engine.told.reasons == ["story.failed"]  # failed twice, not "refused by the queue limit"
         assert engine.told.failed[0][1] == await settled_total(engine, story.id) > 0
+    finally:
+        await stop(engine)
+
+
+async def test_a_running_story_takes_one_place_in_its_members_queue_limit(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    emulator.update(running_s=(2.0, 2.0))
+    engine = await start_at(tmp_path, emulator.base_url, KF2V_DEFAULT_USER_QUEUE_LIMIT=2)
+    try:
+        story, segments = await engine.stories.submit(story_draft())  # 3 segments, all unfinished for a while
+        assert len(segments) == 3
+        # The story is one request: the member still has a place for a /kf2v (3 jobs would fill a limit of 2).
+        job = await engine.services.jobs.submit(draft(user=10, prompt="while my story runs"))
+        with pytest.raises(QueueFull):  # and only one
+            await engine.services.jobs.submit(draft(user=10, prompt="one more"))
+        await wait_until(lambda: delivered(engine, story.id), within=60)
+        await wait_until(lambda: all_final(engine.services, [job.id]), within=60)
     finally:
         await stop(engine)
 
