@@ -3,12 +3,12 @@
     jobs.py      jobs and their states: job rows, events, provider tasks, run times
     money.py     the ledger and the guilds' usage and spend against their budgets
     rules.py     content rules and guild policies (what a guild allows)
-    identity.py  provider identity: the accounts' keys and api_key_ids (the lease itself is in bot.jobs.db)
+    identity.py  leases and provider identity: the dispatcher lease's fence, the accounts' keys, api_key_ids
     meta.py      operator state: the meta table and the owners' pauses
     common.py    what they share: the clock, value conversions, StoreError, StoreBase, the guild lock's key
 Stories (bot/jobs/story/store.py), the privacy erasure (bot/jobs/privacy/store.py), the reports' sums
 (bot/jobs/reports/store.py) and the upload cache (bot/jobs/uploads.py) keep their SQL in their own packages.
-Each module declares the tables it owns (`TABLES`) and the others' it reads (`USES`); none imports another
+Each module declares the tables it owns (`TABLES`) and the others' it names (`USES`); none imports another
 (import-linter, tests/unit/jobs/test_store_layout.py). This module holds what spans aggregates, each a single
 transaction handed to every aggregate's part: an admission (the job row, its event, its ledger reservation) and
 a transition (the row lock, the lease fence, the event and any settlement or release), plus opening, closing
@@ -41,7 +41,6 @@ from bot.jobs.db import (
     DatabaseError,
     DatabaseSettings,
     Dialect,
-    LeaseLost,
     PostgresDatabase,
     SqliteDatabase,
     Transaction,
@@ -104,12 +103,6 @@ class JobStore(JobStateStore, MoneyStore, RulesStore, IdentityStore, MetaStore, 
     """The store over a `Database`: SQLite (one connection, writers serialised) or PostgreSQL (a pool).
 
     Every aggregate's methods over one `Database`; the ones spanning aggregates are defined here."""
-
-    def __init__(self, db: Database) -> None:
-        super().__init__(db)
-        # Set by the dispatcher lease when several processes share the database: account -> (lease name,
-        # epoch) this process submits under. None (SQLite, one process): no fencing, as always.
-        self.fence_for: Callable[[str], tuple[str, int] | None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
     @classmethod
@@ -370,32 +363,6 @@ class JobStore(JobStateStore, MoneyStore, RulesStore, IdentityStore, MetaStore, 
             updated = await self._get(db, job_id)
         assert updated is not None
         return updated
-
-    async def _check_fence(
-        self, db: Transaction, job: Job, new_state: JobState, fields: dict[str, Any], *, money: bool = False
-    ) -> None:
-        """A submission write (SUBMITTING, or a task id recorded), a settlement and a delivery (DELIVERED) commit
-        only under the live dispatcher lease of the job's account: a process that lost the lease (frozen, then
-        woken) gets `LeaseLost` and writes nothing (issues 14 and 17)."""
-        if self.fence_for is None:
-            return
-        fenced = new_state in (JobState.SUBMITTING, JobState.SUCCEEDED, JobState.DELIVERED) or money
-        if not fenced and fields.get("task_id") is None:
-            return
-        if new_state is not JobState.SUBMITTING and job.account is None:
-            return  # never submitted (a queued job cancelled or failed): no provider work to fence
-        account = fields.get("account") or job.account
-        fence = self.fence_for(account) if account else None
-        if fence is None:
-            raise LeaseLost(f"job {job.id}: this process holds no dispatcher lease for account {account!r}")
-        await db.check_epoch(*fence)
-
-    async def check_lease(self, job: Job) -> None:
-        """Raise `LeaseLost` unless this process may act for `job`'s account (before posting its video)."""
-        if self.fence_for is None:
-            return  # one process (SQLite): nothing to fence
-        async with self._db.transaction() as db:
-            await self._check_fence(db, job, JobState.DELIVERED, {})
 
     async def requeue_front(self, job_id: int, *, expect: JobState, detail: str, **fields: Any) -> Job:
         """SUBMITTING -> QUEUED keeping the job's original place (its queue_seq is unchanged)."""
