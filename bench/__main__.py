@@ -30,6 +30,7 @@ BENCHES = (
     "memory",
     "soak",
     "handover",
+    "discord_outage",
 )
 
 

@@ -35,6 +35,7 @@ KEYS = {
     "memory": {"idle_rss_mib", "peak_rss_mib", "budget_mib", "answered"},
     "soak": {"rss_warm_mib", "rss_end_mib", "growth_mib", "jobs_per_s"},
     "handover": {"pause_s_p50", "pause_s_max", "resume_s_p50", "stop_s_p50", "stop_s_max"},
+    "discord_outage": {"after_recovery_p50_s", "after_recovery_max_s", "backoff_cap_s", "refused_posts"},
 }
 
 
@@ -162,6 +163,11 @@ def _handover(f: dict[str, Any]) -> None:
     assert 0 < f["pause_s_p50"] <= f["pause_s_max"] and 0 < f["stop_s_p50"] <= f["stop_s_max"]
 
 
+def _discord_outage(f: dict[str, Any]) -> None:
+    assert f["jobs"] >= 1 and f["refused_posts"] >= f["jobs"]  # every video was refused at least once
+    assert 0 < f["after_recovery_p50_s"] <= f["after_recovery_max_s"]
+
+
 CHECKS = {
     "throughput": _throughput,
     "polling": _polling,
@@ -174,4 +180,5 @@ CHECKS = {
     "memory": _memory,
     "soak": _soak,
     "handover": _handover,
+    "discord_outage": _discord_outage,
 }
