@@ -4,7 +4,8 @@ Everything here is data (the provider changes names, tiers and prices more often
 one place and overridable with a JSON file (`KF2V_CATALOG_FILE`) of the same shape as `DEFAULT_CATALOG`.
 Money is counted in integer milli-yuan (1 CNY = 1000) so sums never drift.
 
-Each model belongs to an API family, which decides the request shape (see `bot.dashscope.models`):
+Each model belongs to an API family, which decides the request shape (one module per family in
+`bot.dashscope.families`, which also says what a catalog entry of the family must respect):
 
 * ``kf2v`` — ``POST /services/aigc/image2video/video-synthesis``, ``input.first_frame_url``/``last_frame_url``,
   optional effect ``template``, fixed 5-second silent videos;
@@ -30,24 +31,24 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.dashscope.families import FAMILIES, family_named
+from bot.dashscope.families.base import MEDIA_TYPES as MEDIA_TYPES
+from bot.dashscope.families.base import MediaType as MediaType
+from bot.dashscope.families.base import ModelShape
+from bot.dashscope.families.base import Transport as Transport
 
 MILLI_PER_CNY = 1000
 VIDEO_SECONDS = 5
 MB = 1024 * 1024
 
-Family = Literal["kf2v", "media"]
-MediaType = Literal["first_frame", "last_frame", "driving_audio", "first_clip"]
-MEDIA_TYPES: tuple[str, ...] = ("first_frame", "last_frame", "driving_audio", "first_clip")
-# How a region's API takes a model's media: `inline` data URIs in the body, `temporary_upload` oss:// URLs from the
-# provider's temporary storage (/uploads), `public_url` http(s) URLs the provider fetches.
-Transport = Literal["inline", "temporary_upload", "public_url"]
-# What this bot can send, per family: the kf2v family's frames inline; the media family's frames, audio and clips
+# The name of a registered API family (`bot.dashscope.families.FAMILIES`). What this bot can send per family
+# (`ApiFamily.sendable_transports`): the kf2v family's frames inline; the media family's frames, audio and clips
 # through the temporary upload (bot.jobs.uploads). It hosts nothing public, so `public_url` is never possible.
-BOT_TRANSPORTS: dict[str, frozenset[str]] = {"kf2v": frozenset({"inline"}), "media": frozenset({"temporary_upload"})}
-_DEFAULT_TRANSPORT: dict[str, Transport] = {"kf2v": "inline", "media": "temporary_upload"}
+Family = str
 
 # Official pages. A source is {"url", "confirmed_on"}: the day the value was last read on that page (a plain URL
 # string is a source without a date, kept for override files written before dates existed).
@@ -409,6 +410,13 @@ class _RawModel(_Strict):
     unconfirmed: list[str] = Field(default_factory=list)
     notes: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("family")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in FAMILIES:
+            raise ValueError(f"unknown API family {name!r} (known: {', '.join(FAMILIES)})")
+        return name
+
 
 class _RawRegion(_Strict):
     base_url: str
@@ -595,7 +603,7 @@ class Catalog:
         transport = spec.media_transport[region]
         if transport == "temporary_upload" and not self.region_uploads.get(region, False):
             return f"its media need the temporary upload, which {region} does not have"
-        if transport not in BOT_TRANSPORTS[spec.family]:
+        if transport not in family_named(spec.family).sendable_transports:
             if transport == "public_url":
                 return (
                     f"{region}'s API takes its media as public http(s) URLs only (no temporary upload there), "
@@ -707,14 +715,11 @@ def _spec(key: str, raw: _RawModel) -> ModelSpec:
         if missing := [r for r in resolutions if r not in table]:
             raise CatalogError(f"model {key!r}: region_prices.{region} has no price for {', '.join(missing)}")
     duration = raw.duration or _RawDuration(min=VIDEO_SECONDS, max=VIDEO_SECONDS, default=VIDEO_SECONDS)
-    if raw.family == "kf2v" and (duration.min, duration.max) != (VIDEO_SECONDS, VIDEO_SECONDS):
-        raise CatalogError(f"model {key!r}: the kf2v family makes {VIDEO_SECONDS}-second videos only")
-    default_combos = [["first_frame", "last_frame"]] if raw.family == "kf2v" else [["first_frame"]]
-    combos = tuple(frozenset(c) for c in (raw.media_combinations or default_combos))
+    family = family_named(raw.family)
+    combos = tuple(frozenset(c) for c in (raw.media_combinations or family.default_combinations))
     template_combos = tuple(frozenset(c) for c in (raw.template_combinations or []))
-    for combo in (*combos, *template_combos):
-        if raw.family == "kf2v" and not combo <= {"first_frame", "last_frame"}:
-            raise CatalogError(f"model {key!r}: the kf2v family takes frames only, not {sorted(combo)}")
+    if problem := family.catalog_problem(ModelShape((duration.min, duration.max), combos, template_combos)):
+        raise CatalogError(f"model {key!r}: {problem}")
     inputs = InputLimits(
         image=ImageLimits(
             formats=tuple(f.upper() for f in raw.inputs.image.formats),
@@ -736,9 +741,7 @@ def _spec(key: str, raw: _RawModel) -> ModelSpec:
         raise CatalogError(f"model {key!r}: templates need template_combinations")
     if stray := [r for r in raw.aliases if r not in raw.provider_names]:
         raise CatalogError(f"model {key!r}: aliases for region(s) it has no name in: {', '.join(stray)}")
-    transports: dict[str, str] = {
-        r: raw.media_transport.get(r, _DEFAULT_TRANSPORT[raw.family]) for r in raw.provider_names
-    }
+    transports: dict[str, str] = {r: raw.media_transport.get(r, family.default_transport) for r in raw.provider_names}
     sources = {path: s if isinstance(s, str) else s.url for path, s in raw.sources.items()}
     confirmed = {path: s.confirmed_on for path, s in raw.sources.items() if isinstance(s, _RawSource)}
     return ModelSpec(
@@ -756,7 +759,7 @@ def _spec(key: str, raw: _RawModel) -> ModelSpec:
         default_duration=duration.default,
         makes_sound=raw.sound.makes_sound,
         sound_optional=raw.sound.optional,
-        prompt_max_chars=raw.prompt_max_chars or (800 if raw.family == "kf2v" else 5000),
+        prompt_max_chars=raw.prompt_max_chars or family.default_prompt_max_chars,
         negative_prompt_max_chars=raw.negative_prompt_max_chars,
         inputs=inputs,
         media_combinations=combos,

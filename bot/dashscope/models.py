@@ -21,10 +21,16 @@ from enum import StrEnum
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
-from bot.catalog import MEDIA_TYPES, Catalog, Family, MediaType, ModelSpec, TimedMediaLimits
+from bot.catalog import MEDIA_TYPES, Catalog, Family, ModelSpec, TimedMediaLimits
 from bot.dashscope.errors import DashScopeError, classify
+from bot.dashscope.families import FAMILIES, family_named
+from bot.dashscope.families.base import ARGUMENT, FamilyInput, MediaType
+from bot.dashscope.families.base import RequestValidationError as RequestValidationError
+from bot.dashscope.families.kf2v import TaskInput as TaskInput
+from bot.dashscope.families.media import MediaInput as MediaInput
+from bot.dashscope.families.media import MediaItem as MediaItem
 from bot.logs import redact
 
 PROVIDER_TZ = timezone(timedelta(hours=8), "UTC+8")
@@ -36,18 +42,6 @@ VIDEO_DURATION_S = 5
 
 _DATA_URI = re.compile(r"data:image/(jpeg|png|bmp|webp);base64,(.+)", re.DOTALL)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-
-
-class RequestValidationError(ValueError):
-    """A request the provider would refuse (or truncate), caught before anything is sent.
-
-    `field` is the name of the `CreateTaskRequest.build` argument at fault; `reason` one English sentence.
-    """
-
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
 
 
 class TaskStatus(StrEnum):
@@ -154,49 +148,11 @@ def _check_extension(field: str, value: str, limits: TimedMediaLimits, kind: str
 
 
 OSS_SCHEME = "oss://"
-# The create call's path per API family (relative to .../api/v1).
-CREATE_PATHS: dict[str, str] = {
-    "kf2v": "/services/aigc/image2video/video-synthesis",
-    "media": "/services/aigc/video-generation/video-synthesis",
-}
+# The create call's path per built-in API family (relative to .../api/v1); each family module names its own.
+CREATE_PATHS: dict[str, str] = {name: family.create_path for name, family in FAMILIES.items()}
 # Header the provider needs to read oss:// temporary URLs ("otherwise error"):
 # https://help.aliyun.com/zh/model-studio/get-temporary-file-url
 OSS_RESOLVE_HEADER = "X-DashScope-OssResourceResolve"
-
-
-class TaskInput(BaseModel):
-    """The kf2v family's input."""
-
-    model_config = ConfigDict(frozen=True)
-
-    first_frame_url: str
-    last_frame_url: str | None = None
-    prompt: str | None = None
-    negative_prompt: str | None = None
-    template: str | None = None
-
-
-class MediaItem(BaseModel):
-    """One input of a media-family (wan2.7) request: its type and where the provider fetches it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    type: MediaType
-    url: str
-
-
-class MediaInput(BaseModel):
-    """The media family's input (wan2.7): prompt is optional, `media` is required."""
-
-    model_config = ConfigDict(frozen=True)
-
-    prompt: str | None = None
-    negative_prompt: str | None = None
-    media: tuple[MediaItem, ...]
-
-    def url_of(self, kind: str) -> str | None:
-        """The URL of the first media item of type `kind`; None when the request has none."""
-        return next((m.url for m in self.media if m.type == kind), None)
 
 
 class TaskParameters(BaseModel):
@@ -216,13 +172,14 @@ class TaskParameters(BaseModel):
 class CreateTaskRequest(BaseModel):
     """The create call's body. `repr`/`str` never show image data (it can be megabytes and private).
 
-    `family` is not part of the body: it picks the path (`create_path`) and the input shape.
+    `family` is not part of the body: it names the API family (`bot.dashscope.families`), whose module gives the
+    path (`create_path`) and the input shape (`input` is that family's `FamilyInput`, serialised as it is).
     """
 
     model_config = ConfigDict(frozen=True)
 
     model: str
-    input: TaskInput | MediaInput
+    input: SerializeAsAny[FamilyInput]
     parameters: TaskParameters
     family: Family = Field(default="kf2v", exclude=True)
 
@@ -232,15 +189,12 @@ class CreateTaskRequest(BaseModel):
 
     @property
     def create_path(self) -> str:
-        """The create endpoint's path for this request's family (kf2v or media)."""
-        return CREATE_PATHS[self.family]
+        """The create endpoint's path for this request's family."""
+        return family_named(self.family).create_path
 
     def media_urls(self) -> list[str]:
         """Every image, audio or clip URL the request sends, in body order (data URIs included)."""
-        i = self.input
-        if isinstance(i, MediaInput):
-            return [m.url for m in i.media]
-        return [u for u in (i.first_frame_url, i.last_frame_url) if u is not None]
+        return self.input.media_urls()
 
     @property
     def uses_oss(self) -> bool:
@@ -249,15 +203,7 @@ class CreateTaskRequest(BaseModel):
 
     def __repr__(self) -> str:
         i, p = self.input, self.parameters
-        fields = [f"model={self.model!r}", f"family={self.family}"]
-        if isinstance(i, MediaInput):
-            fields.append("media=[" + ", ".join(f"{m.type}={redact_uri(m.url)!r}" for m in i.media) + "]")
-        else:
-            fields += [
-                f"first_frame={redact_uri(i.first_frame_url)!r}",
-                f"last_frame={redact_uri(i.last_frame_url)!r}",
-                f"template={i.template!r}",
-            ]
+        fields = [f"model={self.model!r}", f"family={self.family}", *i.describe()]
         fields += [
             f"prompt_chars={len(i.prompt or '')}",
             f"negative_prompt_chars={len(i.negative_prompt or '')}",
@@ -272,8 +218,8 @@ class CreateTaskRequest(BaseModel):
 
     @property
     def template_mode(self) -> bool:
-        """True when a kf2v request names an effect template (the prompt is then optional)."""
-        return isinstance(self.input, TaskInput) and self.input.template is not None
+        """True when the request names an effect template (the prompt is then optional)."""
+        return self.input.uses_template
 
     @classmethod
     def build(
@@ -297,7 +243,8 @@ class CreateTaskRequest(BaseModel):
     ) -> CreateTaskRequest:
         """Check everything the provider checks (and what it would silently truncate) and build the body.
 
-        Everything follows the model's catalog entry: its family (request shape and path), resolutions,
+        Everything follows the model's catalog entry: its family (`bot.dashscope.families`: request shape, path
+        and the family's own checks), resolutions,
         duration range (None = the model's default), sound, prompt limits and accepted media combinations.
         Media are given one argument per kind: `first_frame_uri`/`last_frame_uri` (data URI, http(s) or
         oss://), `driving_audio_url` and `first_clip_url` (http(s) or oss://; their bytes — length, size —
@@ -310,6 +257,7 @@ class CreateTaskRequest(BaseModel):
         spec = catalog.models.get(model_key)
         if spec is None:
             raise RequestValidationError("model_key", f"Unknown model {model_key!r}.")
+        family = family_named(spec.family)
         if (why := catalog.why_not_offered(model_key, region)) is not None:
             raise RequestValidationError("model_key", f"Model {model_key} is not offered in region {region}: {why}.")
         chosen_resolution = resolution if resolution is not None else spec.default_resolution
@@ -337,16 +285,13 @@ class CreateTaskRequest(BaseModel):
             )
         if seed is not None and not 0 <= seed <= SEED_MAX:
             raise RequestValidationError("seed", f"The seed must be between 0 and {SEED_MAX}.")
-        given = {
-            kind: value
-            for kind, value in (
-                ("first_frame", first_frame_uri),
-                ("last_frame", last_frame_uri),
-                ("driving_audio", driving_audio_url),
-                ("first_clip", first_clip_url),
-            )
-            if value is not None
-        }
+        sent: tuple[tuple[MediaType, str | None], ...] = (
+            ("first_frame", first_frame_uri),
+            ("last_frame", last_frame_uri),
+            ("driving_audio", driving_audio_url),
+            ("first_clip", first_clip_url),
+        )
+        given = {kind: value for kind, value in sent if value is not None}
         if template is not None:
             offered = spec.templates_in(region)
             if not spec.templates:
@@ -364,19 +309,15 @@ class CreateTaskRequest(BaseModel):
             prompt = negative_prompt = None
         else:
             _check_combination(spec, model_key, given, spec.media_combinations)
-            if spec.family == "kf2v" and (prompt is None or not prompt.strip()):
-                raise RequestValidationError("prompt", "A prompt describing the motion is required.")
+            family.check_prompt(prompt)
         transport = spec.media_transport[region]
         for kind, value in given.items():
-            argument = _ARGUMENT[kind]
+            argument = ARGUMENT[kind]
             if value.startswith(OSS_SCHEME) and transport != "temporary_upload":
                 raise RequestValidationError(
                     argument, f"Region {region} has no temporary upload for {model_key}: oss:// URLs cannot be read."
                 )
-            if spec.family == "media" and value.startswith("data:"):
-                # The media family's `url` is a public http(s) URL or a temporary upload's oss:// URL (its API
-                # reference): no data URIs.
-                raise RequestValidationError(argument, "Media must be sent as oss:// or http(s) URLs, not data URIs.")
+            family.check_media(argument, kind, value)
             if kind in ("first_frame", "last_frame"):
                 _check_image(argument, value)
             else:
@@ -392,34 +333,12 @@ class CreateTaskRequest(BaseModel):
             audio=audio_flag,
         )
         provider_model = catalog.provider_name(model_key, region)
-        if spec.family == "media":
-            media = tuple(MediaItem(type=kind, url=given[kind]) for kind in MEDIA_TYPES if kind in given)
-            return cls(
-                model=provider_model,
-                family="media",
-                input=MediaInput(prompt=prompt or None, negative_prompt=negative_prompt or None, media=media),
-                parameters=parameters,
-            )
         return cls(
             model=provider_model,
-            family="kf2v",
-            input=TaskInput(
-                first_frame_url=given["first_frame"],
-                last_frame_url=given.get("last_frame") if template is None else None,
-                prompt=prompt,
-                negative_prompt=negative_prompt or None,
-                template=template,
-            ),
+            family=family.name,
+            input=family.build_input(given, prompt, negative_prompt, template),
             parameters=parameters,
         )
-
-
-_ARGUMENT = {
-    "first_frame": "first_frame_uri",
-    "last_frame": "last_frame_uri",
-    "driving_audio": "driving_audio_url",
-    "first_clip": "first_clip_url",
-}
 
 
 def _sound_flag(spec: ModelSpec, model_key: str, sound: bool | None) -> bool | None:
@@ -437,7 +356,7 @@ _SHOWN_ORDER = ("first_frame", "first_clip", "last_frame", "driving_audio")  # h
 
 
 def _check_combination(
-    spec: ModelSpec, model_key: str, given: dict[str, str], allowed: tuple[frozenset[str], ...]
+    spec: ModelSpec, model_key: str, given: dict[MediaType, str], allowed: tuple[frozenset[str], ...]
 ) -> None:
     combo = frozenset(given)
     if combo in allowed:
@@ -450,11 +369,9 @@ def _check_combination(
     else:
         removable = [k for k in MEDIA_TYPES if k in combo and combo - {k} in allowed]
         extra = removable or [k for k in MEDIA_TYPES if k in combo and k not in starts] or sorted(combo)
-        argument = _ARGUMENT[extra[0]]
-    if spec.family == "kf2v" and combo == {"first_frame"} and not spec.template_combinations:
-        raise RequestValidationError("last_frame_uri", "A last frame is required.")
-    if spec.family == "kf2v" and combo == {"first_frame"}:
-        raise RequestValidationError("last_frame_uri", "A last frame is required (or an effect template).")
+        argument = ARGUMENT[extra[0]]
+    if (refused := family_named(spec.family).refused_combination(combo, spec.template_combinations)) is not None:
+        raise refused
     given_shown = "+".join(k for k in _SHOWN_ORDER if k in combo) or "nothing"
     raise RequestValidationError(argument, f"Model {model_key} accepts {shown}; {given_shown} is not one of them.")
 
