@@ -508,7 +508,9 @@ class TaskResult(_Lenient):
     def billed_seconds(self) -> float | None:
         """Seconds the provider bills for, AS SENT: may be huge, negative, inf or nan. The caller clamps.
 
-        Only successful tasks report usage; None when the answer had none.
+        Only successful tasks report usage; None when the answer had none. This reading knows no family (for
+        logs and callers without a model at hand): whichever of the families' fields is set, `duration` first.
+        The worker charges by the job's family's own reading (`ApiFamily.billed_seconds`).
         """
         if self.usage is None:
             return None

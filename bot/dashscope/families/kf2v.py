@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bot.dashscope.families.base import (
+    MEDIA_TYPES,
     BilledUsage,
     FamilyInput,
     MediaType,
@@ -106,10 +107,11 @@ class Kf2vFamily:
     def media_to_send(
         self, refs: Mapping[MediaType, str], transport: str, *, name_prefix: str
     ) -> tuple[OutgoingMedia, ...]:
-        """The frames, inline (the family's only transport)."""
+        """Everything inline (the family's only transport): its frames as data URIs. Anything else a job might
+        carry goes the same way, for the request builder to refuse rather than be dropped unseen."""
         return tuple(
             OutgoingMedia(kind, refs[kind], "inline", upload_name(name_prefix, refs[kind]))
-            for kind in ("first_frame", "last_frame")
+            for kind in MEDIA_TYPES
             if kind in refs
         )
 

@@ -17,6 +17,8 @@ from bot.dashscope.errors import (
     SubmissionOutcomeUnknownError,
     ThrottledError,
 )
+from bot.dashscope.families import family_named
+from bot.dashscope.families.base import MediaType
 from bot.dashscope.models import CreateTaskRequest, RequestValidationError
 from bot.jobs.models import Job, JobState
 from bot.jobs.scheduler import QueuedJob
@@ -183,46 +185,44 @@ class Dispatcher:
             await ctx.requeue(job, f"provider error {exc.code}")
 
     async def _request_for(self, job: Job, account: str) -> CreateTaskRequest:
-        """The create body. The kf2v family sends frames inline (data URIs); the media family's audio and clips
-        must be URLs, so its media go through the upload cache (per account and provider model; a job resumed
-        after a restart re-uploads only what expired) and are sent as oss:// URLs."""
+        """The create body. The model's API family decides what of the job's media is sent and how
+        (`ApiFamily.media_to_send`): inline as data URIs (the kf2v family's frames), or through the upload cache
+        (per account and provider model; a job resumed after a restart re-uploads only what expired) as oss://
+        URLs (the media family's frames, audio and clips)."""
         ctx = self._ctx
         spec = ctx.catalog.model(job.request.model)
-        if spec.family != "media" or ctx.uploads is None:
-            return await asyncio.to_thread(self._build_request, job, {})
-        provider_model = ctx.catalog.provider_name(job.request.model, ctx.region)
-        client = ctx.clients[account]
-        urls: dict[str, str] = {}
-        for ref in self._media_refs(job):
-            data = await asyncio.to_thread(ctx.media.read_frame, ref)
+        request = job.request
+        optional: tuple[tuple[MediaType, str | None], ...] = (
+            ("last_frame", job.last_frame),
+            ("driving_audio", request.audio),
+            ("first_clip", request.first_clip),
+        )
+        refs: dict[MediaType, str] = {"first_frame": job.first_frame, **{k: ref for k, ref in optional if ref}}
+        transport = spec.media_transport.get(ctx.region, "") if ctx.uploads is not None else "inline"
+        outgoing = family_named(spec.family).media_to_send(refs, transport, name_prefix=f"job-{job.id}")
+        urls: dict[MediaType, str] = {}
+        for item in outgoing:
+            if item.transport != "temporary_upload" or ctx.uploads is None:
+                urls[item.kind] = await asyncio.to_thread(self._data_uri, item.ref)
+                continue
+            data = await asyncio.to_thread(ctx.media.read_frame, item.ref)
             uploaded = await ctx.uploads.url_for(
-                client,
+                ctx.clients[account],
                 account,
-                provider_model,
+                ctx.catalog.provider_name(job.request.model, ctx.region),
                 data,
-                filename=f"job-{job.id}-{ref.rsplit('/', 1)[-1][:16]}.{ref.rsplit('.', 1)[-1]}",
-                content_type=ctx.media.mime_of(ref),
+                filename=item.filename,
+                content_type=ctx.media.mime_of(item.ref),
             )
-            urls[ref] = uploaded.url
+            urls[item.kind] = uploaded.url
         return await asyncio.to_thread(self._build_request, job, urls)
 
-    @staticmethod
-    def _media_refs(job: Job) -> list[str]:
-        """What a media-family job sends: a continued clip replaces the first frame."""
-        request = job.request
-        refs = [request.first_clip] if request.first_clip else [job.first_frame]
-        refs += [ref for ref in (job.last_frame, request.audio) if ref]
-        return refs
-
-    def _build_request(self, job: Job, uploaded: dict[str, str]) -> CreateTaskRequest:
+    def _data_uri(self, ref: str) -> str:
         media = self._ctx.media
+        return f"data:{media.mime_of(ref)};base64,{base64.b64encode(media.read_frame(ref)).decode()}"
+
+    def _build_request(self, job: Job, urls: dict[MediaType, str]) -> CreateTaskRequest:
         request = job.request
-
-        def uri(ref: str) -> str:
-            if ref in uploaded:
-                return uploaded[ref]
-            return f"data:{media.mime_of(ref)};base64,{base64.b64encode(media.read_frame(ref)).decode()}"
-
         return CreateTaskRequest.build(
             self._ctx.catalog,
             self._ctx.region,
@@ -230,13 +230,13 @@ class Dispatcher:
             resolution=request.resolution,
             prompt=request.prompt or None,
             negative_prompt=request.negative_prompt,
-            first_frame_uri=None if request.first_clip else uri(job.first_frame),
-            last_frame_uri=uri(job.last_frame) if job.last_frame else None,
+            first_frame_uri=urls.get("first_frame"),
+            last_frame_uri=urls.get("last_frame"),
             prompt_extend=request.prompt_extend,
             seed=request.seed,
             template=request.template,
             duration=request.duration,
-            driving_audio_url=uploaded[request.audio] if request.audio else None,
-            first_clip_url=uploaded[request.first_clip] if request.first_clip else None,
+            driving_audio_url=urls.get("driving_audio"),
+            first_clip_url=urls.get("first_clip"),
             sound=request.sound,
         )

@@ -8,6 +8,7 @@ import math
 from datetime import datetime
 
 from bot.dashscope.errors import AccountProblemError, DashScopeError, MalformedAnswerError, ProviderUnavailableError
+from bot.dashscope.families import family_named
 from bot.dashscope.models import TaskResult, TaskStatus
 from bot.jobs.models import Job, JobState
 from bot.jobs.scheduler import QueuedJob
@@ -216,17 +217,17 @@ class Poller:
 
     async def _succeeded(self, job: Job, result: TaskResult, polled_at: float) -> None:
         ctx = self._ctx
-        settlement = ctx.budget.settlement(job, result.billed_seconds)
+        # Each API family reports its bill in its own field (`ApiFamily.billed_seconds`).
+        billed = family_named(ctx.catalog.model(job.request.model).family).billed_seconds(result.usage)
+        settlement = ctx.budget.settlement(job, billed)
         ctx.free_slot(job.id)  # the provider's slot is free now: the next job goes while we settle
         if settlement.clamped:
             ctx.counters["bills_clamped"] += 1
             log.warning(
                 "job %s: the provider billed %r s for a fixed-length video; charged at most the reservation",
-                job.id, result.billed_seconds, extra={"job_id": job.id},
+                job.id, billed, extra={"job_id": job.id},
             )  # fmt: skip
-            await ctx.safe(
-                ctx.notifier.owner_alert("alert.bill_clamped", job_id=job.id, billed=repr(result.billed_seconds))
-            )
+            await ctx.safe(ctx.notifier.owner_alert("alert.bill_clamped", job_id=job.id, billed=repr(billed)))
         now = utcnow()
         expires = now + TASK_LIFETIME
         job = await ctx.store.transition(
