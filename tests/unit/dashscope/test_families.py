@@ -1,128 +1,25 @@
-"""Adding an API family is one module plus catalog data: a toy family, registered by its name, is validated in a
-catalog override, built into a request, sent to its own endpoint and billed, with no other code changed.
-
-The toy is what a new family module would hold (see bot/dashscope/families/kf2v.py): its own endpoint, an input
-shape no built-in family has (`input.image` + `input.text`), data URIs only, fixed 3-second videos, its bill in
-`usage.duration`. The provider at the network edge is a tiny aiohttp handler that records what it receives.
+"""Adding an API family is one module plus catalog data: a toy family (tests/support/toy_family.py), registered by
+its name, is validated in a catalog override, built into a request, refused where its own rules say, sent to its
+own endpoint and billed, with no other code changed. The provider at the network edge is a tiny aiohttp handler
+that records what it receives. (tests/unit/jobs/test_new_family_job.py runs a toy job through the worker.)
 """
 
 from __future__ import annotations
 
-import base64
-import copy
-import io
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from PIL import Image
 from pydantic import SecretStr
 
-from bot.catalog import DEFAULT_CATALOG, CatalogError, load_catalog, parse_catalog
+from bot.catalog import CatalogError, load_catalog, parse_catalog
 from bot.dashscope.client import DashScopeClient
 from bot.dashscope.families import FAMILIES, family_named, kf2v, media
-from bot.dashscope.families.base import (
-    MEDIA_TYPES,
-    ApiFamily,
-    BilledUsage,
-    FamilyInput,
-    MediaType,
-    ModelShape,
-    OutgoingMedia,
-    RequestValidationError,
-    Transport,
-    upload_name,
-)
+from bot.dashscope.families.base import MEDIA_TYPES, MediaType, OutgoingMedia, RequestValidationError
 from bot.dashscope.models import CreateTaskRequest, TaskStatus
-
-TOY_PATH = "/services/aigc/toy/video-synthesis"
-
-
-class ToyInput(FamilyInput):
-    """The toy family's input: one picture and a text, under names no built-in family uses."""
-
-    image: str
-    text: str | None = None
-
-    def media_urls(self) -> list[str]:
-        return [self.image]
-
-    def describe(self) -> list[str]:
-        return [f"image=<{len(self.image)} chars>"]
-
-
-class ToyFamily:
-    name = "toy"
-    create_path = TOY_PATH
-    sendable_transports: frozenset[str] = frozenset({"inline"})
-    default_transport: Transport = "inline"
-    default_combinations: tuple[tuple[MediaType, ...], ...] = (("first_frame",),)
-    default_prompt_max_chars = 100
-
-    def catalog_problem(self, model: ModelShape) -> str | None:
-        if model.duration_range != (3, 3):
-            return "the toy family makes 3-second videos only"
-        return None
-
-    def refused_combination(
-        self, given: frozenset[str], template_combinations: Sequence[frozenset[str]]
-    ) -> RequestValidationError | None:
-        return RequestValidationError("first_frame_uri", "The toy takes one picture.") if given else None
-
-    def check_prompt(self, prompt: str | None) -> None:
-        if prompt is None:
-            raise RequestValidationError("prompt", "The toy needs a text.")
-
-    def check_media(self, argument: str, kind: MediaType, value: str) -> None:
-        if not value.startswith("data:"):
-            raise RequestValidationError(argument, "The toy reads data URIs only.")
-
-    def build_input(
-        self, given: Mapping[MediaType, str], prompt: str | None, negative_prompt: str | None, template: str | None
-    ) -> ToyInput:
-        return ToyInput(image=given["first_frame"], text=prompt)
-
-    def media_to_send(
-        self, refs: Mapping[MediaType, str], transport: str, *, name_prefix: str
-    ) -> tuple[OutgoingMedia, ...]:
-        return tuple(OutgoingMedia(k, refs[k], "inline", upload_name(name_prefix, refs[k])) for k in refs)
-
-    def billed_seconds(self, usage: BilledUsage | None) -> float | None:
-        return None if usage is None else usage.duration
-
-
-def _as_family(family: ApiFamily) -> ApiFamily:  # mypy checks the toy against the Protocol here
-    return family
-
-
-TOY = _as_family(ToyFamily())
-
-
-def _png() -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", (320, 240), (20, 200, 20)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-GREEN = _png()
-
-
-def toy_catalog_data(**changes: Any) -> dict[str, Any]:
-    """The built-in catalog with one toy-family model added, as an override file would."""
-    data = copy.deepcopy(DEFAULT_CATALOG)
-    data["models"]["toy-1"] = {
-        "family": "toy",
-        "provider_names": {"beijing": "toy-v1"},
-        "resolutions": ["720P"],
-        "default_resolution": "720P",
-        "price_per_second": {"720P": "0.30"},
-        "duration": {"min": 3, "max": 3, "default": 3},
-        "limits": {"beijing": {"submit_rps": 1, "max_in_flight": 1}},
-        **changes,
-    }
-    return data
+from tests.support.toy_family import GREEN, RED, TOY, TOY_PATH, toy_catalog_data
 
 
 @pytest.fixture
@@ -154,7 +51,7 @@ def test_a_registered_family_judges_its_catalog_entries() -> None:
     # The family's defaults fill what the entry leaves out, and the model is offered where it can be sent.
     assert spec.family == "toy" and spec.prompt_max_chars == 100
     assert spec.media_transport == {"beijing": "inline"}
-    assert spec.media_combinations == (frozenset({"first_frame"}),)
+    assert spec.media_combinations == (frozenset({"first_frame", "last_frame"}),)
     assert catalog.offers("toy-1", "beijing") and not catalog.offers("toy-1", "singapore")
     # Its own rule, named with the model.
     with pytest.raises(CatalogError, match="model 'toy-1': the toy family makes 3-second videos only"):
@@ -175,23 +72,24 @@ def test_a_registered_family_builds_and_checks_its_own_request() -> None:
         "prompt": "a green card waves",
         "negative_prompt": None,
         "first_frame_uri": GREEN,
-        "last_frame_uri": None,
+        "last_frame_uri": RED,
     }
     request = CreateTaskRequest.build(catalog, "beijing", **args)
     assert request.family == "toy" and request.create_path == TOY_PATH
     assert request.to_payload() == {
         "model": "toy-v1",
-        "input": {"image": GREEN, "text": "a green card waves"},
+        "input": {"images": [GREEN, RED], "text": "a green card waves"},
         "parameters": {"resolution": "720P", "duration": 3, "prompt_extend": True, "watermark": False},
     }
-    assert request.media_urls() == [GREEN] and not request.uses_oss and not request.template_mode
-    assert GREEN not in repr(request) and f"image=<{len(GREEN)} chars>" in repr(request)
+    assert request.media_urls() == [GREEN, RED] and not request.uses_oss and not request.template_mode
+    assert GREEN not in repr(request) and "images=<2 pictures>" in repr(request)
     # The generic checks still apply (the catalog's duration), then the family's own.
     refusals: list[tuple[dict[str, Any], str, str]] = [
         ({"duration": 5}, "duration", "makes videos of 3 s"),
         ({"prompt": None}, "prompt", "The toy needs a text."),
         ({"first_frame_uri": "https://example.com/a.png"}, "first_frame_uri", "data URIs only"),
-        ({"last_frame_uri": GREEN}, "first_frame_uri", "The toy takes one picture."),
+        ({"last_frame_uri": None}, "last_frame_uri", "The toy takes two pictures."),
+        ({"driving_audio_url": "https://example.com/a.mp3"}, "driving_audio_url", "accepts first_frame+last_frame"),
     ]
     for change, field, reason in refusals:
         with pytest.raises(RequestValidationError) as refused:
@@ -238,7 +136,7 @@ class _Edge:
                     "task_status": "SUCCEEDED",
                     "video_url": "https://x/v.mp4",
                 },
-                "usage": {"duration": 3, "video_duration": 0, "video_count": 1},
+                "usage": {"duration": 3, "video_duration": 2, "video_count": 1},
                 "request_id": "r2",
             }
         )
@@ -269,7 +167,7 @@ async def test_the_client_sends_a_toy_request_to_its_endpoint_and_the_family_rea
     catalog = parse_catalog(toy_catalog_data())
     request = CreateTaskRequest.build(
         catalog, "beijing", model_key="toy-1", resolution="720P", prompt="wave", negative_prompt=None,
-        first_frame_uri=GREEN, last_frame_uri=None,
+        first_frame_uri=GREEN, last_frame_uri=RED,
     )  # fmt: skip
     async with aiohttp.ClientSession() as session:
         client = DashScopeClient(session, base_url=base_url, api_key=SecretStr("sk-toy-0000"), timeout=10)
@@ -277,8 +175,9 @@ async def test_the_client_sends_a_toy_request_to_its_endpoint_and_the_family_rea
         result = await client.get_task(created.task_id)
     assert created.task_id == "toy-task-1"
     assert handler.received == [("/api/v1" + TOY_PATH, request.to_payload())]
-    assert handler.received[0][1]["input"] == {"image": GREEN, "text": "wave"}
+    assert handler.received[0][1]["input"] == {"images": [GREEN, RED], "text": "wave"}
     assert result.status is TaskStatus.SUCCEEDED
-    # The family reads its own field: 3 s from `duration` (the kf2v family would read `video_duration`: 0).
-    assert family_named(catalog.model("toy-1").family).billed_seconds(result.usage) == 3
-    assert family_named("kf2v").billed_seconds(result.usage) == 0
+    # The family reads its own field: 2 s from `video_duration`, where the media family reads `duration` (3 s),
+    # as does the family-blind `billed_seconds`.
+    assert family_named(catalog.model("toy-1").family).billed_seconds(result.usage) == 2
+    assert family_named("media").billed_seconds(result.usage) == result.billed_seconds == 3
