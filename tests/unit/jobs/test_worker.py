@@ -156,6 +156,8 @@ async def test_content_check_failure_is_explained_and_released(
             assert job.state is JobState.FAILED
             assert job.error_key == "job.failed.content"
             assert job.charge_state is ChargeState.RELEASED
+        # The member is told just after the FAILED row is written: wait for both messages, then compare.
+        await wait_until(lambda: len(recorder.failed) >= 2, within=30)
         assert sorted(recorder.failed) == sorted([(late.id, "job.failed.content"), (early.id, "job.failed.content")])
         await ledger_balances(services)
     finally:
