@@ -80,7 +80,15 @@ async def test_a_job_given_up_after_crashes_keeps_its_slot_until_its_task_is_ove
     worker.config = replace(worker.config, max_crashes=1)
     try:
         job = await services.jobs.submit(draft(user=10))
-        await wait_until(lambda: emulator.stats()["submissions_accepted"] == 1, within=30)
+
+        async def queued_at_provider() -> bool:
+            # The create's answer recorded (not only received by the provider): a job still SUBMITTING has a
+            # task nobody can name yet, whose slot is kept for as long as a task could take (another case).
+            row = await services.store.get(job.id)
+            return row is not None and row.state is JobState.PENDING and row.task_id is not None
+
+        await wait_until(queued_at_provider, within=30)
+        assert emulator.stats()["submissions_accepted"] == 1
 
         async def bug() -> None:
             raise RuntimeError("a bug in this job's work")
@@ -95,7 +103,8 @@ async def test_a_job_given_up_after_crashes_keeps_its_slot_until_its_task_is_ove
         assert task["status"] == "CANCELED", task
         assert ("alert.job_crashed", {"job_id": job.id, "ref": recorder.alerts[0][1]["ref"]}) in recorder.alerts
         assert not worker.scheduler.limits.holds(job.id)
-        assert worker.supervisor.crashes() == {}, "crash counts are pruned when the job ends"
+        # Pruned once the give-up has finished (the member is told after the FAILED row is written).
+        await wait_until(lambda: worker.supervisor.crashes() == {}, within=30)
         emulator.update(pending_s=(0.05, 0.1))
         later = await services.jobs.submit(draft(user=11))
         await wait_until(lambda: all_final(services, [later.id]), within=30)
