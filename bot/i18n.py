@@ -61,7 +61,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "job.failed.video_lost": "The video was made but its download link had already expired.",
         "job.failed.video_refused": "The video service pointed to a download address outside its own storage, "
         "so the bot did not fetch it. The bot's owners have been told.",
-        "job.failed.not_a_video": "The video service sent back a file that is not a video, so nothing was posted.",
+        "job.failed.not_a_video": "The video service sent back a file that is not a video, so nothing was posted. "
+        "The bot's owners have been told.",
         "job.failed.lost": "The video service never confirmed this request and it can no longer be traced.",
         "job.failed.unanswered": "The video service did not answer this request after several tries, so it was "
         "not sent again. Nothing was charged; please try again later.",
@@ -122,8 +123,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "button.cancelled": "Video #{job_id} was cancelled. Nothing was charged.",
         "button.cancel_requested": "Cancelling video #{job_id} at the provider…",
         "admin.owner_only": "Only the bot's owners can use this command.",
-        "alert.video_url_refused": "Job {job_id}: the provider's video_url was outside its storage and was not "
-        "fetched. Check DASHSCOPE_BASE_URL and KF2V_VIDEO_URL_HOSTS.",
+        "alert.video_url_refused": "Job {job_id} (task {task_id}): the provider's video_url was outside its "
+        "storage and was not fetched. The provider billed the account for this task; the guild was not charged. "
+        "Check DASHSCOPE_BASE_URL and KF2V_VIDEO_URL_HOSTS.",
+        "alert.not_a_video": "Job {job_id} (task {task_id}): the provider's video file is not an MP4 and was not "
+        "posted. The provider billed the account for this task; the guild was not charged.",
         "alert.bill_clamped": "Job {job_id}: the provider billed {billed} seconds for a fixed-length video; "
         "the guild was charged at most the reservation. Check the bill.",
         "alert.lost_create": "Job {job_id} on account {account}: its create answer was lost and no task could "
@@ -352,7 +356,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "job.failed.undeliverable": "视频已生成,但无法发布到这里(频道或子区已删除,或机器人缺少权限)。",
         "job.failed.video_lost": "视频已生成,但下载链接已过期。",
         "job.failed.video_refused": "视频服务给出的下载地址不在其自身的存储上,机器人没有下载。已通知机器人的所有者。",
-        "job.failed.not_a_video": "视频服务返回的文件不是视频,因此没有发布任何内容。",
+        "job.failed.not_a_video": "视频服务返回的文件不是视频,因此没有发布任何内容。已通知机器人的所有者。",
         "job.failed.lost": "视频服务始终没有确认此请求,现在已无法追查。",
         "job.failed.unanswered": "多次尝试后视频服务仍未应答此请求,因此不再重发。未收取任何费用;请稍后再试。",
         "job.failed.internal": "机器人在处理此视频时内部出错。机器人的所有者可以查看详情。",
@@ -410,8 +414,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "button.cancelled": "视频 #{job_id} 已取消。没有产生任何费用。",
         "button.cancel_requested": "正在向服务商取消视频 #{job_id}…",
         "admin.owner_only": "只有机器人的所有者可以使用此命令。",
-        "alert.video_url_refused": "任务 {job_id}:服务商的 video_url 不在其存储上,未下载。"
-        "请检查 DASHSCOPE_BASE_URL 和 KF2V_VIDEO_URL_HOSTS。",
+        "alert.video_url_refused": "任务 {job_id}(服务商任务 {task_id}):服务商的 video_url 不在其存储上,未下载。"
+        "服务商已就此任务向账号计费;服务器未被扣费。请检查 DASHSCOPE_BASE_URL 和 KF2V_VIDEO_URL_HOSTS。",
+        "alert.not_a_video": "任务 {job_id}(服务商任务 {task_id}):服务商返回的视频文件不是 MP4,未发布。"
+        "服务商已就此任务向账号计费;服务器未被扣费。",
         "alert.bill_clamped": "任务 {job_id}:服务商为固定时长的视频计费 {billed} 秒;"
         "服务器最多只按预留金额扣费。请核对账单。",
         "alert.lost_create": "账号 {account} 上的任务 {job_id}:创建请求的应答丢失,且在 24 小时任务有效期内"

@@ -400,7 +400,7 @@ def stats_absurd(provider: DashScopeEmulator) -> int:
     return int(provider.stats()["faults"]["absurd_bill"])
 
 
-async def test_d_a_foreign_video_url_is_never_requested_and_the_user_is_told(stage: Stage) -> None:
+async def test_d_a_foreign_video_url_is_never_requested_and_the_guild_is_not_charged(stage: Stage) -> None:
     provider = stage.provider
     before = (await stage.metrics())["kf2v_video_urls_refused_total"]
     told = t("en-US", "job.failed.video_refused")
@@ -411,24 +411,37 @@ async def test_d_a_foreign_video_url_is_never_requested_and_the_user_is_told(sta
         await stage.reply(await stage.kf2v(prompt, (120, 60, 30)))
         [job] = await stage.settled([prompt])
         assert job["state"] == "failed" and job["error_key"] == "job.failed.video_refused"
-        # The provider finished (and billed) the task before its answer named the foreign URL: the guild's
-        # ledger carries that bill, the reservation and no more, and the message does not say otherwise.
-        assert job["charge_state"] == "settled" and job["cost_settled"] == job["cost_reserved"] == 500
-        assert stage.ledger(job["id"]) == [("reserve", 500), ("settle", 500)]
+        # The provider finished (and billed the account for) the task before its answer named the foreign URL,
+        # but the guild's members see no video: the settled charge is given back, nothing is spent.
+        assert job["charge_state"] == "released" and job["cost_settled"] == 0
+        assert stage.ledger(job["id"]) == [("reserve", 500), ("settle", 500), ("release", 500)]
         assert stage.mp4s_in(job["thread_id"]) == []
 
         def explained(thread: int = job["thread_id"]) -> bool:
             said = [m.content for m in stage.discord.messages(thread) if told in m.content]
-            return len(said) == 1 and free not in said[0]
+            return len(said) == 1 and free in said[0]
 
         await _until(explained, within=10)
+
+        # The owners hear once that the account was billed for this task, which they can look up by its id.
+        def owner_alerts(job: sqlite3.Row = job) -> list[str]:
+            named = f"Job {job['id']} (task {job['task_id']})"
+            return [m.content for m in stage.discord.dms(OWNER) if named in m.content]
+
+        await _until(owner_alerts, within=10)
+        alerts = owner_alerts()
+        assert len(alerts) == 1 and "billed the account" in alerts[0] and "not charged" in alerts[0]
     provider.update(foreign_video_url=None, foreign_video_redirect=False)
     stats = provider.stats()
     assert stats["foreign_requests"] == 0 and stats["foreign_request_paths"] == []
     assert stats["faults"]["foreign_video_url"] == 2
     refused = (await stage.metrics())["kf2v_video_urls_refused_total"] - before
     assert refused == 2
+    # Every job of the run (all four scenarios), through the campaigns' independent check: the two refused
+    # videos' tasks were billed by the provider, yet no guild pays for a video its members cannot see.
+    money = await check_ledger(stage.tmp / "data" / "kf2v.sqlite3", billed=billed_by_task(provider))
+    assert money.problems == []
     print(
         "PROVIDER-TRUTH foreign-video-url: jobs=2 (direct, redirect) trap_requests=0 refused=2 "
-        "told_in_thread=2 charged=the provider's bill (0.50 each, the reservation)"
+        f"told_in_thread=2 owner_alerts=2 charged=0 (settled 0.50 each, then refunded); {money.summary()}"
     )

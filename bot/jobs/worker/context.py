@@ -197,8 +197,9 @@ class WorkerContext:
         """Refresh the job's status message (best effort)."""
         await self.safe(self.notifier.job_updated(job, self.progress(job)))
 
-    async def fail(self, job: Job, key: str, *, code: str, release: bool = False, detail: str | None = None) -> None:
-        """Fail the job (releasing its reservation when asked and still held) and tell its member."""
+    async def fail(self, job: Job, key: str, *, code: str, release: bool = False, detail: str | None = None) -> bool:
+        """Fail the job (releasing its reservation when asked and still held) and tell its member. False when
+        the job had moved on meanwhile (nothing done)."""
         try:
             # `refund`: a reservation is released, and a settled job whose video was never seen gets its money back.
             job = await self.store.transition(
@@ -206,11 +207,12 @@ class WorkerContext:
                 error_detail=(detail or "")[:500] or None, detail=code,
             )  # fmt: skip
         except StaleState:
-            return
+            return False
         log.info("job %s failed: %s", job.id, code, extra={"job_id": job.id})
         self.finish(job)
         self.emit("failed", job)
         await self.safe(self.notifier.job_failed(job))
+        return True
 
     async def requeue(self, job: Job, why: str, *, attempted: bool = True) -> None:
         """Put a SUBMITTING job back at the front of the queue (nothing reached the provider); a job whose

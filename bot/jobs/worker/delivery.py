@@ -7,7 +7,8 @@ happens meanwhile: Discord outages, missing permissions and deleted threads are 
 at `delivery_backoff_max_s`, so once Discord answers again every waiting video goes within a minute; a restart
 resumes from the row (the notifier first checks whether the video was posted already). A job is given up only when
 its video is gone (no file and no working link), or has waited longer than videos are kept; then its money is
-given back.
+given back. So is a video the provider billed but sent as something nobody may fetch or see (a URL off the
+allow-list, a file that is not an MP4): the guild is not charged, and the owners are told the account was.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ LINK_MARGIN = timedelta(minutes=5)
 
 
 class VideoGone(Exception):
-    """Neither the file nor a working link of the video exists any more: nothing can be posted. `release`: the
-    guild gets its money back; False only for what the provider sent that is not a video anyone may fetch (a
-    foreign URL, a file that is not an MP4): the provider billed that, and the README says so."""
+    """Neither the file nor a working link of the video exists (or may be fetched): nothing can be posted, and
+    the guild gets its money back. `alert`: the owners' alert sent once the job is failed, for what the provider
+    billed the account but sent as no video anyone may see (a foreign URL, a file that is not an MP4)."""
 
-    def __init__(self, key: str, code: str, *, release: bool = True) -> None:
+    def __init__(self, key: str, code: str, *, alert: str | None = None) -> None:
         super().__init__(code)
         self.key = key
         self.code = code
-        self.release = release
+        self.alert = alert
 
 
 class Delivery:
@@ -79,9 +80,10 @@ class Delivery:
         try:
             await self._deliver(job, url, redelivery=redelivery, wake=wake)
         except VideoGone as gone:
-            log.error("job %s: no video to post (%s)%s", job.id, gone.code, "; not charged" if gone.release else "",
-                      extra={"job_id": job.id})  # fmt: skip
-            await ctx.fail(job, gone.key, code=gone.code, release=gone.release)
+            log.error("job %s: no video to post (%s); not charged", job.id, gone.code, extra={"job_id": job.id})
+            # Alerted after the FAILED row is written (once): a database fault before it resumes the delivery.
+            if await ctx.fail(job, gone.key, code=gone.code, release=True) and gone.alert is not None:
+                await ctx.safe(ctx.notifier.owner_alert(gone.alert, job_id=job.id, task_id=job.task_id or "?"))
         finally:
             if self._waiting.get(job.id) is wake:
                 del self._waiting[job.id]
@@ -119,10 +121,9 @@ class Delivery:
             except ForeignVideoUrlError as exc:
                 ctx.count_error(exc)
                 ctx.counters["video_urls_refused"] += 1
-                log.error("job %s: the video URL is not the provider's storage (%s); not fetched nor posted",
-                          job.id, exc, extra={"job_id": job.id})  # fmt: skip
-                await ctx.safe(ctx.notifier.owner_alert("alert.video_url_refused", job_id=job.id))
-                raise VideoGone("job.failed.video_refused", exc.code, release=False) from exc
+                log.error("job %s (task %s): the video URL is not the provider's storage (%s); not fetched nor "
+                          "posted", job.id, job.task_id, exc, extra={"job_id": job.id})  # fmt: skip
+                raise VideoGone("job.failed.video_refused", exc.code, alert="alert.video_url_refused") from exc
             except VideoTooLargeError as exc:
                 ctx.count_error(exc)
                 log.warning("job %s: %s; posting the link instead", job.id, exc.message, extra={"job_id": job.id})
@@ -130,8 +131,9 @@ class Delivery:
                 continue  # nothing was downloaded: no need to wait
             except NotAVideoError as exc:
                 ctx.count_error(exc)
-                log.error("job %s: the provider's file is not a video (%s)", job.id, exc, extra={"job_id": job.id})
-                raise VideoGone("job.failed.not_a_video", exc.code, release=False) from exc
+                log.error("job %s (task %s): the provider's file is not a video (%s)", job.id, job.task_id, exc,
+                          extra={"job_id": job.id})  # fmt: skip
+                raise VideoGone("job.failed.not_a_video", exc.code, alert="alert.not_a_video") from exc
             except VideoUnavailableError as exc:
                 ctx.count_error(exc)
                 log.warning("job %s: the video link is dead (%s); asking for a fresh one", job.id, exc.code,

@@ -200,9 +200,15 @@ async def test_a_foreign_video_url_is_never_requested_and_the_user_is_told(
         done = await services.store.get(job.id)
         assert done is not None and done.state is JobState.FAILED
         assert done.error_key == "job.failed.video_refused"
+        # The provider billed the task, but the guild's members see no video: the guild is not charged.
+        assert done.charge_state is ChargeState.RELEASED and done.cost_settled == 0
+        ledger = [(e.kind, e.amount) for e in await services.store.ledger() if e.job_id == job.id]
+        assert ledger == [("reserve", 500), ("settle", 500), ("release", 500)]
+        # The owners' alert follows the FAILED row and the member's message: wait for it, then count.
+        await wait_until(lambda: bool(recorder.alerts), within=10)
         assert recorder.failed == [(job.id, "job.failed.video_refused")]
         assert recorder.delivered == []
-        assert [key for key, _ in recorder.alerts] == ["alert.video_url_refused"]
+        assert recorder.alerts == [("alert.video_url_refused", {"job_id": job.id, "task_id": done.task_id})]
         assert emulator.stats()["foreign_requests"] == 0
         assert services.worker.counters["video_urls_refused"] == 1
         assert not services.media.video_path(job.id).exists()
@@ -338,6 +344,29 @@ async def test_a_task_failed_for_the_providers_own_reasons_is_sent_once_more(
         ledger = [e.kind for e in await services.store.ledger() if e.job_id == job.id]
         assert ledger == (["reserve", "settle"] if state is JobState.DELIVERED else ["reserve", "release"])
         assert services.worker.counters["resubmitted_after_failure"] == tasks - 1
+    finally:
+        await services.stop()
+        await provider.stop()
+
+
+async def test_a_video_that_is_not_an_mp4_fails_the_job_uncharged_and_alerts_the_owners(tmp_path: Path) -> None:
+    provider = _FailingProvider([])
+    provider.MP4 = b"<html><body>502 Bad Gateway</body></html>"  # what a broken CDN serves under a video's name
+    await provider.start()
+    services, recorder = await start_engine(tmp_path, provider.base_url)
+    try:
+        job = await services.jobs.submit(draft())
+        await settle(services, [job.id], within=30)
+        done = await services.store.get(job.id)
+        assert done is not None and done.state is JobState.FAILED and done.error_key == "job.failed.not_a_video"
+        assert done.charge_state is ChargeState.RELEASED and done.cost_settled == 0
+        ledger = [(e.kind, e.amount) for e in await services.store.ledger() if e.job_id == job.id]
+        assert ledger == [("reserve", 500), ("settle", 500), ("release", 500)]
+        await wait_until(lambda: bool(recorder.alerts), within=10)
+        assert recorder.failed == [(job.id, "job.failed.not_a_video")] and recorder.delivered == []
+        assert recorder.alerts == [("alert.not_a_video", {"job_id": job.id, "task_id": "task-1"})]
+        assert services.worker.errors_by_code.get("NotAVideo") == 1  # refused at once, not downloaded again
+        assert not services.media.video_path(job.id).exists()
     finally:
         await services.stop()
         await provider.stop()
