@@ -61,29 +61,73 @@ async def nothing_spent(world: World) -> None:
     assert not any((world.tmp / "data" / "media" / "frames").rglob("*.*"))
 
 
+# Every /kf2v-admin subcommand the bot registers, as (group, subcommand). The list itself comes from the
+# command tree Discord received (a new subcommand is tried without touching this test); this count keeps the
+# README's refusal figure honest (two people refused each subcommand).
+ADMIN_SUBCOMMANDS = 9
+
+
+def admin_subcommands(world: World) -> list[tuple[str | None, str]]:
+    """The /kf2v-admin subcommands (and groups) in the tree the bot synced, in their order."""
+    synced = [c for scope in world.discord.commands.values() for (_, name), c in scope.items() if name == "kf2v-admin"]
+    assert len(synced) == 1, f"{len(synced)} /kf2v-admin commands synced"
+    found: list[tuple[str | None, str]] = []
+    for option in synced[0].get("options") or []:
+        if option["type"] == 1:  # SUB_COMMAND
+            found.append((None, option["name"]))
+        elif option["type"] == 2:  # SUB_COMMAND_GROUP
+            found += [(option["name"], sub["name"]) for sub in option.get("options") or [] if sub["type"] == 1]
+    return found
+
+
+def admin_options(world: World, group: str | None, sub: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Every option of the subcommand given a value that would act if the owner check were missing: the
+    values by option name; a required option without one fails the test (add it to `values`)."""
+    [command] = [c for scope in world.discord.commands.values() for (_, n), c in scope.items() if n == "kf2v-admin"]
+    definitions = command.get("options") or []
+    if group is not None:
+        definitions = next(o for o in definitions if o["name"] == group).get("options") or []
+    leaf = next(o for o in definitions if o["name"] == sub).get("options") or []
+    options: dict[str, Any] = {}
+    for option in leaf:
+        name = option["name"]
+        if name in values:
+            options[name] = values[name]
+        else:
+            assert not option.get("required"), f"/kf2v-admin {sub}: no test value for its required option {name!r}"
+    return options
+
+
 async def test_every_owner_subcommand_is_refused_to_managers_and_members(world: World) -> None:
     await world.svc.jobs.pause("held for the test")  # a queued job to try to cancel
     record = await world.kf2v()
     assert "queued" in await world.reply(record)
     job = await world.latest_job()
-    cases: list[tuple[str, dict[str, Any]]] = [
-        ("show", {}), ("pause", {"reason": "x"}), ("resume", {}), ("queue", {}), ("cancel", {"job_id": job.id}),
-        ("budget", {"daily": "99999", "monthly": "99999"}), ("redeliver", {"job_id": job.id}),
-    ]  # fmt: skip
+    values: dict[str, Any] = {
+        "job_id": job.id, "user_id": str(job.user_id), "guild_id": str(world.guild), "reason": "x",
+        "daily": "99999", "monthly": "99999",
+    }  # fmt: skip
+    subcommands = admin_subcommands(world)
+    names = {sub for _, sub in subcommands}
+    assert {"budget", "cancel", "pause", "resume", "redeliver", "forget", "report"} <= names, names
+    assert len(subcommands) == ADMIN_SUBCOMMANDS, f"/kf2v-admin has {sorted(names)}: update the count and README"
     refused = 0
     for user in (MANAGER, BOB):
-        for sub, options in cases:
+        for group, sub in subcommands:
             attempt = await world.discord.run_command(
-                world.guild, world.channel, user, "kf2v-admin", options, subcommand=sub,
-                ignore_default_permissions=True,
+                world.guild, world.channel, user, "kf2v-admin", admin_options(world, group, sub, values),
+                subcommand=sub, group=group, ignore_default_permissions=True,
             )  # fmt: skip
-            assert "Only the bot's owners" in await world.reply(attempt), (user, sub)
+            answer = await world.reply(attempt)
+            assert "Only the bot's owners" in answer, (user, sub)
+            assert not any(m.attachments for m in attempt.messages), (user, sub)  # no report's chart or CSV
             refused += 1
+    assert refused == 2 * ADMIN_SUBCOMMANDS
     assert world.svc.jobs.paused  # resume was refused
     assert (await world.job(job.id)).state is JobState.QUEUED  # cancel was refused
     policy = await world.svc.budget.policy(world.guild)
     assert policy.daily_budget == world.svc.settings.default_daily_budget_milli  # budget was refused
-    print(f"\nSECURITY owner-commands refused={refused}")
+    print(f"\nSECURITY owner-commands subcommands={len(subcommands)} refused={refused}")
 
 
 async def test_a_manager_cannot_raise_the_guild_budget(world: World) -> None:
