@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import shutil
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -102,7 +102,8 @@ class StoryService:
         self.stories = stories
         self._joiner = joiner
         self.notifier: StoryNotifier | None = None
-        self._locks: dict[int, asyncio.Lock] = {}
+        # Per story: its lock and how many callers hold or await it (the entry goes with the last of them).
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._shown: dict[int, tuple[StoryState, tuple[SegmentStatus, ...]]] = {}
         # The joined video's post is retried like a job's delivery: doubling from `post_backoff_s`, capped.
@@ -275,13 +276,33 @@ class StoryService:
 
     async def advance(self, story_id: int) -> None:
         """Take the story's next step, one pass at a time per story in this process."""
-        lock = self._locks.setdefault(story_id, asyncio.Lock())
-        async with lock:
-            ended = await self._advance(story_id)
-        if ended and not lock.locked():
-            # Nothing more happens to it (a Redo starts from the database): its in-memory state goes.
-            self._locks.pop(story_id, None)
+        story = await self.stories.get(story_id)
+        if story is None or _ended(story):
+            # A late segment event (a cancelled segment settling after the story ended): nothing to do, and no
+            # per-story state is created for a story that has ended (a Redo reopens it from the database).
             self._shown.pop(story_id, None)
+            return
+        async with self._story_turn(story_id):
+            ended = await self._advance(story_id)
+        if ended:
+            self._shown.pop(story_id, None)  # nothing more happens to it: its last status is not kept
+
+    @contextlib.asynccontextmanager
+    async def _story_turn(self, story_id: int) -> AsyncIterator[None]:
+        """One pass at a time per story. The lock's entry lives only while a caller holds or awaits it, so no
+        path (a refused Redo, a cancel, an advance) leaves one behind, and none is dropped while still in use
+        (which would let a newcomer make a second lock and run beside its holder)."""
+        lock, users = self._locks.get(story_id) or (asyncio.Lock(), 0)
+        self._locks[story_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[story_id]
+            if users == 1:
+                del self._locks[story_id]
+            else:
+                self._locks[story_id] = (lock, users - 1)
 
     async def _advance(self, story_id: int) -> bool:
         """One step; True when the story has ended (final, nothing left to join or post)."""
@@ -528,10 +549,12 @@ class StoryService:
         story = await self._story_for(story_id, actor)
         if story.state is not StoryState.RUNNING:
             raise InvalidInput("story.not_running")
-        async with self._locks.setdefault(story.id, asyncio.Lock()):
+        async with self._story_turn(story.id):
             await self._cancel_rest(story, await self.stories.segment_jobs(story.id))
         refreshed = await self.stories.get(story.id)
         assert refreshed is not None
+        if _ended(refreshed):
+            self._shown.pop(story.id, None)  # its cancelled status was the last one shown
         return refreshed
 
     async def deliver_partial(self, story_id: int, actor: Actor) -> Story:
@@ -562,7 +585,7 @@ class StoryService:
         await self.jobs.check_channel(story.guild_id, story.channel_id)
         request = replace(old.request, seed=new_seed(old.request.seed))
         await self.jobs.check_content_rules(story.guild_id, request)  # a rule added since the story began counts
-        async with self._locks.setdefault(story.id, asyncio.Lock()):
+        async with self._story_turn(story.id):
             new_jobs = await self._admit_segment(story, segment, request, old, expect_newest=None)
         self._shown.pop(story.id, None)
         for job in new_jobs:

@@ -7,6 +7,8 @@ engine (JobService, scheduler, worker, SQLite) against the DashScope emulator or
 * Two quick Redo choices of a delivered story make one regeneration: the other is refused, nothing paid twice.
 * A story cancel covers segments being submitted; a segment whose task fails for the provider's own reasons
   after the cancel is not sent again, and not charged.
+* A story's per-story state (its lock, its last status) is not brought back by a segment event arriving after the
+  story ended, nor left behind by a refused Redo.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.errors import InvalidInput, QueueFull
+from bot.errors import InvalidInput, QueueFull, QuotaExceeded
 from bot.jobs.models import ChargeState, Job, JobState
 from bot.jobs.service import Actor
 from bot.jobs.story.join import join_segments
@@ -179,6 +181,43 @@ async def test_a_story_cancel_covers_segments_being_submitted(tmp_path: Path, em
         assert await settled_total(engine, story.id) == 0
         assert engine.told.reasons == ["story.cancelled"] and engine.told.failed[0][1] == 0  # said: nothing paid
         assert story.id not in engine.stories._locks  # per-story state pruned once it ended
+    finally:
+        await stop(engine)
+
+
+async def test_a_segment_event_arriving_after_the_story_ended_leaves_no_per_story_state(
+    tmp_path: Path, emulator: DashScopeEmulator
+) -> None:
+    # The worker records a segment final, then tells the router: that event can come after the story ended and
+    # after wait_idle (the race the cancel test above lost under load). It must not bring the story's lock back.
+    engine = await start_at(tmp_path, emulator.base_url)
+    try:
+        story, _ = await engine.stories.submit(story_draft(frames=3))
+        await engine.stories.cancel(story.id, Actor(user_id=10))
+        await wait_until(lambda: story_jobs_final(engine, story.id), within=60)
+        await engine.stories.wait_idle()
+        assert story.id not in engine.stories._locks and story.id not in engine.stories._shown
+        late = (await all_jobs(engine, story.id))[-1]
+        await engine.services.worker.notifier.job_failed(late)  # the router the worker talks to
+        await asyncio.sleep(0)  # the advance it scheduled has taken its first step (and now awaits the store)
+        assert story.id not in engine.stories._locks
+        await engine.stories.wait_idle()
+        assert story.id not in engine.stories._locks and story.id not in engine.stories._shown
+    finally:
+        await stop(engine)
+
+
+async def test_a_redo_refused_by_the_budget_leaves_no_lock_behind(tmp_path: Path, emulator: DashScopeEmulator) -> None:
+    engine = await start_at(tmp_path, emulator.base_url)
+    try:
+        story, _ = await engine.stories.submit(story_draft(frames=3))
+        await wait_until(lambda: delivered(engine, story.id), within=60)
+        await engine.stories.wait_idle()
+        await engine.services.jobs.set_budgets(1, daily=1, monthly=None)  # already spent more than that today
+        with pytest.raises(QuotaExceeded):
+            await engine.stories.redo(story.id, 1, Actor(user_id=10))
+        assert (await story_now(engine, story.id)).state is StoryState.DELIVERED  # nothing more will happen to it
+        assert story.id not in engine.stories._locks  # so nothing may stay behind for it in a long-running bot
     finally:
         await stop(engine)
 
