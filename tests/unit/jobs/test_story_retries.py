@@ -28,7 +28,7 @@ from bot.jobs.story.join import join_segments
 from bot.jobs.story.plan import StoryState
 from bot.jobs.story.service import SegmentRouter, StoryService
 from bot.jobs.story.store import StoryStore
-from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig, FaultConfig
+from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support.engine import all_final, draft, start_engine
 from tests.support.recording import RecordingNotifier
 from tests.support.waiting import wait_until
@@ -161,10 +161,60 @@ async def test_two_quick_redo_choices_make_one_regeneration(tmp_path: Path, emul
         await stop(engine)
 
 
-async def test_a_story_cancel_covers_segments_being_submitted(tmp_path: Path, emulator: DashScopeEmulator) -> None:
-    # Creates take 1.5 s to answer: the first segments are SUBMITTING when the member cancels.
-    emulator.update(faults=FaultConfig(latency_s=1.5, routes=frozenset({"create"})))
-    engine = await start_at(tmp_path, emulator.base_url)
+class _HeldCreatesProvider:
+    """A DashScope stand-in over loopback whose creates are not answered until `answer_creates()`: the segments
+    stay SUBMITTING for as long as the test needs, however busy the machine (a fixed create latency let a slow
+    cancel arrive after the task had already started, then rightly run and be paid). Tasks then wait PENDING,
+    as in a busy provider queue, until cancelled through the cancel route."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.cancelled: set[str] = set()
+        self._answer = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    def answer_creates(self) -> None:
+        self._answer.set()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/api/v1/services/aigc/image2video/video-synthesis", self._create)
+        app.router.add_get("/api/v1/tasks/{task_id}", self._get)
+        app.router.add_post("/api/v1/tasks/{task_id}/cancel", self._cancel)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/api/v1"
+
+    async def stop(self) -> None:
+        self._answer.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _create(self, request: web.Request) -> web.Response:
+        await self._answer.wait()
+        task_id = f"task-{len(self.created) + 1}"
+        self.created.append(task_id)
+        return web.json_response({"request_id": "r", "output": {"task_id": task_id, "task_status": "PENDING"}})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        task_id = request.match_info["task_id"]
+        status = "CANCELED" if task_id in self.cancelled else "PENDING"
+        output = {"task_id": task_id, "task_status": status, "submit_time": "2026-01-01 08:00:00.000"}
+        return web.json_response({"request_id": "r", "output": output})
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        self.cancelled.add(request.match_info["task_id"])
+        return web.json_response({"request_id": "r"})
+
+
+async def test_a_story_cancel_covers_segments_being_submitted(tmp_path: Path) -> None:
+    provider = _HeldCreatesProvider()  # creates unanswered: the first segments are SUBMITTING when the member cancels
+    await provider.start()
+    engine = await start_at(tmp_path, provider.base_url)
     try:
         story, jobs = await engine.stories.submit(story_draft(frames=3))
 
@@ -173,16 +223,20 @@ async def test_a_story_cancel_covers_segments_being_submitted(tmp_path: Path, em
 
         await wait_until(submitting, within=30)
         await engine.stories.cancel(story.id, Actor(user_id=10))
+        assert await submitting()  # still being submitted when the cancel was recorded
+        provider.answer_creates()
         await wait_until(lambda: story_jobs_final(engine, story.id), within=60)
         await engine.stories.wait_idle()
         final = await all_jobs(engine, story.id)
         assert [j.state for j in final] == [JobState.CANCELED] * len(jobs)
         assert all(j.charge_state is ChargeState.RELEASED for j in final)
+        assert provider.created and provider.cancelled == set(provider.created)  # cancelled there once it had a task
         assert await settled_total(engine, story.id) == 0
         assert engine.told.reasons == ["story.cancelled"] and engine.told.failed[0][1] == 0  # said: nothing paid
         assert story.id not in engine.stories._locks  # per-story state pruned once it ended
     finally:
         await stop(engine)
+        await provider.stop()
 
 
 async def test_a_segment_event_arriving_after_the_story_ended_leaves_no_per_story_state(
