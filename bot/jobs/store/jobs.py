@@ -244,14 +244,22 @@ class JobStateStore(StoreBase):
             out.append(((started - submitted).total_seconds(), (finished - started).total_seconds()))
         return out
 
-    async def recent_submissions(self, since: datetime) -> list[tuple[str, str, datetime]]:
-        """(account, model, submitted_at) of submissions since `since`: the rate limiter's memory."""
+    async def recent_submissions(self, since: datetime) -> list[tuple[str, str, datetime | None]]:
+        """(account, model, latest moment the create may have reached the provider) of submissions marked since
+        `since`: the rate limiter's memory after a restart. `submitted_at` is written before the create is built
+        and sent, so it can be well before the provider counted the create; the moment its answer was recorded
+        (its first later event: PENDING, back to the queue, failed) is after it. None: the job is still
+        SUBMITTING, its create may have left at any moment up to the crash."""
         rows = await self._db.fetch_all(
-            """SELECT account, model, submitted_at FROM jobs
-               WHERE submitted_at IS NOT NULL AND submitted_at >= ? AND account IS NOT NULL""",
+            """SELECT j.account, j.model, j.state,
+                      (SELECT MIN(e.at) FROM job_events e
+                        WHERE e.job_id = j.id AND e.state <> 'submitting' AND e.at >= j.submitted_at),
+                      j.updated_at
+               FROM jobs j
+               WHERE j.submitted_at IS NOT NULL AND j.submitted_at >= ? AND j.account IS NOT NULL""",
             (iso(since),),
         )
-        return [(r[0], r[1], required_dt(r[2])) for r in rows]
+        return [(r[0], r[1], None if r[2] == JobState.SUBMITTING.value else required_dt(r[3] or r[4])) for r in rows]
 
     async def jobs_with_media_before(self, before: datetime) -> list[Job]:
         """Final jobs finished before `before` that still reference a stored video."""

@@ -218,8 +218,11 @@ class Worker:
         ctx = self._ctx
         scheduler = ctx.scheduler
         now_wall, now_mono = utcnow(), ctx.clock()
+        # Every create that may have reached the provider counts in its lane's rate window (its slot is held
+        # below): one still SUBMITTING from now, since it may have left up to the moment the process died.
         for account, model, at in await ctx.store.recent_submissions(now_wall - timedelta(seconds=5)):
-            scheduler.limits.remember_submit(account, model, now_mono - (now_wall - at).total_seconds())
+            sent = now_mono if at is None else now_mono - max(0.0, (now_wall - at).total_seconds())
+            scheduler.limits.remember_submit(account, model, sent)
         jobs = await ctx.store.jobs_in_states([*SLOT_STATES, JobState.QUEUED, JobState.SUCCEEDED])
         # What the poll planner learnt before the restart (kept per tier by the poller); tiers of unfinished jobs
         # that have none kept (finished before the run_times table existed) learn from their jobs' rows.

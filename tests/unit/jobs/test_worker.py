@@ -5,7 +5,9 @@ there that the others do not cover, and each costs seconds."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 from bot.app import Services
 from bot.errors import InvalidInput
 from bot.jobs.models import ChargeState, JobState, PauseScope
-from bot.jobs.scheduler import QueuedJob
+from bot.jobs.scheduler import RATE_WINDOW_S, QueuedJob
 from bot.jobs.service import Actor
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 from tests.support import corpus
@@ -179,6 +181,38 @@ async def test_lost_create_answers_are_reconciled_never_resubmitted(
         await ledger_balances(services)
     finally:
         await services.stop()
+
+
+async def test_a_restart_counts_a_create_that_may_have_left_in_the_rate_window_from_the_restart(
+    tmp_path: Path, emulator: DashScopeEmulator, store_env: dict[str, Any]
+) -> None:
+    # The create reaches the provider and its answer is lost (the connection closes after processing); the
+    # engine stops before it looks for the task, leaving the row SUBMITTING. Its `submitted_at` was written
+    # before the body was built and sent, so it does not say when the provider counted the create (a SIGKILL
+    # may come just after it left): the restarted engine counts it as sent at the restart, and in flight.
+    emulator.update(drop_rate=1.0, routes=frozenset({"create"}), pending_s=(60.0, 60.0))
+    one_per_window = {"KF2V_SUBMIT_RPS": 1, **store_env}  # a burst of 1: one remembered create fills the window
+    first, _ = await start_engine(tmp_path, emulator.base_url, **one_per_window)
+    first.worker.config = replace(first.worker.config, reconcile_grace_s=60.0)
+    try:
+        job = await first.jobs.submit(draft())
+        await wait_until(lambda: emulator.stats()["submissions_accepted"] == 1, within=30)
+        sent = await first.store.get(job.id)
+        assert sent is not None and sent.state is JobState.SUBMITTING and sent.account is not None
+    finally:
+        await first.stop()
+    emulator.update(drop_rate=0.0)
+    restarted_at = time.monotonic()  # the worker's clock
+    second, _ = await start_engine(tmp_path, emulator.base_url, **one_per_window)
+    try:
+        await wait_until(lambda: second.worker.dispatching, within=30)  # recovered (PostgreSQL: lease taken)
+        limits = second.worker.scheduler.limits
+        lane = (sent.account, sent.request.model)
+        assert limits.in_flight()[lane] == 1
+        ready = limits.ready_at(*lane, restarted_at)
+        assert ready is not None and ready >= restarted_at + RATE_WINDOW_S, (ready, restarted_at)
+    finally:
+        await second.stop()
 
 
 async def test_provider_errors_are_retried_within_bounds(tmp_path: Path, emulator: DashScopeEmulator) -> None:
