@@ -48,6 +48,7 @@ async def test_a_template_the_provider_refuses_fails_released_with_its_name(
         assert failed.error_key == "job.failed.template_refused"
         assert failed.error_code == "InvalidParameter"
         assert failed.charge_state is ChargeState.RELEASED
+        await wait_until(lambda: len(recorder.failed) >= 1, within=30)  # told just after the final row is written
         assert recorder.failed == [(job.id, "job.failed.template_refused")]
         assert emulator.stats()["submissions_accepted"] == 0
         for locale in ("en-US", "zh-CN"):

@@ -285,6 +285,7 @@ async def test_cancel_while_queued_and_while_pending(
         with pytest.raises(InvalidInput):
             await services.jobs.cancel(pending.id, Actor(user_id=2))
         await ledger_balances(services)
+        await wait_until(lambda: len(recorder.failed) >= 2, within=30)  # told just after the final row is written
         assert {job_id for job_id, _ in recorder.failed} == {queued.id, pending.id}
     finally:
         await services.stop()

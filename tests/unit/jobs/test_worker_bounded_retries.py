@@ -115,6 +115,7 @@ async def test_a_cancel_pressed_while_a_lost_create_is_resolved_is_honoured_befo
         assert (done.state, done.charge_state) == (JobState.CANCELED, ChargeState.RELEASED)
         assert done.attempts == 1  # never sent again
         assert [t for t in emulator.stats()["tasks"] if not t["neighbour"]] == []
+        await wait_until(lambda: len(recorder.failed) >= 1, within=30)  # told just after the final row is written
         assert (job.id, "job.canceled") in recorder.failed
     finally:
         await services.stop()

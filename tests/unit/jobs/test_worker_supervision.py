@@ -57,6 +57,7 @@ async def test_jobs_of_a_model_that_left_the_catalog_fail_released_and_the_bot_s
             job = await services.store.get(job_id)
             assert job is not None and job.state is JobState.FAILED, job
             assert job.error_key == "job.failed.model_gone" and job.charge_state is ChargeState.RELEASED
+        await wait_until(lambda: len(recorder.failed) >= 2, within=30)  # told just after the final row is written
         assert sorted(recorder.failed) == sorted([(in_flight.id, "job.failed.model_gone"),
                                                   (queued.id, "job.failed.model_gone")])  # fmt: skip
         for locale in ("en-US", "zh-CN"):
