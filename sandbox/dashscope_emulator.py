@@ -17,7 +17,8 @@ What it reproduces (condensed in the project's provider doc; sources cited next 
   divided by `time_scale`; videos are real H.264 mp4s rendered on first download, behind signed-looking URLs;
 * injected faults: 5xx, 429, latency, dropped connections, broken JSON (`faults`), and the provider's less
   polite truths: lost create answers, malformed 200 polls, absurd bills, a `video_url` on a foreign host
-  (a trap listener counts what reaches it), slow uploads.
+  (a trap listener counts what reaches it), slow uploads; requests of a route held unanswered until a test
+  releases them (`hold`).
 
 Everything it sees is counted in `stats()` / `GET /_sandbox/stats`. Keys are never stored: a key is
 named by `fingerprint(key)` ("acct-" + 8 hex of sha256), the same id the client logs.
@@ -616,6 +617,23 @@ def _free_box_header(size: int) -> bytes:
 # --- the emulator --------------------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
+class RouteHold:
+    """Requests of one route held unanswered (`DashScopeEmulator.hold`) until `release()`: a request on its way
+    for as long as a test needs, wherever the caller is then (a restart can land on it for certain)."""
+
+    route: str
+    skip: int  # requests of the route that pass before it holds any
+    remaining: int  # requests it still holds
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    held: int = 0  # requests waiting on it now
+
+    def release(self) -> None:
+        """Let the held requests go on, and hold no more."""
+        self.remaining = 0
+        self.released.set()
+
+
 @dataclass(frozen=True)
 class _Caller:
     account: str  # main account
@@ -677,6 +695,7 @@ class DashScopeEmulator:
         self._base_url: str | None = None
         # counters
         self._calls = dict.fromkeys(ROUTES, 0)
+        self._holds: list[RouteHold] = []
         self._faults = {
             "error": 0, "throttle": 0, "drop": 0, "malformed": 0, "latency": 0,
             "lost_create_answer": 0, "malformed_poll": 0, "absurd_bill": 0, "foreign_video_url": 0,
@@ -829,6 +848,26 @@ class DashScopeEmulator:
             self._models = emulated_models(region=CATALOG_REGIONS[cfg.region])
         self.config = cfg
 
+    def hold(self, route: str, *, skip: int = 0, count: int = 1) -> RouteHold:
+        """Hold the next `count` requests of `route` (one of ROUTES) once `skip` more have passed, before they are
+        handled, until `release()`: nothing is done for them meanwhile (a policy or a create still on its way)."""
+        if route not in ROUTES:
+            raise ValueError(f"unknown route {route!r}")
+        hold = RouteHold(route, self._calls[route] + skip, count)
+        self._holds.append(hold)
+        return hold
+
+    async def _wait_if_held(self, route: str) -> None:
+        for hold in self._holds:
+            if hold.route == route and hold.remaining > 0 and self._calls[route] > hold.skip:
+                hold.remaining -= 1
+                hold.held += 1
+                try:
+                    await hold.released.wait()
+                finally:
+                    hold.held -= 1
+                return
+
     def occupy_slots(self, api_key: str, model: str, n: int) -> None:
         """Someone else on the key's main account holds `n` of this model's in-flight slots (0 frees them)."""
         self._occupied[(self.config.account_of(api_key), model)] = max(0, int(n))
@@ -911,8 +950,9 @@ class DashScopeEmulator:
         self, name: str, handler: Callable[[web.Request, _Caller], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            request[_ARRIVED] = self._clock()
             self._calls[name] += 1
+            await self._wait_if_held(name)
+            request[_ARRIVED] = self._clock()
             faults = self.config.faults
             disturbed = faults.applies(name)
             if disturbed and faults.latency_s > 0:

@@ -118,9 +118,10 @@ async def test_sound_off_is_refused_where_the_model_cannot_switch_it(world: Worl
 
 
 async def test_a_restart_in_the_middle_of_the_uploads_resumes_without_paying_twice(world: World) -> None:
-    # Each upload policy answers after 3 s: the bot is stopped once the first frame is stored and while
-    # the second frame's policy is still on its way.
-    world.dashscope.update(faults={"latency_s": 3.0, "routes": ["upload_policy"]})
+    # The first frame's upload policy is answered, the second's is held: the bot is stopped once the first
+    # frame is stored and while the second frame's policy is on its way (held, whatever the machine's load:
+    # a timed delay let a slow test stop the bot in the middle of the second upload instead).
+    second_policy = world.dashscope.hold("upload_policy", skip=1)
     record = await kf2v(world, model="wan2.7-i2v", resolution="720P", duration=3)
     await world.reply(record)
     job = await world.latest_job()
@@ -131,9 +132,10 @@ async def test_a_restart_in_the_middle_of_the_uploads_resumes_without_paying_twi
         return len(rows) == 1
 
     await wait_until(first_upload_recorded, within=30)
+    await wait_until(lambda: second_policy.held == 1, within=30)
     assert world.dashscope.stats()["calls"].get("upload", 0) == 1
     await world.stop_bot()
-    world.dashscope.update(faults={"latency_s": 0.0, "routes": None})
+    second_policy.release()
     await world.start_bot()
     await delivered(world, job.id, within=90)
     job = await world.job(job.id)

@@ -146,6 +146,22 @@ async def test_base_url_and_the_create_answer_shape(emulator: DashScopeEmulator,
     assert answer["output"]["task_status"] == "PENDING" and answer["output"]["task_id"]
 
 
+async def test_a_held_route_answers_only_once_released(emulator: DashScopeEmulator, api: Api) -> None:
+    status, _ = await api.create(body())  # the one that passes
+    assert status == 200
+    hold = emulator.hold("create", skip=0, count=1)
+    held = asyncio.create_task(api.create(body(prompt="held")))
+    await wait_until(lambda: hold.held == 1, within=10)
+    assert emulator.stats()["submissions_accepted"] == 1  # nothing done for it while held
+    hold.release()
+    status, answer = await held
+    assert status == 200 and answer["output"]["task_status"] == "PENDING"
+    status, _ = await api.create(body(PLUS, prompt="after"))  # count=1: later ones are not held (another lane)
+    assert (status, hold.held, emulator.stats()["submissions_accepted"]) == (200, 0, 3)
+    with pytest.raises(ValueError, match="unknown route"):
+        emulator.hold("nowhere")
+
+
 @pytest.mark.parametrize(
     ("call", "status", "code"),
     [
