@@ -27,7 +27,7 @@ from bench._common import API_KEY, ROOT, flat_png, note, r3, rss_mb, start_engin
 from sandbox.dashscope_emulator import DashScopeEmulator, EmulatorConfig
 
 DEFAULTS: dict[str, dict[str, float]] = {
-    "tiny": {"jobs": 60, "warmup": 20, "time_scale": 2000.0, "accounts": 4, "every": 20},
+    "tiny": {"jobs": 30, "warmup": 10, "time_scale": 2000.0, "accounts": 4, "every": 10},
     "full": {"jobs": 5000, "warmup": 500, "time_scale": 2000.0, "accounts": 10, "every": 500},
 }
 TARGET_GROWTH_MB = 20.0
