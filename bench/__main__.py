@@ -2,7 +2,9 @@
 
 Each benchmark prints its figures as one JSON line, the last line of its stdout (progress goes to stderr).
 `all` runs every benchmark in its own process (so memory figures are not polluted by the others), relays
-their lines, and ends with one JSON line holding all of them.
+their lines, and ends with one JSON line holding all of them. `--parallel N` (for the tiny smoke run, whose
+timings nobody reads) runs up to N of them at once, except the ones that measure resident memory: those run
+alone, as they always do without it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench._common import SIZES, configure_logging, emit, note
@@ -32,6 +35,8 @@ BENCHES = (
     "handover",
     "discord_outage",
 )
+# Their figures are resident memory: never run next to another benchmark, even under --parallel.
+MEASURE_MEMORY = frozenset({"scale", "memory", "soak"})
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -56,6 +61,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="polling: the provider's running seconds (default: the observed 240-360, which the prior says too)",
     )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="all: run up to N benchmarks at once (not the memory ones; timings then shared: for smoke runs)",
+    )
     return parser.parse_args(argv)
 
 
@@ -76,16 +87,27 @@ def run_one(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _run_child(name: str, args: argparse.Namespace) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "bench", name, "--size", args.size]
+    if args.seed is not None:
+        command += ["--seed", str(args.seed)]
+    note(f"running {name}")
+    started = time.monotonic()
+    completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)  # noqa: S603
+    note(f"{name} took {time.monotonic() - started:.0f} s")
+    return completed
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    ran_together: dict[str, subprocess.CompletedProcess[str]] = {}
+    if args.parallel > 1:  # those that may share the machine first, then the memory ones one by one
+        shared = [name for name in BENCHES if name not in MEASURE_MEMORY]
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            ran_together = dict(zip(shared, pool.map(lambda name: _run_child(name, args), shared), strict=True))
     results: dict[str, Any] = {}
     failed = []
-    for name in BENCHES:
-        command = [sys.executable, "-m", "bench", name, "--size", args.size]
-        if args.seed is not None:
-            command += ["--seed", str(args.seed)]
-        note(f"running {name}")
-        started = time.monotonic()
-        completed = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)  # noqa: S603
+    for name in BENCHES:  # the lines relayed in this order, whatever order the benchmarks ran in
+        completed = ran_together.get(name) or _run_child(name, args)
         lines = completed.stdout.strip().splitlines()
         if completed.returncode != 0 or not lines:
             failed.append(name)
@@ -93,7 +115,6 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             continue
         print(lines[-1], flush=True)
         results[name] = json.loads(lines[-1])
-        note(f"{name} took {time.monotonic() - started:.0f} s")
     return {"bench": "all", "size": args.size, "failed": failed, "results": results}
 
 
