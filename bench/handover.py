@@ -1,14 +1,14 @@
-"""handover: the README's "within a second" and "within about a second" on PostgreSQL, measured.
+"""handover: docs/scaling.md's "within a second" and "within about a second" on PostgreSQL, measured.
 
 Two engines (what `kf2v-bot run` builds: pool, dispatcher lease, worker, LISTEN/NOTIFY follower) share one
 PostgreSQL database (created for the run on KF2V_BENCH_DATABASE_URL's server, default the local one, and
 dropped after) and the DashScope emulator, in this process:
 
 * pause_s: `/kf2v-admin pause` handled by the standby (JobService.pause: stored, announced on commit on
-  `kf2v_pauses`) -> the dispatcher's own JobService knows it (the README: "applies it within a second").
+  `kf2v_pauses`) -> the dispatcher's own JobService knows it (docs/scaling.md: "applies it within a second").
   Then the resume the same way (resume_s). Repeated `rounds` times each.
 * stop_s: a graceful stop of the dispatcher (what SIGTERM runs: Services.stop releases the leases and
-  notifies) -> the standby's worker is dispatching (the README: "a standby takes over within about a
+  notifies) -> the standby's worker is dispatching (docs/scaling.md: "a standby takes over within about a
   second"). A new standby is started after each stop.
 
 Both engines share this process's event loop, so each figure includes the other's work: upper bounds.

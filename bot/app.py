@@ -297,7 +297,7 @@ async def build_services(
     http = aiohttp.ClientSession()
     clients = {}
     for place, key in enumerate(settings.api_keys()):
-        # Named by its place in the configuration, which a rotated key keeps (see README: rotating a key).
+        # Named by its place in the configuration, which a rotated key keeps (see docs/deployment.md: rotating a key).
         account = account_name(place)
         clients[account] = DashScopeClient(
             http,

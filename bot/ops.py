@@ -39,7 +39,7 @@ from bot.jobs.store import BACKUP_ON_POSTGRESQL, STORE_UNAVAILABLE, JobStore
 from bot.jobs.story import stories_available
 from bot.settings import Settings, SettingsError, load_catalog_for
 
-# What the bot needs in a guild, and nothing more (see README, Deployment): View Channels, Send Messages,
+# What the bot needs in a guild, and nothing more (see README, Add it to your server): View Channels, Send Messages,
 # Send Messages in Threads, Create Public Threads, Embed Links, Attach Files, Read Message History.
 INVITE_PERMISSIONS = 309237763072
 INVITE_SCOPES = "bot+applications.commands"

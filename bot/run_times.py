@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _KF2V_API = "https://help.aliyun.com/zh/model-studio/image-to-video-by-first-and-last-frame-api-reference"
-_OBSERVED = "observed: this project's kf2v tasks (README, Performance: queued 0-150 s, running 240-360 s)"
+_OBSERVED = "observed: this project's kf2v tasks (docs/performance.md: queued 0-150 s, running 240-360 s)"
 ANY = "*"
 
 RUN_TIME_PRIORS: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """What can be checked of deploy/ without Docker or root: the Dockerfile's build replayed, its HEALTHCHECK
 run against a live health server, the compose file's structure, the systemd unit through
-`systemd-analyze verify`, and the README's invite URL against discord.py's permission flags."""
+`systemd-analyze verify`, and the README's invite URL (Add it to your server) against discord.py's permission flags."""
 
 from __future__ import annotations
 
@@ -314,7 +314,7 @@ def test_compose_config_when_docker_compose_exists(tmp_path: Path) -> None:
 
 
 def test_compose_scale_profile() -> None:
-    """PostgreSQL and two bot processes splitting the shards, sharing the media volume (README, Scaling out)."""
+    """PostgreSQL and two bot processes splitting the shards, sharing the media volume (docs/scaling.md)."""
     top = _blocks((DEPLOY / "compose.yaml").read_text(encoding="utf-8"), 0)
     services = _blocks(top["services"], 2)
     volumes = set(_blocks(top["volumes"], 2))
@@ -462,9 +462,9 @@ def test_readme_invite_url_has_exactly_the_permissions_used() -> None:
     expected = discord.Permissions(**dict.fromkeys(INVITE_FLAGS, True)).value
     assert expected == INVITE_PERMISSIONS
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    deployment = readme.split("## Deployment", 1)[1]
+    deployment = readme.split("\n## Add it to your server\n", 1)[1].split("\n## ", 1)[0]
     urls = re.findall(r"https://discord\.com/oauth2/authorize\?\S+", deployment)
-    assert urls, "the Deployment section shows the invite URL"
+    assert urls, "the README's 'Add it to your server' shows the invite URL"
     for url in urls:
         assert "client_id=<client_id>" in url
         assert f"scope={INVITE_SCOPES}" in url

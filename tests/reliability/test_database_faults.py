@@ -188,7 +188,7 @@ async def test_database_outage_every_job_delivered_once(
 
 
 # One minute-long case only (the suite's time budget): PostgreSQL, where a minute also outlives the dispatcher
-# lease (TTL 6 s), the pool's connections and the LISTEN connection. SQLite's was run by hand (README).
+# lease (TTL 6 s), the pool's connections and the LISTEN connection. SQLite's was run by hand (docs/reliability.md).
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("engine", ["postgresql"])

@@ -11,7 +11,7 @@ notifier).
    random moments while jobs run and restarted on the same data dir. Discord's posts are recorded by the
    emulator, so "no video posted twice" is checked there (the notifier's redelivery check reads the thread).
 
-Each test prints one `RELIABILITY ...` line of figures (pytest -s shows it) for the README's table.
+Each test prints one `RELIABILITY ...` line of figures (pytest -s shows it) for the table in docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ an upload refused as too large (413 / 40005), a channel deleted while its job ru
 taken away mid-job. Each ends with every job delivered or failed with its specific message in the thread,
 nothing stuck once the faults stop, and the retries counted and bounded.
 
-Each test prints one `RELIABILITY ...` line (pytest -s) for the README's table.
+Each test prints one `RELIABILITY ...` line (pytest -s) for the table in docs/reliability.md.
 """
 
 from __future__ import annotations

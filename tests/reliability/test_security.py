@@ -10,7 +10,7 @@ after a run with faults (logs in text and JSON, everything Discord recorded, the
 every file of the data dir); owner-only files; SQL, markdown and mention payloads stored verbatim and
 posted without pinging anyone but the requester.
 
-Each test prints one `SECURITY ...` line (pytest -s) for the README's table.
+Each test prints one `SECURITY ...` line (pytest -s) for the table in docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ class Worker:
             return
         if job.account not in ctx.clients:
             # Its account's place was removed from the configuration: nobody can poll its task any more, which
-            # the provider may still run and bill. The owners hear of it (README: rotating a key).
+            # the provider may still run and bill. The owners hear of it (docs/deployment.md: rotating a key).
             log.error(
                 "job %s: its account %s is no longer configured; failed, released (its task may still be billed)",
                 job.id, job.account, extra={"job_id": job.id},
