@@ -352,7 +352,8 @@ class Afternoon:
         outcome.cancel_reply = await self._reply(record, f"the answer to the Cancel button of #{job.id}")
         self.said(outcome.user_name, outcome.cancel_reply)
 
-    async def _press_regenerate(self, outcome: Outcome, job: Job) -> None:
+    async def _press_once_delivered(self, outcome: Outcome, job: Job, action: str, label: str) -> InteractionRecord:
+        """Wait until `job` is delivered and its status message shows the `action` button, then press it."""
         store = self.world.services.store
 
         async def delivered() -> Job | None:
@@ -362,16 +363,20 @@ class Afternoon:
             return current if current.state is JobState.DELIVERED else None
 
         current: Job = await wait_for(delivered, self.timeout_s, f"#{job.id} to be delivered")
-        custom_id = f"kf2v:regen:{job.id}"
+        custom_id = f"kf2v:{action}:{job.id}"
 
         def has_button() -> MessageRecord | None:
             message = self.world.discord.message(current.status_message_id or 0)
             return message if message is not None and custom_id in message.custom_ids() else None
 
-        await wait_for(has_button, REPLY_TIMEOUT_S, f"the Regenerate button of #{job.id}")
-        record = await self.world.discord.press_button(
+        await wait_for(has_button, REPLY_TIMEOUT_S, f"the {label} button of #{job.id}")
+        return await self.world.discord.press_button(
             current.status_message_id or 0, custom_id, outcome.user_id, locale=outcome.locale
         )
+
+    async def _press_regenerate(self, outcome: Outcome, job: Job) -> None:
+        store = self.world.services.store
+        record = await self._press_once_delivered(outcome, job, "regen", "Regenerate")
         self.console.event(f"{outcome.user_name} liked #{job.id} and presses Regenerate")
         outcome.regen_reply = await self._reply(record, f"the answer to the Regenerate button of #{job.id}")
 
@@ -387,24 +392,7 @@ class Afternoon:
     async def _press_extend(self, outcome: Outcome, job: Job, seconds: int) -> None:
         """Once delivered: Extend, fill the modal (a prompt for what follows, the seconds to add), submit."""
         store = self.world.services.store
-
-        async def delivered() -> Job | None:
-            current = await store.get(job.id)
-            if current is None or (current.is_final and current.state is not JobState.DELIVERED):
-                raise ScriptProblem(f"#{job.id} ended {current.state.value if current else 'missing'}, not delivered")
-            return current if current.state is JobState.DELIVERED else None
-
-        current: Job = await wait_for(delivered, self.timeout_s, f"#{job.id} to be delivered")
-        custom_id = f"kf2v:extend:{job.id}"
-
-        def has_button() -> MessageRecord | None:
-            message = self.world.discord.message(current.status_message_id or 0)
-            return message if message is not None and custom_id in message.custom_ids() else None
-
-        await wait_for(has_button, REPLY_TIMEOUT_S, f"the Extend button of #{job.id}")
-        press = await self.world.discord.press_button(
-            current.status_message_id or 0, custom_id, outcome.user_id, locale=outcome.locale
-        )
+        press = await self._press_once_delivered(outcome, job, "extend", "Extend")
         modal = await press.wait_modal(REPLY_TIMEOUT_S)
         prompt, added = (c["component"] for c in modal["components"])
         self.console.event(f"{outcome.user_name} presses Extend on #{job.id} and adds {seconds} s")
@@ -431,24 +419,7 @@ class Afternoon:
     async def _press_remix(self, outcome: Outcome, job: Job, prompt: str) -> None:
         """Once delivered: Remix, change the pre-filled prompt in the modal (the rest as it was), submit."""
         store = self.world.services.store
-
-        async def delivered() -> Job | None:
-            current = await store.get(job.id)
-            if current is None or (current.is_final and current.state is not JobState.DELIVERED):
-                raise ScriptProblem(f"#{job.id} ended {current.state.value if current else 'missing'}, not delivered")
-            return current if current.state is JobState.DELIVERED else None
-
-        current: Job = await wait_for(delivered, self.timeout_s, f"#{job.id} to be delivered")
-        custom_id = f"kf2v:remix:{job.id}"
-
-        def has_button() -> MessageRecord | None:
-            message = self.world.discord.message(current.status_message_id or 0)
-            return message if message is not None and custom_id in message.custom_ids() else None
-
-        await wait_for(has_button, REPLY_TIMEOUT_S, f"the Remix button of #{job.id}")
-        press = await self.world.discord.press_button(
-            current.status_message_id or 0, custom_id, outcome.user_id, locale=outcome.locale
-        )
+        press = await self._press_once_delivered(outcome, job, "remix", "Remix")
         modal = await press.wait_modal(REPLY_TIMEOUT_S)
         prompt_input = modal["components"][0]["component"]  # pre-filled with the job's prompt
         if prompt_input.get("value") != job.request.prompt:
